@@ -1,0 +1,46 @@
+#pragma once
+
+// Namespace aliases and the I/O object types every data-plane module uses. Each stream,
+// acceptor and timer completes with `as_tuple(use_awaitable)` by default, so coroutine code
+// reads `auto [ec, n] = co_await stream.async_read_some(buf);` and handles `ec` explicitly.
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace boost::beast {}
+namespace boost::asio::ssl {}
+
+namespace portico {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+
+using tcp = net::ip::tcp;
+using unix_protocol = net::local::stream_protocol;
+
+/// Completion token used by default on every portico I/O object.
+using default_token = net::as_tuple_t<net::use_awaitable_t<>>;
+
+/// Executor whose operations default to `default_token`.
+using executor = default_token::executor_with_default<net::any_io_executor>;
+
+/// TCP socket whose operations default to `default_token`.
+using tcp_socket = tcp::socket::rebind_executor<executor>::other;
+/// TCP acceptor whose operations default to `default_token`.
+using tcp_acceptor = tcp::acceptor::rebind_executor<executor>::other;
+/// Unix-domain socket whose operations default to `default_token`.
+using unix_socket = unix_protocol::socket::rebind_executor<executor>::other;
+/// Steady timer whose operations default to `default_token`.
+using steady_timer = net::steady_timer::rebind_executor<executor>::other;
+
+/// Coroutine return type for portico coroutines.
+template <typename T = void>
+using task = net::awaitable<T>;
+
+} // namespace portico

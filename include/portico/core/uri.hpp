@@ -1,0 +1,39 @@
+#pragma once
+
+// Path and host canonical forms shared by configuration (configured prefixes and hosts) and
+// routing (request targets), so that both sides compare like with like.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace portico::uri {
+
+/**
+ * Normalises an origin-form path (RFC 3986 §6.2.2): removes dot segments, decodes
+ * percent-encoded unreserved characters, upper-cases the hex digits of the encodings it
+ * keeps (`%2F` stays encoded so it never becomes a segment boundary).
+ *
+ * @return nullopt when `path` does not start with '/', has a malformed percent-encoding, or
+ *         contains a control character, space or NUL.
+ */
+std::optional<std::string> normalize_path(std::string_view path);
+
+/**
+ * A path prefix as stored in the route table: normalised, without a trailing '/' (the root
+ * is "/"), so that "/api" and "/api/" name the same prefix.
+ */
+std::optional<std::string> normalize_prefix(std::string_view path);
+
+/// Lower-cases ASCII letters.
+std::string to_lower(std::string_view text);
+
+/**
+ * Canonical host for matching: the port removed (`host:port`, `[v6]:port`), brackets kept
+ * off IPv6 literals, ASCII lower case, one trailing dot removed.
+ *
+ * @return nullopt for an empty or syntactically invalid host.
+ */
+std::optional<std::string> normalize_host(std::string_view host_with_port);
+
+} // namespace portico::uri

@@ -1,0 +1,84 @@
+#include "cli/config_source.hpp"
+
+#include "portico/core/log.hpp"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+namespace portico::cli {
+namespace {
+
+/// How a diagnostic is reported: text for a person, or a JSON log line under `run`.
+bool is_json_reporting() { return log::current_format() == log::format::json; }
+
+void report(log::level lv, std::string_view event, const config::diagnostic& d)
+{
+    if (!log::enabled(lv)) {
+        return;
+    }
+    if (is_json_reporting()) {
+        log::write(lv, event,
+                   {{"file", d.where.file},
+                    {"line", d.where.line},
+                    {"column", d.where.column},
+                    {"message", d.message}});
+        return;
+    }
+    // `file:line:col: message` as compilers print it, so editors and terminals link to it.
+    fmt::print(stderr, "{}{}\n", lv == log::level::warn ? "warning: " : "", d.to_string());
+}
+
+void report_failure(const std::string& name, std::size_t errors)
+{
+    if (is_json_reporting()) {
+        log::write(log::level::error, "config_invalid", {{"file", name}, {"errors", errors}});
+        return;
+    }
+    fmt::print(stderr, "portico: {} {} in {}\n", errors, errors == 1 ? "error" : "errors", name);
+}
+
+} // namespace
+
+std::string loaded_config::display_name() const
+{
+    if (!where.file) {
+        return "built-in default";
+    }
+    // The lookup's own origins are already the relative names the user knows; a file named
+    // by -c or PORTICO_CONFIG is shown as the user wrote it.
+    if (where.origin.starts_with("./")) {
+        return where.origin;
+    }
+    return where.file->string();
+}
+
+std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file)
+{
+    const auto env = config::environment::process();
+    loaded_config loaded;
+    // An empty cwd keeps looked-up names relative, so messages read `portico.yaml:14:9`.
+    loaded.where = config::locate(cli_file, env, {});
+    if (!loaded.where.file) {
+        loaded.value = config::default_config(env);
+        return loaded;
+    }
+
+    auto result = config::load_file(*loaded.where.file, env);
+    for (const auto& w : result.warnings) {
+        report(log::level::warn, "config_warning", w);
+    }
+    if (!result.ok() || !result.value) {
+        for (const auto& e : result.errors) {
+            report(log::level::error, "config_error", e);
+        }
+        report_failure(loaded.display_name(), result.errors.size());
+        return std::nullopt;
+    }
+    loaded.value = std::move(*result.value);
+    return loaded;
+}
+
+} // namespace portico::cli

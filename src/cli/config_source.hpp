@@ -1,0 +1,34 @@
+#pragma once
+
+// Finding and loading the configuration for a verb, with every diagnostic reported the same
+// way whichever verb asked.
+
+#include "portico/config/config.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace portico::cli {
+
+/// A valid configuration and where it came from.
+struct loaded_config {
+    config::config value;
+    config::location where;
+
+    /// The file as the user should read it, or "built-in default".
+    std::string display_name() const;
+};
+
+/**
+ * Applies the lookup order (`-c`, `PORTICO_CONFIG`, `./portico.yaml`,
+ * `./config/portico.yaml`, built-in default) from the current directory and loads the file.
+ *
+ * Warnings go to stderr as `warning: file:line:col: ...`. When the file is missing or
+ * invalid, every error goes to stderr, one per line, then a summary line
+ * (`portico: 3 errors in portico.yaml`), and the result is empty: the verb exits 1.
+ * Once `run` has configured JSON logging, the same reports are JSON log lines.
+ */
+std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file);
+
+} // namespace portico::cli

@@ -1,0 +1,246 @@
+// Loading portico.yaml: the file checks, the YAML syntax pass, then the schema walk
+// (schema.cpp). Every failure, yaml-cpp's included, becomes a diagnostic with a position.
+
+#include "portico/config/config.hpp"
+
+#include "config/reader.hpp"
+#include "config/schema.hpp"
+#include "config/syntax.hpp"
+
+#include <fmt/format.h>
+
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <exception>
+#include <sstream>
+#include <system_error>
+
+namespace portico::config {
+namespace {
+
+namespace fs = std::filesystem;
+using detail::context;
+
+constexpr std::string_view byte_order_mark = "\xEF\xBB\xBF";
+
+load_result file_failure(const std::string& file, std::string message)
+{
+    load_result result;
+    result.errors.push_back({{file, 0, 0}, std::move(message)});
+    return result;
+}
+
+/// The syntax pass: counts documents and finds what yaml-cpp 0.7 gets wrong: a quoted
+/// string it silently closes at the end of the file (`a: "abc` then a newline), and a stray
+/// ',' at the start of a document, after which it returns the same empty document forever
+/// (jbeder/yaml-cpp#1040).
+class syntax_scan final : public YAML::EventHandler {
+public:
+    explicit syntax_scan(std::string_view text) : text_(text) {}
+
+    std::size_t documents = 0;
+    YAML::Mark second_document = YAML::Mark::null_mark();
+    std::optional<std::size_t> unclosed_quote;
+    std::optional<YAML::Mark> stuck;
+
+    void OnDocumentStart(const YAML::Mark& mark) override
+    {
+        if (documents > 0 && mark.pos == last_start_) {
+            stuck = mark;
+        }
+        last_start_ = mark.pos;
+        if (++documents == 2) {
+            second_document = mark;
+        }
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override
+    {
+        const auto open = static_cast<std::size_t>(mark.pos);
+        if (mark.pos >= 0 && open < text_.size() && !unclosed_quote && !is_closed(open)) {
+            unclosed_quote = open;
+        }
+    }
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override
+    {
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override
+    {
+    }
+    void OnMapEnd() override {}
+
+private:
+    // True unless the scalar at `open` starts with a quote that is never closed. Escapes:
+    // backslash in double quotes, a doubled quote in single quotes (YAML 1.2 §7.3).
+    bool is_closed(std::size_t open) const
+    {
+        const char quote = text_[open];
+        if (quote != '"' && quote != '\'') {
+            return true;
+        }
+        for (std::size_t i = open + 1; i < text_.size(); ++i) {
+            if (quote == '"' && text_[i] == '\\') {
+                ++i;
+            } else if (text_[i] == quote) {
+                if (quote == '\'' && i + 1 < text_.size() && text_[i + 1] == '\'') {
+                    ++i;
+                    continue;
+                }
+                return true;
+            }
+        }
+        return false;
+    }
+
+    std::string_view text_;
+    int last_start_ = -1;
+};
+
+// yaml-cpp reports tab indentation inconsistently ("illegal map value", "illegal block
+// entry"...), so on a syntax error look for tabs in the indentation up to the failing line.
+bool report_tabs(context& ctx, std::size_t error_line)
+{
+    const auto& source = ctx.source();
+    bool found = false;
+    for (std::size_t i = 0; i <= error_line && i < source.line_count(); ++i) {
+        const auto line = source.line(i);
+        const auto indent_end = line.find_first_not_of(" \t");
+        const auto indent = line.substr(0, indent_end);
+        const auto tab = indent.find('\t');
+        const bool blank = indent_end == std::string_view::npos || line[indent_end] == '\r';
+        if (tab == std::string_view::npos || (blank && i != error_line)) {
+            continue;
+        }
+        const auto line_start = static_cast<std::size_t>(line.data() - source.text().data());
+        ctx.error(source.at_offset(line_start + tab),
+                  "tab character in indentation; YAML indentation must use spaces");
+        found = true;
+    }
+    return found;
+}
+
+void report_syntax_error(context& ctx, const YAML::ParserException& e)
+{
+    if (!e.mark.is_null() && e.mark.line >= 0 &&
+        report_tabs(ctx, static_cast<std::size_t>(e.mark.line))) {
+        return;
+    }
+    std::string message;
+    if (e.msg == YAML::ErrorMsg::EOF_IN_SCALAR) {
+        message = "unclosed quote: a quoted string runs to the end of the file";
+    } else if (e.msg == YAML::ErrorMsg::UNKNOWN_ANCHOR) {
+        // The usual cause: an unquoted wildcard host, which YAML reads as an alias.
+        message = "invalid YAML: '*' starts an alias here; quote wildcard hosts, e.g. "
+                  "\"*.app.localhost\"";
+    } else if (e.msg == YAML::ErrorMsg::MAP_VALUE) {
+        message = "invalid YAML: unexpected ':' (check the indentation, and quote values that "
+                  "contain ': ')";
+    } else {
+        message = "invalid YAML: " + e.msg;
+    }
+    ctx.error(ctx.source().at(e.mark), std::move(message));
+}
+
+fs::path base_directory(const fs::path& file)
+{
+    std::error_code ec;
+    const auto absolute = fs::absolute(file, ec);
+    return (ec ? file : absolute).parent_path();
+}
+
+load_result parse_text(std::string_view text, const fs::path& file, const environment& env)
+{
+    const auto name = file.string();
+    if (text.size() > detail::max_file_bytes) {
+        return file_failure(name, detail::too_large_message(text.size()));
+    }
+    if (text.starts_with(byte_order_mark)) {
+        text.remove_prefix(byte_order_mark.size());
+    }
+    const detail::source_text source(name, text);
+    context ctx(source, env, base_directory(file));
+    if (const auto bad = detail::find_binary_content(text)) {
+        ctx.error(source.at_offset(bad->offset), fmt::format("is not a text file ({})", bad->what));
+        return ctx.finish({});
+    }
+
+    const std::string owned(text);
+    syntax_scan scan(text);
+    try {
+        std::istringstream stream(owned);
+        YAML::Parser parser(stream);
+        while (!scan.stuck && parser.HandleNextDocument(scan)) {
+        }
+    } catch (const YAML::ParserException& e) {
+        report_syntax_error(ctx, e);
+        return ctx.finish({});
+    }
+    if (scan.stuck) {
+        const auto offset = static_cast<std::size_t>(std::max(scan.stuck->pos, 0));
+        const char c = offset < text.size() ? text[offset] : ' ';
+        ctx.error(source.at(*scan.stuck), fmt::format("invalid YAML: unexpected '{}'", c));
+        return ctx.finish({});
+    }
+    if (scan.unclosed_quote) {
+        ctx.error(source.at_offset(*scan.unclosed_quote),
+                  "unclosed quote: the string starting here runs to the end of the file");
+        return ctx.finish({});
+    }
+    if (scan.documents > 1) {
+        ctx.error(source.at(scan.second_document),
+                  "only one YAML document is allowed; remove the '---' separator");
+    }
+    const auto root = YAML::Load(owned);
+    if (root.IsNull()) {
+        ctx.error(source.whole_file(), "is empty; a configuration needs at least one key, e.g. "
+                                       "'routes' (remove the file to use the built-in default)");
+        return ctx.finish({});
+    }
+    if (!root.IsMap()) {
+        ctx.error(ctx.at(root),
+                  fmt::format("the top level must be a mapping of keys such as listen and "
+                              "routes, not {}",
+                              detail::kind_of(root)));
+        return ctx.finish({});
+    }
+    auto cfg = detail::read_config(ctx, root);
+    cfg.source = file;
+    return ctx.finish(std::move(cfg));
+}
+
+} // namespace
+
+load_result parse(std::string_view text, const fs::path& file, const environment& env)
+{
+    // Nothing may escape: a yaml-cpp or library failure becomes a diagnostic like any other.
+    try {
+        return parse_text(text, file, env);
+    } catch (const YAML::Exception& e) {
+        return file_failure(file.string(), fmt::format("cannot be read as YAML: {}", e.what()));
+    } catch (const std::exception& e) {
+        return file_failure(file.string(), fmt::format("cannot be loaded: {}", e.what()));
+    }
+}
+
+load_result load_file(const fs::path& file, const environment& env)
+{
+    try {
+        auto contents = detail::read_small_file(file);
+        if (!contents.ok()) {
+            return file_failure(file.string(), std::move(contents.error));
+        }
+        return parse(contents.value, file, env);
+    } catch (const std::exception& e) {
+        return file_failure(file.string(), fmt::format("cannot be loaded: {}", e.what()));
+    }
+}
+
+} // namespace portico::config

@@ -1,0 +1,279 @@
+#include "config/reader.hpp"
+
+#include "config/syntax.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+
+namespace portico::config::detail {
+namespace {
+
+bool is_utf8_continuation(char c) noexcept
+{
+    return (static_cast<unsigned char>(c) & 0xc0) == 0x80;
+}
+
+void sort_by_position(std::vector<diagnostic>& list)
+{
+    std::stable_sort(list.begin(), list.end(), [](const diagnostic& a, const diagnostic& b) {
+        return std::pair(a.where.line, a.where.column) < std::pair(b.where.line, b.where.column);
+    });
+}
+
+std::string join_keys(std::span<const std::string_view> keys)
+{
+    return fmt::format("{}", fmt::join(keys, ", "));
+}
+
+} // namespace
+
+source_text::source_text(std::string file, std::string_view text)
+    : file_(std::move(file)), text_(text)
+{
+    line_starts_.push_back(0);
+    for (std::size_t i = 0; i < text_.size(); ++i) {
+        if (text_[i] == '\n' && i + 1 < text_.size()) {
+            line_starts_.push_back(i + 1);
+        }
+    }
+}
+
+std::string_view source_text::line(std::size_t index) const
+{
+    if (index >= line_starts_.size()) {
+        return {};
+    }
+    const auto start = line_starts_[index];
+    const auto end = text_.find('\n', start);
+    return text_.substr(start,
+                        end == std::string_view::npos ? std::string_view::npos : end - start);
+}
+
+source_location source_text::at_line_byte(std::size_t line_index, std::size_t byte_column) const
+{
+    const auto text = line(line_index);
+    const auto bytes = text.substr(0, std::min(byte_column, text.size()));
+    const auto characters = static_cast<std::size_t>(
+        std::count_if(bytes.begin(), bytes.end(), [](char c) { return !is_utf8_continuation(c); }));
+    // A mark past the end of the line (at its '\n' or the end of file) keeps its offset.
+    const auto beyond = byte_column > text.size() ? byte_column - text.size() : 0;
+    return {file_, static_cast<int>(line_index + 1), static_cast<int>(characters + beyond + 1)};
+}
+
+source_location source_text::at_offset(std::size_t offset) const
+{
+    const auto next = std::upper_bound(line_starts_.begin(), line_starts_.end(), offset);
+    const auto index = static_cast<std::size_t>(next - line_starts_.begin()) - 1;
+    return at_line_byte(index, offset - line_starts_[index]);
+}
+
+source_location source_text::at(const YAML::Mark& mark) const
+{
+    if (mark.is_null() || mark.line < 0 || mark.column < 0) {
+        return whole_file();
+    }
+    return at_line_byte(static_cast<std::size_t>(mark.line), static_cast<std::size_t>(mark.column));
+}
+
+context::context(const source_text& source, const environment& env, std::filesystem::path base_dir)
+    : source_(source), env_(env), base_dir_(std::move(base_dir))
+{
+}
+
+void context::error(source_location where, std::string message)
+{
+    errors_.push_back({std::move(where), std::move(message)});
+}
+
+void context::warning(source_location where, std::string message)
+{
+    warnings_.push_back({std::move(where), std::move(message)});
+}
+
+load_result context::finish(config cfg)
+{
+    load_result result;
+    sort_by_position(errors_);
+    sort_by_position(warnings_);
+    if (errors_.empty()) {
+        result.value = std::move(cfg);
+    }
+    result.errors = std::move(errors_);
+    result.warnings = std::move(warnings_);
+    return result;
+}
+
+entry make_item(const context& ctx, const YAML::Node& node)
+{
+    auto where = ctx.at(node);
+    if (node.IsNull() && node.Mark().pos > 0) {
+        // yaml-cpp marks an empty list item at the next token, often lines below; point at
+        // its '-' instead.
+        const auto text = ctx.source().text();
+        const auto before =
+            text.find_last_not_of(" \t\r\n", static_cast<std::size_t>(node.Mark().pos) - 1);
+        if (before != std::string_view::npos && text[before] == '-') {
+            where = ctx.source().at_offset(before);
+        }
+    }
+    return {node, where, where};
+}
+
+std::string_view kind_of(const YAML::Node& node)
+{
+    switch (node.Type()) {
+    case YAML::NodeType::Sequence:
+        return "a list";
+    case YAML::NodeType::Map:
+        return "a mapping";
+    case YAML::NodeType::Scalar:
+        return "a value";
+    default:
+        return "empty";
+    }
+}
+
+std::string subject_of(std::string_view prefix, std::string_view name)
+{
+    return fmt::format("{}'{}'", prefix, name);
+}
+
+std::optional<std::string> read_scalar(context& ctx, const entry& e, std::string_view subject,
+                                       std::string_view expected)
+{
+    if (!e.value.IsScalar()) {
+        ctx.error(e.value_at,
+                  fmt::format("{} must be {}, not {}", subject, expected, kind_of(e.value)));
+        return std::nullopt;
+    }
+    return e.value.Scalar();
+}
+
+std::optional<bool> read_bool(context& ctx, const entry& e, std::string_view subject)
+{
+    constexpr std::string_view expected = "true or false";
+    const auto text = read_scalar(ctx, e, subject, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    if (*text == "true" || *text == "false") {
+        return *text == "true";
+    }
+    ctx.error(e.value_at, fmt::format("{} must be {}", subject, expected));
+    return std::nullopt;
+}
+
+std::optional<std::chrono::milliseconds> read_duration(context& ctx, const entry& e,
+                                                       std::string_view subject, bool allow_zero)
+{
+    constexpr std::string_view expected = "a duration such as 250ms, 30s, 5m or 1h";
+    const auto text = read_scalar(ctx, e, subject, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto value = parse_duration(*text);
+    if (!value) {
+        ctx.error(e.value_at, fmt::format("{} must be {}", subject, expected));
+        return std::nullopt;
+    }
+    if (!allow_zero && value->count() == 0) {
+        ctx.error(e.value_at, fmt::format("{} must be greater than 0", subject));
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<std::uint64_t> read_size(context& ctx, const entry& e, std::string_view subject)
+{
+    constexpr std::string_view expected = "a size in bytes such as 65536, 512k, 64KiB or 10MB";
+    const auto text = read_scalar(ctx, e, subject, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto value = parse_size(*text);
+    if (!value) {
+        ctx.error(e.value_at, fmt::format("{} must be {}", subject, expected));
+    }
+    return value;
+}
+
+std::optional<std::vector<entry>> read_list(context& ctx, const entry& e, std::string_view subject,
+                                            std::string_view expected)
+{
+    std::vector<entry> items;
+    if (e.value.IsNull()) {
+        return items;
+    }
+    if (!e.value.IsSequence()) {
+        ctx.error(e.value_at,
+                  fmt::format("{} must be {}, not {}", subject, expected, kind_of(e.value)));
+        return std::nullopt;
+    }
+    for (const auto& item : e.value) {
+        items.push_back(make_item(ctx, item));
+    }
+    return items;
+}
+
+std::optional<mapping> mapping::read(context& ctx, const entry& e, const mapping_spec& spec)
+{
+    if (!e.value.IsMap() && !(spec.empty_is_mapping && e.value.IsNull())) {
+        // An entry (route, certificate) has no name of its own: "route 2: must be ...".
+        const auto subject =
+            spec.name.empty()
+                ? std::string(spec.prefix.substr(0, spec.prefix.find_last_not_of(' ') + 1))
+                : subject_of(spec.prefix, spec.name);
+        ctx.error(e.value_at,
+                  fmt::format("{} must be {}, not {}", subject, spec.expected, kind_of(e.value)));
+        return std::nullopt;
+    }
+    mapping out;
+    out.where_ = e.value_at;
+    if (e.value.IsNull()) {
+        return out;
+    }
+    const auto in = spec.name.empty() ? std::string() : fmt::format(" in '{}'", spec.name);
+    std::map<std::string, int, std::less<>> first_line;
+    for (const auto& pair : e.value) {
+        const auto key_at = ctx.at(pair.first);
+        if (!pair.first.IsScalar()) {
+            ctx.error(key_at, fmt::format("{}a key must be a name, not {}", spec.prefix,
+                                          kind_of(pair.first)));
+            continue;
+        }
+        const auto& key = pair.first.Scalar();
+        // yaml-cpp 0.7 keeps every occurrence of a repeated key; YAML 1.2 §3.2.1.1 forbids it.
+        if (const auto seen = first_line.find(key); seen != first_line.end()) {
+            ctx.error(key_at, fmt::format("{}duplicate key '{}'{} (first at line {})", spec.prefix,
+                                          key, in, seen->second));
+            continue;
+        }
+        first_line.emplace(key, key_at.line);
+        const bool known = spec.keys.empty() ||
+                           std::find(spec.keys.begin(), spec.keys.end(), key) != spec.keys.end();
+        if (!known) {
+            if (const auto near = suggest(key, spec.keys)) {
+                ctx.error(key_at, fmt::format("{}unknown key '{}'{}; did you mean '{}'?",
+                                              spec.prefix, key, in, *near));
+            } else {
+                ctx.error(key_at, fmt::format("{}unknown key '{}'{}; expected one of {}",
+                                              spec.prefix, key, in, join_keys(spec.keys)));
+            }
+            continue;
+        }
+        const auto value_at = pair.second.IsNull() ? key_at : ctx.at(pair.second);
+        out.entries_.emplace_back(key, entry{pair.second, key_at, value_at});
+    }
+    return out;
+}
+
+const entry* mapping::find(std::string_view key) const
+{
+    const auto found = std::find_if(entries_.begin(), entries_.end(),
+                                    [&](const auto& pair) { return pair.first == key; });
+    return found == entries_.end() ? nullptr : &found->second;
+}
+
+} // namespace portico::config::detail

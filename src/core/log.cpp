@@ -1,0 +1,244 @@
+#include "portico/core/log.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <ctime>
+
+namespace portico::log {
+
+namespace detail {
+level threshold = level::info;
+} // namespace detail
+
+namespace {
+
+format encoding = format::text;
+
+std::string_view level_name(level lv) noexcept
+{
+    switch (lv) {
+    case level::debug: return "debug";
+    case level::info: return "info";
+    case level::warn: return "warn";
+    case level::error: return "error";
+    case level::off: return "off";
+    }
+    return "info";
+}
+
+void append_json_string(std::string& out, std::string_view s)
+{
+    out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
+}
+
+bool needs_quotes(std::string_view s) noexcept
+{
+    if (s.empty()) {
+        return true;
+    }
+    for (char c : s) {
+        if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void append_text_value(std::string& out, const field::value_type& v)
+{
+    if (const auto* s = std::get_if<std::string_view>(&v)) {
+        if (needs_quotes(*s)) {
+            append_json_string(out, *s); // JSON escaping keeps one event on one line
+        } else {
+            out += *s;
+        }
+    } else if (const auto* i = std::get_if<std::int64_t>(&v)) {
+        fmt::format_to(std::back_inserter(out), "{}", *i);
+    } else if (const auto* u = std::get_if<std::uint64_t>(&v)) {
+        fmt::format_to(std::back_inserter(out), "{}", *u);
+    } else if (const auto* d = std::get_if<double>(&v)) {
+        fmt::format_to(std::back_inserter(out), "{}", *d);
+    } else {
+        out += std::get<bool>(v) ? "true" : "false";
+    }
+}
+
+void append_json_value(std::string& out, const field::value_type& v)
+{
+    if (const auto* s = std::get_if<std::string_view>(&v)) {
+        append_json_string(out, *s);
+    } else {
+        append_text_value(out, v);
+    }
+}
+
+void append_json_fields(std::string& out, std::initializer_list<field> fields)
+{
+    for (const auto& f : fields) {
+        out += ',';
+        append_json_string(out, f.key);
+        out += ':';
+        append_json_value(out, f.value);
+    }
+}
+
+void emit_line(std::string& line)
+{
+    line += '\n';
+    // One fwrite per line: stderr is unbuffered, and a single write keeps lines from
+    // different worker threads whole.
+    std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+} // namespace
+
+std::optional<level> parse_level(std::string_view text) noexcept
+{
+    if (text == "debug") {
+        return level::debug;
+    }
+    if (text == "info") {
+        return level::info;
+    }
+    if (text == "warn") {
+        return level::warn;
+    }
+    if (text == "error") {
+        return level::error;
+    }
+    return std::nullopt;
+}
+
+std::optional<format> parse_format(std::string_view text) noexcept
+{
+    if (text == "text") {
+        return format::text;
+    }
+    if (text == "json") {
+        return format::json;
+    }
+    return std::nullopt;
+}
+
+void configure(level threshold, format enc) noexcept
+{
+    detail::threshold = threshold;
+    encoding = enc;
+}
+
+format current_format() noexcept { return encoding; }
+
+std::string format_time(std::chrono::system_clock::time_point t)
+{
+    const auto since_epoch = t.time_since_epoch();
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+    const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch - secs);
+    const std::time_t tt = static_cast<std::time_t>(secs.count());
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
+                       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                       static_cast<int>(millis.count()));
+}
+
+void write(level lv, std::string_view event, std::initializer_list<field> fields)
+{
+    if (!enabled(lv)) {
+        return;
+    }
+    std::string line;
+    line.reserve(128);
+    const auto now = format_time(std::chrono::system_clock::now());
+    if (encoding == format::json) {
+        line += "{\"time\":";
+        append_json_string(line, now);
+        line += ",\"level\":";
+        append_json_string(line, level_name(lv));
+        line += ",\"event\":";
+        append_json_string(line, event);
+        append_json_fields(line, fields);
+        line += '}';
+    } else {
+        fmt::format_to(std::back_inserter(line), "{} {} {}", now, level_name(lv), event);
+        for (const auto& f : fields) {
+            line += ' ';
+            line += f.key;
+            line += '=';
+            append_text_value(line, f.value);
+        }
+    }
+    emit_line(line);
+}
+
+void notice(std::string_view event, std::string_view message, std::initializer_list<field> fields)
+{
+    if (!enabled(level::info)) {
+        return;
+    }
+    std::string line;
+    if (encoding == format::json) {
+        line += "{\"time\":";
+        append_json_string(line, format_time(std::chrono::system_clock::now()));
+        line += ",\"level\":\"info\",\"event\":";
+        append_json_string(line, event);
+        append_json_fields(line, fields);
+        line += '}';
+    } else {
+        line = message;
+    }
+    emit_line(line);
+}
+
+std::string format_access_text(const access_record& r)
+{
+    const auto or_dash = [](std::string_view v) { return v.empty() ? std::string_view("-") : v; };
+    return fmt::format("{} {} {} \"{} {} {}\" {} {} {:.1f}ms -> {}", format_time(r.time),
+                       r.client, or_dash(r.host), or_dash(r.method), or_dash(r.target), r.proto,
+                       r.status, r.bytes, r.duration_ms, or_dash(r.backend));
+}
+
+std::string format_access_json(const access_record& r)
+{
+    std::string out = "{\"time\":";
+    append_json_string(out, format_time(r.time));
+    out += ",\"client\":";
+    append_json_string(out, r.client);
+    out += ",\"host\":";
+    append_json_string(out, r.host);
+    out += ",\"method\":";
+    append_json_string(out, r.method);
+    out += ",\"target\":";
+    append_json_string(out, r.target);
+    out += ",\"proto\":";
+    append_json_string(out, r.proto);
+    fmt::format_to(std::back_inserter(out), ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3f}",
+                   r.status, r.bytes, r.duration_ms);
+    out += ",\"route\":";
+    if (r.route.empty()) {
+        out += "null";
+    } else {
+        append_json_string(out, r.route);
+    }
+    out += ",\"backend\":";
+    if (r.backend.empty()) {
+        out += "null";
+    } else {
+        append_json_string(out, r.backend);
+    }
+    out += '}';
+    return out;
+}
+
+void access(const access_record& r)
+{
+    if (!enabled(level::info)) {
+        return;
+    }
+    std::string line = encoding == format::json ? format_access_json(r) : format_access_text(r);
+    emit_line(line);
+}
+
+} // namespace portico::log

@@ -1,0 +1,203 @@
+#include "portico/core/uri.hpp"
+
+#include <array>
+
+namespace portico::uri {
+namespace {
+
+int hex_value(char c) noexcept
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+bool is_unreserved(unsigned char c) noexcept
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+// Decodes percent-encoded unreserved characters and upper-cases the rest (RFC 3986 §6.2.2.1
+// and §6.2.2.2), so "/%7Euser" and "/~user" route alike.
+std::optional<std::string> decode_unreserved(std::string_view path)
+{
+    static constexpr std::array<char, 16> digits = {'0', '1', '2', '3', '4', '5', '6', '7',
+                                                    '8', '9', 'A', 'B', 'C', 'D', 'E', 'F'};
+    std::string out;
+    out.reserve(path.size());
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        const auto c = static_cast<unsigned char>(path[i]);
+        if (c <= 0x20 || c == 0x7f) {
+            return std::nullopt;
+        }
+        if (c != '%') {
+            out += static_cast<char>(c);
+            continue;
+        }
+        if (i + 2 >= path.size()) {
+            return std::nullopt;
+        }
+        const int hi = hex_value(path[i + 1]);
+        const int lo = hex_value(path[i + 2]);
+        if (hi < 0 || lo < 0) {
+            return std::nullopt;
+        }
+        const auto decoded = static_cast<unsigned char>(hi * 16 + lo);
+        if (is_unreserved(decoded)) {
+            out += static_cast<char>(decoded);
+        } else {
+            out += '%';
+            out += digits[static_cast<std::size_t>(hi)];
+            out += digits[static_cast<std::size_t>(lo)];
+        }
+        i += 2;
+    }
+    return out;
+}
+
+// RFC 3986 §5.2.4, on a path that starts with '/'.
+std::string remove_dot_segments(std::string_view in)
+{
+    std::string out;
+    out.reserve(in.size());
+    while (!in.empty()) {
+        if (in.starts_with("/./")) {
+            in.remove_prefix(2);
+        } else if (in == "/.") {
+            in = "/";
+        } else if (in.starts_with("/../")) {
+            in.remove_prefix(3);
+            const auto slash = out.rfind('/');
+            out.resize(slash == std::string::npos ? 0 : slash);
+        } else if (in == "/..") {
+            in = "/";
+            const auto slash = out.rfind('/');
+            out.resize(slash == std::string::npos ? 0 : slash);
+        } else {
+            const auto next = in.find('/', 1);
+            const auto segment = in.substr(0, next);
+            out += segment;
+            in.remove_prefix(segment.size());
+        }
+    }
+    return out.empty() ? std::string("/") : out;
+}
+
+// The digits after a host's ':' (RFC 3986 §3.2.3); an empty port is refused as it says nothing.
+bool is_valid_port(std::string_view port) noexcept
+{
+    if (port.empty() || port.size() > 5) {
+        return false;
+    }
+    for (char c : port) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+// A DNS-style name: non-empty labels of letters, digits, '-' and '_' (seen in dev setups), and
+// '*' only as a whole first label, the wildcard form configuration uses.
+bool is_valid_name(std::string_view name) noexcept
+{
+    if (name.starts_with("*.")) {
+        name.remove_prefix(2);
+    }
+    if (name.empty() || name.front() == '.' || name.back() == '.' ||
+        name.find("..") != std::string_view::npos) {
+        return false;
+    }
+    for (char c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+std::optional<std::string> normalize_path(std::string_view path)
+{
+    if (path.empty() || path.front() != '/') {
+        return std::nullopt;
+    }
+    auto decoded = decode_unreserved(path);
+    if (!decoded) {
+        return std::nullopt;
+    }
+    return remove_dot_segments(*decoded);
+}
+
+std::optional<std::string> normalize_prefix(std::string_view path)
+{
+    auto normalised = normalize_path(path);
+    if (!normalised) {
+        return std::nullopt;
+    }
+    while (normalised->size() > 1 && normalised->back() == '/') {
+        normalised->pop_back();
+    }
+    return normalised;
+}
+
+std::string to_lower(std::string_view text)
+{
+    std::string out(text);
+    for (auto& c : out) {
+        c = lower(c);
+    }
+    return out;
+}
+
+std::optional<std::string> normalize_host(std::string_view host)
+{
+    if (host.empty()) {
+        return std::nullopt;
+    }
+    std::string_view name;
+    if (host.front() == '[') {
+        const auto close = host.find(']');
+        if (close == std::string_view::npos || close == 1) {
+            return std::nullopt;
+        }
+        const auto rest = host.substr(close + 1);
+        if (!rest.empty() && (rest.front() != ':' || !is_valid_port(rest.substr(1)))) {
+            return std::nullopt;
+        }
+        name = host.substr(1, close - 1);
+        for (char c : name) {
+            if (hex_value(c) < 0 && c != ':' && c != '.') {
+                return std::nullopt;
+            }
+        }
+    } else {
+        const auto colon = host.find(':');
+        name = host.substr(0, colon);
+        if (colon != std::string_view::npos && !is_valid_port(host.substr(colon + 1))) {
+            return std::nullopt;
+        }
+        if (!name.empty() && name.back() == '.') {
+            name.remove_suffix(1);
+        }
+        if (!is_valid_name(name)) {
+            return std::nullopt;
+        }
+    }
+    return to_lower(name);
+}
+
+} // namespace portico::uri

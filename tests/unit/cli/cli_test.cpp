@@ -1,0 +1,595 @@
+// The command line as users and scripts see it: the built binary runs as a child process on
+// configuration files written to a fresh temporary directory, and each test checks its exit
+// code, stdout and stderr.
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// What a finished child process left behind.
+struct process_result {
+    std::optional<int> exit_code; ///< set when the process exited normally
+    int signal = 0;               ///< the signal that ended it, 0 if none
+    bool timed_out = false;       ///< killed after the deadline
+    std::string out;
+    std::string err;
+};
+
+std::ostream& operator<<(std::ostream& os, const process_result& r)
+{
+    os << "exit=" << (r.exit_code ? std::to_string(*r.exit_code) : "none")
+       << " signal=" << r.signal << (r.timed_out ? " (timed out)" : "") << "\n--- stdout\n"
+       << r.out << "--- stderr\n"
+       << r.err;
+    return os;
+}
+
+constexpr auto process_deadline = std::chrono::seconds(5);
+
+using env_overrides = std::map<std::string, std::optional<std::string>>;
+
+/// The current environment with `overrides` applied (nullopt removes a variable).
+std::vector<std::string> child_environment(const env_overrides& overrides)
+{
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string_view entry(*e);
+        const auto name = std::string(entry.substr(0, entry.find('=')));
+        if (overrides.find(name) == overrides.end()) {
+            env.emplace_back(entry);
+        }
+    }
+    for (const auto& [name, value] : overrides) {
+        if (value) {
+            env.push_back(name + "=" + *value);
+        }
+    }
+    return env;
+}
+
+/// Appends what is available on `fd` to `sink`; false at end of file.
+bool drain(int fd, std::string& sink)
+{
+    char buf[4096];
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+        sink.append(buf, static_cast<std::size_t>(n));
+        return true;
+    }
+    return n < 0 && errno == EINTR;
+}
+
+/**
+ * Runs `argv` in `cwd` with `env`, capturing stdout and stderr separately. The child is
+ * killed when it outlives `process_deadline`.
+ */
+process_result run_process(const std::vector<std::string>& argv, const fs::path& cwd,
+                           const std::vector<std::string>& env)
+{
+    std::vector<char*> c_argv;
+    for (const auto& a : argv) {
+        c_argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    c_argv.push_back(nullptr);
+    std::vector<char*> c_env;
+    for (const auto& e : env) {
+        c_env.push_back(const_cast<char*>(e.c_str()));
+    }
+    c_env.push_back(nullptr);
+    const std::string c_cwd = cwd.string();
+
+    int out_pipe[2];
+    int err_pipe[2];
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+        throw std::system_error(errno, std::generic_category(), "pipe2");
+    }
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        throw std::system_error(errno, std::generic_category(), "fork");
+    }
+    if (pid == 0) {
+        // Only async-signal-safe calls between fork and exec.
+        ::dup2(out_pipe[1], STDOUT_FILENO);
+        ::dup2(err_pipe[1], STDERR_FILENO);
+        if (::chdir(c_cwd.c_str()) != 0) {
+            ::_exit(126);
+        }
+        ::execve(c_argv[0], c_argv.data(), c_env.data());
+        ::_exit(127);
+    }
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+
+    process_result result;
+    const auto deadline = std::chrono::steady_clock::now() + process_deadline;
+    const auto remaining_ms = [&deadline] {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        return static_cast<int>(std::max<long long>(0, left.count()));
+    };
+
+    pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    std::string* sinks[2] = {&result.out, &result.err};
+    int open_fds = 2;
+    while (open_fds > 0 && !result.timed_out) {
+        const int ready = ::poll(fds, 2, remaining_ms());
+        if (ready == 0) {
+            result.timed_out = true;
+            break;
+        }
+        if (ready < 0 && errno != EINTR) {
+            throw std::system_error(errno, std::generic_category(), "poll");
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0 &&
+                !drain(fds[i].fd, *sinks[i])) {
+                ::close(fds[i].fd);
+                fds[i].fd = -1;
+                --open_fds;
+            }
+        }
+    }
+
+    int status = 0;
+    for (;;) {
+        const pid_t done = ::waitpid(pid, &status, result.timed_out ? 0 : WNOHANG);
+        if (done == pid) {
+            break;
+        }
+        if (done < 0 && errno != EINTR) {
+            throw std::system_error(errno, std::generic_category(), "waitpid");
+        }
+        if (result.timed_out || remaining_ms() == 0) {
+            result.timed_out = true;
+            ::kill(pid, SIGKILL);
+        } else {
+            ::poll(nullptr, 0, 10); // the child closed its output and is exiting
+        }
+    }
+    for (const auto& fd : fds) {
+        if (fd.fd >= 0) {
+            ::close(fd.fd);
+        }
+    }
+    if (WIFEXITED(status)) {
+        result.exit_code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        result.signal = WTERMSIG(status);
+    }
+    return result;
+}
+
+std::vector<std::string> lines_of(const std::string& text)
+{
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+    }
+    return lines;
+}
+
+bool contains(const std::string& haystack, std::string_view needle)
+{
+    return haystack.find(needle) != std::string::npos;
+}
+
+constexpr std::string_view valid_yaml = R"(listen:
+  - 127.0.0.1:7080
+routes:
+  - host: app.localhost
+    to: 127.0.0.1:5173
+  - host: app.localhost
+    path: /api
+    strip_prefix: true
+    to: http://127.0.0.1:8000
+)";
+
+// Two errors: an unknown key (reported at the key) and a bad `to` (reported at the value).
+constexpr std::string_view two_errors_yaml = R"(listn: 127.0.0.1:7080
+routes:
+  - host: app.localhost
+    to: 127.0.0.1:notaport
+)";
+
+std::string single_route_yaml(std::string_view host)
+{
+    return "routes:\n  - host: " + std::string(host) + "\n    to: 127.0.0.1:5173\n";
+}
+
+class CliTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        auto pattern = (fs::temp_directory_path() / "portico-cli-test-XXXXXX").string();
+        ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
+        dir_ = pattern;
+    }
+
+    void TearDown() override
+    {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+
+    /// Writes `content` to `relative` inside the test directory; returns the full path.
+    fs::path write_file(const fs::path& relative, std::string_view content)
+    {
+        const auto path = dir_ / relative;
+        fs::create_directories(path.parent_path());
+        std::ofstream(path, std::ios::binary) << content;
+        return path;
+    }
+
+    /**
+     * Runs portico with `args` in the test directory. The environment is hermetic for
+     * portico: no inherited PORTICO_CONFIG, and the CA directory defaults inside the test
+     * directory.
+     */
+    process_result portico(const std::vector<std::string>& args, env_overrides env = {})
+    {
+        env.try_emplace("PORTICO_CONFIG", std::nullopt);
+        env.try_emplace("HOME", dir_.string());
+        env.try_emplace("XDG_DATA_HOME", (dir_ / "data").string());
+        std::vector<std::string> argv{PORTICO_BINARY};
+        argv.insert(argv.end(), args.begin(), args.end());
+        return run_process(argv, dir_, child_environment(env));
+    }
+
+    fs::path dir_;
+};
+
+TEST_F(CliTest, HelpOnEveryVerbExitsZero)
+{
+    const std::vector<std::vector<std::string>> invocations = {
+        {"--help"},         {"-h"},        {"run", "--help"},        {"check", "-h"},
+        {"routes", "--help"}, {"ca", "--help"}, {"ca", "path", "--help"},
+        {"ca", "install", "-h"}, {"ca", "uninstall", "--help"}, {"hosts", "--help"},
+        {"doctor", "--help"}, {"version", "--help"}, {"-c", "x.yaml", "--help"},
+    };
+    for (const auto& args : invocations) {
+        const auto r = portico(args);
+        EXPECT_EQ(r.exit_code, 0) << args.front() << "\n" << r;
+        EXPECT_TRUE(contains(r.out, "Usage")) << r;
+        EXPECT_TRUE(r.err.empty()) << r;
+    }
+}
+
+TEST_F(CliTest, TopLevelHelpListsEveryVerb)
+{
+    const auto r = portico({"--help"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    for (const auto* verb : {"run", "check", "routes", "ca", "hosts", "doctor", "version"}) {
+        EXPECT_TRUE(contains(r.out, verb)) << verb << "\n" << r;
+    }
+}
+
+TEST_F(CliTest, RunHelpNamesItsOptions)
+{
+    const auto r = portico({"run", "--help"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "--log-level")) << r;
+    EXPECT_TRUE(contains(r.out, "--log-format")) << r;
+    EXPECT_TRUE(contains(r.out, "-c")) << r;
+}
+
+TEST_F(CliTest, UnknownVerbExitsTwo)
+{
+    const auto r = portico({"serve"});
+    EXPECT_EQ(r.exit_code, 2) << r;
+    EXPECT_TRUE(contains(r.err, "serve")) << r;
+    EXPECT_TRUE(contains(r.err, "portico --help")) << r;
+    EXPECT_TRUE(r.out.empty()) << r;
+}
+
+TEST_F(CliTest, UnknownOptionExitsTwo)
+{
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"check", "--bogus"}, {"--bogus"}, {"routes", "-x"}, {"version", "--short"}}) {
+        const auto r = portico(args);
+        EXPECT_EQ(r.exit_code, 2) << r;
+        EXPECT_TRUE(contains(r.err, args.back())) << r;
+        EXPECT_TRUE(contains(r.err, "--help")) << r;
+        EXPECT_TRUE(r.out.empty()) << r;
+    }
+}
+
+TEST_F(CliTest, BadOptionValueExitsTwo)
+{
+    const auto level = portico({"--log-level", "loud"});
+    EXPECT_EQ(level.exit_code, 2) << level;
+    EXPECT_TRUE(contains(level.err, "loud")) << level;
+    EXPECT_TRUE(contains(level.err, "portico run --help")) << level;
+
+    const auto format = portico({"run", "--log-format", "xml"});
+    EXPECT_EQ(format.exit_code, 2) << format;
+    EXPECT_TRUE(contains(format.err, "xml")) << format;
+
+    const auto empty_file = portico({"check", "-c", ""});
+    EXPECT_EQ(empty_file.exit_code, 2) << empty_file;
+
+    const auto missing_value = portico({"check", "-c"});
+    EXPECT_EQ(missing_value.exit_code, 2) << missing_value;
+}
+
+TEST_F(CliTest, RunOptionOnAnotherVerbExitsTwo)
+{
+    const auto r = portico({"check", "--log-level", "debug"});
+    EXPECT_EQ(r.exit_code, 2) << r;
+    EXPECT_TRUE(contains(r.err, "portico check --help")) << r;
+}
+
+TEST_F(CliTest, CaWithoutActionExitsTwo)
+{
+    const auto r = portico({"ca"});
+    EXPECT_EQ(r.exit_code, 2) << r;
+    const auto unknown = portico({"ca", "trust"});
+    EXPECT_EQ(unknown.exit_code, 2) << unknown;
+}
+
+TEST_F(CliTest, HostsApplyAndRemoveExcludeEachOther)
+{
+    const auto r = portico({"hosts", "--apply", "--remove"});
+    EXPECT_EQ(r.exit_code, 2) << r;
+}
+
+TEST_F(CliTest, PendingVerbsSayNotImplementedAndExitOne)
+{
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"ca", "path"}, {"ca", "install"}, {"ca", "uninstall", "-c", "x.yaml"},
+             {"hosts"}, {"hosts", "--apply"}, {"hosts", "--remove"}, {"doctor"}}) {
+        const auto r = portico(args);
+        EXPECT_EQ(r.exit_code, 1) << r;
+        EXPECT_TRUE(contains(r.err, "not implemented yet")) << r;
+        EXPECT_TRUE(r.out.empty()) << r;
+    }
+}
+
+TEST_F(CliTest, VersionPrintsProjectVersion)
+{
+    const auto r = portico({"version"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(std::regex_match(r.out, std::regex(R"(portico \d+\.\d+\.\d+\n)"))) << r;
+    EXPECT_TRUE(r.err.empty()) << r;
+}
+
+TEST_F(CliTest, CheckValidFilePrintsTable)
+{
+    write_file("app.yaml", valid_yaml);
+    const auto r = portico({"check", "-c", "app.yaml"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(r.err.empty()) << r;
+    const auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 4U) << r;
+    EXPECT_TRUE(contains(lines[0], "app.yaml")) << r;
+    EXPECT_TRUE(contains(lines[0], "(2 routes)")) << r;
+    EXPECT_TRUE(std::regex_match(lines[1], std::regex(R"(HOST +PATH +TARGET +FLAGS)"))) << r;
+    EXPECT_TRUE(std::regex_match(lines[2], std::regex(R"(app\.localhost +/ +127\.0\.0\.1:5173 +-)")))
+        << r;
+    EXPECT_TRUE(std::regex_match(
+        lines[3], std::regex(R"(app\.localhost +/api +http://127\.0\.0\.1:8000 +strip_prefix)")))
+        << r;
+}
+
+TEST_F(CliTest, CheckReportsEveryErrorWithPosition)
+{
+    write_file("bad.yaml", two_errors_yaml);
+    const auto r = portico({"check", "-c", "bad.yaml"});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(r.out.empty()) << r; // nothing is listed from a file that failed
+    EXPECT_TRUE(contains(r.err, "bad.yaml:1:1: ")) << r;
+    EXPECT_TRUE(contains(r.err, "bad.yaml:4:9: ")) << r;
+    EXPECT_TRUE(contains(r.err, "portico: 2 errors in bad.yaml")) << r;
+    EXPECT_EQ(lines_of(r.err).size(), 3U) << r;
+}
+
+TEST_F(CliTest, MissingConfigFileExitsOne)
+{
+    for (const auto* verb : {"check", "routes", "run"}) {
+        const auto r = portico({verb, "-c", "missing.yaml"});
+        EXPECT_EQ(r.exit_code, 1) << verb << "\n" << r;
+        EXPECT_TRUE(contains(r.err, "missing.yaml")) << r;
+        EXPECT_TRUE(r.out.empty()) << r;
+    }
+}
+
+TEST_F(CliTest, MissingPorticoConfigFileExitsOne)
+{
+    write_file("portico.yaml", single_route_yaml("cwd.localhost"));
+    const auto r =
+        portico({"check"}, {{"PORTICO_CONFIG", (dir_ / "missing.yaml").string()}});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(contains(r.err, "missing.yaml")) << r;
+}
+
+TEST_F(CliTest, LookupFindsPorticoYamlInWorkingDirectory)
+{
+    write_file("portico.yaml", single_route_yaml("cwd.localhost"));
+    write_file("config/portico.yaml", single_route_yaml("subdir.localhost"));
+    const auto r = portico({"check"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "portico.yaml (1 route)")) << r;
+    EXPECT_TRUE(contains(r.out, "cwd.localhost")) << r;
+    EXPECT_FALSE(contains(r.out, "subdir.localhost")) << r;
+}
+
+TEST_F(CliTest, LookupFallsBackToConfigDirectory)
+{
+    write_file("config/portico.yaml", single_route_yaml("subdir.localhost"));
+    const auto r = portico({"check"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "config/portico.yaml")) << r;
+    EXPECT_TRUE(contains(r.out, "subdir.localhost")) << r;
+}
+
+TEST_F(CliTest, PorticoConfigOverridesLookup)
+{
+    write_file("portico.yaml", single_route_yaml("cwd.localhost"));
+    const auto env_file = write_file("elsewhere/env.yaml", single_route_yaml("env.localhost"));
+    const auto r = portico({"check"}, {{"PORTICO_CONFIG", env_file.string()}});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "env.localhost")) << r;
+    EXPECT_FALSE(contains(r.out, "cwd.localhost")) << r;
+}
+
+TEST_F(CliTest, ConfigOptionBeatsPorticoConfig)
+{
+    const auto env_file = write_file("env.yaml", single_route_yaml("env.localhost"));
+    write_file("cli.yaml", single_route_yaml("cli.localhost"));
+    const auto r = portico({"check", "-c", "cli.yaml"}, {{"PORTICO_CONFIG", env_file.string()}});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "cli.localhost")) << r;
+    EXPECT_FALSE(contains(r.out, "env.localhost")) << r;
+}
+
+TEST_F(CliTest, BuiltInDefaultWhenNothingIsFound)
+{
+    const auto r = portico({"check"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    const auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 2U) << r;
+    EXPECT_EQ(lines[0], "config: built-in default (0 routes)");
+    EXPECT_TRUE(lines[1].starts_with("HOST")) << r;
+}
+
+TEST_F(CliTest, RoutesPrintsAlignedHeaderAndRows)
+{
+    write_file("portico.yaml", valid_yaml);
+    const auto r = portico({"routes"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(r.err.empty()) << r;
+    const auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 3U) << r;
+    const auto& header = lines[0];
+    ASSERT_TRUE(header.starts_with("HOST")) << r;
+    for (const auto* column : {"PATH", "TARGET", "FLAGS"}) {
+        const auto at = header.find(column);
+        ASSERT_NE(at, std::string::npos) << r;
+        for (std::size_t i = 1; i < lines.size(); ++i) {
+            ASSERT_GT(lines[i].size(), at) << r;
+            EXPECT_EQ(lines[i][at - 1], ' ') << column << "\n" << r;
+            EXPECT_NE(lines[i][at], ' ') << column << "\n" << r;
+        }
+    }
+    for (const auto& line : lines) {
+        EXPECT_NE(line.back(), ' ') << "trailing blank\n" << r;
+    }
+}
+
+TEST_F(CliTest, RoutesShowsFlagsColumn)
+{
+    write_file("portico.yaml", R"(routes:
+  - host: secure.localhost
+    to: https://127.0.0.1:3443
+    redirect_https: true
+  - host: db.localhost
+    tls_passthrough: true
+    to: 127.0.0.1:5433
+)");
+    const auto r = portico({"routes"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    const auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 3U) << r;
+    EXPECT_TRUE(lines[1].ends_with(" redirect_https")) << r;
+    EXPECT_TRUE(lines[2].ends_with(" tls_passthrough")) << r;
+}
+
+TEST_F(CliTest, WarningsDoNotFailCheck)
+{
+    // insecure_skip_verify means nothing for a plain-HTTP backend: valid, but worth a word.
+    write_file("portico.yaml", R"(routes:
+  - host: app.localhost
+    to: 127.0.0.1:5173
+    insecure_skip_verify: true
+)");
+    const auto r = portico({"check"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(r.err.starts_with("warning: ")) << r;
+    EXPECT_TRUE(contains(r.err, "portico.yaml:4:27: ")) << r;
+    EXPECT_TRUE(contains(r.out, "app.localhost")) << r;
+}
+
+TEST_F(CliTest, RunOnBrokenFileExitsOne)
+{
+    write_file("bad.yaml", two_errors_yaml);
+    const auto r = portico({"run", "-c", "bad.yaml"});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(contains(r.err, "bad.yaml:1:1: ")) << r;
+    EXPECT_TRUE(r.out.empty()) << r;
+}
+
+TEST_F(CliTest, NoVerbMeansRun)
+{
+    write_file("portico.yaml", two_errors_yaml);
+    const auto bare = portico({});
+    EXPECT_EQ(bare.exit_code, 1) << bare;
+    EXPECT_TRUE(contains(bare.err, "portico.yaml:1:1: ")) << bare;
+
+    const auto with_option = portico({"-c", "portico.yaml", "--log-level", "warn"});
+    EXPECT_EQ(with_option.exit_code, 1) << with_option;
+    EXPECT_TRUE(contains(with_option.err, "portico.yaml:4:9: ")) << with_option;
+}
+
+TEST_F(CliTest, RunAcceptsJsonLogFormat)
+{
+    write_file("bad.yaml", two_errors_yaml);
+    const auto r = portico({"run", "--log-format", "json", "-c", "bad.yaml"});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    const auto lines = lines_of(r.err);
+    ASSERT_EQ(lines.size(), 3U) << r;
+    for (const auto& line : lines) {
+        EXPECT_TRUE(line.starts_with('{') && line.ends_with('}')) << line;
+    }
+    EXPECT_TRUE(contains(r.err, R"("event":"config_error")")) << r;
+    EXPECT_TRUE(contains(r.err, R"("line":4)")) << r;
+}
+
+TEST_F(CliTest, BrokenFilesFailWithoutCrashing)
+{
+    const std::vector<std::pair<std::string, std::string>> files = {
+        {"binary.yaml", std::string("\x7f" "ELF\x02\x01\x01\0\0\0\xff\xfe routes:\0", 20)},
+        {"empty.yaml", ""},
+        {"tabs.yaml", "routes:\n\t- host: app.localhost\n\t  to: 127.0.0.1:5173\n"},
+        {"unclosed.yaml", "routes: [ { host: app.localhost, to: 127.0.0.1:5173\n"},
+        {"scalar.yaml", "just a string\n"},
+        {"list.yaml", "- 1\n- 2\n"},
+        {"anchors.yaml", "a: &a [*a, *a]\nroutes: *a\n"},
+    };
+    for (const auto& [name, content] : files) {
+        write_file(name, content);
+        for (const auto* verb : {"check", "run"}) {
+            const auto r = portico({verb, "-c", name});
+            EXPECT_EQ(r.signal, 0) << name << "\n" << r;
+            EXPECT_EQ(r.exit_code, 1) << name << "\n" << r;
+            EXPECT_TRUE(contains(r.err, name)) << name << "\n" << r;
+            EXPECT_TRUE(r.out.empty()) << name << "\n" << r;
+        }
+    }
+}
+
+} // namespace
