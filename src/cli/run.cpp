@@ -3,6 +3,7 @@
 #include "cli/config_source.hpp"
 #include "cli/route_listing.hpp"
 #include "portico/cli/app.hpp"
+#include "portico/proxy/server.hpp"
 #include "portico/routing/route_table.hpp"
 
 #include <fmt/format.h>
@@ -127,10 +128,17 @@ int run_command(const run_options& options)
         }
     }
 
-    log::notice("not_serving",
-                "portico: the forwarding engine is not built yet; 'run' only validated and "
-                "printed the table",
-                {{"message", "the forwarding engine is not built yet"}});
+    proxy::server server(loaded->value);
+    const auto bound = server.bind();
+    if (bound.error) {
+        if (log::current_format() == log::format::json) {
+            log::write(log::level::error, "bind_failed", {{"message", bound.message}});
+        } else {
+            fmt::print(stderr, "portico: {}\n", bound.message);
+        }
+        return exit_start;
+    }
+    server.run(/*handle_signals=*/true);
     return exit_ok;
 }
 

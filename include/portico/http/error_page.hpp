@@ -1,0 +1,47 @@
+#pragma once
+
+// The one place that turns a failure into a response: the status for each condition and
+// the page (HTML for browsers, JSON on request) with `X-Portico-Error` set.
+
+#include "portico/core/error.hpp"
+#include "portico/http/message.hpp"
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portico::http {
+
+/// The status code for a condition; `upstream_refused` and friends are 502/504, limits 413/431.
+status status_for(errc e) noexcept;
+
+/// Everything an error page may say; empty fields are left out of the page.
+struct error_details {
+    errc error = errc::bad_request;
+    std::string_view host;    ///< the Host the client asked for, as sent
+    std::string_view route;   ///< the route's name ("host" or "host/path")
+    std::string_view backend; ///< the route's `to` as written
+    /// Addresses tried, e.g. {"127.0.0.1:5173", "[::1]:5173"}, for `upstream_refused`.
+    std::span<const std::string> tried;
+    std::string_view detail;  ///< one extra sentence (e.g. the TLS verification error)
+    /// For `no_route`: hosts to list. Exact hosts become links built from `scheme` and `port`.
+    std::span<const std::string> exact_hosts;
+    std::span<const std::string> wildcard_hosts;
+    std::string_view scheme = "http"; ///< scheme of the request, for links
+    std::string_view port;            ///< port the request came in on ("" = default for scheme)
+};
+
+/**
+ * Builds the error response: status from `status_for`, `X-Portico-Error: <name>`,
+ * `Cache-Control: no-store`, `Connection: close`, body as JSON when `json` is set (fields
+ * `status`, `error`, `message`, `host`, `route`, `backend`, the ones that apply) and as a
+ * self-contained HTML page otherwise (no external assets). `version` is the request's
+ * (11 or 10).
+ */
+string_response make_error_response(const error_details& details, bool json, unsigned version);
+
+/// The one-sentence message for a condition, as the JSON `message` field carries it.
+std::string error_message(const error_details& details);
+
+} // namespace portico::http

@@ -1,0 +1,67 @@
+#pragma once
+
+// What portico changes in a message head on its way through (RFC 9110 §7.6): hop-by-hop
+// fields, X-Forwarded-*, Via, the Host sent upstream and the per-route set/remove rules.
+// Pure functions over Beast fields; no sockets.
+
+#include "portico/http/message.hpp"
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace portico::http {
+
+/// Per-request facts the upstream request head is rewritten from.
+struct forward_facts {
+    std::string_view client_ip;     ///< peer address without port, for X-Forwarded-For
+    bool client_tls = false;        ///< the request arrived over TLS (X-Forwarded-Proto)
+    std::string_view original_host; ///< the client's Host as sent, port included (X-Forwarded-Host)
+    std::string_view upstream_host; ///< the Host value the backend receives
+    std::string_view target;        ///< the request target sent upstream (origin-form)
+    bool upgrade = false;           ///< a tunnelled upgrade: keep `Connection: upgrade` + `Upgrade`
+};
+
+/// One direction's route rules, borrowed from the configuration.
+struct header_rule_view {
+    std::span<const std::pair<std::string, std::string>> set;
+    std::span<const std::string> remove;
+};
+
+/**
+ * Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`, and
+ * `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
+ * `Proxy-Authorization`, `TE` (except `TE: trailers`), `Trailer`, `Transfer-Encoding`, and
+ * `Upgrade` unless `keep_upgrade`.
+ */
+void remove_hop_by_hop(fields& f, bool keep_upgrade);
+
+/// Applies `remove` then `set` (set replaces every existing field of that name).
+void apply_header_rules(fields& f, const header_rule_view& rules);
+
+/**
+ * Turns a client request head into the head sent to the backend: hop-by-hop removal,
+ * `X-Forwarded-For/Proto/Host` replaced (portico is the edge), `Via: 1.1 portico`
+ * appended, Host and target set, HTTP/1.1, route request rules applied last, and for an
+ * upgrade `Connection: upgrade` with the client's `Upgrade`. Framing fields
+ * (Content-Length, chunked) are left for the caller to set.
+ */
+void prepare_upstream_request(request_head& req, const forward_facts& facts,
+                              const header_rule_view& route_rules);
+
+/**
+ * Turns a backend response head into the head sent to the client: hop-by-hop removal
+ * (keeping `Upgrade`/`Connection: upgrade` on a 101), `Via: 1.1 portico` appended,
+ * route response rules applied last.
+ */
+void prepare_downstream_response(response_head& res, bool upgrade,
+                                 const header_rule_view& route_rules);
+
+/// True when the request asks for a protocol switch portico tunnels (any but `h2c`).
+bool is_tunnel_upgrade(const request_head& req);
+
+/// True when `Accept` names `application/json` and not `text/html`.
+bool prefers_json(const request_head& req);
+
+} // namespace portico::http

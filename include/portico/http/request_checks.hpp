@@ -1,0 +1,41 @@
+#pragma once
+
+// Checks that run on the raw bytes of a request head before Beast parses it, for what a
+// lenient parser would accept and a backend might read differently (request smuggling).
+
+#include <cstddef>
+#include <string_view>
+
+namespace portico::http {
+
+/// Why a raw request head was refused.
+enum class head_defect {
+    none,
+    bare_cr,  ///< CR not followed by LF
+    bare_lf,  ///< LF not preceded by CR
+    nul,      ///< a NUL byte anywhere in the head
+    obs_fold, ///< a header line continued with leading whitespace (RFC 9112 §5.2)
+};
+
+/**
+ * Finds the end of a request head: the index just past the first CRLFCRLF in `data`.
+ * Leading empty lines before the request line are allowed (RFC 9112 §2.2) and belong to
+ * the head. @return 0 when the head is not complete yet.
+ */
+std::size_t find_head_end(std::string_view data) noexcept;
+
+/// Checks a complete head (as delimited by `find_head_end`) for smuggling-prone bytes.
+head_defect check_head_bytes(std::string_view head) noexcept;
+
+/**
+ * Checks the chunked framing of the body bytes received so far (RFC 9112 §7.1): every
+ * complete chunk-size line must be hexadecimal (with optional extensions) and every chunk
+ * must end in CRLF. Catches a malformed body before anything is sent upstream when it
+ * arrives with the head, as smuggling attempts do. @return false on a framing error.
+ */
+bool is_chunked_prefix_valid(std::string_view body) noexcept;
+
+/// A short reason for logs and the 400 page ("obsolete line folding").
+std::string_view describe(head_defect d) noexcept;
+
+} // namespace portico::http

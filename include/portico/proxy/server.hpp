@@ -1,0 +1,60 @@
+#pragma once
+
+// The data plane: listeners, workers and the forwarding engine behind them.
+
+#include "portico/config/config.hpp"
+#include "portico/core/net.hpp"
+
+#include <boost/system/error_code.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace portico::proxy {
+
+/// Outcome of binding the listeners.
+struct bind_result {
+    boost::system::error_code error; ///< set when a listener could not be bound
+    std::string message;             ///< what failed and what to do about it
+};
+
+/**
+ * Owns the worker threads (one `io_context` each, with its own acceptor on every listener
+ * address via `SO_REUSEPORT`) and serves the routes of one configuration.
+ *
+ * Life cycle: construct, `bind()`, then `run()` on one thread; `stop()` from any thread
+ * starts a graceful shutdown after which `run()` returns.
+ */
+class server {
+public:
+    /// Prepares a server for `cfg`; nothing is bound yet.
+    explicit server(config::config cfg);
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Binds every listener on every worker. On failure nothing stays bound.
+    bind_result bind();
+
+    /**
+     * Runs the workers until a graceful shutdown completes. When `handle_signals` is set,
+     * SIGINT and SIGTERM start that shutdown.
+     */
+    void run(bool handle_signals = false);
+
+    /// Starts a graceful shutdown; thread-safe and idempotent.
+    void stop();
+
+    /// The bound addresses, one per listener address (after `bind()`).
+    std::vector<tcp::endpoint> endpoints() const;
+
+    /// The number of worker threads this server runs.
+    unsigned worker_count() const noexcept;
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace portico::proxy

@@ -1,0 +1,319 @@
+#include "portico/http/header_policy.hpp"
+
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portico::http {
+namespace {
+
+/// The pseudonym portico names itself by in `Via` (RFC 9110 §7.6.3).
+constexpr std::string_view via_pseudonym = "portico";
+
+/// Longest field value Beast stores (its element offsets are 16 bits); see `append_to_list`.
+constexpr std::size_t max_field_value = std::numeric_limits<std::uint16_t>::max() - 2;
+
+std::string_view trim_ows(std::string_view s) noexcept
+{
+    const auto first = s.find_first_not_of(" \t");
+    if (first == std::string_view::npos) {
+        return {};
+    }
+    const auto last = s.find_last_not_of(" \t");
+    return s.substr(first, last - first + 1);
+}
+
+/**
+ * Splits a comma-separated field value into its elements (RFC 9110 §5.6.1), skipping empty
+ * ones and not splitting inside quoted strings (§5.6.4). Hand-written because Beast's
+ * `token_list` stops at the first element that is not a bare token, and media ranges
+ * (`application/json;q=0.9`), t-codings and `protocol/version` are not.
+ */
+std::vector<std::string_view> split_list(std::string_view value)
+{
+    std::vector<std::string_view> items;
+    const auto push = [&items](std::string_view item) {
+        item = trim_ows(item);
+        if (!item.empty()) {
+            items.push_back(item);
+        }
+    };
+    bool quoted = false;
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < value.size(); ++i) {
+        const char c = value[i];
+        if (quoted && c == '\\') {
+            ++i; // quoted-pair: the next character is literal
+        } else if (c == '"') {
+            quoted = !quoted;
+        } else if (c == ',' && !quoted) {
+            push(value.substr(start, i - start));
+            start = i + 1;
+        }
+    }
+    push(value.substr(start));
+    return items;
+}
+
+/// The name of a list element without its `;parameters`.
+std::string_view item_name(std::string_view item) noexcept
+{
+    return trim_ows(item.substr(0, item.find(';')));
+}
+
+/// The `;parameters` of a list element (empty when it has none), in Beast's `param_list` form.
+std::string_view item_params(std::string_view item) noexcept
+{
+    const auto semi = item.find(';');
+    return semi == std::string_view::npos ? std::string_view{} : item.substr(semi);
+}
+
+/// True for a qvalue of zero ("0", "0.", "0.000"), which means "not acceptable" (RFC 9110
+/// §12.4.2).
+bool is_zero_qvalue(std::string_view q) noexcept
+{
+    if (q.empty() || q.front() != '0') {
+        return false;
+    }
+    q.remove_prefix(1);
+    if (q.empty()) {
+        return true;
+    }
+    return q.front() == '.' && q.find_first_not_of('0', 1) == std::string_view::npos;
+}
+
+/// True when the element carries `q=0`, i.e. the client refuses what it names.
+bool is_refused(std::string_view item)
+{
+    for (const auto& param : beast::http::param_list{item_params(item)}) {
+        if (beast::iequals(param.first, "q")) {
+            return is_zero_qvalue(param.second);
+        }
+    }
+    return false;
+}
+
+/// True when any `Connection` field line carries `option` (RFC 9110 §7.6.1), ignoring case.
+bool has_connection_option(const fields& f, std::string_view option)
+{
+    for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
+        if (beast::http::token_list{line->value()}.exists(option)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/**
+ * True for a connection option that must not delete the field of the same name. `Host` and
+ * `Content-Length` carry routing and framing: a client naming them in `Connection` would
+ * otherwise make portico forward a request without a Host or with a body it cannot frame.
+ * `TE` has its own rule (its sender must name it in `Connection`, RFC 9110 §10.1.4, which
+ * would defeat the `TE: trailers` exception), and `Upgrade` is named on every upgrade.
+ */
+bool is_protected_option(std::string_view option, bool keep_upgrade) noexcept
+{
+    return beast::iequals(option, "host") || beast::iequals(option, "content-length") ||
+           beast::iequals(option, "te") || (keep_upgrade && beast::iequals(option, "upgrade"));
+}
+
+/**
+ * Keeps `TE` only as `TE: trailers`. Transfer codings are negotiated per connection (RFC 9110
+ * §10.1.4), so the client's codings say nothing about portico's upstream connection; the
+ * `trailers` keyword is end-to-end knowledge (gRPC relies on it), so it survives alone.
+ */
+void reduce_te_to_trailers(fields& f)
+{
+    bool trailers = false;
+    for (auto [line, last] = f.equal_range(field::te); line != last && !trailers; ++line) {
+        for (const auto item : split_list(line->value())) {
+            if (beast::iequals(item_name(item), "trailers")) {
+                trailers = true;
+                break;
+            }
+        }
+    }
+    f.erase(field::te);
+    if (trailers) {
+        f.set(field::te, "trailers");
+    }
+}
+
+/**
+ * Appends `value` to the comma-separated list in `name`, joining existing field lines into
+ * one: several lines with one name mean the same as one line joining them with commas (RFC
+ * 9110 §5.3). If the joined line would exceed what Beast can store, the value goes on a
+ * line of its own after the others instead, which means the same.
+ */
+void append_to_list(fields& f, field name, std::string_view value)
+{
+    std::string joined;
+    for (auto [line, last] = f.equal_range(name); line != last; ++line) {
+        joined.append(line->value()).append(", ");
+    }
+    if (joined.size() + value.size() > max_field_value) {
+        f.insert(name, value);
+        return;
+    }
+    joined.append(value);
+    f.set(name, joined);
+}
+
+/// Adds portico's hop to `Via`, naming the protocol version it received (RFC 9110 §7.6.3).
+void append_via(fields& f, unsigned received_version)
+{
+    append_to_list(f, field::via,
+                   fmt::format("{}.{} {}", received_version / 10, received_version % 10,
+                               via_pseudonym));
+}
+
+/**
+ * Removes what earlier hops claim about the request: `Forwarded` (RFC 7239) and every
+ * `X-Forwarded-*` field. portico is the edge, so a client sending them is spoofing, and a
+ * leftover `Forwarded` or `X-Forwarded-Port` would contradict the values portico sets.
+ */
+void remove_forwarding_claims(fields& f)
+{
+    constexpr std::string_view x_forwarded = "x-forwarded-";
+    f.erase(field::forwarded);
+    for (auto it = f.begin(); it != f.end();) {
+        const auto name = it->name_string();
+        if (name.size() >= x_forwarded.size() &&
+            beast::iequals(name.substr(0, x_forwarded.size()), x_forwarded)) {
+            it = f.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+} // namespace
+
+void remove_hop_by_hop(fields& f, bool keep_upgrade)
+{
+    // Collect first: the option names point into Connection values that erasing frees.
+    std::vector<std::string> named;
+    for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
+        for (const auto option : beast::http::token_list{line->value()}) {
+            if (!is_protected_option(option, keep_upgrade)) {
+                named.emplace_back(option);
+            }
+        }
+    }
+    for (const auto& name : named) {
+        f.erase(name);
+    }
+
+    // RFC 9110 §7.6.1 lists Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding
+    // and Upgrade; Proxy-Authenticate/-Authorization (§11.7) and Trailer are hop-by-hop too.
+    // Transfer-Encoding goes because the caller re-frames the body (RFC 9112 §6.1).
+    f.erase(field::connection);
+    f.erase(field::keep_alive);
+    f.erase(field::proxy_connection);
+    f.erase(field::proxy_authenticate);
+    f.erase(field::proxy_authorization);
+    f.erase(field::trailer);
+    f.erase(field::transfer_encoding);
+    reduce_te_to_trailers(f);
+    if (!keep_upgrade) {
+        f.erase(field::upgrade);
+    }
+}
+
+void apply_header_rules(fields& f, const header_rule_view& rules)
+{
+    for (const auto& name : rules.remove) {
+        f.erase(name);
+    }
+    for (const auto& [name, value] : rules.set) {
+        f.set(name, value);
+    }
+}
+
+void prepare_upstream_request(request_head& req, const forward_facts& facts,
+                              const header_rule_view& route_rules)
+{
+    const unsigned received_version = req.version();
+
+    remove_hop_by_hop(req, facts.upgrade);
+    remove_forwarding_claims(req);
+    if (!facts.client_ip.empty()) {
+        req.set("X-Forwarded-For", facts.client_ip);
+    }
+    req.set("X-Forwarded-Proto", facts.client_tls ? "https" : "http");
+    if (!facts.original_host.empty()) {
+        req.set("X-Forwarded-Host", facts.original_host);
+    }
+    append_via(req, received_version);
+    req.set(field::host, facts.upstream_host);
+    req.target(facts.target);
+
+    // Upstream is always HTTP/1.1, where persistence is the default (RFC 9112 §9.3), so only
+    // an upgrade needs a Connection field: the Upgrade option must be named (RFC 9110 §7.8).
+    req.version(11);
+    if (facts.upgrade) {
+        req.set(field::connection, "upgrade");
+    }
+
+    apply_header_rules(req, route_rules);
+}
+
+void prepare_downstream_response(response_head& res, bool upgrade,
+                                 const header_rule_view& route_rules)
+{
+    // Only a 101 switches protocols (RFC 9110 §15.2.2); any other answer to an upgrade
+    // request is an ordinary response whose Upgrade field is merely advertised.
+    const bool switching = upgrade && res.result() == status::switching_protocols;
+
+    remove_hop_by_hop(res, switching);
+    if (switching) {
+        res.set(field::connection, "upgrade");
+    }
+    append_via(res, res.version());
+    apply_header_rules(res, route_rules);
+}
+
+bool is_tunnel_upgrade(const request_head& req)
+{
+    // A server must ignore Upgrade in an HTTP/1.0 request (RFC 9110 §7.8).
+    if (req.version() < 11 || !has_connection_option(req, "upgrade")) {
+        return false;
+    }
+    const auto upgrade = req.find(field::upgrade);
+    if (upgrade == req.end()) {
+        return false;
+    }
+    const auto protocols = split_list(upgrade->value());
+    if (protocols.empty()) {
+        return false;
+    }
+    // protocol = protocol-name ["/" protocol-version]; h2c is HTTP/2 cleartext, which portico
+    // does not speak, so it answers such a request as plain HTTP/1.1 instead (RFC 9113 §3.1).
+    const auto name = trim_ows(protocols.front().substr(0, protocols.front().find('/')));
+    return !beast::iequals(name, "h2c");
+}
+
+bool prefers_json(const request_head& req)
+{
+    bool json = false;
+    bool html = false;
+    for (auto [line, last] = req.equal_range(field::accept); line != last; ++line) {
+        for (const auto item : split_list(line->value())) {
+            if (is_refused(item)) {
+                continue;
+            }
+            const auto media = item_name(item);
+            json = json || beast::iequals(media, "application/json");
+            html = html || beast::iequals(media, "text/html");
+        }
+    }
+    return json && !html;
+}
+
+} // namespace portico::http

@@ -1,0 +1,100 @@
+#include "portico/http/request_checks.hpp"
+
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+
+namespace portico::http {
+
+std::size_t find_head_end(std::string_view data) noexcept
+{
+    const auto pos = data.find("\r\n\r\n");
+    return pos == std::string_view::npos ? 0 : pos + 4;
+}
+
+head_defect check_head_bytes(std::string_view head) noexcept
+{
+    // Skip the empty lines a client may send before the request line (RFC 9112 §2.2).
+    std::size_t start = 0;
+    while (head.substr(start).starts_with("\r\n")) {
+        start += 2;
+    }
+    if (std::memchr(head.data(), '\0', head.size()) != nullptr) {
+        return head_defect::nul;
+    }
+    for (std::size_t i = start; i < head.size(); ++i) {
+        const char c = head[i];
+        if (c == '\r' && (i + 1 >= head.size() || head[i + 1] != '\n')) {
+            return head_defect::bare_cr;
+        }
+        if (c == '\n') {
+            if (i == 0 || head[i - 1] != '\r') {
+                return head_defect::bare_lf;
+            }
+            // A line that starts with whitespace continues the previous field: obs-fold,
+            // which a recipient must reject or rewrite (RFC 9112 §5.2); portico rejects.
+            if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t')) {
+                return head_defect::obs_fold;
+            }
+        }
+    }
+    return head_defect::none;
+}
+
+bool is_chunked_prefix_valid(std::string_view body) noexcept
+{
+    constexpr std::size_t max_size_digits = 16;
+    while (!body.empty()) {
+        const auto line_end = body.find("\r\n");
+        if (line_end == std::string_view::npos) {
+            // An incomplete size line: only what is there can be judged.
+            const auto digits = body.substr(0, body.find(';'));
+            for (char c : digits) {
+                if (!std::isxdigit(static_cast<unsigned char>(c))) {
+                    return false;
+                }
+            }
+            return digits.size() <= max_size_digits;
+        }
+        const auto line = body.substr(0, line_end);
+        const auto digits = line.substr(0, line.find(';'));
+        if (digits.empty() || digits.size() > max_size_digits) {
+            return false;
+        }
+        std::uint64_t size = 0;
+        for (char c : digits) {
+            const auto u = static_cast<unsigned char>(c);
+            if (!std::isxdigit(u)) {
+                return false;
+            }
+            size = size * 16 + static_cast<std::uint64_t>(
+                                   std::isdigit(u) ? u - '0' : (std::tolower(u) - 'a' + 10));
+        }
+        body.remove_prefix(line_end + 2);
+        if (size == 0) {
+            return true; // trailers follow; Beast validates them
+        }
+        if (body.size() < size + 2) {
+            return true;
+        }
+        if (body.substr(size, 2) != "\r\n") {
+            return false;
+        }
+        body.remove_prefix(size + 2);
+    }
+    return true;
+}
+
+std::string_view describe(head_defect d) noexcept
+{
+    switch (d) {
+    case head_defect::none: return "";
+    case head_defect::bare_cr: return "a CR not followed by LF in the request head";
+    case head_defect::bare_lf: return "a line ending without CR in the request head";
+    case head_defect::nul: return "a NUL byte in the request head";
+    case head_defect::obs_fold: return "obsolete line folding in a header field";
+    }
+    return "";
+}
+
+} // namespace portico::http

@@ -1,0 +1,123 @@
+#include "proxy/exchange.hpp"
+
+#include <boost/beast/http/error.hpp>
+
+namespace portico::proxy {
+namespace {
+
+// Splits an absolute-form target ("http://a.localhost:7080/x?y") into authority and
+// origin-form; RFC 9112 §3.2.2: the authority then replaces Host.
+bool split_absolute_form(std::string_view target, std::string_view& authority,
+                         std::string_view& origin)
+{
+    std::size_t scheme_len = 0;
+    if (target.size() > 7 && (target.substr(0, 7) == "http://" || target.substr(0, 7) == "HTTP://")) {
+        scheme_len = 7;
+    } else if (target.size() > 8 &&
+               (target.substr(0, 8) == "https://" || target.substr(0, 8) == "HTTPS://")) {
+        scheme_len = 8;
+    } else {
+        return false;
+    }
+    const auto rest = target.substr(scheme_len);
+    const auto slash = rest.find_first_of("/?");
+    authority = rest.substr(0, slash);
+    if (slash == std::string_view::npos) {
+        origin = "/";
+    } else {
+        origin = rest.substr(slash);
+    }
+    return !authority.empty() && authority.find('@') == std::string_view::npos;
+}
+
+} // namespace
+
+request_plan plan_request(const serving_state& state, const request_facts& facts)
+{
+    request_plan plan;
+    std::string_view origin = facts.target;
+    std::string_view authority;
+    if (split_absolute_form(facts.target, authority, origin)) {
+        plan.host = std::string(authority);
+    } else if (!facts.target.empty() && facts.target.front() == '/') {
+        plan.host = std::string(facts.host);
+    } else {
+        plan.error = errc::bad_request;
+        plan.detail = "the request target must be a path or an absolute http URL";
+        return plan;
+    }
+    if (origin.front() == '?') {
+        plan.error = errc::bad_request;
+        plan.detail = "the request target has no path";
+        return plan;
+    }
+
+    auto split = routing::split_request_target(origin);
+    if (!split) {
+        plan.error = errc::bad_request;
+        plan.detail = "the request path is not a valid URL path";
+        return plan;
+    }
+
+    if (!facts.has_host && authority.empty()) {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400; HTTP/1.0 clients may
+        // omit it and get the admin pages.
+        if (facts.version >= 11) {
+            plan.error = errc::bad_request;
+            plan.detail = "HTTP/1.1 requests need a Host header";
+            return plan;
+        }
+        plan.error = errc::no_route;
+        return plan;
+    }
+
+    const auto match = state.table.match(plan.host, split->path);
+    if (match.kind != routing::match_kind::route) {
+        // The admin pages arrive with their own issue; until then the admin host and the
+        // loopback names answer with the list of routes.
+        plan.error = errc::no_route;
+        return plan;
+    }
+    const auto& r = *match.route;
+    plan.route = &r;
+    if (r.tls_passthrough) {
+        plan.error = errc::tls_required;
+        plan.detail = "this host is passed through as TLS; use https://";
+        return plan;
+    }
+    plan.upstream_target = routing::upstream_target(r, *split);
+    switch (r.host_header) {
+    case config::host_header_policy::preserve: plan.upstream_host = plan.host; break;
+    case config::host_header_policy::backend: plan.upstream_host = r.to.authority(); break;
+    case config::host_header_policy::literal: plan.upstream_host = r.host_header_value; break;
+    }
+    return plan;
+}
+
+http::error_details describe_error(const serving_state& state, const request_plan& plan,
+                                   errc error, std::string_view scheme,
+                                   std::string_view local_port)
+{
+    http::error_details d;
+    d.error = error;
+    d.host = plan.host;
+    if (plan.route != nullptr) {
+        d.backend = plan.route->to.text;
+    }
+    d.detail = plan.detail;
+    d.exact_hosts = state.table.exact_hosts();
+    d.wildcard_hosts = state.table.wildcard_hosts();
+    d.scheme = scheme;
+    d.port = local_port;
+    return d;
+}
+
+errc classify_upstream_failure(const boost::system::error_code& ec)
+{
+    if (ec == beast::error::timeout) {
+        return errc::upstream_timeout;
+    }
+    return errc::upstream_protocol;
+}
+
+} // namespace portico::proxy

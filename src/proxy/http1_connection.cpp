@@ -1,0 +1,749 @@
+// The HTTP/1.x downstream codec: reads request heads, answers errors, and drives one
+// exchange at a time with a backend (pipelined requests are therefore answered in order),
+// streaming bodies both ways through fixed buffers.
+
+#include "proxy/exchange.hpp"
+#include "proxy/worker.hpp"
+
+#include "portico/core/log.hpp"
+#include "portico/http/error_page.hpp"
+#include "portico/http/header_policy.hpp"
+#include "portico/http/request_checks.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+#include <fmt/format.h>
+
+#include <array>
+#include <chrono>
+#include <memory>
+
+namespace portico::proxy {
+namespace {
+
+using namespace net::experimental::awaitable_operators;
+using buffer_body = beast::http::buffer_body;
+using request_parser = beast::http::request_parser<buffer_body>;
+using response_parser = beast::http::response_parser<buffer_body>;
+using clock = std::chrono::steady_clock;
+
+// Bytes asked of the socket per read while a head is incomplete.
+constexpr std::size_t head_read_size = 16 * 1024;
+// Body bytes moved per read/write step; bounds the memory an exchange holds.
+constexpr std::size_t body_chunk_size = 64 * 1024;
+// After an error response the client may still be sending (a large upload): read and
+// discard for this long or this many bytes so it sees the page instead of a reset.
+constexpr auto lingering_close_time = std::chrono::seconds(2);
+constexpr std::size_t lingering_close_bytes = 1024 * 1024;
+
+/// Per-connection state shared by the steps of an exchange.
+struct connection {
+    connection(worker& w_, tcp_socket socket, std::uint64_t id_)
+        : w(w_), stream(std::move(socket)), id(id_)
+    {
+    }
+
+    worker& w;
+    tcp_stream stream;
+    beast::flat_buffer buffer; ///< bytes read from the client, not yet consumed
+    std::uint64_t id;
+    std::string client;        ///< "ip:port"
+    std::string client_ip;
+    std::string local_port;
+    std::list<connection_entry>::iterator entry;
+};
+
+/// Unregisters a connection however its coroutine ends.
+struct registration {
+    connection& c;
+    ~registration() { c.w.unregister_connection(c.entry); }
+};
+
+std::string endpoint_ip(const tcp::endpoint& ep) { return ep.address().to_string(); }
+
+std::string endpoint_text(const tcp::endpoint& ep)
+{
+    if (ep.address().is_v6()) {
+        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+    }
+    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+std::string_view proto_name(unsigned version) { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
+
+bool is_quiet_close(const boost::system::error_code& ec)
+{
+    return ec == beast::http::error::end_of_stream || ec == net::error::eof ||
+           ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+           ec == net::error::broken_pipe || ec == beast::error::timeout;
+}
+
+/// What reading a request head produced.
+struct head_result {
+    enum class kind { head, closed, failed } what = kind::closed;
+    errc error = errc::bad_request;
+    std::size_t length = 0;
+};
+
+/**
+ * Reads some bytes, giving up at `deadline` without closing the socket (unlike the stream's
+ * own deadline), so that a 408 page can still be written.
+ */
+task<std::tuple<boost::system::error_code, std::size_t>>
+read_some_before(connection& c, net::mutable_buffer into, clock::time_point deadline)
+{
+    steady_timer timer(c.stream.get_executor());
+    timer.expires_at(deadline);
+    auto outcome = co_await (c.stream.socket().async_read_some(into) || timer.async_wait());
+    if (outcome.index() == 0) {
+        co_return std::get<0>(outcome);
+    }
+    co_return std::tuple{make_error_code(errc::header_timeout), std::size_t{0}};
+}
+
+/**
+ * Reads until `c.buffer` holds a complete request head. The wait for the first byte is
+ * bounded by `timeouts.header` on a new connection and `timeouts.idle` between requests
+ * (the connection is then closed quietly); once a byte arrived the rest of the head must
+ * follow within `timeouts.header` or the client gets 408.
+ */
+task<head_result> read_head(connection& c, bool first_request)
+{
+    const auto& cfg = c.w.state()->cfg;
+    const auto limit = static_cast<std::size_t>(cfg.limits.header_bytes);
+    head_result r;
+    // Empty lines before a request line are allowed and ignored (RFC 9112 §2.2).
+    auto skip_empty_lines = [&c] {
+        for (;;) {
+            const auto data = std::string_view(static_cast<const char*>(c.buffer.data().data()),
+                                               c.buffer.size());
+            if (data.starts_with("\r\n")) {
+                c.buffer.consume(2);
+            } else if (data.starts_with("\n")) {
+                c.buffer.consume(1);
+            } else {
+                return;
+            }
+        }
+    };
+    skip_empty_lines();
+    bool started = c.buffer.size() > 0;
+    auto head_deadline = clock::now() + cfg.timeouts.header;
+    c.stream.expires_after(first_request ? cfg.timeouts.header : cfg.timeouts.idle);
+    std::size_t scanned = 0;
+    for (;;) {
+        const auto data = std::string_view(static_cast<const char*>(c.buffer.data().data()),
+                                           c.buffer.size());
+        const auto from = scanned > 3 ? scanned - 3 : 0;
+        if (const auto end = http::find_head_end(data.substr(from)); end != 0) {
+            r.length = from + end;
+            if (r.length > limit) {
+                r.what = head_result::kind::failed;
+                r.error = errc::header_too_large;
+                co_return r;
+            }
+            r.what = head_result::kind::head;
+            co_return r;
+        }
+        scanned = data.size();
+        if (data.size() >= limit) {
+            r.what = head_result::kind::failed;
+            r.error = errc::header_too_large;
+            co_return r;
+        }
+        const auto into = c.buffer.prepare(std::min(head_read_size, limit + 4 - data.size()));
+        boost::system::error_code ec;
+        std::size_t n = 0;
+        if (started) {
+            std::tie(ec, n) = co_await read_some_before(c, into, head_deadline);
+        } else {
+            std::tie(ec, n) = co_await c.stream.async_read_some(into);
+        }
+        if (ec) {
+            if (ec == errc::header_timeout) {
+                r.what = head_result::kind::failed;
+                r.error = errc::header_timeout;
+            } else {
+                r.what = head_result::kind::closed;
+            }
+            co_return r;
+        }
+        c.buffer.commit(n);
+        if (!started) {
+            skip_empty_lines();
+            if (c.buffer.size() > 0) {
+                started = true;
+                head_deadline = clock::now() + cfg.timeouts.header;
+                c.stream.expires_never();
+            }
+        }
+    }
+}
+
+/// Shuts down the sending side, then reads and discards for a bounded time before closing.
+task<void> lingering_close(connection& c)
+{
+    boost::system::error_code ec;
+    c.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    c.stream.expires_after(lingering_close_time);
+    std::size_t discarded = 0;
+    std::array<char, 4096> sink{};
+    while (discarded < lingering_close_bytes) {
+        auto [rec, n] = co_await c.stream.async_read_some(net::buffer(sink));
+        if (rec) {
+            break;
+        }
+        discarded += n;
+    }
+    c.stream.close();
+}
+
+/// Sends a complete response with the downstream write deadline.
+task<boost::system::error_code> send_response(connection& c, http::string_response& res)
+{
+    c.stream.expires_after(c.w.state()->cfg.timeouts.idle);
+    auto [ec, n] = co_await beast::http::async_write(c.stream, res);
+    co_return ec;
+}
+
+/// Facts kept for the access log line of one request.
+struct exchange_record {
+    clock::time_point start = clock::now();
+    std::string method;
+    std::string target;
+    std::string host;
+    unsigned version = 11;
+    unsigned status = 0;
+    std::uint64_t bytes = 0;
+    std::string route;
+    std::string backend;
+};
+
+void write_access_log(const connection& c, const exchange_record& rec)
+{
+    if (!log::enabled(log::level::info)) {
+        return;
+    }
+    log::access_record a;
+    a.time = std::chrono::system_clock::now();
+    a.client = c.client;
+    a.host = rec.host;
+    a.method = rec.method;
+    a.target = rec.target;
+    a.proto = proto_name(rec.version);
+    a.status = rec.status;
+    a.bytes = rec.bytes;
+    a.duration_ms =
+        std::chrono::duration<double, std::milli>(clock::now() - rec.start).count();
+    a.route = rec.route;
+    a.backend = rec.backend;
+    log::access(a);
+}
+
+/// Answers with an error page, logs the request, and closes the connection gracefully.
+task<void> answer_error(connection& c, const request_plan& plan, errc error, bool json,
+                        exchange_record& rec, std::span<const std::string> tried = {})
+{
+    const auto state = c.w.state();
+    auto details = describe_error(*state, plan, error, "http", c.local_port);
+    std::string route_name;
+    if (plan.route != nullptr) {
+        route_name = plan.route->name();
+        details.route = route_name;
+    }
+    details.tried = tried;
+    auto res = http::make_error_response(details, json, rec.version);
+    rec.status = res.result_int();
+    rec.bytes = res.body().size();
+    auto ec = co_await send_response(c, res);
+    write_access_log(c, rec);
+    if (!ec) {
+        co_await lingering_close(c);
+    }
+}
+
+/**
+ * Moves a message body from `from` to `to`, one chunk at a time, re-framing it with the
+ * serializer (Content-Length as is, anything else chunked or close-delimited as set on the
+ * outgoing head). Each chunk is written as soon as it is read, so streamed responses (SSE,
+ * long polling) are not held back. `limit` (0 = none) caps the body size.
+ */
+template <bool IsRequest, typename From, typename To>
+task<boost::system::error_code>
+relay_body(From& from, beast::flat_buffer& from_buffer,
+           beast::http::parser<IsRequest, buffer_body>& parser, To& to,
+           beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
+           std::chrono::milliseconds write_timeout, std::uint64_t& relayed, bool& read_failed)
+{
+    auto chunk = std::make_unique<char[]>(body_chunk_size);
+    auto& body = parser.get().body();
+    read_failed = false;
+    for (;;) {
+        if (!parser.is_done()) {
+            body.data = chunk.get();
+            body.size = body_chunk_size;
+            auto [ec, n] = co_await beast::http::async_read_some(from, from_buffer, parser);
+            if (ec == beast::http::error::need_buffer) {
+                ec = {};
+            }
+            if (ec) {
+                read_failed = true;
+                co_return ec;
+            }
+            const auto produced = body_chunk_size - body.size;
+            relayed += produced;
+            if (limit != 0 && relayed > limit) {
+                read_failed = true;
+                co_return make_error_code(errc::body_too_large);
+            }
+            body.size = produced;
+            body.data = chunk.get();
+            body.more = !parser.is_done();
+            if (produced == 0 && body.more) {
+                continue;
+            }
+        } else {
+            body.data = nullptr;
+            body.size = 0;
+            body.more = false;
+        }
+        to.expires_after(write_timeout);
+        auto [wec, wn] = co_await beast::http::async_write(to, serializer);
+        if (wec == beast::http::error::need_buffer) {
+            wec = {};
+        }
+        if (wec) {
+            co_return wec;
+        }
+        if (serializer.is_done()) {
+            co_return boost::system::error_code{};
+        }
+    }
+}
+
+/// Copies bytes one way until EOF, then shuts down the other side's sending direction.
+template <typename From, typename To>
+task<void> pump(From& from, To& to, std::uint64_t& moved)
+{
+    auto chunk = std::make_unique<char[]>(body_chunk_size);
+    for (;;) {
+        auto [ec, n] = co_await from.async_read_some(net::buffer(chunk.get(), body_chunk_size));
+        if (ec) {
+            break;
+        }
+        auto [wec, wn] = co_await net::async_write(to, net::buffer(chunk.get(), n));
+        if (wec) {
+            break;
+        }
+        moved += wn;
+    }
+    boost::system::error_code ignored;
+    to.socket().shutdown(net::socket_base::shutdown_send, ignored);
+}
+
+/// Writes bytes already buffered on one side to the other before a tunnel starts.
+template <typename To>
+task<boost::system::error_code> flush_buffered(beast::flat_buffer& buffered, To& to)
+{
+    if (buffered.size() == 0) {
+        co_return boost::system::error_code{};
+    }
+    auto [ec, n] = co_await net::async_write(to, buffered.data());
+    buffered.consume(n);
+    co_return ec;
+}
+
+/// A two-way byte tunnel (after 101 Switching Protocols); no idle timeout of its own.
+task<std::uint64_t> run_tunnel(connection& c, upstream_connection& up)
+{
+    c.stream.expires_never();
+    up.stream.expires_never();
+    std::uint64_t to_client = 0;
+    std::uint64_t to_backend = 0;
+    auto ec1 = co_await flush_buffered(c.buffer, up.stream);
+    auto ec2 = co_await flush_buffered(up.buffer, c.stream);
+    if (!ec1 && !ec2) {
+        co_await (pump(c.stream, up.stream, to_backend) && pump(up.stream, c.stream, to_client));
+    }
+    co_return to_client;
+}
+
+/// The header rules of a route as the header policy takes them.
+http::header_rule_view rules_of(const config::header_rules& rules)
+{
+    return {rules.set, rules.remove};
+}
+
+/// Validates the framing of a parsed request head (RFC 9112 §6); nullopt when sound.
+std::optional<std::string> framing_defect(const request_parser& parser)
+{
+    const auto& req = parser.get();
+    if (req.count(beast::http::field::host) > 1) {
+        return "more than one Host header";
+    }
+    const auto te = req.count(beast::http::field::transfer_encoding);
+    if (te > 0) {
+        if (req.version() < 11) {
+            return "Transfer-Encoding in an HTTP/1.0 request";
+        }
+        // Only a lone "chunked" frames a request body unambiguously; anything else (gzip,
+        // identity, chunked twice) is read differently by different servers (RFC 9112
+        // §6.3 item 4).
+        auto value = std::string_view(req[beast::http::field::transfer_encoding]);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+            value.remove_suffix(1);
+        }
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+            value.remove_prefix(1);
+        }
+        if (te > 1 || !beast::iequals(value, "chunked")) {
+            return "unsupported Transfer-Encoding";
+        }
+    }
+    return std::nullopt;
+}
+
+/**
+ * Forwards one request and its response. Returns whether the client connection may carry
+ * another request.
+ */
+task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
+                   exchange_record& rec, bool json)
+{
+    const auto state = c.w.state();
+    const auto& cfg = state->cfg;
+    const auto& route = *plan.route;
+    auto& req = parser.get();
+    rec.route = route.name();
+    rec.backend = route.to.text;
+
+    if (cfg.limits.body_bytes != 0 && parser.content_length() &&
+        *parser.content_length() > cfg.limits.body_bytes) {
+        co_await answer_error(c, plan, errc::body_too_large, json, rec);
+        co_return false;
+    }
+
+    const bool client_keep_alive = parser.keep_alive();
+    const bool upgrade = http::is_tunnel_upgrade(req.base());
+    const bool expects_continue =
+        beast::iequals(req[beast::http::field::expect], "100-continue");
+    const bool has_body = !parser.is_done();
+
+    http::forward_facts facts;
+    facts.client_ip = c.client_ip;
+    facts.client_tls = false;
+    facts.original_host = plan.host;
+    facts.upstream_host = plan.upstream_host;
+    facts.target = plan.upstream_target;
+    facts.upgrade = upgrade;
+    http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
+    if (expects_continue) {
+        // portico answers 100 Continue itself (below) and streams the body; the backend
+        // then sees an ordinary request.
+        req.erase(beast::http::field::expect);
+    }
+    if (parser.chunked()) {
+        req.chunked(true);
+    } else if (!has_body && req.count(beast::http::field::content_length) == 0) {
+        req.chunked(false);
+    }
+
+    if (parser.chunked() &&
+        !http::is_chunked_prefix_valid(std::string_view(
+            static_cast<const char*>(c.buffer.data().data()), c.buffer.size()))) {
+        plan.detail = "malformed chunked body";
+        co_await answer_error(c, plan, errc::bad_request, json, rec);
+        co_return false;
+    }
+
+    auto acquired = co_await c.w.pool().acquire(route.to);
+    if (!acquired.connection) {
+        plan.detail = acquired.detail;
+        co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
+        co_return false;
+    }
+    auto up = std::move(acquired.connection);
+    rec.backend = up->address;
+    c.entry->upstream = &up->stream;
+    struct upstream_guard {
+        connection& c;
+        ~upstream_guard() { c.entry->upstream = nullptr; }
+    } guard{c};
+
+    // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
+    // fresh connection, which is safe because nothing of this request reached it.
+    std::optional<beast::http::serializer<true, buffer_body>> request_writer;
+    request_writer.emplace(req);
+    up->stream.expires_after(cfg.timeouts.idle);
+    auto [hec, hn] = co_await beast::http::async_write_header(up->stream, *request_writer);
+    if (hec && up->reused) {
+        auto fresh = co_await c.w.pool().connect(route.to);
+        if (!fresh.connection) {
+            plan.detail = fresh.detail;
+            co_await answer_error(c, plan, fresh.error, json, rec, fresh.tried);
+            co_return false;
+        }
+        up = std::move(fresh.connection);
+        c.entry->upstream = &up->stream;
+        request_writer.emplace(req);
+        up->stream.expires_after(cfg.timeouts.idle);
+        auto [retry_ec, retry_n] =
+            co_await beast::http::async_write_header(up->stream, *request_writer);
+        hec = retry_ec;
+    }
+    if (hec) {
+        plan.detail = hec.message();
+        co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
+        co_return false;
+    }
+
+    if (expects_continue && has_body) {
+        static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [cec, cn] = co_await net::async_write(c.stream, net::buffer(continue_line));
+        if (cec) {
+            co_return false;
+        }
+    }
+
+    bool request_complete = !has_body && !upgrade;
+    if (has_body || req.chunked()) {
+        std::uint64_t sent = 0;
+        bool read_failed = false;
+        c.stream.expires_after(cfg.timeouts.idle);
+        auto bec = co_await relay_body(c.stream, c.buffer, parser, up->stream, *request_writer,
+                                       cfg.limits.body_bytes, cfg.timeouts.idle, sent,
+                                       read_failed);
+        if (bec == errc::body_too_large) {
+            co_await answer_error(c, plan, errc::body_too_large, json, rec);
+            co_return false;
+        }
+        if (bec && read_failed) {
+            // The client sent a broken body or went away: the backend gets a truncated
+            // request and the connection, nothing else.
+            rec.status = 400;
+            if (!is_quiet_close(bec)) {
+                co_await answer_error(c, plan, errc::bad_request, json, rec);
+            }
+            co_return false;
+        }
+        request_complete = !bec;
+    }
+
+    // Read the response head; 1xx interim responses other than 101 are not relayed.
+    std::optional<response_parser> response;
+    for (;;) {
+        response.emplace();
+        response->body_limit(boost::none);
+        response->header_limit(static_cast<std::uint32_t>(
+            std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024)));
+        if (req.method() == beast::http::verb::head) {
+            response->skip(true);
+        }
+        if (cfg.timeouts.upstream.count() > 0) {
+            up->stream.expires_after(cfg.timeouts.upstream);
+        } else {
+            up->stream.expires_never();
+        }
+        auto [rhec, rhn] = co_await beast::http::async_read_header(up->stream, up->buffer,
+                                                                  *response);
+        if (rhec) {
+            const auto why = classify_upstream_failure(rhec);
+            plan.detail = why == errc::upstream_timeout
+                              ? std::string()
+                              : fmt::format("the backend closed or broke the connection ({})",
+                                            rhec.message());
+            co_await answer_error(c, plan, why, json, rec);
+            co_return false;
+        }
+        const auto code = response->get().result_int();
+        if (code >= 100 && code < 200 && code != 101) {
+            continue;
+        }
+        break;
+    }
+    auto& res = response->get();
+
+    if (res.result() == beast::http::status::switching_protocols) {
+        if (!upgrade) {
+            plan.detail = "the backend switched protocols without an Upgrade request";
+            co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
+            co_return false;
+        }
+        http::prepare_downstream_response(res.base(), true, rules_of(route.response_headers));
+        res.version(11);
+        beast::http::serializer<false, buffer_body> head_writer{res};
+        c.stream.expires_after(cfg.timeouts.idle);
+        auto [wec, wn] = co_await beast::http::async_write_header(c.stream, head_writer);
+        rec.status = 101;
+        if (wec) {
+            write_access_log(c, rec);
+            co_return false;
+        }
+        write_access_log(c, rec);
+        rec.bytes = co_await run_tunnel(c, *up);
+        co_return false;
+    }
+
+    http::prepare_downstream_response(res.base(), false, rules_of(route.response_headers));
+    const bool framed_body = response->content_length().has_value() || response->is_done();
+    bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
+    if (!framed_body) {
+        // Chunked or close-delimited upstream: HTTP/1.1 clients get chunked; HTTP/1.0
+        // clients get the body delimited by closing the connection.
+        if (rec.version >= 11) {
+            res.chunked(true);
+        } else {
+            res.chunked(false);
+            keep_alive = false;
+        }
+    }
+    res.version(rec.version);
+    res.keep_alive(keep_alive);
+    rec.status = res.result_int();
+
+    beast::http::serializer<false, buffer_body> response_writer{res};
+    c.stream.expires_after(cfg.timeouts.idle);
+    auto [wec, wn] = co_await beast::http::async_write_header(c.stream, response_writer);
+    if (wec) {
+        write_access_log(c, rec);
+        co_return false;
+    }
+    if (response->is_done()) {
+        // No body (HEAD, 204, 304, Content-Length: 0): the head was the whole message.
+        write_access_log(c, rec);
+        if (response->keep_alive() && request_complete && up->buffer.size() == 0) {
+            c.entry->upstream = nullptr;
+            c.w.pool().release(route.to, std::move(up));
+        }
+        co_return keep_alive;
+    }
+    up->stream.expires_never();
+    bool read_failed = false;
+    auto rbec = co_await relay_body(up->stream, up->buffer, *response, c.stream, response_writer,
+                                    0, cfg.timeouts.idle, rec.bytes, read_failed);
+    write_access_log(c, rec);
+    if (rbec) {
+        // Mid-response failure: the head is gone, so the only honest signal left is to close
+        // without completing the framing.
+        if (read_failed) {
+            PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.id},
+                        {"backend", route.to.text}, {"error", rbec.message()});
+        }
+        co_return false;
+    }
+    if (response->keep_alive() && request_complete && up->buffer.size() == 0) {
+        c.entry->upstream = nullptr;
+        c.w.pool().release(route.to, std::move(up));
+    }
+    co_return keep_alive;
+}
+
+/// Reads, checks and serves one request; returns whether to read another.
+task<bool> serve_request(connection& c, bool first_request)
+{
+    auto head = co_await read_head(c, first_request);
+    if (head.what == head_result::kind::closed) {
+        co_return false;
+    }
+    c.entry->idle = false;
+    exchange_record rec;
+    request_plan plan;
+    if (head.what == head_result::kind::failed) {
+        co_await answer_error(c, plan, head.error, false, rec);
+        co_return false;
+    }
+
+    const auto raw = std::string_view(static_cast<const char*>(c.buffer.data().data()),
+                                      head.length);
+    if (const auto defect = http::check_head_bytes(raw); defect != http::head_defect::none) {
+        plan.detail = std::string(http::describe(defect));
+        co_await answer_error(c, plan, errc::bad_request, false, rec);
+        co_return false;
+    }
+
+    request_parser parser;
+    parser.eager(false);
+    parser.body_limit(boost::none);
+    parser.header_limit(static_cast<std::uint32_t>(c.w.state()->cfg.limits.header_bytes));
+    boost::system::error_code pec;
+    parser.put(net::buffer(raw.data(), raw.size()), pec);
+    if (!pec && !parser.is_header_done()) {
+        pec = beast::http::error::partial_message;
+    }
+    if (pec) {
+        plan.detail = pec.message();
+        co_await answer_error(c, plan,
+                              pec == beast::http::error::header_limit ? errc::header_too_large
+                                                                      : errc::bad_request,
+                              false, rec);
+        co_return false;
+    }
+    c.buffer.consume(head.length);
+
+    auto& req = parser.get();
+    rec.method = std::string(req.method_string());
+    rec.target = std::string(req.target());
+    rec.version = req.version() == 10 ? 10 : 11;
+    rec.host = std::string(req[beast::http::field::host]);
+    const bool json = http::prefers_json(req.base());
+
+    if (const auto defect = framing_defect(parser)) {
+        plan.detail = *defect;
+        co_await answer_error(c, plan, errc::bad_request, json, rec);
+        co_return false;
+    }
+    if (req.method() == beast::http::verb::connect) {
+        plan.detail = "CONNECT is not supported: portico is a reverse proxy";
+        co_await answer_error(c, plan, errc::bad_request, json, rec);
+        co_return false;
+    }
+
+    request_facts facts;
+    facts.target = rec.target;
+    facts.host = rec.host;
+    facts.has_host = req.count(beast::http::field::host) > 0;
+    facts.version = rec.version;
+    plan = plan_request(*c.w.state(), facts);
+    if (plan.error) {
+        co_await answer_error(c, plan, *plan.error, json, rec);
+        co_return false;
+    }
+    const bool again = co_await forward(c, parser, plan, rec, json);
+    c.entry->idle = true;
+    co_return again && !c.w.is_draining();
+}
+
+} // namespace
+
+task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id)
+{
+    boost::system::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);
+    const auto remote = socket.remote_endpoint(ec);
+    const auto local = socket.local_endpoint(ec);
+    connection c(w, std::move(socket), id);
+    c.client = endpoint_text(remote);
+    c.client_ip = endpoint_ip(remote);
+    c.local_port = std::to_string(local.port());
+    c.entry = w.register_connection(c.stream);
+    c.entry->id = id;
+    registration guard{c};
+    PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", c.client});
+
+    bool first = true;
+    while (!w.is_draining() || !first) {
+        const bool again = co_await serve_request(c, first);
+        first = false;
+        if (!again || w.is_draining()) {
+            break;
+        }
+    }
+    PORTICO_LOG(log::level::debug, "connection_close", {"conn", id});
+}
+
+} // namespace portico::proxy

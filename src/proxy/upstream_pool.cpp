@@ -1,0 +1,184 @@
+#include "proxy/upstream_pool.hpp"
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <fmt/format.h>
+
+#include <sys/socket.h>
+
+#include <algorithm>
+
+namespace portico::proxy {
+namespace {
+
+// Idle connections kept per backend and worker: enough for a browser's parallel module
+// requests to an unbundled dev server, few enough that an idle proxy holds little.
+constexpr std::size_t max_idle_per_backend = 32;
+
+std::string endpoint_text(const tcp::endpoint& ep)
+{
+    if (ep.address().is_v6()) {
+        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+    }
+    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+
+// A pooled connection is worth reusing only if the backend has not closed it meanwhile:
+// a non-blocking peek returns 0 on EOF, data if the backend sent something unasked (also a
+// reason to drop it), and EAGAIN when the connection is quietly open.
+bool is_still_open(upstream_stream& s)
+{
+    char probe = 0;
+    const auto n = ::recv(s.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+errc classify_connect_error(const boost::system::error_code& ec)
+{
+    if (ec == beast::error::timeout) {
+        return errc::upstream_connect_timeout;
+    }
+    return errc::upstream_refused;
+}
+
+} // namespace
+
+upstream_pool::upstream_pool(executor ex, const config::timeouts& timeouts)
+    : executor_(std::move(ex)), timeouts_(timeouts)
+{
+}
+
+const std::string& upstream_pool::key_of(const config::backend& b)
+{
+    // Reuse one string so that a lookup does not allocate once the key has been seen.
+    key_scratch_.clear();
+    if (b.scheme == config::backend_scheme::unix_socket) {
+        key_scratch_ += "unix:";
+        key_scratch_ += b.socket_path.native();
+    } else {
+        key_scratch_ += b.scheme == config::backend_scheme::https ? "https://" : "http://";
+        key_scratch_ += b.host;
+        key_scratch_ += ':';
+        key_scratch_ += std::to_string(b.port);
+    }
+    return key_scratch_;
+}
+
+task<acquire_result> upstream_pool::acquire(const config::backend& b)
+{
+    const auto now = std::chrono::steady_clock::now();
+    if (auto it = idle_.find(key_of(b)); it != idle_.end()) {
+        auto& list = it->second;
+        while (!list.empty()) {
+            auto c = std::move(list.back());
+            list.pop_back();
+            if (now - c->idle_since < timeouts_.idle && is_still_open(c->stream)) {
+                c->reused = true;
+                acquire_result r;
+                r.connection = std::move(c);
+                co_return r;
+            }
+        }
+    }
+    auto fresh = co_await connect(b);
+    co_return fresh;
+}
+
+task<acquire_result> upstream_pool::connect(const config::backend& b)
+{
+    if (b.scheme != config::backend_scheme::unix_socket) {
+        auto r = co_await connect_tcp(b);
+        co_return r;
+    }
+    acquire_result result;
+    result.tried.push_back("unix:" + b.socket_path.string());
+    auto c = std::make_unique<upstream_connection>(executor_);
+    c->address = result.tried.back();
+    const upstream_protocol::endpoint ep{net::local::stream_protocol::endpoint(b.socket_path.native())};
+    c->stream.expires_after(timeouts_.connect);
+    auto [ec] = co_await c->stream.async_connect(ep);
+    if (ec) {
+        result.error = classify_connect_error(ec);
+        result.detail = ec.message();
+        co_return result;
+    }
+    c->stream.expires_never();
+    result.connection = std::move(c);
+    co_return result;
+}
+
+task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
+{
+    acquire_result result;
+    std::vector<tcp::endpoint> candidates;
+    const bool is_localhost = b.host == "localhost";
+    if (is_localhost) {
+        // Dev servers bind 127.0.0.1 or ::1 depending on their runtime; try both and start
+        // with the one that answered last time.
+        const bool v6_first = localhost_prefers_v6_[key_of(b)];
+        candidates.emplace_back(net::ip::make_address_v4("127.0.0.1"), b.port);
+        candidates.emplace_back(net::ip::make_address_v6("::1"), b.port);
+        if (v6_first) {
+            std::swap(candidates[0], candidates[1]);
+        }
+    } else {
+        boost::system::error_code parse_ec;
+        const auto address = net::ip::make_address(b.host, parse_ec);
+        if (!parse_ec) {
+            candidates.emplace_back(address, b.port);
+        } else {
+            // A remote backend by name (allowed by allow_remote_backends): resolve it off
+            // the I/O thread, as Asio's resolver does.
+            tcp::resolver::rebind_executor<executor>::other resolver(executor_);
+            auto [rec, results] = co_await resolver.async_resolve(b.host, std::to_string(b.port));
+            if (rec) {
+                result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
+                result.detail = rec.message();
+                co_return result;
+            }
+            for (const auto& entry : results) {
+                candidates.push_back(entry.endpoint());
+            }
+        }
+    }
+
+    for (const auto& ep : candidates) {
+        result.tried.push_back(endpoint_text(ep));
+        auto c = std::make_unique<upstream_connection>(executor_);
+        c->address = result.tried.back();
+        c->stream.expires_after(timeouts_.connect);
+        auto [ec] = co_await c->stream.async_connect(upstream_protocol::endpoint(ep));
+        if (ec) {
+            result.error = classify_connect_error(ec);
+            result.detail = ec.message();
+            if (result.error == errc::upstream_connect_timeout) {
+                co_return result;
+            }
+            continue;
+        }
+        c->stream.expires_never();
+        boost::system::error_code opt_ec;
+        c->stream.socket().set_option(tcp::no_delay(true), opt_ec);
+        if (is_localhost) {
+            localhost_prefers_v6_[key_of(b)] = ep.address().is_v6();
+        }
+        result.connection = std::move(c);
+        co_return result;
+    }
+    co_return result;
+}
+
+void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_connection> c)
+{
+    auto& list = idle_[key_of(b)];
+    if (list.size() >= max_idle_per_backend) {
+        return;
+    }
+    c->buffer.clear();
+    c->idle_since = std::chrono::steady_clock::now();
+    list.push_back(std::move(c));
+}
+
+void upstream_pool::clear() { idle_.clear(); }
+
+} // namespace portico::proxy

@@ -1,0 +1,69 @@
+#pragma once
+
+#include "proxy/streams.hpp"
+
+#include "portico/config/config.hpp"
+#include "portico/core/error.hpp"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace portico::proxy {
+
+/// One connection to a backend, with the bytes read from it but not yet parsed.
+struct upstream_connection {
+    explicit upstream_connection(const executor& ex) : stream(ex) {}
+
+    upstream_stream stream;
+    beast::flat_buffer buffer;
+    std::string address; ///< the address connected to, e.g. "127.0.0.1:5173"
+    bool reused = false; ///< taken from the pool rather than freshly connected
+    std::chrono::steady_clock::time_point idle_since{};
+};
+
+/// The outcome of `upstream_pool::acquire`.
+struct acquire_result {
+    std::unique_ptr<upstream_connection> connection; ///< null on failure
+    errc error = errc::upstream_refused;             ///< why, when `connection` is null
+    std::vector<std::string> tried;                  ///< addresses tried, for the 502 page
+    std::string detail;                              ///< the system's words for the failure
+};
+
+/**
+ * Keep-alive connections to backends, owned by one worker (no locking: only that worker's
+ * thread touches it). A connection is reused only while the backend has not closed it and
+ * it has been idle for less than `timeouts.idle`.
+ */
+class upstream_pool {
+public:
+    /// A pool whose connections run on `ex`.
+    upstream_pool(executor ex, const config::timeouts& timeouts);
+
+    /// Returns a pooled connection to `b` or connects a new one within `timeouts.connect`.
+    task<acquire_result> acquire(const config::backend& b);
+
+    /// Connects a new connection to `b`, bypassing the pool.
+    task<acquire_result> connect(const config::backend& b);
+
+    /// Returns a connection whose last exchange completed cleanly, for reuse.
+    void release(const config::backend& b, std::unique_ptr<upstream_connection> c);
+
+    /// Closes every idle connection (shutdown).
+    void clear();
+
+private:
+    task<acquire_result> connect_tcp(const config::backend& b);
+    const std::string& key_of(const config::backend& b);
+
+    executor executor_;
+    config::timeouts timeouts_;
+    std::unordered_map<std::string, std::vector<std::unique_ptr<upstream_connection>>> idle_;
+    /// For `localhost` backends: the address family that answered last, tried first.
+    std::unordered_map<std::string, bool> localhost_prefers_v6_;
+    std::string key_scratch_;
+};
+
+} // namespace portico::proxy

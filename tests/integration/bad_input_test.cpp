@@ -1,0 +1,142 @@
+// Hostile and malformed input: every case gets a clear error page and nothing reaches the
+// backend (request smuggling defences, RFC 9112 §6.3, §5.2).
+
+#include "support/origin.hpp"
+#include "support/proxy_harness.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+namespace portico::test {
+namespace {
+
+using namespace std::string_view_literals;
+
+struct bad_request_case {
+    const char* name;
+    std::string_view bytes;
+    int status;
+    const char* error;
+};
+
+class BadInputTest : public ::testing::TestWithParam<bad_request_case> {};
+
+TEST_P(BadInputTest, RefusedAndNotForwarded)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format(
+        "limits: {{ header_bytes: 2048 }}\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+        backend.port()));
+    const auto raw = raw_exchange(proxy.port(), GetParam().bytes);
+    // HTTP/1.0 clients are answered in HTTP/1.0; the status is what matters.
+    EXPECT_TRUE(raw.starts_with("HTTP/1.")) << raw;
+    EXPECT_EQ(raw.substr(8, 5), fmt::format(" {} ", GetParam().status)) << raw;
+    EXPECT_NE(raw.find(fmt::format("X-Portico-Error: {}", GetParam().error)), std::string::npos)
+        << raw;
+    EXPECT_TRUE(backend.seen().empty());
+    EXPECT_EQ(backend.connections(), 0);
+}
+
+const std::string huge_header = "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: " +
+                                std::string(4096, 'a') + "\r\n\r\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    Smuggling, BadInputTest,
+    ::testing::Values(
+        bad_request_case{"ContentLengthWithTransferEncoding",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"DifferingContentLengths",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5\r\n"
+                         "Content-Length: 6\r\n\r\nhello!",
+                         400, "bad_request"},
+        bad_request_case{"BadChunkSize",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         "\r\nzz\r\nhello\r\n0\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"ObsFold",
+                         "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: one\r\n two\r\n\r\n", 400,
+                         "bad_request"},
+        bad_request_case{"BareCr", "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: a\rb\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"NulByte",
+                         "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: a\0b\r\n\r\n"sv, 400,
+                         "bad_request"},
+        bad_request_case{"InvalidHeaderName",
+                         "GET / HTTP/1.1\r\nHost: app.localhost\r\nBad Name: x\r\n\r\n", 400,
+                         "bad_request"},
+        bad_request_case{"TransferEncodingNotChunked",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: gzip\r\n"
+                         "\r\nabc",
+                         400, "bad_request"},
+        bad_request_case{"ChunkedNotLast",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked, "
+                         "identity\r\n\r\n0\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"TransferEncodingInHttp10",
+                         "POST / HTTP/1.0\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         "\r\n0\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"TwoHostHeaders",
+                         "GET / HTTP/1.1\r\nHost: app.localhost\r\nHost: other.localhost\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"MissingHostInHttp11", "GET / HTTP/1.1\r\n\r\n", 400, "bad_request"},
+        bad_request_case{"GarbageRequestLine", "HELLO\r\n\r\n", 400, "bad_request"},
+        bad_request_case{"BadPercentEncoding",
+                         "GET /%zz HTTP/1.1\r\nHost: app.localhost\r\n\r\n", 400, "bad_request"},
+        bad_request_case{"HeaderTooLarge", std::string_view(huge_header), 431, "header_too_large"},
+        bad_request_case{"UnroutedHost", "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", 404,
+                         "no_route"}),
+    [](const ::testing::TestParamInfo<bad_request_case>& param_info) { return std::string(param_info.param.name); });
+
+TEST(BadInputTimeoutTest, SlowHeadGets408)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format("timeouts: {{ header: 300ms }}\nroutes:\n  - host: "
+                                    "app.localhost\n    to: 127.0.0.1:{}\n",
+                                    backend.port()));
+    const auto raw = raw_exchange(proxy.port(), "GET / HTTP/1.1\r\nHost: app.loc");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 408 ")) << raw;
+    EXPECT_NE(raw.find("X-Portico-Error: header_timeout"), std::string::npos);
+    EXPECT_TRUE(backend.seen().empty());
+}
+
+TEST(BadInputTimeoutTest, SilentClientIsClosedAfterHeaderTimeout)
+{
+    proxy_harness proxy("timeouts: { header: 200ms }\n");
+    const auto start = std::chrono::steady_clock::now();
+    const auto raw = raw_exchange(proxy.port(), "");
+    EXPECT_TRUE(raw.empty()) << raw;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
+TEST(BodyLimitTest, DeclaredLengthOverLimitGets413BeforeForwarding)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format(
+        "limits: {{ body_bytes: 10 }}\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+        backend.port()));
+    const auto raw = raw_exchange(
+        proxy.port(),
+        "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 11\r\n\r\nhello world");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 413 ")) << raw;
+    EXPECT_NE(raw.find("X-Portico-Error: body_too_large"), std::string::npos);
+    EXPECT_EQ(backend.connections(), 0);
+}
+
+TEST(BodyLimitTest, ChunkedBodyOverLimitGets413)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format(
+        "limits: {{ body_bytes: 10 }}\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+        backend.port()));
+    const auto raw = raw_exchange(proxy.port(),
+                                  "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: "
+                                  "chunked\r\n\r\n6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 413 ")) << raw;
+    EXPECT_TRUE(backend.seen().empty());
+}
+
+} // namespace
+} // namespace portico::test

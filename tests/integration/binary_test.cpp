@@ -1,0 +1,209 @@
+// The built binary as users run it: `portico run` on a file, real signals, real curl, and
+// memory measured from /proc while gigabytes stream through.
+
+#include "support/child.hpp"
+#include "support/origin.hpp"
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <fstream>
+#include <regex>
+
+namespace portico::test {
+namespace {
+
+constexpr std::uint64_t gib = 1024ULL * 1024 * 1024;
+constexpr std::size_t chunk_size = 64 * 1024;
+
+/// Writes a configuration file and starts `portico run` on it with an ephemeral port.
+struct running_portico {
+    running_portico(const std::string& routes_yaml, std::vector<std::string> extra_args = {})
+    {
+        std::ofstream(dir.path() / "portico.yaml")
+            << "listen: [127.0.0.1:0]\nworkers: 1\n" << routes_yaml;
+        std::vector<std::string> argv{PORTICO_BINARY, "run", "-c",
+                                      (dir.path() / "portico.yaml").string()};
+        argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+        process = std::make_unique<child>(argv, std::map<std::string, std::string>{
+                                                    {"ASAN_OPTIONS", "quarantine_size_mb=16"}});
+        const auto ready = process->wait_for_line("ready");
+        if (!ready) {
+            std::string all;
+            for (const auto& l : process->lines()) {
+                all += l + "\n";
+            }
+            throw std::runtime_error("portico did not start:\n" + all);
+        }
+        ready_line = *ready;
+        if (ready_line.starts_with("{")) {
+            const auto at = ready_line.find("\"listen\":\"");
+            const auto end = ready_line.find('"', at + 10);
+            const auto listen = ready_line.substr(at + 10, end - at - 10);
+            port = static_cast<unsigned short>(std::stoi(listen.substr(listen.rfind(':') + 1)));
+        } else {
+            port = port_from_ready_line(ready_line);
+        }
+    }
+
+    temp_dir dir;
+    std::unique_ptr<child> process;
+    std::string ready_line;
+    unsigned short port = 0;
+};
+
+std::string route_to(unsigned short port)
+{
+    return fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n", port);
+}
+
+/// A backend that serves `/bytes/N` as N zero bytes and counts uploaded bodies streaming.
+void bulk_backend(origin_connection& c)
+{
+    for (;;) {
+        beast::http::request_parser<beast::http::buffer_body> parser;
+        parser.body_limit(boost::none);
+        boost::system::error_code ec;
+        beast::http::read_header(c.socket, c.buffer, parser, ec);
+        if (ec) {
+            return;
+        }
+        std::uint64_t received = 0;
+        std::vector<char> sink(chunk_size);
+        while (!parser.is_done()) {
+            parser.get().body().data = sink.data();
+            parser.get().body().size = sink.size();
+            beast::http::read_some(c.socket, c.buffer, parser, ec);
+            if (ec == beast::http::error::need_buffer) {
+                ec = {};
+            }
+            if (ec) {
+                return;
+            }
+            received += sink.size() - parser.get().body().size;
+        }
+        const std::string target(parser.get().target());
+        if (target.starts_with("/bytes/")) {
+            const auto total = std::stoull(target.substr(7));
+            c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", total));
+            const std::vector<char> zeros(chunk_size, 0);
+            for (std::uint64_t sent = 0; sent < total;) {
+                const auto n = std::min<std::uint64_t>(chunk_size, total - sent);
+                c.write_raw(std::string_view(zeros.data(), n));
+                sent += n;
+            }
+        } else {
+            const auto body = std::to_string(received);
+            c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                                    body.size(), body));
+        }
+    }
+}
+
+TEST(BinaryTest, GibibyteTransfersKeepRssBounded)
+{
+    origin backend(bulk_backend);
+    running_portico portico(route_to(backend.port()));
+    const auto url = fmt::format("http://127.0.0.1:{}", portico.port);
+
+    // Download 1 GiB as fast as the client reads.
+    auto down = run_process({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                             "-H", "Host: app.localhost", url + "/bytes/" + std::to_string(gib)},
+                            std::chrono::seconds(120));
+    EXPECT_EQ(down.out, fmt::format("200 {}", gib)) << down.err;
+
+    // A slow reader: the proxy must stop reading from the backend rather than buffer.
+    auto slow = run_process({"curl", "-sS", "-o", "/dev/null", "--limit-rate", "40M", "-w",
+                             "%{http_code} %{size_download}", "-H", "Host: app.localhost",
+                             url + "/bytes/" + std::to_string(gib / 4)},
+                            std::chrono::seconds(120));
+    EXPECT_EQ(slow.out, fmt::format("200 {}", gib / 4)) << slow.err;
+
+    // Upload 1 GiB chunked; the backend counts what arrives.
+    {
+        client c(portico.port);
+        bound_socket_waits(c.socket.native_handle(), std::chrono::seconds(60));
+        c.write_raw("POST /upload HTTP/1.1\r\nHost: app.localhost\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n");
+        const std::string chunk = fmt::format("{:x}\r\n", chunk_size) +
+                                  std::string(chunk_size, 'u') + "\r\n";
+        for (std::uint64_t sent = 0; sent < gib; sent += chunk_size) {
+            c.write_raw(chunk);
+        }
+        c.write_raw("0\r\n\r\n");
+        auto res = c.read_response();
+        EXPECT_EQ(res.body(), std::to_string(gib));
+    }
+
+    const auto peak = portico.process->peak_rss_kib();
+#if defined(PORTICO_SANITIZE)
+    // Sanitizer shadow memory and quarantine make RSS meaningless there; the Release run
+    // of this test holds the bound.
+    EXPECT_GT(peak, 0);
+#else
+    EXPECT_LT(peak, 64 * 1024) << "peak RSS " << peak << " KiB";
+#endif
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(BinaryTest, PortInUseExitsThreeNamingThePort)
+{
+    net::io_context ctx;
+    tcp::acceptor taken(ctx, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    const auto port = taken.local_endpoint().port();
+    temp_dir dir;
+    std::ofstream(dir.path() / "portico.yaml") << fmt::format("listen: [127.0.0.1:{}]\n", port);
+    const auto r = run_process({PORTICO_BINARY, "run", "-c", (dir.path() / "portico.yaml").string()});
+    EXPECT_EQ(r.exit_code, 3) << r.err;
+    EXPECT_NE(r.err.find(std::to_string(port)), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
+}
+
+TEST(BinaryTest, SigintStopsGracefullyWithExitZero)
+{
+    running_portico portico("");
+    portico.process->signal(SIGINT);
+    EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(BinaryTest, TextAccessLogLine)
+{
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    client c(portico.port);
+    auto res = c.get("app.localhost:7080", "/path?q=1");
+    ASSERT_EQ(res.result_int(), 200);
+    const auto line = portico.process->wait_for_line("\"GET /path?q=1 HTTP/1.1\"");
+    ASSERT_TRUE(line) << "no access line";
+    // TIME CLIENT HOST "METHOD TARGET PROTO" STATUS BYTES DURATIONms -> BACKEND
+    const std::regex shape(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z 127\.0\.0\.1:\d+ )"
+                           R"(app\.localhost:7080 "GET /path\?q=1 HTTP/1\.1" 200 \d+ )"
+                           R"([0-9.]+ms -> 127\.0\.0\.1:\d+$)");
+    EXPECT_TRUE(std::regex_match(*line, shape)) << *line;
+}
+
+TEST(BinaryTest, JsonLogFormatForReadyAndAccessLines)
+{
+    origin backend;
+    running_portico portico(route_to(backend.port()), {"--log-format", "json"});
+    EXPECT_NE(portico.ready_line.find("\"event\":\"ready\""), std::string::npos);
+    EXPECT_NE(portico.ready_line.find("\"protocols\":\"http+https\""), std::string::npos);
+    EXPECT_NE(portico.ready_line.find("\"routes\":1"), std::string::npos);
+    client c(portico.port);
+    c.get("app.localhost", "/j");
+    const auto line = portico.process->wait_for_line("\"target\":\"/j\"");
+    ASSERT_TRUE(line);
+    EXPECT_NE(line->find("\"status\":200"), std::string::npos) << *line;
+    EXPECT_NE(line->find("\"method\":\"GET\""), std::string::npos) << *line;
+    EXPECT_NE(line->find("\"route\":\"app.localhost\""), std::string::npos) << *line;
+}
+
+} // namespace
+} // namespace portico::test

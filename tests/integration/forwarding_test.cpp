@@ -1,0 +1,166 @@
+// End-to-end forwarding through an in-process portico: real loopback sockets, real
+// backends (tests/support/origin), real clients.
+
+#include "support/origin.hpp"
+#include "support/proxy_harness.hpp"
+
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace portico::test {
+namespace {
+
+std::string route_to(unsigned short port, std::string_view host = "app.localhost",
+                     std::string_view extra = "")
+{
+    return fmt::format("routes:\n  - host: {}\n    to: 127.0.0.1:{}\n{}", host, port, extra);
+}
+
+TEST(ForwardingTest, GetReachesBackendWithForwardedHeaders)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost:7080", "/hello?x=1",
+                     {{"X-Forwarded-For", "6.6.6.6"}, {"X-Forwarded-Proto", "gopher"}});
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "GET /hello?x=1 host=app.localhost:7080 body=0");
+    EXPECT_EQ(res[beast::http::field::via], "1.1 portico");
+    const auto seen = backend.seen_requests();
+    ASSERT_EQ(seen.size(), 1U);
+    EXPECT_EQ(seen[0]["X-Forwarded-For"], "127.0.0.1");
+    EXPECT_EQ(seen[0]["X-Forwarded-Proto"], "http");
+    EXPECT_EQ(seen[0]["X-Forwarded-Host"], "app.localhost:7080");
+    EXPECT_EQ(seen[0][beast::http::field::via], "1.1 portico");
+}
+
+TEST(ForwardingTest, KeepAliveReusesBothSides)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    for (int i = 0; i < 5; ++i) {
+        auto res = c.get("app.localhost", "/n/" + std::to_string(i));
+        ASSERT_EQ(res.result_int(), 200);
+        EXPECT_EQ(res.body(), fmt::format("GET /n/{} host=app.localhost body=0", i));
+    }
+    EXPECT_EQ(backend.connections(), 1);
+}
+
+TEST(ForwardingTest, PipelinedRequestsAnsweredInOrder)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("GET /1 HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+                "GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+                "GET /3 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    for (int i = 1; i <= 3; ++i) {
+        auto res = c.read_response();
+        EXPECT_EQ(res.body(), fmt::format("GET /{} host=app.localhost body=0", i));
+    }
+}
+
+TEST(ForwardingTest, Http10RequestGetsClosedResponse)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw = raw_exchange(proxy.port(), "GET /old HTTP/1.0\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.0 200")) << raw;
+    EXPECT_NE(raw.find("GET /old host=app.localhost"), std::string::npos) << raw;
+}
+
+TEST(ForwardingTest, ChunkedUploadIsStreamedAndReframed)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /up HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    auto res = c.read_response();
+    EXPECT_EQ(res.body(), "POST /up host=app.localhost body=11");
+}
+
+TEST(ForwardingTest, UnknownHostGets404ListingRoutesAndIsNotForwarded)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port(), "app.localhost",
+                                 "  - host: \"*.wild.localhost\"\n    to: 127.0.0.1:1\n"));
+    client c(proxy.port());
+    auto res = c.get("evil.example", "/");
+    EXPECT_EQ(res.result_int(), 404);
+    EXPECT_EQ(res["X-Portico-Error"], "no_route");
+    EXPECT_NE(res.body().find(fmt::format("http://app.localhost:{}/", proxy.port())),
+              std::string::npos);
+    EXPECT_NE(res.body().find("*.wild.localhost"), std::string::npos);
+    EXPECT_TRUE(backend.seen().empty());
+
+    client j(proxy.port());
+    auto json = j.get("evil.example", "/", {{"Accept", "application/json"}});
+    EXPECT_EQ(json.result_int(), 404);
+    EXPECT_NE(json.body().find("\"error\":\"no_route\""), std::string::npos) << json.body();
+}
+
+TEST(ForwardingTest, RefusedBackendGets502NamingTheAddress)
+{
+    unsigned short dead_port = 0;
+    {
+        origin gone;
+        dead_port = gone.port();
+    }
+    proxy_harness proxy(route_to(dead_port));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/");
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_refused");
+    EXPECT_NE(res.body().find(fmt::format("127.0.0.1:{}", dead_port)), std::string::npos);
+    EXPECT_TRUE(c.is_closed_by_peer());
+}
+
+TEST(ForwardingTest, LocalhostBackendOnlyOnIpv6IsReached)
+{
+    origin backend({}, "::1");
+    proxy_harness proxy(fmt::format("routes:\n  - host: app.localhost\n    to: localhost:{}\n",
+                                    backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/six");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "GET /six host=app.localhost body=0");
+}
+
+TEST(ForwardingTest, LocalhostRefusedNamesBothAddresses)
+{
+    unsigned short dead_port = 0;
+    {
+        origin gone;
+        dead_port = gone.port();
+    }
+    proxy_harness proxy(
+        fmt::format("routes:\n  - host: app.localhost\n    to: localhost:{}\n", dead_port));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/");
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_NE(res.body().find(fmt::format("127.0.0.1:{}", dead_port)), std::string::npos);
+    EXPECT_NE(res.body().find(fmt::format("[::1]:{}", dead_port)), std::string::npos);
+}
+
+TEST(ForwardingTest, UnixSocketBackend)
+{
+    temp_dir dir;
+    const auto sock = dir.path() / "dev.sock";
+    origin backend(sock, {});
+    proxy_harness proxy(
+        fmt::format("routes:\n  - host: app.localhost\n    to: unix:{}\n", sock.string()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/u");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "GET /u host=app.localhost body=0");
+}
+
+} // namespace
+} // namespace portico::test

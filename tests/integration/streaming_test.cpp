@@ -1,0 +1,276 @@
+// Streaming behaviour: tunnels, server-sent events, bodies that outlive buffers, backends
+// that die, rewrites on the way, and graceful shutdown with work in flight.
+
+#include "support/origin.hpp"
+#include "support/proxy_harness.hpp"
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+namespace portico::test {
+namespace {
+
+std::string route_to(unsigned short port, std::string_view extra = "")
+{
+    return fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n{}", port, extra);
+}
+
+void websocket_echo(origin_connection& c)
+{
+    auto req = c.read_request();
+    if (!req) {
+        return;
+    }
+    beast::websocket::stream<net::generic::stream_protocol::socket&> ws(c.socket);
+    boost::system::error_code ec;
+    ws.accept(*req, ec);
+    if (ec) {
+        return;
+    }
+    beast::flat_buffer buffer;
+    for (;;) {
+        ws.read(buffer, ec);
+        if (ec) {
+            return;
+        }
+        ws.text(ws.got_text());
+        ws.write(buffer.data(), ec);
+        if (ec) {
+            return;
+        }
+        buffer.consume(buffer.size());
+    }
+}
+
+TEST(TunnelTest, WebSocketEchoesThousandMessages)
+{
+    origin backend(websocket_echo);
+    proxy_harness proxy(route_to(backend.port()));
+    net::io_context ctx;
+    beast::websocket::stream<tcp::socket> ws(ctx);
+    ws.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), proxy.port()));
+    bound_socket_waits(ws.next_layer().native_handle());
+    ws.handshake("app.localhost", "/hmr");
+    beast::flat_buffer buffer;
+    for (int i = 0; i < 1000; ++i) {
+        const auto message = fmt::format("message {}", i);
+        ws.write(net::buffer(message));
+        ws.read(buffer);
+        ASSERT_EQ(beast::buffers_to_string(buffer.data()), message);
+        buffer.consume(buffer.size());
+    }
+    ws.close(beast::websocket::close_code::normal);
+}
+
+TEST(TunnelTest, H2cUpgradeIsDroppedAndForwardedAsHttp11)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/",
+                     {{"Connection", "Upgrade, HTTP2-Settings"},
+                      {"Upgrade", "h2c"},
+                      {"HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"}});
+    EXPECT_EQ(res.result_int(), 200);
+    const auto seen = backend.seen_requests();
+    ASSERT_EQ(seen.size(), 1U);
+    EXPECT_EQ(seen[0].count(beast::http::field::upgrade), 0U);
+    EXPECT_EQ(seen[0].count("HTTP2-Settings"), 0U);
+}
+
+TEST(StreamingTest, ServerSentEventArrivesWhileResponseStaysOpen)
+{
+    std::atomic<bool> release{false};
+    origin backend([&release](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    "Cache-Control: no-cache\r\n\r\n");
+        c.write_raw("data: first\n\n");
+        wait_until([&release] { return release.load(); }, std::chrono::seconds(5));
+        c.write_raw("data: second\n\n");
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("GET /events HTTP/1.1\r\nHost: app.localhost\r\nAccept: text/event-stream\r\n\r\n");
+    beast::http::response_parser<beast::http::buffer_body> parser;
+    beast::http::read_header(c.socket, c.buffer, parser);
+    EXPECT_EQ(parser.get().result_int(), 200);
+    std::string received;
+    char chunk[256];
+    while (received.find("data: first\n\n") == std::string::npos) {
+        parser.get().body().data = chunk;
+        parser.get().body().size = sizeof(chunk);
+        boost::system::error_code ec;
+        beast::http::read_some(c.socket, c.buffer, parser, ec);
+        if (ec == beast::http::error::need_buffer) {
+            ec = {};
+        }
+        ASSERT_FALSE(ec) << ec.message();
+        received.append(chunk, sizeof(chunk) - parser.get().body().size);
+    }
+    EXPECT_FALSE(release.load()); // the backend is still holding the response open
+    release = true;
+}
+
+TEST(StreamingTest, BackendDyingMidResponseClosesClientAndProxyGoesOn)
+{
+    origin backend([](origin_connection& c) {
+        auto req = c.read_request();
+        if (!req) {
+            return;
+        }
+        if (req->target() == "/die") {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial");
+            return;
+        }
+        response res{beast::http::status::ok, 11};
+        res.body() = "fine";
+        res.prepare_payload();
+        c.write(res);
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    {
+        const auto raw =
+            raw_exchange(proxy.port(), "GET /die HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+        EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 ")) << raw;
+        EXPECT_TRUE(raw.ends_with("partial")) << raw;
+    }
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/ok");
+    EXPECT_EQ(res.body(), "fine");
+}
+
+TEST(StreamingTest, BackendClosingWithoutResponseGets502)
+{
+    origin backend([](origin_connection& c) { c.read_request(); });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/");
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol");
+}
+
+TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
+{
+    origin backend([](origin_connection& c) {
+        c.read_request();
+        std::array<char, 16> sink{};
+        boost::system::error_code ec;
+        c.socket.read_some(net::buffer(sink), ec); // waits until the proxy gives up
+    });
+    proxy_harness proxy("timeouts: { upstream: 200ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/slow");
+    EXPECT_EQ(res.result_int(), 504);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_timeout");
+}
+
+TEST(RewriteTest, StripPrefixBasePathHeaderRulesAndHostHeader)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format(
+        "routes:\n"
+        "  - host: app.localhost\n"
+        "    path: /api\n"
+        "    strip_prefix: true\n"
+        "    to: http://127.0.0.1:{}/v1\n"
+        "    host_header: backend\n"
+        "    headers:\n"
+        "      request: {{ set: {{ X-Env: dev }}, remove: [Cookie] }}\n"
+        "      response: {{ set: {{ Cache-Control: no-store }} }}\n",
+        backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/api/users?id=7", {{"Cookie", "secret=1"}});
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res[beast::http::field::cache_control], "no-store");
+    const auto seen = backend.seen_requests();
+    ASSERT_EQ(seen.size(), 1U);
+    EXPECT_EQ(seen[0].target(), "/v1/users?id=7");
+    EXPECT_EQ(seen[0]["X-Env"], "dev");
+    EXPECT_EQ(seen[0].count(beast::http::field::cookie), 0U);
+    EXPECT_EQ(seen[0][beast::http::field::host], fmt::format("127.0.0.1:{}", backend.port()));
+}
+
+TEST(RewriteTest, AbsoluteFormTargetWinsOverHost)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw = raw_exchange(
+        proxy.port(),
+        "GET http://app.localhost/abs HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 ")) << raw;
+    EXPECT_NE(raw.find("GET /abs host=app.localhost"), std::string::npos) << raw;
+}
+
+TEST(RewriteTest, DotSegmentsAreNormalisedBeforeRouting)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format("routes:\n  - host: app.localhost\n    path: /public\n"
+                                    "    to: 127.0.0.1:{}\n",
+                                    backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/public/../secret");
+    EXPECT_EQ(res.result_int(), 404);
+    client d(proxy.port());
+    auto ok = d.get("app.localhost", "/public/a/./b/../%7Ec");
+    EXPECT_EQ(ok.body(), "GET /public/a/~c host=app.localhost body=0");
+}
+
+TEST(ShutdownTest, InFlightRequestFinishesThenRunReturns)
+{
+    std::atomic<bool> got_request{false};
+    origin backend([&got_request](origin_connection& c) {
+        auto req = c.read_request();
+        if (!req) {
+            return;
+        }
+        got_request = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        response res{beast::http::status::ok, 11};
+        res.body() = "finished";
+        res.prepare_payload();
+        c.write(res);
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client idle(proxy.port()); // an idle keep-alive connection must not hold up shutdown
+    client c(proxy.port());
+    c.write_raw("GET /work HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    ASSERT_TRUE(wait_until([&got_request] { return got_request.load(); }));
+    proxy.stop();
+    auto res = c.read_response();
+    EXPECT_EQ(res.body(), "finished");
+    EXPECT_EQ(res[beast::http::field::connection], "close");
+    EXPECT_TRUE(proxy.wait_stopped());
+    EXPECT_TRUE(idle.is_closed_by_peer());
+}
+
+TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
+{
+    origin backend([](origin_connection& c) {
+        c.read_request();
+        std::array<char, 16> sink{};
+        boost::system::error_code ec;
+        c.socket.read_some(net::buffer(sink), ec);
+    });
+    proxy_harness proxy("timeouts: { shutdown: 300ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    proxy.stop();
+    EXPECT_TRUE(proxy.wait_stopped(std::chrono::seconds(5)));
+}
+
+} // namespace
+} // namespace portico::test

@@ -1,0 +1,340 @@
+#include "support/origin.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+
+namespace portico::test {
+
+void bound_socket_waits(int fd, std::chrono::milliseconds limit)
+{
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(limit.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((limit.count() % 1000) * 1000);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+std::optional<request> origin_connection::read_request()
+{
+    beast::http::request_parser<beast::http::string_body> parser;
+    parser.body_limit(64 * 1024 * 1024);
+    boost::system::error_code ec;
+    beast::http::read(socket, buffer, parser, ec);
+    if (ec) {
+        return std::nullopt;
+    }
+    return parser.release();
+}
+
+void origin_connection::write(response& res)
+{
+    boost::system::error_code ec;
+    beast::http::write(socket, res, ec);
+}
+
+void origin_connection::write_raw(std::string_view bytes)
+{
+    boost::system::error_code ec;
+    net::write(socket, net::buffer(bytes.data(), bytes.size()), ec);
+}
+
+origin::origin(origin_handler handler, const std::string& address) : handler_(std::move(handler))
+{
+    const tcp::endpoint ep(net::ip::make_address(address), 0);
+    acceptor_ = std::make_unique<net::basic_socket_acceptor<net::generic::stream_protocol>>(
+        context_, net::generic::stream_protocol::endpoint(ep));
+    tcp::endpoint bound;
+    bound.resize(acceptor_->local_endpoint().size());
+    std::memcpy(bound.data(), acceptor_->local_endpoint().data(), bound.size());
+    port_ = bound.port();
+    accept_thread_ = std::thread([this] { accept_loop(); });
+}
+
+origin::origin(const std::filesystem::path& path, origin_handler handler)
+    : handler_(std::move(handler)), unix_path_(path)
+{
+    std::filesystem::remove(path);
+    acceptor_ = std::make_unique<net::basic_socket_acceptor<net::generic::stream_protocol>>(
+        context_,
+        net::generic::stream_protocol::endpoint(net::local::stream_protocol::endpoint(path.native())));
+    accept_thread_ = std::thread([this] { accept_loop(); });
+}
+
+origin::~origin()
+{
+    stopping_ = true;
+    ::shutdown(acceptor_->native_handle(), SHUT_RDWR);
+    boost::system::error_code ec;
+    acceptor_->close(ec);
+    accept_thread_.join();
+    std::vector<std::thread> threads;
+    {
+        std::lock_guard lock(mutex_);
+        for (int fd : open_fds_) {
+            ::shutdown(fd, SHUT_RDWR);
+        }
+        threads.swap(connection_threads_);
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    if (!unix_path_.empty()) {
+        std::filesystem::remove(unix_path_, ec);
+    }
+}
+
+std::vector<std::string> origin::seen() const
+{
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& r : seen_) {
+        out.push_back(std::string(r.method_string()) + " " + std::string(r.target()));
+    }
+    return out;
+}
+
+std::vector<request> origin::seen_requests() const
+{
+    std::lock_guard lock(mutex_);
+    return seen_;
+}
+
+void origin::echo(origin_connection& c)
+{
+    for (;;) {
+        auto req = c.read_request();
+        if (!req) {
+            return;
+        }
+        {
+            std::lock_guard lock(mutex_);
+            seen_.push_back(*req);
+        }
+        response res{beast::http::status::ok, req->version()};
+        res.set(beast::http::field::content_type, "text/plain");
+        res.body() = std::string(req->method_string()) + " " + std::string(req->target()) +
+                     " host=" + std::string((*req)[beast::http::field::host]) +
+                     " body=" + std::to_string(req->body().size());
+        res.keep_alive(req->keep_alive());
+        res.prepare_payload();
+        c.write(res);
+        if (!req->keep_alive()) {
+            return;
+        }
+    }
+}
+
+void origin::accept_loop()
+{
+    while (!stopping_) {
+        boost::system::error_code ec;
+        auto socket = std::make_shared<net::generic::stream_protocol::socket>(context_);
+        acceptor_->accept(*socket, ec);
+        if (ec || stopping_) {
+            return;
+        }
+        ++connections_;
+        bound_socket_waits(socket->native_handle(), std::chrono::seconds(10));
+        std::lock_guard lock(mutex_);
+        open_fds_.push_back(socket->native_handle());
+        connection_threads_.emplace_back([this, socket] {
+            beast::flat_buffer buffer;
+            origin_connection c{*socket, buffer};
+            if (handler_) {
+                handler_(c);
+            } else {
+                echo(c);
+            }
+            boost::system::error_code ignored;
+            socket->shutdown(net::socket_base::shutdown_both, ignored);
+        });
+    }
+}
+
+std::string raw_exchange(unsigned short port, std::string_view bytes,
+                         std::chrono::milliseconds limit)
+{
+    net::io_context ctx;
+    tcp::socket s(ctx);
+    s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    bound_socket_waits(s.native_handle(), limit);
+    boost::system::error_code ec;
+    net::write(s, net::buffer(bytes.data(), bytes.size()), ec);
+    std::string received;
+    std::array<char, 16384> chunk{};
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        const auto n = s.read_some(net::buffer(chunk), ec);
+        if (ec) {
+            break;
+        }
+        received.append(chunk.data(), n);
+    }
+    return received;
+}
+
+client::client(unsigned short port) : socket(context)
+{
+    socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    bound_socket_waits(socket.native_handle());
+}
+
+client::~client()
+{
+    boost::system::error_code ec;
+    socket.close(ec);
+}
+
+response client::send(request& req)
+{
+    beast::http::write(socket, req);
+    return read_response();
+}
+
+response client::get(std::string_view host, std::string_view target,
+                     std::vector<std::pair<std::string, std::string>> fields)
+{
+    request req{beast::http::verb::get, target, 11};
+    req.set(beast::http::field::host, host);
+    for (const auto& [name, value] : fields) {
+        req.set(name, value);
+    }
+    return send(req);
+}
+
+void client::write_raw(std::string_view bytes)
+{
+    net::write(socket, net::buffer(bytes.data(), bytes.size()));
+}
+
+response client::read_response()
+{
+    beast::http::response_parser<beast::http::string_body> parser;
+    parser.body_limit(256 * 1024 * 1024);
+    beast::http::read(socket, buffer, parser);
+    return parser.release();
+}
+
+bool client::is_closed_by_peer()
+{
+    bound_socket_waits(socket.native_handle(), std::chrono::seconds(1));
+    std::array<char, 256> chunk{};
+    boost::system::error_code ec;
+    for (int i = 0; i < 64; ++i) {
+        socket.read_some(net::buffer(chunk), ec);
+        if (ec) {
+            return ec == net::error::eof || ec == net::error::connection_reset;
+        }
+    }
+    return false;
+}
+
+process_result run_process(const std::vector<std::string>& argv, std::chrono::milliseconds limit)
+{
+    process_result result;
+    int out_pipe[2];
+    int err_pipe[2];
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+        throw std::runtime_error("pipe failed");
+    }
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(out_pipe[1], 1);
+        ::dup2(err_pipe[1], 2);
+        std::vector<char*> args;
+        for (const auto& a : argv) {
+            args.push_back(const_cast<char*>(a.c_str()));
+        }
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    // Read both pipes without blocking on either, until both close or time runs out.
+    std::array<pollfd, 2> fds{{{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}}};
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    int open = 2;
+    while (open > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            ::kill(pid, SIGKILL);
+            break;
+        }
+        if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) <= 0) {
+            continue;
+        }
+        for (auto& p : fds) {
+            if (p.fd >= 0 && (p.revents & (POLLIN | POLLHUP)) != 0) {
+                std::array<char, 4096> chunk{};
+                const auto n = ::read(p.fd, chunk.data(), chunk.size());
+                if (n <= 0) {
+                    ::close(p.fd);
+                    p.fd = -1;
+                    --open;
+                } else {
+                    (p.fd == out_pipe[0] ? result.out : result.err)
+                        .append(chunk.data(), static_cast<std::size_t>(n));
+                }
+            }
+        }
+    }
+    for (auto& p : fds) {
+        if (p.fd >= 0) {
+            ::close(p.fd);
+        }
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+temp_dir::temp_dir()
+{
+    std::random_device rd;
+    for (;;) {
+        path_ = std::filesystem::temp_directory_path() /
+                ("portico-test-" + std::to_string(rd()) + std::to_string(::getpid()));
+        if (std::filesystem::create_directory(path_)) {
+            return;
+        }
+    }
+}
+
+temp_dir::~temp_dir()
+{
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+bool wait_until(const std::function<bool()>& predicate, std::chrono::milliseconds limit)
+{
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (predicate()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return predicate();
+}
+
+} // namespace portico::test

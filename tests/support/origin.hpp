@@ -1,0 +1,152 @@
+#pragma once
+
+// Real backends and clients for integration tests: blocking Beast code on loopback sockets,
+// one thread per connection, every read bounded by a socket timeout.
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace portico::test {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+
+using request = beast::http::request<beast::http::string_body>;
+using response = beast::http::response<beast::http::string_body>;
+
+/// Sets send and receive timeouts on a socket so that no test read blocks for long.
+void bound_socket_waits(int fd, std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+/// A connection as a backend's handler sees it.
+struct origin_connection {
+    net::generic::stream_protocol::socket& socket;
+    beast::flat_buffer& buffer;
+
+    /// Reads one whole request (body up to 64 MiB); nullopt on EOF or error.
+    std::optional<request> read_request();
+    /// Writes a response.
+    void write(response& res);
+    /// Writes raw bytes.
+    void write_raw(std::string_view bytes);
+};
+
+/**
+ * Handles one connection; return to close it. The default handler answers every request
+ * with 200 and a body naming the method, target and Host it saw.
+ */
+using origin_handler = std::function<void(origin_connection&)>;
+
+/// A backend listening on loopback (or a unix socket) for the lifetime of the object.
+class origin {
+public:
+    /// Listens on `address` ("127.0.0.1" or "::1") with an ephemeral port.
+    explicit origin(origin_handler handler = {}, const std::string& address = "127.0.0.1");
+    /// Listens on a unix socket at `path`.
+    origin(const std::filesystem::path& path, origin_handler handler);
+    ~origin();
+    origin(const origin&) = delete;
+    origin& operator=(const origin&) = delete;
+
+    /// The port (0 for unix sockets).
+    unsigned short port() const noexcept { return port_; }
+    /// Connections accepted so far.
+    int connections() const noexcept { return connections_.load(); }
+    /// Requests seen by the default handler, as "METHOD TARGET".
+    std::vector<std::string> seen() const;
+    /// Heads of requests seen by the default handler.
+    std::vector<request> seen_requests() const;
+
+    /// The default handler: echoes what it saw, keeps the connection alive.
+    void echo(origin_connection& c);
+
+private:
+    void accept_loop();
+
+    origin_handler handler_;
+    net::io_context context_;
+    std::unique_ptr<net::basic_socket_acceptor<net::generic::stream_protocol>> acceptor_;
+    unsigned short port_ = 0;
+    std::filesystem::path unix_path_;
+    std::atomic<bool> stopping_{false};
+    std::atomic<int> connections_{0};
+    std::thread accept_thread_;
+    mutable std::mutex mutex_;
+    std::vector<std::thread> connection_threads_;
+    std::vector<int> open_fds_;
+    std::vector<request> seen_;
+};
+
+/// Sends raw bytes to 127.0.0.1:port and returns everything received until the peer closes
+/// or `limit` passes.
+std::string raw_exchange(unsigned short port, std::string_view bytes,
+                         std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+/// A blocking HTTP/1.1 client connection for tests.
+class client {
+public:
+    /// Connects to 127.0.0.1:port.
+    explicit client(unsigned short port);
+    ~client();
+
+    /// Sends a request and reads its response (body in memory).
+    response send(request& req);
+    /// Sends a GET with the given Host and extra fields.
+    response get(std::string_view host, std::string_view target,
+                 std::vector<std::pair<std::string, std::string>> fields = {});
+    /// Writes raw bytes.
+    void write_raw(std::string_view bytes);
+    /// Reads one response; throws on error or timeout.
+    response read_response();
+    /// True when the server closed the connection (reads EOF within a second).
+    bool is_closed_by_peer();
+
+    net::io_context context;
+    tcp::socket socket;
+    beast::flat_buffer buffer;
+};
+
+/// Output of a child process.
+struct process_result {
+    int exit_code = -1;  ///< -1 when killed by a signal or timed out
+    std::string out;
+    std::string err;
+};
+
+/// Runs argv (no shell) with a time limit and returns its exit code and output.
+process_result run_process(const std::vector<std::string>& argv,
+                           std::chrono::milliseconds limit = std::chrono::seconds(20));
+
+/// A unique empty directory under the system temp dir, removed by the destructor.
+class temp_dir {
+public:
+    temp_dir();
+    ~temp_dir();
+    const std::filesystem::path& path() const noexcept { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+/// Waits (bounded) until `predicate` holds; returns whether it did.
+bool wait_until(const std::function<bool()>& predicate,
+                std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+} // namespace portico::test

@@ -1,0 +1,40 @@
+#pragma once
+
+// Runs portico in-process on a configuration written as YAML, on an ephemeral loopback port.
+
+#include "support/origin.hpp"
+
+#include "portico/proxy/server.hpp"
+
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace portico::test {
+
+/// A running proxy; stopped gracefully (and joined) by the destructor.
+class proxy_harness {
+public:
+    /**
+     * Parses `yaml` (it must be valid; `listen` defaults to 127.0.0.1:0 when absent) and
+     * starts serving it.
+     */
+    explicit proxy_harness(const std::string& yaml);
+    ~proxy_harness();
+
+    /// The port of the first listener.
+    unsigned short port() const noexcept { return port_; }
+    /// Starts a graceful shutdown without waiting for it.
+    void stop();
+    /// Waits (bounded) for `run` to return after a stop; returns whether it did.
+    bool wait_stopped(std::chrono::milliseconds limit = std::chrono::seconds(15));
+
+private:
+    temp_dir dir_;
+    std::unique_ptr<proxy::server> server_;
+    std::thread thread_;
+    std::atomic<bool> stopped_{false};
+    unsigned short port_ = 0;
+};
+
+} // namespace portico::test

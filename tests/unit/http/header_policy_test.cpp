@@ -1,0 +1,500 @@
+#include "portico/http/header_policy.hpp"
+
+#include <gtest/gtest.h>
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace portico::http {
+namespace {
+
+/// Every value of `name`, in order, to check that nothing is appended or duplicated.
+std::vector<std::string> values(const fields& f, std::string_view name)
+{
+    std::vector<std::string> out;
+    for (auto [line, last] = f.equal_range(name); line != last; ++line) {
+        out.emplace_back(line->value());
+    }
+    return out;
+}
+
+request_head make_request(unsigned version = 11)
+{
+    request_head req;
+    req.method(verb::get);
+    req.target("/api/users?x=1");
+    req.version(version);
+    req.set(field::host, "app.localhost:7080");
+    return req;
+}
+
+forward_facts default_facts()
+{
+    forward_facts facts;
+    facts.client_ip = "127.0.0.1";
+    facts.original_host = "app.localhost:7080";
+    facts.upstream_host = "app.localhost:7080";
+    facts.target = "/users?x=1";
+    return facts;
+}
+
+const header_rule_view no_rules{};
+
+TEST(HeaderPolicyTest, FixedHopByHopFieldsRemoved)
+{
+    fields f;
+    f.set(field::connection, "keep-alive");
+    f.set(field::keep_alive, "timeout=5");
+    f.set(field::proxy_connection, "keep-alive");
+    f.set(field::proxy_authenticate, "Basic");
+    f.set(field::proxy_authorization, "Basic Zm9vOmJhcg==");
+    f.set(field::trailer, "Expires");
+    f.set(field::transfer_encoding, "chunked");
+    f.set(field::te, "gzip");
+    f.set(field::upgrade, "websocket");
+    f.set(field::content_type, "text/plain");
+    f.set(field::authorization, "Bearer x");
+
+    remove_hop_by_hop(f, false);
+
+    for (const auto name : {field::connection, field::keep_alive, field::proxy_connection,
+                            field::proxy_authenticate, field::proxy_authorization,
+                            field::trailer, field::transfer_encoding, field::te,
+                            field::upgrade}) {
+        EXPECT_EQ(f.count(name), 0U) << beast::http::to_string(name);
+    }
+    EXPECT_EQ(f[field::content_type], "text/plain");
+    EXPECT_EQ(f[field::authorization], "Bearer x");
+}
+
+TEST(HeaderPolicyTest, ConnectionNamedFieldsRemoved)
+{
+    fields f;
+    f.insert(field::connection, "X-Secret ,  x-other");
+    f.insert(field::connection, "X-Third");
+    f.set("X-Secret", "1");
+    f.set("X-Other", "2");
+    f.set("X-Third", "3");
+    f.set("X-Kept", "4");
+
+    remove_hop_by_hop(f, false);
+
+    EXPECT_EQ(f.count("X-Secret"), 0U);
+    EXPECT_EQ(f.count("X-Other"), 0U);
+    EXPECT_EQ(f.count("X-Third"), 0U);
+    EXPECT_EQ(f["X-Kept"], "4");
+}
+
+TEST(HeaderPolicyTest, ConnectionCannotRemoveHostOrContentLength)
+{
+    fields f;
+    f.set(field::connection, "Host, Content-Length");
+    f.set(field::host, "app.localhost");
+    f.set(field::content_length, "5");
+
+    remove_hop_by_hop(f, false);
+
+    EXPECT_EQ(f[field::host], "app.localhost");
+    EXPECT_EQ(f[field::content_length], "5");
+}
+
+TEST(HeaderPolicyTest, TeTrailersKept)
+{
+    fields f;
+    f.set(field::connection, "TE");
+    f.set(field::te, "trailers");
+
+    remove_hop_by_hop(f, false);
+
+    EXPECT_EQ(values(f, "TE"), std::vector<std::string>{"trailers"});
+}
+
+TEST(HeaderPolicyTest, TeCodingsRemoved)
+{
+    fields f;
+    f.set(field::te, "gzip;q=0.5, deflate");
+
+    remove_hop_by_hop(f, false);
+
+    EXPECT_EQ(f.count(field::te), 0U);
+}
+
+TEST(HeaderPolicyTest, TeReducedToTrailersWhenNamedAmongCodings)
+{
+    fields f;
+    f.insert(field::te, "deflate");
+    f.insert(field::te, "Trailers, gzip;q=0.5");
+
+    remove_hop_by_hop(f, false);
+
+    EXPECT_EQ(values(f, "TE"), std::vector<std::string>{"trailers"});
+}
+
+TEST(HeaderPolicyTest, UpgradeRemovedUnlessKept)
+{
+    fields dropped;
+    dropped.set(field::connection, "upgrade");
+    dropped.set(field::upgrade, "websocket");
+    remove_hop_by_hop(dropped, false);
+    EXPECT_EQ(dropped.count(field::upgrade), 0U);
+    EXPECT_EQ(dropped.count(field::connection), 0U);
+
+    fields kept;
+    kept.set(field::connection, "Upgrade");
+    kept.set(field::upgrade, "websocket");
+    remove_hop_by_hop(kept, true);
+    EXPECT_EQ(kept[field::upgrade], "websocket");
+    EXPECT_EQ(kept.count(field::connection), 0U);
+}
+
+TEST(HeaderPolicyTest, RulesRemoveThenSet)
+{
+    fields f;
+    f.set(field::cookie, "session=1");
+    f.set("X-Env", "prod");
+    const std::vector<std::pair<std::string, std::string>> set{{"X-Env", "dev"}};
+    const std::vector<std::string> remove{"cookie", "x-env"};
+
+    apply_header_rules(f, {set, remove});
+
+    EXPECT_EQ(f.count(field::cookie), 0U);
+    // A field both removed and set ends up set: removal runs first.
+    EXPECT_EQ(values(f, "X-Env"), std::vector<std::string>{"dev"});
+}
+
+TEST(HeaderPolicyTest, RuleSetReplacesDuplicates)
+{
+    fields f;
+    f.insert("X-Tag", "a");
+    f.insert("x-tag", "b");
+    const std::vector<std::pair<std::string, std::string>> set{{"X-Tag", "c"}};
+
+    apply_header_rules(f, {set, {}});
+
+    EXPECT_EQ(values(f, "X-Tag"), std::vector<std::string>{"c"});
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestSetsHostTargetAndVersion)
+{
+    auto req = make_request(10);
+    req.set(field::content_length, "3");
+    auto facts = default_facts();
+    facts.upstream_host = "127.0.0.1:8000";
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(req.version(), 11U);
+    EXPECT_EQ(req.method(), verb::get);
+    EXPECT_EQ(req.target(), "/users?x=1");
+    EXPECT_EQ(values(req, "Host"), std::vector<std::string>{"127.0.0.1:8000"});
+    EXPECT_EQ(req[field::content_length], "3");
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestReplacesSpoofedForwardingFields)
+{
+    auto req = make_request();
+    req.insert("X-Forwarded-For", "6.6.6.6");
+    req.insert("x-forwarded-for", "7.7.7.7");
+    req.set("X-Forwarded-Proto", "https");
+    req.set("X-Forwarded-Host", "evil.example");
+    req.set("X-Forwarded-Port", "443");
+    req.set(field::forwarded, "for=6.6.6.6;proto=https");
+
+    prepare_upstream_request(req, default_facts(), no_rules);
+
+    EXPECT_EQ(values(req, "X-Forwarded-For"), std::vector<std::string>{"127.0.0.1"});
+    EXPECT_EQ(values(req, "X-Forwarded-Proto"), std::vector<std::string>{"http"});
+    EXPECT_EQ(values(req, "X-Forwarded-Host"), std::vector<std::string>{"app.localhost:7080"});
+    EXPECT_EQ(req.count("X-Forwarded-Port"), 0U);
+    EXPECT_EQ(req.count(field::forwarded), 0U);
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestForwardedProtoHttpsOverTls)
+{
+    auto req = make_request();
+    auto facts = default_facts();
+    facts.client_tls = true;
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(req["X-Forwarded-Proto"], "https");
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestOmitsEmptyForwardedHost)
+{
+    auto req = make_request(10);
+    req.erase(field::host);
+    req.set("X-Forwarded-Host", "evil.example");
+    auto facts = default_facts();
+    facts.original_host = "";
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(req.count("X-Forwarded-Host"), 0U);
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestSetsVia)
+{
+    auto req = make_request();
+
+    prepare_upstream_request(req, default_facts(), no_rules);
+
+    EXPECT_EQ(values(req, "Via"), std::vector<std::string>{"1.1 portico"});
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestAppendsToExistingVia)
+{
+    auto req = make_request();
+    req.insert(field::via, "1.0 fred");
+    req.insert(field::via, "1.1 p.example.net");
+
+    prepare_upstream_request(req, default_facts(), no_rules);
+
+    EXPECT_EQ(values(req, "Via"),
+              std::vector<std::string>{"1.0 fred, 1.1 p.example.net, 1.1 portico"});
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestViaNamesReceivedVersion)
+{
+    auto req = make_request(10);
+
+    prepare_upstream_request(req, default_facts(), no_rules);
+
+    EXPECT_EQ(req[field::via], "1.0 portico");
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestHasNoConnectionField)
+{
+    auto req = make_request();
+    req.set(field::connection, "close, X-Hop");
+    req.set("X-Hop", "1");
+
+    prepare_upstream_request(req, default_facts(), no_rules);
+
+    EXPECT_EQ(req.count(field::connection), 0U);
+    EXPECT_EQ(req.count("X-Hop"), 0U);
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestUpgradeKeepsUpgrade)
+{
+    auto req = make_request();
+    req.set(field::connection, "keep-alive, Upgrade");
+    req.set(field::upgrade, "websocket");
+    req.set(field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ==");
+    auto facts = default_facts();
+    facts.upgrade = true;
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(values(req, "Connection"), std::vector<std::string>{"upgrade"});
+    EXPECT_EQ(req[field::upgrade], "websocket");
+    EXPECT_EQ(req[field::sec_websocket_key], "dGhlIHNhbXBsZSBub25jZQ==");
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestH2cUpgradeDropped)
+{
+    auto req = make_request();
+    req.set(field::connection, "Upgrade, HTTP2-Settings");
+    req.set(field::upgrade, "h2c");
+    req.set("HTTP2-Settings", "AAMAAABkAAQAAP__");
+    ASSERT_FALSE(is_tunnel_upgrade(req));
+
+    prepare_upstream_request(req, default_facts(), no_rules);
+
+    EXPECT_EQ(req.count(field::connection), 0U);
+    EXPECT_EQ(req.count(field::upgrade), 0U);
+    EXPECT_EQ(req.count("HTTP2-Settings"), 0U);
+}
+
+TEST(HeaderPolicyTest, UpstreamRequestRouteRulesAppliedLast)
+{
+    auto req = make_request();
+    req.set(field::cookie, "session=1");
+    const std::vector<std::pair<std::string, std::string>> set{{"X-Env", "dev"},
+                                                               {"Host", "override.test"}};
+    const std::vector<std::string> remove{"Cookie", "X-Forwarded-For"};
+
+    prepare_upstream_request(req, default_facts(), {set, remove});
+
+    EXPECT_EQ(req.count(field::cookie), 0U);
+    EXPECT_EQ(req.count("X-Forwarded-For"), 0U);
+    EXPECT_EQ(req["X-Env"], "dev");
+    EXPECT_EQ(values(req, "Host"), std::vector<std::string>{"override.test"});
+}
+
+TEST(HeaderPolicyTest, DownstreamResponseRemovesHopByHopAndAppendsVia)
+{
+    response_head res;
+    res.result(status::ok);
+    res.version(11);
+    res.set(field::connection, "keep-alive, X-Backend-Hop");
+    res.set(field::keep_alive, "timeout=5");
+    res.set(field::transfer_encoding, "chunked");
+    res.set("X-Backend-Hop", "1");
+    res.set(field::content_length, "42");
+    res.set(field::via, "1.1 vite");
+
+    prepare_downstream_response(res, false, no_rules);
+
+    EXPECT_EQ(res.count(field::connection), 0U);
+    EXPECT_EQ(res.count(field::keep_alive), 0U);
+    EXPECT_EQ(res.count(field::transfer_encoding), 0U);
+    EXPECT_EQ(res.count("X-Backend-Hop"), 0U);
+    EXPECT_EQ(res[field::content_length], "42");
+    EXPECT_EQ(values(res, "Via"), std::vector<std::string>{"1.1 vite, 1.1 portico"});
+}
+
+TEST(HeaderPolicyTest, DownstreamSwitchingProtocolsKeepsUpgrade)
+{
+    response_head res;
+    res.result(status::switching_protocols);
+    res.version(11);
+    res.set(field::connection, "Upgrade");
+    res.set(field::upgrade, "websocket");
+    res.set(field::sec_websocket_accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+
+    prepare_downstream_response(res, true, no_rules);
+
+    EXPECT_EQ(values(res, "Connection"), std::vector<std::string>{"upgrade"});
+    EXPECT_EQ(res[field::upgrade], "websocket");
+    EXPECT_EQ(res[field::sec_websocket_accept], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+TEST(HeaderPolicyTest, DownstreamRefusedUpgradeDropsUpgrade)
+{
+    response_head res;
+    res.result(status::ok);
+    res.version(11);
+    res.set(field::connection, "Upgrade");
+    res.set(field::upgrade, "websocket");
+
+    prepare_downstream_response(res, true, no_rules);
+
+    EXPECT_EQ(res.count(field::connection), 0U);
+    EXPECT_EQ(res.count(field::upgrade), 0U);
+}
+
+TEST(HeaderPolicyTest, DownstreamResponseRouteRulesAppliedLast)
+{
+    response_head res;
+    res.result(status::ok);
+    res.version(11);
+    res.set(field::cache_control, "max-age=600");
+    res.set(field::server, "vite");
+    const std::vector<std::pair<std::string, std::string>> set{{"Cache-Control", "no-store"}};
+    const std::vector<std::string> remove{"Server", "Via"};
+
+    prepare_downstream_response(res, false, {set, remove});
+
+    EXPECT_EQ(values(res, "Cache-Control"), std::vector<std::string>{"no-store"});
+    EXPECT_EQ(res.count(field::server), 0U);
+    EXPECT_EQ(res.count(field::via), 0U);
+}
+
+TEST(HeaderPolicyTest, WebSocketIsTunnelUpgrade)
+{
+    auto req = make_request();
+    req.set(field::connection, "keep-alive, Upgrade");
+    req.set(field::upgrade, "WebSocket");
+    EXPECT_TRUE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, OtherProtocolsAreTunnelUpgrades)
+{
+    auto req = make_request();
+    req.insert(field::connection, "keep-alive");
+    req.insert(field::connection, "upgrade");
+    req.set(field::upgrade, "foo/2, bar");
+    EXPECT_TRUE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, H2cIsNotTunnelUpgrade)
+{
+    auto req = make_request();
+    req.set(field::connection, "Upgrade, HTTP2-Settings");
+    req.set(field::upgrade, "H2C");
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, UpgradeWithoutConnectionTokenIsNotTunnel)
+{
+    auto req = make_request();
+    req.set(field::connection, "keep-alive");
+    req.set(field::upgrade, "websocket");
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+
+    req.erase(field::connection);
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, ConnectionTokenWithoutUpgradeFieldIsNotTunnel)
+{
+    auto req = make_request();
+    req.set(field::connection, "upgrade");
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, Http10UpgradeIsIgnored)
+{
+    auto req = make_request(10);
+    req.set(field::connection, "upgrade");
+    req.set(field::upgrade, "websocket");
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+}
+
+bool prefers_json_for(std::initializer_list<std::string_view> accept_lines)
+{
+    auto req = make_request();
+    for (const auto line : accept_lines) {
+        req.insert(field::accept, line);
+    }
+    return prefers_json(req);
+}
+
+TEST(HeaderPolicyTest, PrefersJsonForApplicationJson)
+{
+    EXPECT_TRUE(prefers_json_for({"application/json"}));
+    EXPECT_TRUE(prefers_json_for({"Application/JSON"}));
+    EXPECT_TRUE(prefers_json_for({"application/json;q=0.9, text/plain;q=0.5"}));
+    EXPECT_TRUE(prefers_json_for({"application/json ; charset=utf-8"}));
+}
+
+TEST(HeaderPolicyTest, HtmlWinsOverJson)
+{
+    EXPECT_FALSE(prefers_json_for({"text/html,application/json"}));
+    EXPECT_FALSE(prefers_json_for({"application/json, text/html;q=0.1"}));
+}
+
+TEST(HeaderPolicyTest, WildcardOrMissingAcceptGetsHtml)
+{
+    EXPECT_FALSE(prefers_json_for({}));
+    EXPECT_FALSE(prefers_json_for({"*/*"}));
+    EXPECT_FALSE(prefers_json_for({"application/*"}));
+    EXPECT_FALSE(prefers_json_for({"text/html,application/xhtml+xml,*/*;q=0.8"}));
+}
+
+TEST(HeaderPolicyTest, ZeroQualityIsNotNaming)
+{
+    EXPECT_FALSE(prefers_json_for({"application/json;q=0"}));
+    EXPECT_FALSE(prefers_json_for({"application/json; q=0.000, */*"}));
+    EXPECT_TRUE(prefers_json_for({"application/json;q=0.001"}));
+    EXPECT_TRUE(prefers_json_for({"application/json, text/html;q=0"}));
+}
+
+TEST(HeaderPolicyTest, SeveralAcceptFieldsCombine)
+{
+    EXPECT_TRUE(prefers_json_for({"image/png", "application/json"}));
+    EXPECT_FALSE(prefers_json_for({"application/json", "text/html"}));
+}
+
+TEST(HeaderPolicyTest, QuotedCommaDoesNotSplitAcceptList)
+{
+    // The comma inside the quoted parameter must not start a new media range "text/html".
+    EXPECT_TRUE(prefers_json_for({R"(application/json;note="a, text/html")"}));
+}
+
+} // namespace
+} // namespace portico::http
