@@ -249,7 +249,7 @@ void write_access_log(const connection& c, const exchange_record& rec)
 task<void> answer_error(connection& c, const request_plan& plan, errc error, bool json,
                         exchange_record& rec, std::span<const std::string> tried = {})
 {
-    const auto state = c.w.state();
+    const auto& state = c.w.state();
     auto details = describe_error(*state, plan, error, "http", c.local_port);
     std::string route_name;
     if (plan.route != nullptr) {
@@ -415,7 +415,7 @@ std::optional<std::string> framing_defect(const request_parser& parser)
 task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
                    exchange_record& rec, bool json)
 {
-    const auto state = c.w.state();
+    const auto& state = c.w.state();
     const auto& cfg = state->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();

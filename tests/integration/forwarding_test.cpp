@@ -5,6 +5,7 @@
 #include "support/proxy_harness.hpp"
 
 #include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <fmt/format.h>
@@ -160,6 +161,82 @@ TEST(ForwardingTest, UnixSocketBackend)
     auto res = c.get("app.localhost", "/u");
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "GET /u host=app.localhost body=0");
+}
+
+TEST(ForwardingTest, IdleKeepAliveConnectionIsClosedAfterIdleTimeout)
+{
+    origin backend;
+    proxy_harness proxy("timeouts: { idle: 200ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_TRUE(c.is_closed_by_peer());
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+}
+
+TEST(ForwardingTest, BodilessResponsesKeepBothConnectionsUsable)
+{
+    origin backend([](origin_connection& c) {
+        for (;;) {
+            auto req = c.read_request();
+            if (!req) {
+                return;
+            }
+            if (req->target() == "/204") {
+                c.write_raw("HTTP/1.1 204 No Content\r\n\r\n");
+            } else if (req->target() == "/304") {
+                c.write_raw("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n");
+            } else {
+                c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+                if (req->method() != beast::http::verb::head) {
+                    c.write_raw("hello");
+                }
+            }
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("HEAD /h HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    beast::http::response_parser<beast::http::string_body> head_parser;
+    head_parser.skip(true);
+    beast::http::read(c.socket, c.buffer, head_parser);
+    EXPECT_EQ(head_parser.get()[beast::http::field::content_length], "5");
+    EXPECT_EQ(c.get("app.localhost", "/204").result_int(), 204);
+    EXPECT_EQ(c.get("app.localhost", "/304").result_int(), 304);
+    EXPECT_EQ(c.get("app.localhost", "/full").body(), "hello");
+    EXPECT_EQ(backend.connections(), 1);
+}
+
+TEST(ForwardingTest, ExpectContinueIsAnsweredAndBodyForwarded)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /e HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5\r\n"
+                "Expect: 100-continue\r\n\r\n");
+    auto interim = c.read_response();
+    EXPECT_EQ(interim.result_int(), 100);
+    c.write_raw("hello");
+    auto res = c.read_response();
+    EXPECT_EQ(res.body(), "POST /e host=app.localhost body=5");
+    EXPECT_EQ(backend.seen_requests().at(0).count(beast::http::field::expect), 0U);
+}
+
+TEST(ForwardingTest, ChunkedResponseToHttp10ClientIsCloseDelimited)
+{
+    origin backend([](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n");
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw =
+        raw_exchange(proxy.port(), "GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.0 200 OK\r\n")) << raw;
+    EXPECT_EQ(raw.find("chunked"), std::string::npos) << raw;
+    EXPECT_TRUE(raw.ends_with("\r\n\r\nabcdef")) << raw;
 }
 
 } // namespace
