@@ -330,4 +330,17 @@ string_response make_error_response(const error_details& details, bool json, uns
     return res;
 }
 
+string_response make_redirect_response(std::string_view location, unsigned version,
+                                       bool keep_alive)
+{
+    string_response res{status::permanent_redirect, version};
+    res.set(field::location, location);
+    res.set(field::content_type, "text/plain; charset=utf-8");
+    res.set(field::cache_control, "no-store");
+    res.body() = std::string("Redirecting to ") + std::string(location) + "\n";
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    return res;
+}
+
 } // namespace portico::http

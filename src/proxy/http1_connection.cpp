@@ -9,8 +9,12 @@
 #include "portico/http/error_page.hpp"
 #include "portico/http/header_policy.hpp"
 #include "portico/http/request_checks.hpp"
+#include "portico/core/uri.hpp"
+#include "portico/tls/certificates.hpp"
+#include "portico/tls/client_hello.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -41,27 +45,38 @@ constexpr std::size_t body_chunk_size = 64 * 1024;
 constexpr auto lingering_close_time = std::chrono::seconds(2);
 constexpr std::size_t lingering_close_bytes = 1024 * 1024;
 
-/// Per-connection state shared by the steps of an exchange.
-struct connection {
-    connection(worker& w_, tcp_socket socket, std::uint64_t id_)
-        : w(w_), stream(std::move(socket)), id(id_)
-    {
-    }
-
+/// What is known about a client connection, whatever protocol it speaks.
+struct client_info {
     worker& w;
-    tcp_stream stream;
-    beast::flat_buffer buffer; ///< bytes read from the client, not yet consumed
     std::uint64_t id;
-    std::string client;        ///< "ip:port"
+    std::string client; ///< "ip:port"
     std::string client_ip;
     std::string local_port;
+    bool tls = false;          ///< requests arrive over TLS
+    bool tls_required = false; ///< plain HTTP on a `tls: only` listener
     std::list<connection_entry>::iterator entry;
 };
 
+/// The steps of an exchange see the client through this view: plain TCP or TLS over it.
+template <typename Stream>
+struct connection {
+    client_info& info;
+    Stream& stream;
+    beast::flat_buffer& buffer; ///< bytes read from the client, not yet consumed
+    worker& w;
+};
+
+/// The TCP stream under a (possibly TLS) stream, which carries the deadlines.
+template <typename Stream>
+auto& tcp_of(Stream& s)
+{
+    return beast::get_lowest_layer(s);
+}
+
 /// Unregisters a connection however its coroutine ends.
 struct registration {
-    connection& c;
-    ~registration() { c.w.unregister_connection(c.entry); }
+    client_info& info;
+    ~registration() { info.w.unregister_connection(info.entry); }
 };
 
 std::string endpoint_ip(const tcp::endpoint& ep) { return ep.address().to_string(); }
@@ -94,12 +109,13 @@ struct head_result {
  * Reads some bytes, giving up at `deadline` without closing the socket (unlike the stream's
  * own deadline), so that a 408 page can still be written.
  */
+template <typename Stream>
 task<std::tuple<boost::system::error_code, std::size_t>>
-read_some_before(connection& c, net::mutable_buffer into, clock::time_point deadline)
+read_some_before(connection<Stream>& c, net::mutable_buffer into, clock::time_point deadline)
 {
-    steady_timer timer(c.stream.get_executor());
+    steady_timer timer(tcp_of(c.stream).get_executor());
     timer.expires_at(deadline);
-    auto outcome = co_await (c.stream.socket().async_read_some(into) || timer.async_wait());
+    auto outcome = co_await (c.stream.async_read_some(into) || timer.async_wait());
     if (outcome.index() == 0) {
         co_return std::get<0>(outcome);
     }
@@ -112,7 +128,8 @@ read_some_before(connection& c, net::mutable_buffer into, clock::time_point dead
  * (the connection is then closed quietly); once a byte arrived the rest of the head must
  * follow within `timeouts.header` or the client gets 408.
  */
-task<head_result> read_head(connection& c, bool first_request)
+template <typename Stream>
+task<head_result> read_head(connection<Stream>& c, bool first_request)
 {
     const auto& cfg = c.w.state()->cfg;
     const auto limit = static_cast<std::size_t>(cfg.limits.header_bytes);
@@ -134,7 +151,14 @@ task<head_result> read_head(connection& c, bool first_request)
     skip_empty_lines();
     bool started = c.buffer.size() > 0;
     auto head_deadline = clock::now() + cfg.timeouts.header;
-    c.stream.expires_after(first_request ? cfg.timeouts.header : cfg.timeouts.idle);
+    if (started) {
+        // The stream's own deadline would close the socket; a started head is bounded by
+        // `head_deadline` instead so that the client still gets its 408.
+        tcp_of(c.stream).expires_never();
+    } else {
+        tcp_of(c.stream).expires_after(first_request ? cfg.timeouts.header
+                                                     : cfg.timeouts.idle);
+    }
     std::size_t scanned = 0;
     for (;;) {
         const auto data = std::string_view(static_cast<const char*>(c.buffer.data().data()),
@@ -179,34 +203,38 @@ task<head_result> read_head(connection& c, bool first_request)
             if (c.buffer.size() > 0) {
                 started = true;
                 head_deadline = clock::now() + cfg.timeouts.header;
-                c.stream.expires_never();
+                tcp_of(c.stream).expires_never();
             }
         }
     }
 }
 
 /// Shuts down the sending side, then reads and discards for a bounded time before closing.
-task<void> lingering_close(connection& c)
+template <typename Stream>
+task<void> lingering_close(connection<Stream>& c)
 {
+    // Discarded bytes need no decryption, so this works on the TCP layer for TLS too.
+    auto& tcp = tcp_of(c.stream);
     boost::system::error_code ec;
-    c.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    c.stream.expires_after(lingering_close_time);
+    tcp.socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp.expires_after(lingering_close_time);
     std::size_t discarded = 0;
     std::array<char, 4096> sink{};
     while (discarded < lingering_close_bytes) {
-        auto [rec, n] = co_await c.stream.async_read_some(net::buffer(sink));
+        auto [rec, n] = co_await tcp.async_read_some(net::buffer(sink));
         if (rec) {
             break;
         }
         discarded += n;
     }
-    c.stream.close();
+    tcp.close();
 }
 
 /// Sends a complete response with the downstream write deadline.
-task<boost::system::error_code> send_response(connection& c, http::string_response& res)
+template <typename Stream>
+task<boost::system::error_code> send_response(connection<Stream>& c, http::string_response& res)
 {
-    c.stream.expires_after(c.w.state()->cfg.timeouts.idle);
+    tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
     auto [ec, n] = co_await beast::http::async_write(c.stream, res);
     co_return ec;
 }
@@ -224,14 +252,14 @@ struct exchange_record {
     std::string backend;
 };
 
-void write_access_log(const connection& c, const exchange_record& rec)
+void write_access_log(const client_info& info, const exchange_record& rec)
 {
     if (!log::enabled(log::level::info)) {
         return;
     }
     log::access_record a;
     a.time = std::chrono::system_clock::now();
-    a.client = c.client;
+    a.client = info.client;
     a.host = rec.host;
     a.method = rec.method;
     a.target = rec.target;
@@ -246,11 +274,12 @@ void write_access_log(const connection& c, const exchange_record& rec)
 }
 
 /// Answers with an error page, logs the request, and closes the connection gracefully.
-task<void> answer_error(connection& c, const request_plan& plan, errc error, bool json,
+template <typename Stream>
+task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc error, bool json,
                         exchange_record& rec, std::span<const std::string> tried = {})
 {
     const auto& state = c.w.state();
-    auto details = describe_error(*state, plan, error, "http", c.local_port);
+    auto details = describe_error(*state, plan, error, c.info.tls ? "https" : "http", c.info.local_port);
     std::string route_name;
     if (plan.route != nullptr) {
         route_name = plan.route->name();
@@ -261,7 +290,7 @@ task<void> answer_error(connection& c, const request_plan& plan, errc error, boo
     rec.status = res.result_int();
     rec.bytes = res.body().size();
     auto ec = co_await send_response(c, res);
-    write_access_log(c, rec);
+    write_access_log(c.info, rec);
     if (!ec) {
         co_await lingering_close(c);
     }
@@ -312,7 +341,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
             body.size = 0;
             body.more = false;
         }
-        to.expires_after(write_timeout);
+        tcp_of(to).expires_after(write_timeout);
         auto [wec, wn] = co_await beast::http::async_write(to, serializer);
         if (wec == beast::http::error::need_buffer) {
             wec = {};
@@ -343,7 +372,7 @@ task<void> pump(From& from, To& to, std::uint64_t& moved)
         moved += wn;
     }
     boost::system::error_code ignored;
-    to.socket().shutdown(net::socket_base::shutdown_send, ignored);
+    beast::get_lowest_layer(to).socket().shutdown(net::socket_base::shutdown_send, ignored);
 }
 
 /// Writes bytes already buffered on one side to the other before a tunnel starts.
@@ -359,16 +388,17 @@ task<boost::system::error_code> flush_buffered(beast::flat_buffer& buffered, To&
 }
 
 /// A two-way byte tunnel (after 101 Switching Protocols); no idle timeout of its own.
-task<std::uint64_t> run_tunnel(connection& c, upstream_connection& up)
+template <typename Stream, typename Upstream>
+task<std::uint64_t> run_tunnel(connection<Stream>& c, upstream_connection& up, Upstream& io)
 {
-    c.stream.expires_never();
-    up.stream.expires_never();
+    tcp_of(c.stream).expires_never();
+    tcp_of(io).expires_never();
     std::uint64_t to_client = 0;
     std::uint64_t to_backend = 0;
-    auto ec1 = co_await flush_buffered(c.buffer, up.stream);
+    auto ec1 = co_await flush_buffered(c.buffer, io);
     auto ec2 = co_await flush_buffered(up.buffer, c.stream);
     if (!ec1 && !ec2) {
-        co_await (pump(c.stream, up.stream, to_backend) && pump(up.stream, c.stream, to_client));
+        co_await (pump(c.stream, io, to_backend) && pump(io, c.stream, to_client));
     }
     co_return to_client;
 }
@@ -412,89 +442,42 @@ std::optional<std::string> framing_defect(const request_parser& parser)
  * Forwards one request and its response. Returns whether the client connection may carry
  * another request.
  */
-task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
-                   exchange_record& rec, bool json)
+/// What the client's request head said before it was rewritten for the backend.
+struct request_traits {
+    bool keep_alive = true;
+    bool upgrade = false;
+    bool expects_continue = false;
+};
+
+/**
+ * Sends the prepared request to one backend connection and relays the response. Sets
+ * `retry` when a pooled connection turned out closed before anything was sent, and
+ * `release` when the connection may serve another request.
+ */
+template <typename Stream, typename Upstream>
+task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan& plan,
+                    exchange_record& rec, bool json, const request_traits& traits,
+                    upstream_connection& up, Upstream& io, bool& retry, bool& release)
 {
-    const auto& state = c.w.state();
-    const auto& cfg = state->cfg;
+    const auto& cfg = c.w.state()->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();
-    rec.route = route.name();
-    rec.backend = route.to.text;
-
-    if (cfg.limits.body_bytes != 0 && parser.content_length() &&
-        *parser.content_length() > cfg.limits.body_bytes) {
-        co_await answer_error(c, plan, errc::body_too_large, json, rec);
-        co_return false;
-    }
-
-    const bool client_keep_alive = parser.keep_alive();
-    const bool upgrade = http::is_tunnel_upgrade(req.base());
-    const bool expects_continue =
-        beast::iequals(req[beast::http::field::expect], "100-continue");
+    const bool client_keep_alive = traits.keep_alive;
+    const bool upgrade = traits.upgrade;
+    const bool expects_continue = traits.expects_continue;
     const bool has_body = !parser.is_done();
-
-    http::forward_facts facts;
-    facts.client_ip = c.client_ip;
-    facts.client_tls = false;
-    facts.original_host = plan.host;
-    facts.upstream_host = plan.upstream_host;
-    facts.target = plan.upstream_target;
-    facts.upgrade = upgrade;
-    http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
-    if (expects_continue) {
-        // portico answers 100 Continue itself (below) and streams the body; the backend
-        // then sees an ordinary request.
-        req.erase(beast::http::field::expect);
-    }
-    if (parser.chunked()) {
-        req.chunked(true);
-    } else if (!has_body && req.count(beast::http::field::content_length) == 0) {
-        req.chunked(false);
-    }
-
-    if (parser.chunked() &&
-        !http::is_chunked_prefix_valid(std::string_view(
-            static_cast<const char*>(c.buffer.data().data()), c.buffer.size()))) {
-        plan.detail = "malformed chunked body";
-        co_await answer_error(c, plan, errc::bad_request, json, rec);
-        co_return false;
-    }
-
-    auto acquired = co_await c.w.pool().acquire(route.to);
-    if (!acquired.connection) {
-        plan.detail = acquired.detail;
-        co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
-        co_return false;
-    }
-    auto up = std::move(acquired.connection);
-    rec.backend = up->address;
-    c.entry->upstream = &up->stream;
-    struct upstream_guard {
-        connection& c;
-        ~upstream_guard() { c.entry->upstream = nullptr; }
-    } guard{c};
 
     // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
     // fresh connection, which is safe because nothing of this request reached it.
     std::optional<beast::http::serializer<true, buffer_body>> request_writer;
     request_writer.emplace(req);
-    up->stream.expires_after(cfg.timeouts.idle);
-    auto [hec, hn] = co_await beast::http::async_write_header(up->stream, *request_writer);
-    if (hec && up->reused) {
-        auto fresh = co_await c.w.pool().connect(route.to);
-        if (!fresh.connection) {
-            plan.detail = fresh.detail;
-            co_await answer_error(c, plan, fresh.error, json, rec, fresh.tried);
-            co_return false;
-        }
-        up = std::move(fresh.connection);
-        c.entry->upstream = &up->stream;
-        request_writer.emplace(req);
-        up->stream.expires_after(cfg.timeouts.idle);
-        auto [retry_ec, retry_n] =
-            co_await beast::http::async_write_header(up->stream, *request_writer);
-        hec = retry_ec;
+    tcp_of(io).expires_after(cfg.timeouts.idle);
+    auto [hec, hn] = co_await beast::http::async_write_header(io, *request_writer);
+    if (hec && up.reused) {
+        // The backend closed this pooled connection meanwhile; nothing of the request
+        // reached it, so the caller retries on a fresh connection.
+        retry = true;
+        co_return false;
     }
     if (hec) {
         plan.detail = hec.message();
@@ -514,8 +497,8 @@ task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
     if (has_body || req.chunked()) {
         std::uint64_t sent = 0;
         bool read_failed = false;
-        c.stream.expires_after(cfg.timeouts.idle);
-        auto bec = co_await relay_body(c.stream, c.buffer, parser, up->stream, *request_writer,
+        tcp_of(c.stream).expires_after(cfg.timeouts.idle);
+        auto bec = co_await relay_body(c.stream, c.buffer, parser, io, *request_writer,
                                        cfg.limits.body_bytes, cfg.timeouts.idle, sent,
                                        read_failed);
         if (bec == errc::body_too_large) {
@@ -545,11 +528,11 @@ task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
             response->skip(true);
         }
         if (cfg.timeouts.upstream.count() > 0) {
-            up->stream.expires_after(cfg.timeouts.upstream);
+            tcp_of(io).expires_after(cfg.timeouts.upstream);
         } else {
-            up->stream.expires_never();
+            tcp_of(io).expires_never();
         }
-        auto [rhec, rhn] = co_await beast::http::async_read_header(up->stream, up->buffer,
+        auto [rhec, rhn] = co_await beast::http::async_read_header(io, up.buffer,
                                                                   *response);
         if (rhec) {
             const auto why = classify_upstream_failure(rhec);
@@ -577,15 +560,15 @@ task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
         http::prepare_downstream_response(res.base(), true, rules_of(route.response_headers));
         res.version(11);
         beast::http::serializer<false, buffer_body> head_writer{res};
-        c.stream.expires_after(cfg.timeouts.idle);
+        tcp_of(c.stream).expires_after(cfg.timeouts.idle);
         auto [wec, wn] = co_await beast::http::async_write_header(c.stream, head_writer);
         rec.status = 101;
         if (wec) {
-            write_access_log(c, rec);
+            write_access_log(c.info, rec);
             co_return false;
         }
-        write_access_log(c, rec);
-        rec.bytes = co_await run_tunnel(c, *up);
+        write_access_log(c.info, rec);
+        rec.bytes = co_await run_tunnel(c, up, io);
         co_return false;
     }
 
@@ -607,50 +590,160 @@ task<bool> forward(connection& c, request_parser& parser, request_plan& plan,
     rec.status = res.result_int();
 
     beast::http::serializer<false, buffer_body> response_writer{res};
-    c.stream.expires_after(cfg.timeouts.idle);
+    tcp_of(c.stream).expires_after(cfg.timeouts.idle);
     auto [wec, wn] = co_await beast::http::async_write_header(c.stream, response_writer);
     if (wec) {
-        write_access_log(c, rec);
+        write_access_log(c.info, rec);
         co_return false;
     }
     if (response->is_done()) {
         // No body (HEAD, 204, 304, Content-Length: 0): the head was the whole message.
-        write_access_log(c, rec);
-        if (response->keep_alive() && request_complete && up->buffer.size() == 0) {
-            c.entry->upstream = nullptr;
-            c.w.pool().release(route.to, std::move(up));
+        write_access_log(c.info, rec);
+        if (response->keep_alive() && request_complete && up.buffer.size() == 0) {
+            c.info.entry->upstream = nullptr;
+            release = true;
         }
         co_return keep_alive;
     }
-    up->stream.expires_never();
+    tcp_of(io).expires_never();
     bool read_failed = false;
-    auto rbec = co_await relay_body(up->stream, up->buffer, *response, c.stream, response_writer,
+    auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer,
                                     0, cfg.timeouts.idle, rec.bytes, read_failed);
-    write_access_log(c, rec);
+    write_access_log(c.info, rec);
     if (rbec) {
         // Mid-response failure: the head is gone, so the only honest signal left is to close
         // without completing the framing.
         if (read_failed) {
-            PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.id},
+            PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.info.id},
                         {"backend", route.to.text}, {"error", rbec.message()});
         }
         co_return false;
     }
-    if (response->keep_alive() && request_complete && up->buffer.size() == 0) {
-        c.entry->upstream = nullptr;
-        c.w.pool().release(route.to, std::move(up));
+    if (response->keep_alive() && request_complete && up.buffer.size() == 0) {
+        release = true;
     }
     co_return keep_alive;
 }
 
+template <typename Stream>
+task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& plan,
+                   exchange_record& rec, bool json)
+{
+    const auto& state = c.w.state();
+    const auto& cfg = state->cfg;
+    const auto& route = *plan.route;
+    auto& req = parser.get();
+    rec.route = route.name();
+    rec.backend = route.to.text;
+
+    if (cfg.limits.body_bytes != 0 && parser.content_length() &&
+        *parser.content_length() > cfg.limits.body_bytes) {
+        co_await answer_error(c, plan, errc::body_too_large, json, rec);
+        co_return false;
+    }
+
+    request_traits traits;
+    traits.keep_alive = parser.keep_alive();
+    traits.upgrade = http::is_tunnel_upgrade(req.base());
+    traits.expects_continue = beast::iequals(req[beast::http::field::expect], "100-continue");
+    const bool has_body = !parser.is_done();
+
+    http::forward_facts facts;
+    facts.client_ip = c.info.client_ip;
+    facts.client_tls = c.info.tls;
+    facts.original_host = plan.host;
+    facts.upstream_host = plan.upstream_host;
+    facts.target = plan.upstream_target;
+    facts.upgrade = traits.upgrade;
+    http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
+    if (traits.expects_continue) {
+        // portico answers 100 Continue itself (below) and streams the body; the backend
+        // then sees an ordinary request.
+        req.erase(beast::http::field::expect);
+    }
+    if (parser.chunked()) {
+        req.chunked(true);
+    } else if (!has_body && req.count(beast::http::field::content_length) == 0) {
+        req.chunked(false);
+    }
+
+    if (parser.chunked() &&
+        !http::is_chunked_prefix_valid(std::string_view(
+            static_cast<const char*>(c.buffer.data().data()), c.buffer.size()))) {
+        plan.detail = "malformed chunked body";
+        co_await answer_error(c, plan, errc::bad_request, json, rec);
+        co_return false;
+    }
+
+    auto acquired = co_await c.w.pool().acquire(route.to, route.insecure_skip_verify);
+    if (!acquired.connection) {
+        plan.detail = acquired.detail;
+        co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
+        co_return false;
+    }
+    auto up = std::move(acquired.connection);
+    struct upstream_guard {
+        client_info& info;
+        ~upstream_guard() { info.entry->upstream = nullptr; }
+    } guard{c.info};
+    for (int attempt = 0;; ++attempt) {
+        rec.backend = up->address;
+        c.info.entry->upstream = &up->stream;
+        bool retry = false;
+        bool release = false;
+        bool again = false;
+        if (up->tls) {
+            again = co_await exchange(c, parser, plan, rec, json, traits, *up, *up->tls, retry, release);
+        } else {
+            again = co_await exchange(c, parser, plan, rec, json, traits, *up, up->stream, retry, release);
+        }
+        if (retry && attempt == 0) {
+            auto fresh = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+            if (!fresh.connection) {
+                plan.detail = fresh.detail;
+                co_await answer_error(c, plan, fresh.error, json, rec, fresh.tried);
+                co_return false;
+            }
+            up = std::move(fresh.connection);
+            continue;
+        }
+        if (release) {
+            c.info.entry->upstream = nullptr;
+            c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
+        }
+        co_return again;
+    }
+}
+
+/// Answers a plain-HTTP request for a `redirect_https` route with 308 to the https URL.
+template <typename Stream>
+task<bool> redirect_to_https(connection<Stream>& c, const request_plan& plan,
+                             exchange_record& rec, bool keep_alive)
+{
+    const auto host = uri::normalize_host(plan.host).value_or("localhost");
+    const auto& port = c.w.https_port().empty() ? c.info.local_port : c.w.https_port();
+    const bool is_v6 = host.find(':') != std::string::npos;
+    const auto location =
+        fmt::format("https://{}{}{}{}{}", is_v6 ? "[" : "", host, is_v6 ? "]" : "",
+                    port == "443" ? "" : ":" + port,
+                    rec.target.starts_with("/") ? rec.target : "/");
+    auto res = http::make_redirect_response(location, rec.version, keep_alive);
+    rec.status = res.result_int();
+    rec.bytes = res.body().size();
+    const auto ec = co_await send_response(c, res);
+    write_access_log(c.info, rec);
+    co_return !ec && keep_alive;
+}
+
 /// Reads, checks and serves one request; returns whether to read another.
-task<bool> serve_request(connection& c, bool first_request)
+template <typename Stream>
+task<bool> serve_request(connection<Stream>& c, bool first_request)
 {
     auto head = co_await read_head(c, first_request);
     if (head.what == head_result::kind::closed) {
         co_return false;
     }
-    c.entry->idle = false;
+    c.info.entry->idle = false;
     exchange_record rec;
     request_plan plan;
     if (head.what == head_result::kind::failed) {
@@ -703,6 +796,14 @@ task<bool> serve_request(connection& c, bool first_request)
         co_return false;
     }
 
+    if (c.info.tls_required) {
+        plan.host = rec.host;
+        plan.detail = fmt::format("use https://{}{}", rec.host.empty() ? "localhost" : rec.host,
+                                  rec.target.starts_with("/") ? rec.target : "/");
+        co_await answer_error(c, plan, errc::tls_required, json, rec);
+        co_return false;
+    }
+
     request_facts facts;
     facts.target = rec.target;
     facts.host = rec.host;
@@ -713,37 +814,142 @@ task<bool> serve_request(connection& c, bool first_request)
         co_await answer_error(c, plan, *plan.error, json, rec);
         co_return false;
     }
+    if (plan.route->redirect_https && !c.info.tls) {
+        co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
+    }
     const bool again = co_await forward(c, parser, plan, rec, json);
-    c.entry->idle = true;
+    c.info.entry->idle = true;
     co_return again && !c.w.is_draining();
+}
+
+
+/// Serves requests on one connection (plain or TLS) until it should close.
+template <typename Stream>
+task<void> serve_requests(connection<Stream> c)
+{
+    bool first = true;
+    for (;;) {
+        const bool again = co_await serve_request(c, first);
+        first = false;
+        if (!again || c.w.is_draining()) {
+            co_return;
+        }
+    }
+}
+
+/// What the first bytes of a connection say it is.
+enum class opening { plain, tls, closed };
+
+/**
+ * Reads the first bytes: a TLS handshake record or anything else (plain HTTP). For TLS,
+ * reads on until the ClientHello is complete so that passthrough can route by SNI. Bounded
+ * by `timeouts.header`: a client that connects and sends nothing is closed.
+ */
+task<std::pair<opening, tls::hello_result>> read_opening(client_info& info, tcp_stream& tcp,
+                                                         beast::flat_buffer& buffer)
+{
+    const auto& cfg = info.w.state()->cfg;
+    tcp.expires_after(cfg.timeouts.header);
+    tls::hello_result hello;
+    for (;;) {
+        auto [ec, n] = co_await tcp.async_read_some(buffer.prepare(head_read_size));
+        if (ec) {
+            co_return std::pair{opening::closed, hello};
+        }
+        buffer.commit(n);
+        const auto* first = static_cast<const unsigned char*>(buffer.data().data());
+        if (!tls::is_tls_record_start(first[0])) {
+            co_return std::pair{opening::plain, hello};
+        }
+        hello = tls::parse_client_hello(
+            std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
+        if (hello.status != tls::hello_status::incomplete) {
+            co_return std::pair{opening::tls, hello};
+        }
+    }
+}
+
+/// Relays a TLS stream untouched to a passthrough route's backend.
+task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& buffer,
+                        const config::route& route)
+{
+    auto acquired = co_await info.w.pool().connect(route.to);
+    if (!acquired.connection) {
+        PORTICO_LOG(log::level::warn, "passthrough_refused", {"conn", info.id},
+                    {"route", route.host}, {"backend", route.to.text},
+                    {"error", acquired.detail});
+        co_return;
+    }
+    auto& up = *acquired.connection;
+    info.entry->upstream = &up.stream;
+    tcp.expires_never();
+    std::uint64_t to_client = 0;
+    std::uint64_t to_backend = 0;
+    if (!co_await flush_buffered(buffer, up.stream)) {
+        co_await (pump(tcp, up.stream, to_backend) && pump(up.stream, tcp, to_client));
+    }
+    info.entry->upstream = nullptr;
+    PORTICO_LOG(log::level::info, "passthrough_closed", {"conn", info.id}, {"client", info.client},
+                {"route", route.host}, {"backend", up.address}, {"bytes_in", to_backend},
+                {"bytes_out", to_client});
 }
 
 } // namespace
 
-task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id)
+task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, config::tls_mode mode)
 {
     boost::system::error_code ec;
     socket.set_option(tcp::no_delay(true), ec);
     const auto remote = socket.remote_endpoint(ec);
     const auto local = socket.local_endpoint(ec);
-    connection c(w, std::move(socket), id);
-    c.client = endpoint_text(remote);
-    c.client_ip = endpoint_ip(remote);
-    c.local_port = std::to_string(local.port());
-    c.entry = w.register_connection(c.stream);
-    c.entry->id = id;
-    registration guard{c};
-    PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", c.client});
+    client_info info{w,     id,    endpoint_text(remote), endpoint_ip(remote),
+                     std::to_string(local.port()), false, false, {}};
+    tcp_stream tcp(std::move(socket));
+    beast::flat_buffer buffer;
+    info.entry = w.register_connection(tcp);
+    info.entry->id = id;
+    registration guard{info};
+    PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", info.client});
 
-    bool first = true;
-    while (!w.is_draining() || !first) {
-        const bool again = co_await serve_request(c, first);
-        first = false;
-        if (!again || w.is_draining()) {
-            break;
+    auto [kind, hello] = co_await read_opening(info, tcp, buffer);
+    if (kind == opening::closed) {
+        co_return;
+    }
+    if (kind == opening::plain) {
+        info.tls_required = mode == config::tls_mode::only;
+        co_await serve_requests(connection<tcp_stream>{info, tcp, buffer, w});
+        co_return;
+    }
+    if (mode == config::tls_mode::off) {
+        PORTICO_LOG(log::level::debug, "tls_on_plain_listener", {"conn", id});
+        co_return;
+    }
+    if (hello.status == tls::hello_status::malformed) {
+        PORTICO_LOG(log::level::warn, "malformed_client_hello", {"conn", id},
+                    {"client", info.client});
+        co_return;
+    }
+    if (!hello.server_name.empty()) {
+        if (const auto* route = w.state()->table.match_passthrough(hello.server_name)) {
+            co_await pass_through(info, tcp, buffer, *route);
+            co_return;
         }
     }
-    PORTICO_LOG(log::level::debug, "connection_close", {"conn", id});
+
+    info.tls = true;
+    ssl::stream<tcp_stream&> tls_stream(tcp, w.certificates().server_context());
+    tcp.expires_after(w.state()->cfg.timeouts.header);
+    auto [hec, used] = co_await tls_stream.async_handshake(ssl::stream_base::server, buffer.data());
+    if (hec) {
+        PORTICO_LOG(log::level::debug, "tls_handshake_failed", {"conn", id},
+                    {"client", info.client}, {"sni", hello.server_name}, {"error", hec.message()});
+        co_return;
+    }
+    buffer.consume(used);
+    co_await serve_requests(connection<ssl::stream<tcp_stream&>>{info, tls_stream, buffer, w});
+    // close_notify, bounded: a client that already left must not hold the coroutine.
+    tcp.expires_after(lingering_close_time);
+    co_await tls_stream.async_shutdown();
 }
 
 } // namespace portico::proxy

@@ -50,16 +50,18 @@ struct server::impl {
     explicit impl(config::config cfg)
         : state(std::make_shared<const serving_state>(std::move(cfg)))
     {
-        unsigned n = state->cfg.workers;
-        if (n == 0) {
-            n = std::max(1U, std::thread::hardware_concurrency());
+        worker_count = state->cfg.workers;
+        if (worker_count == 0) {
+            worker_count = std::max(1U, std::thread::hardware_concurrency());
         }
-        for (unsigned i = 0; i < n; ++i) {
+        for (unsigned i = 0; i < worker_count; ++i) {
             workers.push_back(std::make_unique<worker>(i, state));
         }
     }
 
     std::shared_ptr<const serving_state> state;
+    unsigned worker_count = 1;
+    std::unique_ptr<tls::certificate_manager> certificates;
     std::vector<std::unique_ptr<worker>> workers;
     std::vector<tcp::endpoint> bound;
     std::vector<config::tls_mode> bound_modes;
@@ -72,10 +74,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>(std::move(cfg)
 
 server::~server() = default;
 
-unsigned server::worker_count() const noexcept
-{
-    return static_cast<unsigned>(impl_->workers.size());
-}
+unsigned server::worker_count() const noexcept { return impl_->worker_count; }
 
 std::vector<tcp::endpoint> server::endpoints() const { return impl_->bound; }
 
@@ -132,10 +131,36 @@ bind_result server::bind()
                     return result;
                 }
                 ep = acceptor.local_endpoint();
-                w->add_acceptor(std::move(acceptor));
+                w->add_acceptor(std::move(acceptor), l.tls);
             }
             impl_->bound.push_back(ep);
             impl_->bound_modes.push_back(l.tls);
+        }
+    }
+    // Certificates come after the sockets: a port conflict is reported before the CA in
+    // ca_dir is created or read.
+    std::string tls_error;
+    auto state = impl_->state;
+    impl_->certificates = tls::certificate_manager::create(
+        state->cfg.tls,
+        [state](std::string_view name) { return state->table.is_served_name(name); },
+        tls_error);
+    if (!impl_->certificates) {
+        result.error = boost::system::error_code(EIO, boost::system::system_category());
+        result.message = tls_error;
+        return result;
+    }
+    for (auto& w : impl_->workers) {
+        w->set_certificates(*impl_->certificates);
+    }
+
+    // redirect_https goes to a `tls: only` listener's port when there is one.
+    for (std::size_t i = 0; i < impl_->bound.size(); ++i) {
+        if (impl_->bound_modes[i] == config::tls_mode::only) {
+            for (auto& w : impl_->workers) {
+                w->set_https_port(std::to_string(impl_->bound[i].port()));
+            }
+            break;
         }
     }
     return result;

@@ -1,5 +1,7 @@
 #include "proxy/upstream_pool.hpp"
 
+#include "portico/tls/client.hpp"
+
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <fmt/format.h>
@@ -48,7 +50,7 @@ upstream_pool::upstream_pool(executor ex, const config::timeouts& timeouts)
 {
 }
 
-const std::string& upstream_pool::key_of(const config::backend& b)
+const std::string& upstream_pool::key_of(const config::backend& b, bool skip_verify)
 {
     // Reuse one string so that a lookup does not allocate once the key has been seen.
     key_scratch_.clear();
@@ -60,14 +62,17 @@ const std::string& upstream_pool::key_of(const config::backend& b)
         key_scratch_ += b.host;
         key_scratch_ += ':';
         key_scratch_ += std::to_string(b.port);
+        if (skip_verify) {
+            key_scratch_ += "#unverified";
+        }
     }
     return key_scratch_;
 }
 
-task<acquire_result> upstream_pool::acquire(const config::backend& b)
+task<acquire_result> upstream_pool::acquire(const config::backend& b, bool skip_verify)
 {
     const auto now = std::chrono::steady_clock::now();
-    if (auto it = idle_.find(key_of(b)); it != idle_.end()) {
+    if (auto it = idle_.find(key_of(b, skip_verify)); it != idle_.end()) {
         auto& list = it->second;
         while (!list.empty()) {
             auto c = std::move(list.back());
@@ -80,11 +85,40 @@ task<acquire_result> upstream_pool::acquire(const config::backend& b)
             }
         }
     }
-    auto fresh = co_await connect(b);
+    auto fresh = co_await connect(b, skip_verify);
     co_return fresh;
 }
 
-task<acquire_result> upstream_pool::connect(const config::backend& b)
+task<acquire_result> upstream_pool::connect(const config::backend& b, bool skip_verify)
+{
+    auto r = co_await connect_socket(b);
+    if (r.connection && b.scheme == config::backend_scheme::https) {
+        co_await start_tls(r, b, skip_verify);
+    }
+    co_return r;
+}
+
+task<void> upstream_pool::start_tls(acquire_result& r, const config::backend& b, bool skip_verify)
+{
+    auto& c = *r.connection;
+    c.tls = std::make_unique<ssl::stream<upstream_stream&>>(
+        c.stream, certificates_->client_context(!skip_verify));
+    tls::prepare_client(c.tls->native_handle(), b.host, !skip_verify);
+    c.stream.expires_after(timeouts_.connect);
+    auto [ec] = co_await c.tls->async_handshake(ssl::stream_base::client);
+    c.stream.expires_never();
+    if (!ec) {
+        co_return;
+    }
+    r.error = ec == beast::error::timeout ? errc::upstream_connect_timeout : errc::upstream_tls;
+    r.detail = tls::verify_failure(c.tls->native_handle());
+    if (r.detail.empty()) {
+        r.detail = ec.message();
+    }
+    r.connection.reset();
+}
+
+task<acquire_result> upstream_pool::connect_socket(const config::backend& b)
 {
     if (b.scheme != config::backend_scheme::unix_socket) {
         auto r = co_await connect_tcp(b);
@@ -168,9 +202,10 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
     co_return result;
 }
 
-void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_connection> c)
+void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_connection> c,
+                            bool skip_verify)
 {
-    auto& list = idle_[key_of(b)];
+    auto& list = idle_[key_of(b, skip_verify)];
     if (list.size() >= max_idle_per_backend) {
         return;
     }

@@ -4,6 +4,9 @@
 
 #include "portico/config/config.hpp"
 #include "portico/core/error.hpp"
+#include "portico/tls/certificates.hpp"
+
+#include <boost/asio/ssl/stream.hpp>
 
 #include <chrono>
 #include <memory>
@@ -18,6 +21,7 @@ struct upstream_connection {
     explicit upstream_connection(const executor& ex) : stream(ex) {}
 
     upstream_stream stream;
+    std::unique_ptr<ssl::stream<upstream_stream&>> tls; ///< set for https backends
     beast::flat_buffer buffer;
     std::string address; ///< the address connected to, e.g. "127.0.0.1:5173"
     bool reused = false; ///< taken from the pool rather than freshly connected
@@ -42,21 +46,32 @@ public:
     /// A pool whose connections run on `ex`.
     upstream_pool(executor ex, const config::timeouts& timeouts);
 
-    /// Returns a pooled connection to `b` or connects a new one within `timeouts.connect`.
-    task<acquire_result> acquire(const config::backend& b);
+    /**
+     * Returns a pooled connection to `b` or connects a new one within `timeouts.connect`
+     * (TLS handshake included for https backends, verified unless `skip_verify`).
+     */
+    task<acquire_result> acquire(const config::backend& b, bool skip_verify = false);
 
     /// Connects a new connection to `b`, bypassing the pool.
-    task<acquire_result> connect(const config::backend& b);
+    task<acquire_result> connect(const config::backend& b, bool skip_verify = false);
+
+    /// The client TLS contexts for https backends (set before the first https exchange).
+    void set_certificates(tls::certificate_manager& c) noexcept { certificates_ = &c; }
 
     /// Returns a connection whose last exchange completed cleanly, for reuse.
-    void release(const config::backend& b, std::unique_ptr<upstream_connection> c);
+    void release(const config::backend& b, std::unique_ptr<upstream_connection> c,
+                 bool skip_verify = false);
 
     /// Closes every idle connection (shutdown).
     void clear();
 
 private:
+    task<acquire_result> connect_socket(const config::backend& b);
     task<acquire_result> connect_tcp(const config::backend& b);
-    const std::string& key_of(const config::backend& b);
+    task<void> start_tls(acquire_result& r, const config::backend& b, bool skip_verify);
+    const std::string& key_of(const config::backend& b, bool skip_verify = false);
+
+    tls::certificate_manager* certificates_ = nullptr;
 
     executor executor_;
     config::timeouts timeouts_;

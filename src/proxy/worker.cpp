@@ -16,19 +16,22 @@ worker::worker(unsigned index, std::shared_ptr<const serving_state> state)
 {
 }
 
-void worker::add_acceptor(tcp_acceptor acceptor) { acceptors_.push_back(std::move(acceptor)); }
+void worker::add_acceptor(tcp_acceptor acceptor, config::tls_mode mode)
+{
+    acceptors_.push_back(listening{std::move(acceptor), mode});
+}
 
 void worker::start()
 {
-    for (auto& acceptor : acceptors_) {
-        net::co_spawn(context_, accept_loop(acceptor), net::detached);
+    for (auto& l : acceptors_) {
+        net::co_spawn(context_, accept_loop(l), net::detached);
     }
 }
 
-task<void> worker::accept_loop(tcp_acceptor& acceptor)
+task<void> worker::accept_loop(listening& l)
 {
     while (!draining_) {
-        auto [ec, socket] = co_await acceptor.async_accept();
+        auto [ec, socket] = co_await l.acceptor.async_accept();
         if (ec) {
             if (ec == net::error::operation_aborted || draining_) {
                 co_return;
@@ -39,7 +42,7 @@ task<void> worker::accept_loop(tcp_acceptor& acceptor)
             continue;
         }
         const std::uint64_t id = (std::uint64_t{index_} << 48) | next_connection_id_++;
-        net::co_spawn(context_, serve_connection(*this, std::move(socket), id),
+        net::co_spawn(context_, serve_connection(*this, std::move(socket), id, l.mode),
                       [id](std::exception_ptr e) {
                           if (!e) {
                               return;
@@ -74,9 +77,9 @@ void worker::begin_shutdown()
         return;
     }
     draining_ = true;
-    for (auto& acceptor : acceptors_) {
+    for (auto& l : acceptors_) {
         boost::system::error_code ec;
-        acceptor.close(ec);
+        l.acceptor.close(ec);
     }
     pool_.clear();
     for (auto& c : connections_) {

@@ -5,6 +5,7 @@
 
 #include "portico/config/config.hpp"
 #include "portico/routing/route_table.hpp"
+#include "portico/tls/certificates.hpp"
 
 #include <cstdint>
 #include <list>
@@ -46,11 +47,27 @@ public:
     /// The configuration and routes new requests use.
     const std::shared_ptr<const serving_state>& state() const noexcept { return state_; }
 
+    /// Certificates for TLS listeners (shared by all workers; thread-safe).
+    tls::certificate_manager& certificates() noexcept { return *certificates_; }
+
+    /// The port plain-HTTP requests are redirected to for https ("" = their own port).
+    const std::string& https_port() const noexcept { return https_port_; }
+
     /// The pool of backend connections.
     upstream_pool& pool() noexcept { return pool_; }
 
     /// Adds an acceptor bound by the server; accepting starts with `start()`.
-    void add_acceptor(tcp_acceptor acceptor);
+    void add_acceptor(tcp_acceptor acceptor, config::tls_mode mode);
+
+    /// Sets the certificates TLS listeners use (after binding, before `start()`).
+    void set_certificates(tls::certificate_manager& c) noexcept
+    {
+        certificates_ = &c;
+        pool_.set_certificates(c);
+    }
+
+    /// Sets where plain-HTTP requests of `redirect_https` routes go (after binding).
+    void set_https_port(std::string port) { https_port_ = std::move(port); }
 
     /// Starts accepting on every acceptor.
     void start();
@@ -70,14 +87,21 @@ public:
     unsigned index() const noexcept { return index_; }
 
 private:
-    task<void> accept_loop(tcp_acceptor& acceptor);
+    struct listening {
+        tcp_acceptor acceptor;
+        config::tls_mode mode;
+    };
+
+    task<void> accept_loop(listening& l);
     task<void> shutdown_deadline();
 
     unsigned index_;
     net::io_context context_{1};
     std::shared_ptr<const serving_state> state_;
     upstream_pool pool_;
-    std::list<tcp_acceptor> acceptors_;
+    tls::certificate_manager* certificates_ = nullptr;
+    std::string https_port_;
+    std::list<listening> acceptors_;
     std::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
@@ -85,6 +109,6 @@ private:
 };
 
 /// Serves one accepted client connection until it closes.
-task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id);
+task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, config::tls_mode mode);
 
 } // namespace portico::proxy

@@ -150,3 +150,27 @@ bool wait_until(const std::function<bool()>& predicate,
                 std::chrono::milliseconds limit = std::chrono::seconds(5));
 
 } // namespace portico::test
+
+namespace portico::test {
+
+/// A TLS backend on 127.0.0.1 serving one certificate; answers every request with
+/// "tls-backend GET /path" and keeps the connection alive.
+class tls_origin {
+public:
+    tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key);
+    ~tls_origin();
+    unsigned short port() const noexcept { return port_; }
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+    unsigned short port_ = 0;
+};
+
+/// Makes a self-signed ECDSA certificate for `dns_name` with `openssl req`; returns false
+/// (with output in `error`) on failure.
+bool make_self_signed(const std::filesystem::path& cert, const std::filesystem::path& key,
+                      const std::string& dns_name, const std::string& common_name,
+                      std::string& error);
+
+} // namespace portico::test

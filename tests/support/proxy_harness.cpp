@@ -12,6 +12,10 @@ proxy_harness::proxy_harness(const std::string& yaml)
     if (text.find("listen:") == std::string::npos) {
         text = "listen: [127.0.0.1:0]\n" + text;
     }
+    // Each test gets its own CA, never the user's.
+    if (text.find("tls:") == std::string::npos) {
+        text = "tls: { ca_dir: " + (dir_.path() / "ca").string() + " }\n" + text;
+    }
     auto loaded = config::parse(text, dir_.path() / "portico.yaml");
     if (!loaded.ok()) {
         std::string all;

@@ -41,6 +41,10 @@ struct error_details {
  */
 string_response make_error_response(const error_details& details, bool json, unsigned version);
 
+/// A 308 Permanent Redirect to `location` (the method and body are kept by the client).
+string_response make_redirect_response(std::string_view location, unsigned version,
+                                       bool keep_alive);
+
 /// The one-sentence message for a condition, as the JSON `message` field carries it.
 std::string error_message(const error_details& details);
 

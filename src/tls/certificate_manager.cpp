@@ -1,0 +1,453 @@
+#include "portico/tls/certificates.hpp"
+
+#include "portico/core/log.hpp"
+#include "tls/files.hpp"
+#include "tls/openssl.hpp"
+
+#include <openssl/err.h>
+
+#include <fmt/format.h>
+
+#include <boost/system/system_error.hpp>
+
+#include <unordered_map>
+#include <utility>
+
+namespace portico::tls {
+namespace {
+
+/// Served when the client sends no SNI (and always served: SPEC.md, "TLS").
+constexpr std::string_view default_name = "localhost";
+
+/// TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AEAD ciphers only, so no CBC
+/// (Lucky 13, POODLE-style padding oracles) and no static RSA key exchange (ROBOT). AES-GCM
+/// first because it is hardware-accelerated on every machine a developer uses. TLS 1.3
+/// keeps OpenSSL's default suites, which are all AEAD.
+constexpr const char* tls12_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                      "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+constexpr const char* key_exchange_groups = "X25519:P-256:P-384";
+
+/// ALPN protocols offered, in the wire format of RFC 7301 §3.1 (length-prefixed).
+constexpr unsigned char alpn_protocols[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+/// Distinguishes portico's sessions in OpenSSL's server session cache.
+constexpr unsigned char session_id_context[] = {'p', 'o', 'r', 't', 'i', 'c', 'o'};
+
+constexpr unsigned leaf_key_mode = 0600;
+constexpr unsigned leaf_cert_mode = 0644;
+
+/// A file name for a leaf of `name`. Names are DNS names or IP literals already; anything else
+/// (':' in IPv6, a leading dot) becomes '_', so a name can never leave `leaves/`. Two names
+/// mapping to one file is harmless: a loaded leaf must cover the name or it is re-issued.
+std::string file_stem(std::string_view name)
+{
+    std::string stem(name);
+    for (std::size_t i = 0; i < stem.size(); ++i) {
+        const char c = stem[i];
+        const bool plain = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                           c == '_' || (c == '.' && i > 0);
+        if (!plain) {
+            stem[i] = '_';
+        }
+    }
+    return stem;
+}
+
+/// True when `leaf` names `name` in its subjectAltName (as a DNS name or an IP address).
+bool covers(X509* leaf, const std::string& name)
+{
+    const int ok = parse_ip_literal(name).empty()
+                       ? X509_check_host(leaf, name.data(), name.size(), 0, nullptr)
+                       : X509_check_ip_asc(leaf, name.c_str(), 0);
+    return ok == 1;
+}
+
+/// The SNI name of a handshake, normalised; "" when the client sent none.
+std::string sni_of(const SSL* ssl)
+{
+    const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    return sni == nullptr ? std::string() : normalize_server_name(sni);
+}
+
+} // namespace
+
+struct certificate_manager::impl {
+    /// One cached leaf. Its own mutex serialises the handshakes that race for a new name, so
+    /// the name gets one certificate, while other names proceed.
+    struct cache_slot {
+        std::mutex mutex;
+        std::shared_ptr<const certified_key> key; ///< guarded by `mutex`
+    };
+
+    std::unique_ptr<certificate_authority> ca;
+    x509_ptr ca_cert; ///< parsed once, to check leaves read back from disk
+    issuance_policy policy;
+    std::filesystem::path leaves_dir;
+
+    using key_map = std::unordered_map<std::string, std::shared_ptr<const certified_key>>;
+    key_map user_exact;    ///< user certificates by exact host
+    key_map user_wildcard; ///< user certificates for `*.suffix`, by suffix
+
+    std::mutex filter_mutex;
+    std::shared_ptr<const name_filter> filter; ///< guarded by `filter_mutex`
+
+    std::mutex cache_mutex;
+    /// Issued leaves by exact name; guarded by `cache_mutex` (the slots by their own).
+    std::unordered_map<std::string, std::shared_ptr<cache_slot>> cache;
+
+    std::atomic<std::uint64_t> issued{0};
+
+    ssl::context server{ssl::context::tls_server};
+    ssl::context client_verified{ssl::context::tls_client};
+    ssl::context client_unverified{ssl::context::tls_client};
+
+    /// The user certificate for `name`: an exact host, or `*.suffix` one label above it
+    /// (a wildcard covers a single label, RFC 6125 §6.4.3).
+    std::shared_ptr<const certified_key> user_certificate(const std::string& name) const
+    {
+        if (const auto it = user_exact.find(name); it != user_exact.end()) {
+            return it->second;
+        }
+        const auto dot = name.find('.');
+        if (dot != std::string::npos) {
+            if (const auto it = user_wildcard.find(name.substr(dot + 1));
+                it != user_wildcard.end()) {
+                return it->second;
+            }
+        }
+        return nullptr;
+    }
+
+    /// Whether a handshake naming `name` is answered at all.
+    bool is_served(const std::string& name)
+    {
+        if (name == default_name || user_certificate(name)) {
+            return true;
+        }
+        std::shared_ptr<const name_filter> current;
+        {
+            const std::lock_guard lock(filter_mutex);
+            current = filter;
+        }
+        // Outside the CA's name constraints an issued leaf would not verify anywhere, so such
+        // a name is not served unless the user provides a certificate for it.
+        return current && *current && (*current)(name) && ca->permits(name);
+    }
+
+    bool is_fresh(const certified_key& key) const
+    {
+        return key.not_after - std::chrono::system_clock::now() > policy.renew_before;
+    }
+
+    /**
+     * The leaf for `name`: from memory, else from `leaves/`, else newly issued. A leaf that
+     * comes within `renew_before` of expiry is replaced, also in memory, so that a process
+     * running for months keeps valid certificates.
+     *
+     * Runs inside the handshake on an I/O thread. Issuing costs about a millisecond of CPU
+     * (one P-256 key generation and one signature) and two small file writes, once per name
+     * per `validity - renew_before`; a background issuer would add a queue and a thread for
+     * a cost paid a handful of times per run. Cache hits take two short locks.
+     */
+    std::shared_ptr<const certified_key> leaf_for(const std::string& name)
+    {
+        std::shared_ptr<cache_slot> slot;
+        {
+            const std::lock_guard lock(cache_mutex);
+            auto& entry = cache[name];
+            if (!entry) {
+                entry = std::make_shared<cache_slot>();
+            }
+            slot = entry;
+        }
+        const std::lock_guard lock(slot->mutex);
+        if (slot->key && is_fresh(*slot->key)) {
+            return slot->key;
+        }
+        const auto cert_path = leaves_dir / (file_stem(name) + ".pem");
+        const auto key_path = leaves_dir / (file_stem(name) + "-key.pem");
+        std::string reason = slot->key ? "renewal" : "new";
+        if (!slot->key) {
+            std::string why;
+            if (auto loaded = load_leaf(name, cert_path, key_path, why)) {
+                slot->key = std::move(loaded);
+                return slot->key;
+            }
+            if (!why.empty()) {
+                reason = why;
+            }
+        }
+        slot->key = issue_leaf(name, cert_path, key_path, reason);
+        return slot->key;
+    }
+
+    /**
+     * Reads a leaf written by an earlier run. It is used only if it parses, its key matches,
+     * this CA signed it, it covers `name` and it is not due for renewal; otherwise `why` says
+     * what is wrong ("" when there is no file) and the caller issues a new one.
+     */
+    std::shared_ptr<const certified_key> load_leaf(const std::string& name,
+                                                   const std::filesystem::path& cert_path,
+                                                   const std::filesystem::path& key_path,
+                                                   std::string& why)
+    {
+        std::error_code ec;
+        if (!std::filesystem::exists(cert_path, ec) && !std::filesystem::exists(key_path, ec)) {
+            return nullptr;
+        }
+        std::string error;
+        auto key = load_certified_key(cert_path, key_path, error);
+        if (!key) {
+            why = error;
+            return nullptr;
+        }
+        if (X509_check_issued(ca_cert.get(), key->leaf.get()) != X509_V_OK ||
+            X509_verify(key->leaf.get(), X509_get0_pubkey(ca_cert.get())) != 1) {
+            ERR_clear_error();
+            why = "not signed by the current CA";
+            return nullptr;
+        }
+        if (!covers(key->leaf.get(), name)) {
+            why = "does not name the host";
+            return nullptr;
+        }
+        if (!is_fresh(*key) || X509_cmp_current_time(X509_get0_notBefore(key->leaf.get())) >= 0) {
+            why = "due for renewal";
+            return nullptr;
+        }
+        // The CA is not sent: the client has it as a trust anchor, and RFC 8446 §4.4.2 lets
+        // the server omit it (saving half a kilobyte per full handshake).
+        key->chain.reset(check(sk_X509_new_null(), "sk_X509_new_null"));
+        return key;
+    }
+
+    std::shared_ptr<const certified_key> issue_leaf(const std::string& name,
+                                                    const std::filesystem::path& cert_path,
+                                                    const std::filesystem::path& key_path,
+                                                    const std::string& reason)
+    {
+        const auto leaf = ca->issue(name, policy);
+        std::string error;
+        auto key =
+            make_certified_key(leaf.certificate_pem, leaf.key_pem, name, name + " key", error);
+        if (!key) {
+            throw openssl_error(error);
+        }
+        key->chain.reset(check(sk_X509_new_null(), "sk_X509_new_null"));
+        issued.fetch_add(1, std::memory_order_relaxed);
+        PORTICO_LOG(log::level::info, "certificate_issued", {"host", name}, {"reason", reason});
+        // Key first, then the certificate: a crash in between leaves a pair that does not
+        // match, which the next run detects and replaces. A failed write is not fatal: the
+        // leaf still serves from memory and is issued again after a restart.
+        error = write_file_atomically(key_path, leaf.key_pem, leaf_key_mode);
+        if (error.empty()) {
+            error = write_file_atomically(cert_path, leaf.certificate_pem, leaf_cert_mode);
+        }
+        if (!error.empty()) {
+            PORTICO_LOG(log::level::warn, "certificate_not_saved", {"host", name},
+                        {"error", error});
+        }
+        return key;
+    }
+
+    /// SNI callback (RFC 6066 §3): refuses names that are not served with a fatal
+    /// `unrecognized_name` alert, before any certificate is chosen or issued.
+    static int on_server_name(SSL* ssl, int* alert, void* arg)
+    {
+        auto* self = static_cast<impl*>(arg);
+        const std::string name = sni_of(ssl);
+        if (name.empty()) {
+            return SSL_TLSEXT_ERR_OK; // no SNI: `default_name` is served
+        }
+        try {
+            if (self->is_served(name)) {
+                return SSL_TLSEXT_ERR_OK;
+            }
+            PORTICO_LOG(log::level::debug, "tls_name_refused", {"host", name});
+        } catch (const std::exception& e) {
+            PORTICO_LOG(log::level::error, "tls_name_filter_failed", {"host", name},
+                        {"error", e.what()});
+        }
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+
+    /// Certificate callback: installs the leaf for the SNI name (or `default_name`) on the
+    /// connection. Returning 0 aborts the handshake with an internal_error alert.
+    static int on_certificate(SSL* ssl, void* arg)
+    {
+        auto* self = static_cast<impl*>(arg);
+        std::string name = sni_of(ssl);
+        if (name.empty()) {
+            name = default_name;
+        }
+        try {
+            auto key = self->user_certificate(name);
+            if (!key) {
+                key = self->leaf_for(name);
+            }
+            if (SSL_use_cert_and_key(ssl, key->leaf.get(), key->key.get(), key->chain.get(), 1) !=
+                1) {
+                throw_openssl_error("SSL_use_cert_and_key");
+            }
+            return 1;
+        } catch (const std::exception& e) {
+            PORTICO_LOG(log::level::error, "certificate_failed", {"host", name},
+                        {"error", e.what()});
+        }
+        return 0;
+    }
+
+    /// ALPN (RFC 7301): `http/1.1` when the client offers it; otherwise no ALPN at all rather
+    /// than a failed handshake (RFC 7301 §3.2 allows the server to ignore the extension).
+    static int on_alpn(SSL*, const unsigned char** out, unsigned char* out_len,
+                       const unsigned char* in, unsigned int in_len, void*)
+    {
+        unsigned char* selected = nullptr;
+        if (SSL_select_next_proto(&selected, out_len, alpn_protocols, sizeof alpn_protocols, in,
+                                  in_len) != OPENSSL_NPN_NEGOTIATED) {
+            return SSL_TLSEXT_ERR_NOACK;
+        }
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+    }
+
+    void configure_server()
+    {
+        SSL_CTX* ctx = server.native_handle();
+        check(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), "min protocol");
+        check(SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION), "max protocol");
+        // No renegotiation (a DoS lever, and pointless for HTTP/1.1 here); no compression
+        // (CRIME); the server's cipher order, which puts the strongest suites first.
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                     SSL_OP_CIPHER_SERVER_PREFERENCE);
+        check(SSL_CTX_set_cipher_list(ctx, tls12_ciphers), "SSL_CTX_set_cipher_list");
+        check(SSL_CTX_set1_groups_list(ctx, key_exchange_groups), "SSL_CTX_set1_groups_list");
+        // Resumption both ways: the session cache for TLS 1.2 session IDs, tickets (on by
+        // default, key per context) for TLS 1.2 and 1.3. One context serves every worker.
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        check(SSL_CTX_set_session_id_context(ctx, session_id_context, sizeof session_id_context),
+              "SSL_CTX_set_session_id_context");
+        SSL_CTX_set_tlsext_servername_callback(ctx, &impl::on_server_name);
+        SSL_CTX_set_tlsext_servername_arg(ctx, this);
+        SSL_CTX_set_cert_cb(ctx, &impl::on_certificate, this);
+        SSL_CTX_set_alpn_select_cb(ctx, &impl::on_alpn, nullptr);
+    }
+
+    void configure_clients()
+    {
+        for (SSL_CTX* ctx : {client_verified.native_handle(), client_unverified.native_handle()}) {
+            check(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), "min protocol");
+        }
+        SSL_CTX* verified = client_verified.native_handle();
+        // A machine without a system store still verifies backends signed by the local CA.
+        if (SSL_CTX_set_default_verify_paths(verified) != 1) {
+            PORTICO_LOG(log::level::warn, "tls_system_store_unavailable",
+                        {"error", drain_openssl_errors()});
+        }
+        check(X509_STORE_add_cert(SSL_CTX_get_cert_store(verified), ca_cert.get()),
+              "X509_STORE_add_cert");
+        client_verified.set_verify_mode(ssl::verify_peer);
+        client_unverified.set_verify_mode(ssl::verify_none);
+    }
+
+    /// Loads `tls.certificates`; false with `error` naming the entry and file on failure.
+    bool load_user_certificates(const config::tls_settings& settings, std::string& error)
+    {
+        for (const auto& entry : settings.certificates) {
+            std::shared_ptr<const certified_key> key =
+                load_certified_key(entry.cert, entry.key, error);
+            if (!key) {
+                if (!entry.where.file.empty()) {
+                    error = config::diagnostic{entry.where, error}.to_string();
+                }
+                return false;
+            }
+            for (const auto& host : entry.hosts) {
+                const std::string name = normalize_server_name(host);
+                if (name.starts_with("*.")) {
+                    user_wildcard.emplace(name.substr(2), key);
+                } else {
+                    user_exact.emplace(name, key);
+                }
+            }
+        }
+        return true;
+    }
+};
+
+certificate_manager::certificate_manager(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+certificate_manager::~certificate_manager() = default;
+
+std::unique_ptr<certificate_manager>
+certificate_manager::create(const config::tls_settings& settings, name_filter served,
+                            std::string& error, const issuance_policy& policy)
+{
+    error.clear();
+    try {
+        auto p = std::make_unique<impl>();
+        p->ca = certificate_authority::open(settings.ca_dir, settings.ca_permitted_names, error);
+        if (!p->ca) {
+            return nullptr;
+        }
+        auto ca_certs = parse_certificates(p->ca->certificate_pem());
+        if (ca_certs.empty()) {
+            throw openssl_error("cannot parse the CA certificate");
+        }
+        p->ca_cert = std::move(ca_certs.front());
+        p->policy = policy;
+        p->leaves_dir = p->ca->certificate_path().parent_path() / "leaves";
+        if (error = make_private_directory(p->leaves_dir); !error.empty()) {
+            return nullptr;
+        }
+        if (!p->load_user_certificates(settings, error)) {
+            return nullptr;
+        }
+        p->filter = std::make_shared<const name_filter>(std::move(served));
+        p->configure_server();
+        p->configure_clients();
+        return std::unique_ptr<certificate_manager>(new certificate_manager(std::move(p)));
+    } catch (const openssl_error& e) {
+        error = fmt::format("TLS setup failed: {}", e.what());
+    } catch (const boost::system::system_error& e) {
+        error = fmt::format("TLS setup failed: {}", e.what());
+    }
+    return nullptr;
+}
+
+void certificate_manager::set_name_filter(name_filter served)
+{
+    auto next = std::make_shared<const name_filter>(std::move(served));
+    const std::lock_guard lock(impl_->filter_mutex);
+    impl_->filter = std::move(next);
+}
+
+ssl::context& certificate_manager::server_context() noexcept
+{
+    return impl_->server;
+}
+
+ssl::context& certificate_manager::client_context(bool verify) noexcept
+{
+    return verify ? impl_->client_verified : impl_->client_unverified;
+}
+
+const certificate_authority& certificate_manager::authority() const noexcept
+{
+    return *impl_->ca;
+}
+
+std::uint64_t certificate_manager::certificates_issued() const noexcept
+{
+    return impl_->issued.load(std::memory_order_relaxed);
+}
+
+std::string requested_server_name(SSL* connection)
+{
+    return sni_of(connection);
+}
+
+} // namespace portico::tls

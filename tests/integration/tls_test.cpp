@@ -1,0 +1,429 @@
+// TLS on the shared port: certificates from the local CA on demand, real clients (curl,
+// openssl s_client), passthrough by SNI, https backends, redirects and listener modes.
+
+#include "support/origin.hpp"
+#include "support/proxy_harness.hpp"
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace portico::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A proxy whose CA lives in a directory the test can inspect.
+struct tls_proxy {
+    explicit tls_proxy(const std::string& routes, const std::string& extra = "")
+        : ca_dir(dir.path() / "ca"),
+          proxy(fmt::format("tls: {{ ca_dir: {} }}\n{}{}", ca_dir.string(), extra, routes))
+    {
+    }
+
+    std::string url(std::string_view host, std::string_view path = "/") const
+    {
+        return fmt::format("https://{}:{}{}", host, proxy.port(), path);
+    }
+    std::string resolve(std::string_view host) const
+    {
+        return fmt::format("{}:{}:127.0.0.1", host, proxy.port());
+    }
+
+    temp_dir dir;
+    fs::path ca_dir;
+    proxy_harness proxy;
+};
+
+std::string routes_to(unsigned short port, std::initializer_list<std::string_view> hosts)
+{
+    std::string out = "routes:\n";
+    for (auto h : hosts) {
+        out += fmt::format("  - host: {}\n    to: 127.0.0.1:{}\n", h, port);
+    }
+    return out;
+}
+
+process_result curl_https(const tls_proxy& p, std::string_view host, std::string_view path = "/",
+                          std::vector<std::string> extra = {})
+{
+    std::vector<std::string> argv{"curl", "-sS", "--cacert", (p.ca_dir / "ca.pem").string(),
+                                  "--resolve", p.resolve(host)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(p.url(host, path));
+    return run_process(argv);
+}
+
+/// `openssl s_client` with the given options; returns its output (stdin closed at once).
+process_result s_client(unsigned short port, std::vector<std::string> options)
+{
+    std::vector<std::string> argv{"openssl", "s_client", "-connect",
+                                  fmt::format("127.0.0.1:{}", port)};
+    argv.insert(argv.end(), options.begin(), options.end());
+    return run_process(argv, std::chrono::seconds(10));
+}
+
+/// The subjectAltName text of the certificate the server presents for `sni`.
+std::string served_san(unsigned short port, const std::string& sni)
+{
+    auto shown = s_client(port, {"-servername", sni, "-showcerts"});
+    const auto begin = shown.out.find("-----BEGIN CERTIFICATE-----");
+    const auto end = shown.out.find("-----END CERTIFICATE-----");
+    if (begin == std::string::npos || end == std::string::npos) {
+        return {};
+    }
+    temp_dir d;
+    std::ofstream(d.path() / "leaf.pem")
+        << shown.out.substr(begin, end - begin + 25) << "\n";
+    auto text = run_process({"openssl", "x509", "-in", (d.path() / "leaf.pem").string(),
+                             "-noout", "-ext", "subjectAltName"});
+    return text.out;
+}
+
+unsigned file_mode(const fs::path& p)
+{
+    struct stat st {};
+    ::stat(p.c_str(), &st);
+    return st.st_mode & 0777;
+}
+
+TEST(TlsTest, SamePortServesHttpAndHttpsForTwoHosts)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost", "api.localhost"}));
+    auto https_app = curl_https(p, "app.localhost", "/x");
+    EXPECT_EQ(https_app.exit_code, 0) << https_app.err;
+    EXPECT_EQ(https_app.out, "GET /x host=app.localhost:" + std::to_string(p.proxy.port()) +
+                                 " body=0");
+    auto https_api = curl_https(p, "api.localhost", "/y");
+    EXPECT_EQ(https_api.exit_code, 0) << https_api.err;
+
+    client c(p.proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/plain").result_int(), 200);
+
+    EXPECT_NE(served_san(p.proxy.port(), "app.localhost").find("DNS:app.localhost"),
+              std::string::npos);
+    EXPECT_NE(served_san(p.proxy.port(), "api.localhost").find("DNS:api.localhost"),
+              std::string::npos);
+
+    const auto seen = backend.seen_requests();
+    ASSERT_GE(seen.size(), 3U);
+    EXPECT_EQ(seen[0]["X-Forwarded-Proto"], "https");
+    EXPECT_EQ(seen[2]["X-Forwarded-Proto"], "http");
+}
+
+TEST(TlsTest, OnlyTls12And13AreAccepted)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    // SECLEVEL=0 makes the client willing to offer the old versions; the server must refuse.
+    for (const char* old : {"-tls1", "-tls1_1"}) {
+        auto r = s_client(p.proxy.port(),
+                          {old, "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "app.localhost"});
+        EXPECT_EQ(r.out.find("Cipher is ECDHE"), std::string::npos) << old << r.out;
+        EXPECT_NE(r.exit_code, 0) << old;
+    }
+    for (const char* modern : {"-tls1_2", "-tls1_3"}) {
+        auto r = s_client(p.proxy.port(), {modern, "-servername", "app.localhost", "-CAfile",
+                                           (p.ca_dir / "ca.pem").string()});
+        EXPECT_NE(r.out.find("Verify return code: 0 (ok)"), std::string::npos) << modern << r.out;
+    }
+}
+
+TEST(TlsTest, KeysArePrivateAndSurviveRestart)
+{
+    origin backend;
+    temp_dir shared;
+    const auto ca = shared.path() / "ca";
+    const auto yaml = fmt::format("tls: {{ ca_dir: {} }}\n{}", ca.string(),
+                                  routes_to(backend.port(), {"app.localhost"}));
+    std::string first_serial;
+    {
+        proxy_harness proxy(yaml);
+        auto r = s_client(proxy.port(), {"-servername", "app.localhost"});
+        first_serial = r.out.substr(r.out.find("-----BEGIN CERTIFICATE-----"), 200);
+    }
+    EXPECT_EQ(file_mode(ca), 0700U);
+    EXPECT_EQ(file_mode(ca / "ca-key.pem"), 0600U);
+    std::string ca_before;
+    std::getline(std::ifstream(ca / "ca.pem"), ca_before, '\0');
+    for (const auto& entry : fs::recursive_directory_iterator(ca)) {
+        if (entry.is_regular_file() && entry.path().string().find("key") != std::string::npos) {
+            EXPECT_EQ(file_mode(entry.path()), 0600U) << entry.path();
+        }
+        EXPECT_EQ(entry.path().string().find(".tmp"), std::string::npos) << entry.path();
+    }
+    {
+        proxy_harness proxy(yaml);
+        auto r = s_client(proxy.port(), {"-servername", "app.localhost", "-showcerts"});
+        EXPECT_EQ(r.out.substr(r.out.find("-----BEGIN CERTIFICATE-----"), 200), first_serial);
+    }
+    std::string ca_after;
+    std::getline(std::ifstream(ca / "ca.pem"), ca_after, '\0');
+    EXPECT_EQ(ca_before, ca_after);
+}
+
+TEST(TlsTest, UnroutedNameGetsAlertAndNothingIsWritten)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    auto r = s_client(p.proxy.port(), {"-servername", "evil.localhost"});
+    EXPECT_NE(r.err.find("unrecognized name"), std::string::npos) << r.err;
+    for (const auto& entry : fs::recursive_directory_iterator(p.ca_dir)) {
+        EXPECT_EQ(entry.path().filename().string().find("evil"), std::string::npos);
+    }
+}
+
+TEST(TlsTest, NoSniGetsLocalhostCertificate)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    auto r = s_client(p.proxy.port(), {"-noservername", "-CAfile", (p.ca_dir / "ca.pem").string(),
+                                       "-verify_ip", "127.0.0.1"});
+    EXPECT_NE(r.out.find("Verify return code: 0 (ok)"), std::string::npos) << r.out;
+}
+
+TEST(TlsTest, UserCertificateWins)
+{
+    origin backend;
+    temp_dir d;
+    const auto cert = d.path() / "legacy.pem";
+    const auto key = d.path() / "legacy-key.pem";
+    auto made = run_process({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                             "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                             "/CN=user provided legacy", "-addext", "subjectAltName=DNS:legacy.test",
+                             "-keyout", key.string(), "-out", cert.string()});
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+    const auto yaml = fmt::format(
+        "tls:\n  ca_dir: {}\n  certificates:\n    - hosts: [legacy.test]\n      cert: {}\n"
+        "      key: {}\n{}",
+        (d.path() / "ca").string(), cert.string(), key.string(),
+        routes_to(backend.port(), {"legacy.test"}));
+    proxy_harness proxy(yaml);
+    auto r = s_client(proxy.port(), {"-servername", "legacy.test"});
+    EXPECT_NE(r.out.find("user provided legacy"), std::string::npos) << r.out;
+}
+
+TEST(TlsTest, RedirectHttpsSends308)
+{
+    origin backend;
+    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                            "    redirect_https: true\n",
+                            backend.port()));
+    client c(p.proxy.port());
+    auto res = c.get("app.localhost:" + std::to_string(p.proxy.port()), "/a?b=1");
+    EXPECT_EQ(res.result_int(), 308);
+    EXPECT_EQ(res[beast::http::field::location],
+              fmt::format("https://app.localhost:{}/a?b=1", p.proxy.port()));
+    auto https = curl_https(p, "app.localhost", "/a");
+    EXPECT_EQ(https.out, fmt::format("GET /a host=app.localhost:{} body=0", p.proxy.port()));
+}
+
+TEST(TlsTest, TlsOnlyListenerRefusesPlainHttp)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}),
+                "listen:\n  - address: 127.0.0.1:0\n    tls: only\n");
+    client c(p.proxy.port());
+    auto res = c.get("app.localhost", "/");
+    EXPECT_EQ(res.result_int(), 400);
+    EXPECT_EQ(res["X-Portico-Error"], "tls_required");
+    EXPECT_TRUE(backend.seen().empty());
+    EXPECT_EQ(curl_https(p, "app.localhost").exit_code, 0);
+}
+
+TEST(TlsTest, TlsOffListenerClosesOnClientHello)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}),
+                "listen:\n  - address: 127.0.0.1:0\n    tls: off\n");
+    auto r = curl_https(p, "app.localhost");
+    EXPECT_NE(r.exit_code, 0);
+    client c(p.proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+}
+
+void websocket_echo(origin_connection& c)
+{
+    auto req = c.read_request();
+    if (!req) {
+        return;
+    }
+    beast::websocket::stream<net::generic::stream_protocol::socket&> ws(c.socket);
+    boost::system::error_code ec;
+    ws.accept(*req, ec);
+    beast::flat_buffer buffer;
+    while (!ec) {
+        ws.read(buffer, ec);
+        if (!ec) {
+            ws.write(buffer.data(), ec);
+            buffer.consume(buffer.size());
+        }
+    }
+}
+
+TEST(TlsTest, SecureWebSocketThroughTunnel)
+{
+    origin backend(websocket_echo);
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    net::io_context ctx;
+    net::ssl::context tls_ctx(net::ssl::context::tls_client);
+    tls_ctx.load_verify_file((p.ca_dir / "ca.pem").string());
+    tls_ctx.set_verify_mode(net::ssl::verify_peer);
+    beast::websocket::stream<net::ssl::stream<tcp::socket>> ws(ctx, tls_ctx);
+    beast::get_lowest_layer(ws).connect(
+        tcp::endpoint(net::ip::make_address("127.0.0.1"), p.proxy.port()));
+    bound_socket_waits(beast::get_lowest_layer(ws).native_handle());
+    SSL_set_tlsext_host_name(ws.next_layer().native_handle(), "app.localhost");
+    ws.next_layer().set_verify_callback(net::ssl::host_name_verification("app.localhost"));
+    ws.next_layer().handshake(net::ssl::stream_base::client);
+    ws.handshake("app.localhost", "/ws");
+    beast::flat_buffer buffer;
+    for (int i = 0; i < 100; ++i) {
+        const auto message = fmt::format("secure {}", i);
+        ws.write(net::buffer(message));
+        ws.read(buffer);
+        ASSERT_EQ(beast::buffers_to_string(buffer.data()), message);
+        buffer.consume(buffer.size());
+    }
+}
+
+/// Handshakes with `sni` over a socket, writing the first flight in `piece`-byte segments
+/// (each its own TCP segment), and returns the peer certificate's subject CN.
+std::string handshake_fragmented(unsigned short port, const std::string& sni, std::size_t piece)
+{
+    net::io_context ctx;
+    tcp::socket socket(ctx);
+    socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    socket.set_option(tcp::no_delay(true));
+    bound_socket_waits(socket.native_handle());
+    SSL_CTX* raw_ctx = SSL_CTX_new(TLS_client_method());
+    SSL* ssl = SSL_new(raw_ctx);
+    BIO* in = BIO_new(BIO_s_mem());
+    BIO* out = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, in, out);
+    SSL_set_tlsext_host_name(ssl, sni.c_str());
+    SSL_set_connect_state(ssl);
+    bool first_flight = true;
+    std::string subject;
+    for (int round = 0; round < 50; ++round) {
+        const int rc = SSL_do_handshake(ssl);
+        std::array<char, 16384> chunk{};
+        int pending = 0;
+        while ((pending = BIO_read(out, chunk.data(), static_cast<int>(chunk.size()))) > 0) {
+            const std::string_view bytes(chunk.data(), static_cast<std::size_t>(pending));
+            for (std::size_t at = 0; at < bytes.size();
+                 at += first_flight ? piece : bytes.size()) {
+                net::write(socket, net::buffer(bytes.substr(at, first_flight ? piece
+                                                                             : bytes.size())));
+                if (first_flight) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                }
+            }
+            first_flight = false;
+        }
+        if (rc == 1) {
+            if (X509* peer = SSL_get1_peer_certificate(ssl)) {
+                char name[256] = {};
+                X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, name,
+                                          sizeof(name));
+                subject = name;
+                X509_free(peer);
+            }
+            break;
+        }
+        if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ) {
+            break;
+        }
+        boost::system::error_code ec;
+        const auto n = socket.read_some(net::buffer(chunk), ec);
+        if (ec) {
+            break;
+        }
+        BIO_write(in, chunk.data(), static_cast<int>(n));
+    }
+    SSL_free(ssl);
+    SSL_CTX_free(raw_ctx);
+    return subject;
+}
+
+TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
+{
+    temp_dir d;
+    std::string error;
+    ASSERT_TRUE(make_self_signed(d.path() / "db.pem", d.path() / "db-key.pem", "db.localhost",
+                                 "backend own certificate", error))
+        << error;
+    tls_origin backend(d.path() / "db.pem", d.path() / "db-key.pem");
+    origin web;
+    tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
+                            "    to: 127.0.0.1:{}\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                            backend.port(), web.port()));
+    auto shown = s_client(p.proxy.port(), {"-servername", "db.localhost"});
+    EXPECT_NE(shown.out.find("backend own certificate"), std::string::npos) << shown.out;
+
+    auto via_curl = run_process({"curl", "-sS", "-k", "--resolve", p.resolve("db.localhost"),
+                                 p.url("db.localhost", "/q")});
+    EXPECT_EQ(via_curl.out, "tls-backend GET /q") << via_curl.err;
+
+    EXPECT_EQ(handshake_fragmented(p.proxy.port(), "db.localhost", 7), "backend own certificate");
+    // The other names on the port are still terminated by portico.
+    EXPECT_EQ(handshake_fragmented(p.proxy.port(), "app.localhost", 7), "app.localhost");
+
+    client plain(p.proxy.port());
+    auto res = plain.get("db.localhost", "/");
+    EXPECT_EQ(res.result_int(), 400);
+    EXPECT_EQ(res["X-Portico-Error"], "tls_required");
+}
+
+TEST(TlsPassthroughTest, MalformedHelloIsClosed)
+{
+    origin web;
+    tls_proxy p(routes_to(web.port(), {"app.localhost"}));
+    const std::string garbage = std::string("\x16\x03\x01\x00\x05", 5) + "hello";
+    EXPECT_TRUE(raw_exchange(p.proxy.port(), garbage).empty());
+    client c(p.proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+}
+
+TEST(TlsBackendTest, HttpsBackendVerifiedOrSkipped)
+{
+    temp_dir d;
+    std::string error;
+    ASSERT_TRUE(make_self_signed(d.path() / "b.pem", d.path() / "b-key.pem", "localhost",
+                                 "self signed backend", error))
+        << error;
+    tls_origin backend(d.path() / "b.pem", d.path() / "b-key.pem");
+    tls_proxy p(fmt::format("routes:\n"
+                            "  - host: strict.localhost\n    to: https://localhost:{0}\n"
+                            "  - host: loose.localhost\n    to: https://localhost:{0}\n"
+                            "    insecure_skip_verify: true\n",
+                            backend.port()));
+    client c(p.proxy.port());
+    auto strict = c.get("strict.localhost", "/s", {{"Accept", "application/json"}});
+    EXPECT_EQ(strict.result_int(), 502);
+    EXPECT_EQ(strict["X-Portico-Error"], "upstream_tls");
+    EXPECT_NE(strict.body().find("insecure_skip_verify"), std::string::npos) << strict.body();
+    client l(p.proxy.port());
+    auto loose = l.get("loose.localhost", "/l");
+    EXPECT_EQ(loose.result_int(), 200);
+    EXPECT_EQ(loose.body(), "tls-backend GET /l");
+    EXPECT_EQ(l.get("loose.localhost", "/again").body(), "tls-backend GET /again");
+}
+
+} // namespace
+} // namespace portico::test

@@ -1,0 +1,105 @@
+#include "support/origin.hpp"
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+namespace portico::test {
+
+struct tls_origin::impl {
+    impl(const std::filesystem::path& cert, const std::filesystem::path& key)
+        : context(net::ssl::context::tls_server),
+          acceptor(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0))
+    {
+        context.use_certificate_chain_file(cert.string());
+        context.use_private_key_file(key.string(), net::ssl::context::pem);
+        thread = std::thread([this] { accept_loop(); });
+    }
+
+    ~impl()
+    {
+        stopping = true;
+        ::shutdown(acceptor.native_handle(), SHUT_RDWR);
+        boost::system::error_code ec;
+        acceptor.close(ec);
+        thread.join();
+        std::vector<std::thread> done;
+        {
+            std::lock_guard lock(mutex);
+            for (int fd : fds) {
+                ::shutdown(fd, SHUT_RDWR);
+            }
+            done.swap(workers);
+        }
+        for (auto& t : done) {
+            t.join();
+        }
+    }
+
+    void accept_loop()
+    {
+        while (!stopping) {
+            auto socket = std::make_shared<tcp::socket>(io);
+            boost::system::error_code ec;
+            acceptor.accept(*socket, ec);
+            if (ec || stopping) {
+                return;
+            }
+            bound_socket_waits(socket->native_handle(), std::chrono::seconds(10));
+            std::lock_guard lock(mutex);
+            fds.push_back(socket->native_handle());
+            workers.emplace_back([this, socket] { serve(std::move(*socket)); });
+        }
+    }
+
+    void serve(tcp::socket socket)
+    {
+        net::ssl::stream<tcp::socket> stream(std::move(socket), context);
+        boost::system::error_code ec;
+        stream.handshake(net::ssl::stream_base::server, ec);
+        beast::flat_buffer buffer;
+        while (!ec) {
+            request req;
+            beast::http::read(stream, buffer, req, ec);
+            if (ec) {
+                return;
+            }
+            response res{beast::http::status::ok, 11};
+            res.body() = "tls-backend " + std::string(req.method_string()) + " " +
+                         std::string(req.target());
+            res.prepare_payload();
+            beast::http::write(stream, res, ec);
+        }
+    }
+
+    net::io_context io;
+    net::ssl::context context;
+    tcp::acceptor acceptor;
+    std::atomic<bool> stopping{false};
+    std::thread thread;
+    std::mutex mutex;
+    std::vector<std::thread> workers;
+    std::vector<int> fds;
+};
+
+tls_origin::tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key)
+    : impl_(std::make_unique<impl>(cert, key)), port_(impl_->acceptor.local_endpoint().port())
+{
+}
+
+tls_origin::~tls_origin() = default;
+
+bool make_self_signed(const std::filesystem::path& cert, const std::filesystem::path& key,
+                      const std::string& dns_name, const std::string& common_name,
+                      std::string& error)
+{
+    auto r = run_process({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                          "/CN=" + common_name, "-addext", "subjectAltName=DNS:" + dns_name,
+                          "-keyout", key.string(), "-out", cert.string()});
+    error = r.err;
+    return r.exit_code == 0;
+}
+
+} // namespace portico::test
