@@ -8,6 +8,7 @@ packages=(
     libboost1.81-dev libssl-dev libyaml-cpp-dev libcli11-dev libfmt-dev
     googletest libgtest-dev libbenchmark-dev
     curl python3 ca-certificates
+    libnss3-tools  # certutil: NSS databases for `portico ca install` and its tests
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #include "portico/cli/app.hpp"
 
+#include "cli/ca.hpp"
 #include "cli/route_listing.hpp"
 #include "cli/run.hpp"
 #include "portico/core/log.hpp"
@@ -13,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -40,6 +42,7 @@ struct verbs {
     CLI::App* check = nullptr;
     CLI::App* routes = nullptr;
     CLI::App* ca = nullptr;
+    std::vector<std::pair<CLI::App*, ca_action>> ca_actions; ///< `path`, `install`, `uninstall`
     CLI::App* hosts = nullptr;
     CLI::App* doctor = nullptr;
     CLI::App* version = nullptr;
@@ -75,12 +78,16 @@ verbs define_verbs(CLI::App& app, arguments& args)
 
     v.ca = app.add_subcommand("ca", "the local certificate authority");
     v.ca->require_subcommand(1);
-    for (const auto& [name, help] : {
-             std::pair{"path", "print the path of the CA certificate, creating the CA if needed"},
-             std::pair{"install", "add the CA to the system and browser trust stores"},
-             std::pair{"uninstall", "remove the CA from the trust stores"},
+    for (const auto& [name, help, action] : {
+             std::tuple{"path", "print the path of the CA certificate, creating the CA if needed",
+                        ca_action::path},
+             std::tuple{"install", "add the CA to the system and browser trust stores",
+                        ca_action::install},
+             std::tuple{"uninstall", "remove the CA from the trust stores", ca_action::uninstall},
          }) {
-        add_config_option(*v.ca->add_subcommand(name, help), args);
+        auto* sub = v.ca->add_subcommand(name, help);
+        add_config_option(*sub, args);
+        v.ca_actions.emplace_back(sub, action);
     }
 
     v.hosts = app.add_subcommand("hosts", "print /etc/hosts lines for names not under .localhost");
@@ -205,11 +212,19 @@ int dispatch(const CLI::App& app, const verbs& v, const arguments& args)
     if (verb == v.routes) {
         return routes_command(config_path(args));
     }
+    if (verb == v.ca) {
+        // require_subcommand(1) made sure exactly one action was parsed.
+        for (const auto& [sub, action] : v.ca_actions) {
+            if (sub->parsed()) {
+                return ca_command(action, config_path(args));
+            }
+        }
+    }
     if (verb == v.version) {
         fmt::print("{} {}\n", program, PORTICO_VERSION);
         return exit_ok;
     }
-    // ca, hosts and doctor parse their options already so that scripts fail fast on a typo.
+    // hosts and doctor parse their options already so that scripts fail fast on a typo.
     return not_implemented(app);
 }
 

@@ -2,202 +2,21 @@
 // configuration files written to a fresh temporary directory, and each test checks its exit
 // code, stdout and stderr.
 
+#include "support/process.hpp"
+
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <map>
-#include <optional>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
 namespace fs = std::filesystem;
-
-/// What a finished child process left behind.
-struct process_result {
-    std::optional<int> exit_code; ///< set when the process exited normally
-    int signal = 0;               ///< the signal that ended it, 0 if none
-    bool timed_out = false;       ///< killed after the deadline
-    std::string out;
-    std::string err;
-};
-
-std::ostream& operator<<(std::ostream& os, const process_result& r)
-{
-    os << "exit=" << (r.exit_code ? std::to_string(*r.exit_code) : "none")
-       << " signal=" << r.signal << (r.timed_out ? " (timed out)" : "") << "\n--- stdout\n"
-       << r.out << "--- stderr\n"
-       << r.err;
-    return os;
-}
-
-constexpr auto process_deadline = std::chrono::seconds(5);
-
-using env_overrides = std::map<std::string, std::optional<std::string>>;
-
-/// The current environment with `overrides` applied (nullopt removes a variable).
-std::vector<std::string> child_environment(const env_overrides& overrides)
-{
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-        const std::string_view entry(*e);
-        const auto name = std::string(entry.substr(0, entry.find('=')));
-        if (overrides.find(name) == overrides.end()) {
-            env.emplace_back(entry);
-        }
-    }
-    for (const auto& [name, value] : overrides) {
-        if (value) {
-            env.push_back(name + "=" + *value);
-        }
-    }
-    return env;
-}
-
-/// Appends what is available on `fd` to `sink`; false at end of file.
-bool drain(int fd, std::string& sink)
-{
-    char buf[4096];
-    const auto n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-        sink.append(buf, static_cast<std::size_t>(n));
-        return true;
-    }
-    return n < 0 && errno == EINTR;
-}
-
-/**
- * Runs `argv` in `cwd` with `env`, capturing stdout and stderr separately. The child is
- * killed when it outlives `process_deadline`.
- */
-process_result run_process(const std::vector<std::string>& argv, const fs::path& cwd,
-                           const std::vector<std::string>& env)
-{
-    std::vector<char*> c_argv;
-    for (const auto& a : argv) {
-        c_argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    c_argv.push_back(nullptr);
-    std::vector<char*> c_env;
-    for (const auto& e : env) {
-        c_env.push_back(const_cast<char*>(e.c_str()));
-    }
-    c_env.push_back(nullptr);
-    const std::string c_cwd = cwd.string();
-
-    int out_pipe[2];
-    int err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
-        throw std::system_error(errno, std::generic_category(), "pipe2");
-    }
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-        throw std::system_error(errno, std::generic_category(), "fork");
-    }
-    if (pid == 0) {
-        // Only async-signal-safe calls between fork and exec.
-        ::dup2(out_pipe[1], STDOUT_FILENO);
-        ::dup2(err_pipe[1], STDERR_FILENO);
-        if (::chdir(c_cwd.c_str()) != 0) {
-            ::_exit(126);
-        }
-        ::execve(c_argv[0], c_argv.data(), c_env.data());
-        ::_exit(127);
-    }
-    ::close(out_pipe[1]);
-    ::close(err_pipe[1]);
-
-    process_result result;
-    const auto deadline = std::chrono::steady_clock::now() + process_deadline;
-    const auto remaining_ms = [&deadline] {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        return static_cast<int>(std::max<long long>(0, left.count()));
-    };
-
-    pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-    std::string* sinks[2] = {&result.out, &result.err};
-    int open_fds = 2;
-    while (open_fds > 0 && !result.timed_out) {
-        const int ready = ::poll(fds, 2, remaining_ms());
-        if (ready == 0) {
-            result.timed_out = true;
-            break;
-        }
-        if (ready < 0 && errno != EINTR) {
-            throw std::system_error(errno, std::generic_category(), "poll");
-        }
-        for (int i = 0; i < 2; ++i) {
-            if (fds[i].fd >= 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0 &&
-                !drain(fds[i].fd, *sinks[i])) {
-                ::close(fds[i].fd);
-                fds[i].fd = -1;
-                --open_fds;
-            }
-        }
-    }
-
-    int status = 0;
-    for (;;) {
-        const pid_t done = ::waitpid(pid, &status, result.timed_out ? 0 : WNOHANG);
-        if (done == pid) {
-            break;
-        }
-        if (done < 0 && errno != EINTR) {
-            throw std::system_error(errno, std::generic_category(), "waitpid");
-        }
-        if (result.timed_out || remaining_ms() == 0) {
-            result.timed_out = true;
-            ::kill(pid, SIGKILL);
-        } else {
-            ::poll(nullptr, 0, 10); // the child closed its output and is exiting
-        }
-    }
-    for (const auto& fd : fds) {
-        if (fd.fd >= 0) {
-            ::close(fd.fd);
-        }
-    }
-    if (WIFEXITED(status)) {
-        result.exit_code = WEXITSTATUS(status);
-    } else if (WIFSIGNALED(status)) {
-        result.signal = WTERMSIG(status);
-    }
-    return result;
-}
-
-std::vector<std::string> lines_of(const std::string& text)
-{
-    std::vector<std::string> lines;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) {
-        lines.push_back(line);
-    }
-    return lines;
-}
-
-bool contains(const std::string& haystack, std::string_view needle)
-{
-    return haystack.find(needle) != std::string::npos;
-}
+using portico::test::contains;
+using portico::test::lines_of;
 
 constexpr std::string_view valid_yaml = R"(listen:
   - 127.0.0.1:7080
@@ -222,46 +41,9 @@ std::string single_route_yaml(std::string_view host)
     return "routes:\n  - host: " + std::string(host) + "\n    to: 127.0.0.1:5173\n";
 }
 
-class CliTest : public ::testing::Test {
+class CliTest : public portico::test::binary_test {
 protected:
-    void SetUp() override
-    {
-        auto pattern = (fs::temp_directory_path() / "portico-cli-test-XXXXXX").string();
-        ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-        dir_ = pattern;
-    }
-
-    void TearDown() override
-    {
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
-    }
-
-    /// Writes `content` to `relative` inside the test directory; returns the full path.
-    fs::path write_file(const fs::path& relative, std::string_view content)
-    {
-        const auto path = dir_ / relative;
-        fs::create_directories(path.parent_path());
-        std::ofstream(path, std::ios::binary) << content;
-        return path;
-    }
-
-    /**
-     * Runs portico with `args` in the test directory. The environment is hermetic for
-     * portico: no inherited PORTICO_CONFIG, and the CA directory defaults inside the test
-     * directory.
-     */
-    process_result portico(const std::vector<std::string>& args, env_overrides env = {})
-    {
-        env.try_emplace("PORTICO_CONFIG", std::nullopt);
-        env.try_emplace("HOME", dir_.string());
-        env.try_emplace("XDG_DATA_HOME", (dir_ / "data").string());
-        std::vector<std::string> argv{PORTICO_BINARY};
-        argv.insert(argv.end(), args.begin(), args.end());
-        return run_process(argv, dir_, child_environment(env));
-    }
-
-    fs::path dir_;
+    const char* binary() const override { return PORTICO_BINARY; }
 };
 
 TEST_F(CliTest, HelpOnEveryVerbExitsZero)
@@ -361,7 +143,6 @@ TEST_F(CliTest, HostsApplyAndRemoveExcludeEachOther)
 TEST_F(CliTest, PendingVerbsSayNotImplementedAndExitOne)
 {
     for (const auto& args : std::vector<std::vector<std::string>>{
-             {"ca", "path"}, {"ca", "install"}, {"ca", "uninstall", "-c", "x.yaml"},
              {"hosts"}, {"hosts", "--apply"}, {"hosts", "--remove"}, {"doctor"}}) {
         const auto r = portico(args);
         EXPECT_EQ(r.exit_code, 1) << r;

@@ -1,0 +1,80 @@
+#pragma once
+
+// Running the built binary and other tools from tests: a fresh temporary directory per test,
+// a hermetic environment, and the product's own subprocess runner (no shell, both outputs
+// captured, bounded time).
+
+#include "cli/subprocess.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portico::cli {
+
+/// Exit code, signal and both outputs, for assertion messages (found by ADL).
+std::ostream& operator<<(std::ostream& os, const subprocess_result& r);
+
+} // namespace portico::cli
+
+namespace portico::test {
+
+/// What a finished child process left behind.
+using process_result = cli::subprocess_result;
+
+/// Environment changes for a child: a value sets the variable, nullopt removes it.
+using env_overrides = std::map<std::string, std::optional<std::string>>;
+
+/// The default bound on a child process (tests wait at most this long).
+inline constexpr std::chrono::milliseconds process_deadline = std::chrono::seconds(5);
+
+/// The current environment with `overrides` applied.
+std::vector<std::string> child_environment(const env_overrides& overrides);
+
+/// Runs `argv` in `cwd` with exactly `env`; the child is killed after `deadline`.
+process_result run_process(const std::vector<std::string>& argv, const std::filesystem::path& cwd,
+                           const std::vector<std::string>& env,
+                           std::chrono::milliseconds deadline = process_deadline);
+
+/// `text` split into lines, without their newlines.
+std::vector<std::string> lines_of(const std::string& text);
+
+/// True when `needle` occurs in `haystack`.
+bool contains(std::string_view haystack, std::string_view needle);
+
+/**
+ * A test that runs the built portico binary in a fresh temporary directory, which is also
+ * its HOME and holds its XDG data directory, so nothing outside it is read or written.
+ * A test file derives its fixture and names the binary, which its target knows as
+ * PORTICO_BINARY.
+ */
+class binary_test : public ::testing::Test {
+protected:
+    void SetUp() override;
+    void TearDown() override;
+
+    /// Writes `content` to `relative` inside the test directory; returns the full path.
+    std::filesystem::path write_file(const std::filesystem::path& relative,
+                                     std::string_view content);
+
+    /**
+     * Runs portico with `args` in the test directory. No PORTICO_CONFIG is inherited, HOME is
+     * the test directory and XDG_DATA_HOME is `data/` inside it, unless `env` says otherwise.
+     */
+    process_result portico(const std::vector<std::string>& args, env_overrides env = {},
+                           std::chrono::milliseconds deadline = process_deadline);
+
+    /// The binary under test.
+    virtual const char* binary() const = 0;
+
+    std::filesystem::path dir_;
+};
+
+} // namespace portico::test
