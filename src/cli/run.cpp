@@ -21,16 +21,6 @@ struct pending_feature {
     std::string message;   ///< the sentence shown to the user
 };
 
-std::string_view tls_mode_name(config::tls_mode mode)
-{
-    switch (mode) {
-    case config::tls_mode::automatic: return "auto";
-    case config::tls_mode::only: return "only";
-    case config::tls_mode::off: return "off";
-    }
-    return "auto";
-}
-
 /**
  * Lists what the configuration asks for that this build cannot do yet, so that a user is
  * told plainly instead of finding out from a failing request. Remove an entry when its
@@ -40,35 +30,6 @@ std::vector<pending_feature> pending_features(const loaded_config& loaded)
 {
     const auto& cfg = loaded.value;
     std::vector<pending_feature> pending;
-    for (const auto& l : cfg.listen) {
-        if (l.tls != config::tls_mode::off) {
-            pending.push_back({"tls", 0,
-                               fmt::format("TLS on listener {} (tls: {}) is not implemented yet",
-                                           l.to_string(), tls_mode_name(l.tls))});
-        }
-    }
-    for (std::size_t i = 0; i < cfg.tls.certificates.size(); ++i) {
-        const auto& c = cfg.tls.certificates[i];
-        pending.push_back({"tls.certificates", 0,
-                           fmt::format("tls.certificates entry {} ({}) is not implemented yet",
-                                       i + 1, fmt::join(c.hosts, ", "))});
-    }
-    for (const auto& r : cfg.routes) {
-        const auto add = [&](std::string_view feature) {
-            pending.push_back({std::string(feature), r.number,
-                               fmt::format("{} on route {} ({}) is not implemented yet", feature,
-                                           r.number, r.name())});
-        };
-        if (r.to.scheme == config::backend_scheme::https) {
-            add("https backend");
-        }
-        if (r.redirect_https) {
-            add("redirect_https");
-        }
-        if (r.tls_passthrough) {
-            add("tls_passthrough");
-        }
-    }
     pending.push_back(
         {"admin", 0, fmt::format("the admin dashboard at {} is not implemented yet", cfg.admin)});
     if (loaded.where.file) {
