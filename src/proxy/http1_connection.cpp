@@ -248,7 +248,7 @@ struct exchange_record {
     unsigned version = 11;
     unsigned status = 0;
     std::uint64_t bytes = 0;
-    std::string route;
+    const config::route* route = nullptr; ///< named only when a log line is written
     std::string backend;
 };
 
@@ -268,7 +268,8 @@ void write_access_log(const client_info& info, const exchange_record& rec)
     a.bytes = rec.bytes;
     a.duration_ms =
         std::chrono::duration<double, std::milli>(clock::now() - rec.start).count();
-    a.route = rec.route;
+    const auto route_name = rec.route != nullptr ? rec.route->name() : std::string();
+    a.route = route_name;
     a.backend = rec.backend;
     log::access(a);
 }
@@ -297,6 +298,42 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
 }
 
 /**
+ * Copies exactly `length` body bytes: first those already buffered, then from the socket,
+ * each read written out before the next (bounded memory, streaming preserved).
+ */
+template <typename From, typename To>
+task<boost::system::error_code>
+relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
+            char* chunk, std::size_t chunk_size, std::chrono::milliseconds write_timeout,
+            std::uint64_t& relayed, bool& read_failed)
+{
+    while (length > 0) {
+        std::size_t n = 0;
+        if (from_buffer.size() > 0) {
+            n = net::buffer_copy(net::buffer(chunk, std::min<std::uint64_t>(chunk_size, length)),
+                                 from_buffer.data());
+            from_buffer.consume(n);
+        } else {
+            auto [ec, got] = co_await from.async_read_some(
+                net::buffer(chunk, std::min<std::uint64_t>(chunk_size, length)));
+            if (ec) {
+                read_failed = true;
+                co_return ec == net::error::eof ? beast::http::error::partial_message : ec;
+            }
+            n = got;
+        }
+        tcp_of(to).expires_after(write_timeout);
+        auto [wec, written] = co_await net::async_write(to, net::buffer(chunk, n));
+        if (wec) {
+            co_return wec;
+        }
+        relayed += written;
+        length -= n;
+    }
+    co_return boost::system::error_code{};
+}
+
+/**
  * Moves a message body from `from` to `to`, one chunk at a time, re-framing it with the
  * serializer (Content-Length as is, anything else chunked or close-delimited as set on the
  * outgoing head). Each chunk is written as soon as it is read, so streamed responses (SSE,
@@ -309,9 +346,21 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
            beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
            std::chrono::milliseconds write_timeout, std::uint64_t& relayed, bool& read_failed)
 {
-    auto chunk = std::make_unique<char[]>(body_chunk_size);
     auto& body = parser.get().body();
     read_failed = false;
+    if (const auto remaining = parser.content_length_remaining(); remaining && !parser.chunked()) {
+        // A Content-Length body goes out with the same length, so its bytes need no parsing
+        // or re-framing: copy them as they are, straight from socket to socket. A small body
+        // gets a small buffer, and none is zeroed first.
+        const auto size = static_cast<std::size_t>(std::min<std::uint64_t>(*remaining, body_chunk_size));
+        auto small = std::make_unique_for_overwrite<char[]>(size);
+        auto ec = co_await relay_exact(from, from_buffer, to, *remaining, small.get(), size,
+                                       write_timeout, relayed, read_failed);
+        co_return ec;
+    }
+    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
+    // Beast reads as much as the buffer's free capacity: give it room for a whole chunk.
+    from_buffer.reserve(body_chunk_size);
     for (;;) {
         if (!parser.is_done()) {
             body.data = chunk.get();
@@ -359,7 +408,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
 template <typename From, typename To>
 task<void> pump(From& from, To& to, std::uint64_t& moved)
 {
-    auto chunk = std::make_unique<char[]>(body_chunk_size);
+    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
     for (;;) {
         auto [ec, n] = co_await from.async_read_some(net::buffer(chunk.get(), body_chunk_size));
         if (ec) {
@@ -591,6 +640,24 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 
     beast::http::serializer<false, buffer_body> response_writer{res};
     tcp_of(c.stream).expires_after(cfg.timeouts.idle);
+    const auto length = response->content_length_remaining();
+    if (length && !response->is_done() && *length <= up.buffer.size()) {
+        // The whole body arrived with the head (the common small response): send head and
+        // body in one gathered write instead of two.
+        auto& body = res.body();
+        body.data = const_cast<void*>(up.buffer.data().data());
+        body.size = static_cast<std::size_t>(*length);
+        body.more = false;
+        auto [ec, n] = co_await beast::http::async_write(c.stream, response_writer);
+        up.buffer.consume(static_cast<std::size_t>(*length));
+        rec.bytes = *length;
+        write_access_log(c.info, rec);
+        if (ec) {
+            co_return false;
+        }
+        release = response->keep_alive() && request_complete && up.buffer.size() == 0;
+        co_return keep_alive;
+    }
     auto [wec, wn] = co_await beast::http::async_write_header(c.stream, response_writer);
     if (wec) {
         write_access_log(c.info, rec);
@@ -633,7 +700,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
     const auto& cfg = state->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();
-    rec.route = route.name();
+    rec.route = &route;
     rec.backend = route.to.text;
 
     if (cfg.limits.body_bytes != 0 && parser.content_length() &&

@@ -13,9 +13,10 @@
 namespace portico::proxy {
 namespace {
 
-// Idle connections kept per backend and worker: enough for a browser's parallel module
-// requests to an unbundled dev server, few enough that an idle proxy holds little.
-constexpr std::size_t max_idle_per_backend = 32;
+// Idle connections kept per backend and worker: more than the concurrent requests a
+// browser (or a load test) keeps in flight, so that a busy backend is not reconnected
+// to on every request; each idle one costs a socket and a small buffer.
+constexpr std::size_t max_idle_per_backend = 256;
 
 std::string endpoint_text(const tcp::endpoint& ep)
 {
