@@ -9,6 +9,8 @@ packages=(
     googletest libgtest-dev libbenchmark-dev
     curl python3 ca-certificates
     libnss3-tools  # certutil: NSS databases for `portico ca install` and its tests
+    chromium       # headless browser test: tests/integration/browser_test.cpp
+    testssl.sh     # the TLS scan in docs/testssl.md (command: testssl)
 )
 
 missing=()

@@ -3,6 +3,7 @@
 
 #include "support/child.hpp"
 #include "support/origin.hpp"
+#include "support/portico_process.hpp"
 
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -27,49 +28,6 @@ constexpr std::uint64_t gib = 256ULL * 1024 * 1024;
 constexpr std::uint64_t gib = 1024ULL * 1024 * 1024;
 #endif
 constexpr std::size_t chunk_size = 64 * 1024;
-
-/// Writes a configuration file and starts `portico run` on it with an ephemeral port.
-struct running_portico {
-    running_portico(const std::string& routes_yaml, std::vector<std::string> extra_args = {})
-    {
-        std::ofstream(dir.path() / "portico.yaml")
-            << "listen: [127.0.0.1:0]\nworkers: 1\ntls: { ca_dir: " << (dir.path() / "ca").string()
-            << " }\n"
-            << routes_yaml;
-        std::vector<std::string> argv{PORTICO_BINARY, "run", "-c",
-                                      (dir.path() / "portico.yaml").string()};
-        argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-        process = std::make_unique<child>(argv, std::map<std::string, std::string>{
-                                                    {"ASAN_OPTIONS", "quarantine_size_mb=16"}});
-        const auto ready = process->wait_for_line("ready");
-        if (!ready) {
-            std::string all;
-            for (const auto& l : process->lines()) {
-                all += l + "\n";
-            }
-            throw std::runtime_error("portico did not start:\n" + all);
-        }
-        ready_line = *ready;
-        if (ready_line.starts_with("{")) {
-            const auto at = ready_line.find("\"listen\":\"");
-            const auto end = ready_line.find('"', at + 10);
-            const auto listen = ready_line.substr(at + 10, end - at - 10);
-            port = static_cast<unsigned short>(std::stoi(listen.substr(listen.rfind(':') + 1)));
-        } else {
-            port = port_from_ready_line(ready_line);
-        }
-    }
-
-    temp_dir dir;
-    std::unique_ptr<child> process;
-    std::string ready_line;
-    unsigned short port = 0;
-};
-
-std::string route_to(unsigned short port)
-{
-    return fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n", port);
-}
 
 /// A backend that serves `/bytes/N` as N zero bytes and counts uploaded bodies streaming.
 void bulk_backend(origin_connection& c)

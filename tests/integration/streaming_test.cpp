@@ -25,33 +25,6 @@ std::string route_to(unsigned short port, std::string_view extra = "")
     return fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n{}", port, extra);
 }
 
-void websocket_echo(origin_connection& c)
-{
-    auto req = c.read_request();
-    if (!req) {
-        return;
-    }
-    beast::websocket::stream<net::generic::stream_protocol::socket&> ws(c.socket);
-    boost::system::error_code ec;
-    ws.accept(*req, ec);
-    if (ec) {
-        return;
-    }
-    beast::flat_buffer buffer;
-    for (;;) {
-        ws.read(buffer, ec);
-        if (ec) {
-            return;
-        }
-        ws.text(ws.got_text());
-        ws.write(buffer.data(), ec);
-        if (ec) {
-            return;
-        }
-        buffer.consume(buffer.size());
-    }
-}
-
 TEST(TunnelTest, WebSocketEchoesThousandMessages)
 {
     origin backend(websocket_echo);

@@ -257,25 +257,6 @@ TEST(TlsTest, TlsOffListenerClosesOnClientHello)
     EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
 }
 
-void websocket_echo(origin_connection& c)
-{
-    auto req = c.read_request();
-    if (!req) {
-        return;
-    }
-    beast::websocket::stream<net::generic::stream_protocol::socket&> ws(c.socket);
-    boost::system::error_code ec;
-    ws.accept(*req, ec);
-    beast::flat_buffer buffer;
-    while (!ec) {
-        ws.read(buffer, ec);
-        if (!ec) {
-            ws.write(buffer.data(), ec);
-            buffer.consume(buffer.size());
-        }
-    }
-}
-
 TEST(TlsTest, SecureWebSocketThroughTunnel)
 {
     origin backend(websocket_echo);

@@ -245,68 +245,6 @@ bool client::is_closed_by_peer()
     return false;
 }
 
-process_result run_process(const std::vector<std::string>& argv, std::chrono::milliseconds limit)
-{
-    process_result result;
-    int out_pipe[2];
-    int err_pipe[2];
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
-        throw std::runtime_error("pipe failed");
-    }
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        ::dup2(out_pipe[1], 1);
-        ::dup2(err_pipe[1], 2);
-        std::vector<char*> args;
-        for (const auto& a : argv) {
-            args.push_back(const_cast<char*>(a.c_str()));
-        }
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        ::_exit(127);
-    }
-    ::close(out_pipe[1]);
-    ::close(err_pipe[1]);
-    // Read both pipes without blocking on either, until both close or time runs out.
-    std::array<pollfd, 2> fds{{{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}}};
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    int open = 2;
-    while (open > 0) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            ::kill(pid, SIGKILL);
-            break;
-        }
-        if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) <= 0) {
-            continue;
-        }
-        for (auto& p : fds) {
-            if (p.fd >= 0 && (p.revents & (POLLIN | POLLHUP)) != 0) {
-                std::array<char, 4096> chunk{};
-                const auto n = ::read(p.fd, chunk.data(), chunk.size());
-                if (n <= 0) {
-                    ::close(p.fd);
-                    p.fd = -1;
-                    --open;
-                } else {
-                    (p.fd == out_pipe[0] ? result.out : result.err)
-                        .append(chunk.data(), static_cast<std::size_t>(n));
-                }
-            }
-        }
-    }
-    for (auto& p : fds) {
-        if (p.fd >= 0) {
-            ::close(p.fd);
-        }
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
-}
-
 temp_dir::temp_dir()
 {
     std::random_device rd;

@@ -4,6 +4,8 @@
 // one thread per connection, every read bounded by a socket timeout.
 
 #include <boost/asio/generic/stream_protocol.hpp>
+#include "support/process.hpp"
+
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -53,6 +55,9 @@ struct origin_connection {
  * with 200 and a body naming the method, target and Host it saw.
  */
 using origin_handler = std::function<void(origin_connection&)>;
+
+/// A handler that accepts a WebSocket upgrade and echoes every message back.
+void websocket_echo(origin_connection& c);
 
 /// A backend listening on loopback (or a unix socket) for the lifetime of the object.
 class origin {
@@ -122,17 +127,6 @@ public:
     tcp::socket socket;
     beast::flat_buffer buffer;
 };
-
-/// Output of a child process.
-struct process_result {
-    int exit_code = -1;  ///< -1 when killed by a signal or timed out
-    std::string out;
-    std::string err;
-};
-
-/// Runs argv (no shell) with a time limit and returns its exit code and output.
-process_result run_process(const std::vector<std::string>& argv,
-                           std::chrono::milliseconds limit = std::chrono::seconds(20));
 
 /// A unique empty directory under the system temp dir, removed by the destructor.
 class temp_dir {

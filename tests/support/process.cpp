@@ -57,6 +57,11 @@ process_result run_process(const std::vector<std::string>& argv, const fs::path&
     return cli::run_subprocess(argv, options);
 }
 
+process_result run_process(const std::vector<std::string>& argv, std::chrono::milliseconds deadline)
+{
+    return run_process(argv, fs::current_path(), child_environment({}), deadline);
+}
+
 std::vector<std::string> lines_of(const std::string& text)
 {
     std::vector<std::string> lines;

@@ -43,6 +43,10 @@ process_result run_process(const std::vector<std::string>& argv, const std::file
                            const std::vector<std::string>& env,
                            std::chrono::milliseconds deadline = process_deadline);
 
+/// Runs `argv` in the current directory with the test's own environment.
+process_result run_process(const std::vector<std::string>& argv,
+                           std::chrono::milliseconds deadline = std::chrono::seconds(20));
+
 /// `text` split into lines, without their newlines.
 std::vector<std::string> lines_of(const std::string& text);
 
