@@ -109,11 +109,8 @@ TEST(ForwardingTest, UnknownHostGets404ListingRoutesAndIsNotForwarded)
 
 TEST(ForwardingTest, RefusedBackendGets502NamingTheAddress)
 {
-    unsigned short dead_port = 0;
-    {
-        origin gone;
-        dead_port = gone.port();
-    }
+    refused_port dead;
+    const auto dead_port = dead.port();
     proxy_harness proxy(route_to(dead_port));
     client c(proxy.port());
     auto res = c.get("app.localhost", "/");
@@ -136,11 +133,8 @@ TEST(ForwardingTest, LocalhostBackendOnlyOnIpv6IsReached)
 
 TEST(ForwardingTest, LocalhostRefusedNamesBothAddresses)
 {
-    unsigned short dead_port = 0;
-    {
-        origin gone;
-        dead_port = gone.port();
-    }
+    refused_port dead;
+    const auto dead_port = dead.port();
     proxy_harness proxy(
         fmt::format("routes:\n  - host: app.localhost\n    to: localhost:{}\n", dead_port));
     client c(proxy.port());

@@ -1,6 +1,7 @@
 #include "support/origin.hpp"
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -243,6 +244,26 @@ bool client::is_closed_by_peer()
         }
     }
     return false;
+}
+
+refused_port::refused_port()
+{
+    // Bound but not listening: the kernel refuses connections, and the port stays taken.
+    for (int attempt = 0; attempt < 20; ++attempt) {
+        sockets_.clear();
+        tcp::socket v4(context_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+        port_ = v4.local_endpoint().port();
+        tcp::socket v6(context_, tcp::v6());
+        boost::system::error_code ec;
+        v6.set_option(net::ip::v6_only(true), ec);
+        v6.bind(tcp::endpoint(net::ip::make_address("::1"), port_), ec);
+        sockets_.push_back(std::move(v4));
+        if (!ec) {
+            sockets_.push_back(std::move(v6));
+            return;
+        }
+    }
+    throw std::runtime_error("no loopback port free on both 127.0.0.1 and ::1");
 }
 
 temp_dir::temp_dir()

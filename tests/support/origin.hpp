@@ -128,6 +128,22 @@ public:
     beast::flat_buffer buffer;
 };
 
+/**
+ * A loopback port on which nothing listens, held (bound, never listening) on 127.0.0.1 and
+ * ::1 for the object's lifetime so that no other socket, the proxy's included, gets it.
+ * Connections to it are refused.
+ */
+class refused_port {
+public:
+    refused_port();
+    unsigned short port() const noexcept { return port_; }
+
+private:
+    net::io_context context_;
+    std::vector<tcp::socket> sockets_;
+    unsigned short port_ = 0;
+};
+
 /// A unique empty directory under the system temp dir, removed by the destructor.
 class temp_dir {
 public:
