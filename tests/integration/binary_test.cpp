@@ -14,6 +14,7 @@
 
 #include <signal.h>
 
+#include <cstdio>
 #include <fstream>
 #include <regex>
 
@@ -108,6 +109,8 @@ TEST(BinaryTest, GibibyteTransfersKeepRssBounded)
     }
 
     const auto peak = portico.process->peak_rss_kib();
+    RecordProperty("peak_rss_kib", std::to_string(peak));
+    std::printf("portico peak RSS after the transfers: %ld KiB\n", peak);
 #if defined(PORTICO_SANITIZE)
     // Sanitizer shadow memory and quarantine make RSS meaningless there; the Release run
     // of this test holds the bound.
