@@ -81,13 +81,6 @@ struct registration {
 
 std::string endpoint_ip(const tcp::endpoint& ep) { return ep.address().to_string(); }
 
-std::string endpoint_text(const tcp::endpoint& ep)
-{
-    if (ep.address().is_v6()) {
-        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
-    }
-    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
-}
 
 std::string_view proto_name(unsigned version) { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
 
@@ -436,20 +429,29 @@ task<boost::system::error_code> flush_buffered(beast::flat_buffer& buffered, To&
     co_return ec;
 }
 
-/// A two-way byte tunnel (after 101 Switching Protocols); no idle timeout of its own.
-template <typename Stream, typename Upstream>
-task<std::uint64_t> run_tunnel(connection<Stream>& c, upstream_connection& up, Upstream& io)
+/// Bytes a tunnel moved each way.
+struct tunnel_totals {
+    std::uint64_t a_to_b = 0;
+    std::uint64_t b_to_a = 0;
+};
+
+/**
+ * A two-way byte tunnel (upgrades, TLS passthrough) with no idle timeout of its own: bytes
+ * already read on either side go first, then both directions run until each has seen EOF.
+ */
+template <typename A, typename B>
+task<tunnel_totals> run_tunnel(A& a, beast::flat_buffer& a_pending, B& b,
+                               beast::flat_buffer& b_pending)
 {
-    tcp_of(c.stream).expires_never();
-    tcp_of(io).expires_never();
-    std::uint64_t to_client = 0;
-    std::uint64_t to_backend = 0;
-    auto ec1 = co_await flush_buffered(c.buffer, io);
-    auto ec2 = co_await flush_buffered(up.buffer, c.stream);
+    tcp_of(a).expires_never();
+    tcp_of(b).expires_never();
+    tunnel_totals totals;
+    const auto ec1 = co_await flush_buffered(a_pending, b);
+    const auto ec2 = co_await flush_buffered(b_pending, a);
     if (!ec1 && !ec2) {
-        co_await (pump(c.stream, io, to_backend) && pump(io, c.stream, to_client));
+        co_await (pump(a, b, totals.a_to_b) && pump(b, a, totals.b_to_a));
     }
-    co_return to_client;
+    co_return totals;
 }
 
 /// The header rules of a route as the header policy takes them.
@@ -612,12 +614,10 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         tcp_of(c.stream).expires_after(cfg.timeouts.idle);
         auto [wec, wn] = co_await beast::http::async_write_header(c.stream, head_writer);
         rec.status = 101;
-        if (wec) {
-            write_access_log(c.info, rec);
-            co_return false;
-        }
         write_access_log(c.info, rec);
-        rec.bytes = co_await run_tunnel(c, up, io);
+        if (!wec) {
+            co_await run_tunnel(c.stream, c.buffer, io, up.buffer);
+        }
         co_return false;
     }
 
@@ -637,6 +637,10 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     res.version(rec.version);
     res.keep_alive(keep_alive);
     rec.status = res.result_int();
+    // The backend connection serves another request only after a complete, clean exchange.
+    const auto is_reusable = [&] {
+        return response->keep_alive() && request_complete && up.buffer.size() == 0;
+    };
 
     beast::http::serializer<false, buffer_body> response_writer{res};
     tcp_of(c.stream).expires_after(cfg.timeouts.idle);
@@ -655,7 +659,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         if (ec) {
             co_return false;
         }
-        release = response->keep_alive() && request_complete && up.buffer.size() == 0;
+        release = is_reusable();
         co_return keep_alive;
     }
     auto [wec, wn] = co_await beast::http::async_write_header(c.stream, response_writer);
@@ -666,10 +670,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     if (response->is_done()) {
         // No body (HEAD, 204, 304, Content-Length: 0): the head was the whole message.
         write_access_log(c.info, rec);
-        if (response->keep_alive() && request_complete && up.buffer.size() == 0) {
-            c.info.entry->upstream = nullptr;
-            release = true;
-        }
+        release = is_reusable();
         co_return keep_alive;
     }
     tcp_of(io).expires_never();
@@ -686,9 +687,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         }
         co_return false;
     }
-    if (response->keep_alive() && request_complete && up.buffer.size() == 0) {
-        release = true;
-    }
+    release = is_reusable();
     co_return keep_alive;
 }
 
@@ -949,16 +948,11 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
     }
     auto& up = *acquired.connection;
     info.entry->upstream = &up.stream;
-    tcp.expires_never();
-    std::uint64_t to_client = 0;
-    std::uint64_t to_backend = 0;
-    if (!co_await flush_buffered(buffer, up.stream)) {
-        co_await (pump(tcp, up.stream, to_backend) && pump(up.stream, tcp, to_client));
-    }
+    const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer);
     info.entry->upstream = nullptr;
     PORTICO_LOG(log::level::info, "passthrough_closed", {"conn", info.id}, {"client", info.client},
-                {"route", route.host}, {"backend", up.address}, {"bytes_in", to_backend},
-                {"bytes_out", to_client});
+                {"route", route.host}, {"backend", up.address}, {"bytes_in", totals.a_to_b},
+                {"bytes_out", totals.b_to_a});
 }
 
 } // namespace
@@ -974,7 +968,6 @@ task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, conf
     tcp_stream tcp(std::move(socket));
     beast::flat_buffer buffer;
     info.entry = w.register_connection(tcp);
-    info.entry->id = id;
     registration guard{info};
     PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", info.client});
 

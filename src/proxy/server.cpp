@@ -26,13 +26,6 @@ std::vector<net::ip::address> listen_addresses(const config::listener& l)
     return {net::ip::make_address(l.host)};
 }
 
-std::string endpoint_text(const tcp::endpoint& ep)
-{
-    if (ep.address().is_v6()) {
-        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
-    }
-    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
-}
 
 std::string_view protocols(config::tls_mode mode)
 {

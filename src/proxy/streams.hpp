@@ -10,6 +10,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/rate_policy.hpp>
 
+#include <string>
+
 namespace portico::proxy {
 
 /// A client connection over TCP, with per-operation deadlines.
@@ -21,5 +23,8 @@ using upstream_protocol = net::generic::stream_protocol;
 /// A backend connection, with per-operation deadlines.
 using upstream_stream =
     beast::basic_stream<upstream_protocol, executor, beast::unlimited_rate_policy>;
+
+/// `127.0.0.1:7080` or `[::1]:7080`, as logs, error pages and ready lines show addresses.
+std::string endpoint_text(const tcp::endpoint& ep);
 
 } // namespace portico::proxy

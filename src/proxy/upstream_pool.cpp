@@ -18,13 +18,6 @@ namespace {
 // to on every request; each idle one costs a socket and a small buffer.
 constexpr std::size_t max_idle_per_backend = 256;
 
-std::string endpoint_text(const tcp::endpoint& ep)
-{
-    if (ep.address().is_v6()) {
-        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
-    }
-    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
-}
 
 // A pooled connection is worth reusing only if the backend has not closed it meanwhile:
 // a non-blocking peek returns 0 on EOF, data if the backend sent something unasked (also a
@@ -45,6 +38,14 @@ errc classify_connect_error(const boost::system::error_code& ec)
 }
 
 } // namespace
+
+std::string endpoint_text(const tcp::endpoint& ep)
+{
+    if (ep.address().is_v6()) {
+        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+    }
+    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
 
 upstream_pool::upstream_pool(executor ex, const config::timeouts& timeouts)
     : executor_(std::move(ex)), timeouts_(timeouts)

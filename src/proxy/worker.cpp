@@ -59,7 +59,7 @@ task<void> worker::accept_loop(listening& l)
 
 std::list<connection_entry>::iterator worker::register_connection(tcp_stream& stream)
 {
-    connections_.push_back(connection_entry{0, &stream, nullptr, true});
+    connections_.push_back(connection_entry{&stream, nullptr, true});
     return std::prev(connections_.end());
 }
 

@@ -24,7 +24,6 @@ struct serving_state {
 
 /// A live client connection as the worker's registry sees it.
 struct connection_entry {
-    std::uint64_t id = 0;
     tcp_stream* stream = nullptr;
     upstream_stream* upstream = nullptr; ///< the backend connection of the exchange in flight
     bool idle = true; ///< between requests: may be closed at once on shutdown

@@ -233,6 +233,22 @@ TEST(TlsTest, RedirectHttpsSends308)
     EXPECT_EQ(https.out, fmt::format("GET /a host=app.localhost:{} body=0", p.proxy.port()));
 }
 
+TEST(TlsTest, RedirectHttpsGoesToTheTlsOnlyListener)
+{
+    origin backend;
+    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                            "    redirect_https: true\n",
+                            backend.port()),
+                "listen:\n  - 127.0.0.1:0\n  - address: 127.0.0.1:0\n    tls: only\n");
+    const auto ports = p.proxy.ports();
+    ASSERT_EQ(ports.size(), 2U);
+    client c(ports[0]);
+    auto res = c.get("app.localhost:" + std::to_string(ports[0]), "/x");
+    EXPECT_EQ(res.result_int(), 308);
+    EXPECT_EQ(res[beast::http::field::location],
+              fmt::format("https://app.localhost:{}/x", ports[1]));
+}
+
 TEST(TlsTest, TlsOnlyListenerRefusesPlainHttp)
 {
     origin backend;

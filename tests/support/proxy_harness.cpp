@@ -44,6 +44,15 @@ proxy_harness::~proxy_harness()
     }
 }
 
+std::vector<unsigned short> proxy_harness::ports() const
+{
+    std::vector<unsigned short> out;
+    for (const auto& ep : server_->endpoints()) {
+        out.push_back(ep.port());
+    }
+    return out;
+}
+
 void proxy_harness::stop() { server_->stop(); }
 
 bool proxy_harness::wait_stopped(std::chrono::milliseconds limit)

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace portico::test {
 
@@ -24,6 +25,8 @@ public:
 
     /// The port of the first listener.
     unsigned short port() const noexcept { return port_; }
+    /// The ports of every listener, in configuration order.
+    std::vector<unsigned short> ports() const;
     /// Starts a graceful shutdown without waiting for it.
     void stop();
     /// Waits (bounded) for `run` to return after a stop; returns whether it did.
