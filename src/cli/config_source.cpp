@@ -81,4 +81,23 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
     return loaded;
 }
 
+std::optional<config::config> load_again(const loaded_config& previous, std::string& errors)
+{
+    auto result = config::load_file(*previous.where.file, config::environment::process());
+    for (const auto& w : result.warnings) {
+        report(log::level::warn, "config_warning", w);
+    }
+    if (!result.ok() || !result.value) {
+        errors.clear();
+        for (const auto& e : result.errors) {
+            report(log::level::error, "config_error", e);
+            errors += e.to_string();
+            errors += '\n';
+        }
+        report_failure(previous.display_name(), result.errors.size());
+        return std::nullopt;
+    }
+    return std::move(result.value);
+}
+
 } // namespace portico::cli

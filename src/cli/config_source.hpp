@@ -31,4 +31,11 @@ struct loaded_config {
  */
 std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file);
 
+/**
+ * Loads the file `previous` came from again (a reload), reporting warnings and errors as
+ * `load_config` does. On failure returns nothing and sets `errors` to the diagnostics, one
+ * `file:line:col: message` per line.
+ */
+std::optional<config::config> load_again(const loaded_config& previous, std::string& errors);
+
 } // namespace portico::cli

@@ -45,24 +45,6 @@ overflow-wrap:anywhere}
 footer{margin-top:20px;color:var(--muted);font-size:12px}
 )css";
 
-/// Escapes text for HTML element content and quoted attribute values.
-std::string html_escape(std::string_view text)
-{
-    std::string out;
-    out.reserve(text.size());
-    for (const char c : text) {
-        switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        case '\'': out += "&#39;"; break;
-        default: out += c; break;
-        }
-    }
-    return out;
-}
-
 /// "a", "a and b", "a, b and c".
 std::string join_and(std::span<const std::string> items)
 {
@@ -284,6 +266,24 @@ std::string render_html(const error_details& d, status code, std::string_view me
 }
 
 } // namespace
+
+std::string html_escape(std::string_view text)
+{
+    std::string out;
+    out.reserve(text.size());
+    for (const char c : text) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c; break;
+        }
+    }
+    return out;
+}
+
 
 status status_for(errc e) noexcept
 {

@@ -67,14 +67,18 @@ request_plan plan_request(const serving_state& state, const request_facts& facts
             plan.detail = "HTTP/1.1 requests need a Host header";
             return plan;
         }
-        plan.error = errc::no_route;
+        plan.admin = true;
+        plan.upstream_target = split->path + split->query;
         return plan;
     }
 
     const auto match = state.table.match(plan.host, split->path);
+    if (match.kind == routing::match_kind::admin) {
+        plan.admin = true;
+        plan.upstream_target = split->path + split->query;
+        return plan;
+    }
     if (match.kind != routing::match_kind::route) {
-        // The admin pages arrive with their own issue; until then the admin host and the
-        // loopback names answer with the list of routes.
         plan.error = errc::no_route;
         return plan;
     }

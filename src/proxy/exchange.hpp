@@ -28,10 +28,11 @@ struct request_facts {
 /// The outcome of planning a request.
 struct request_plan {
     std::optional<errc> error;       ///< set when the request is answered by portico
+    bool admin = false;              ///< for the admin host: dashboard, API, metrics
     std::string detail;              ///< extra words for the error page
     std::string host;                ///< effective host as sent (Host or absolute-form authority)
     const config::route* route = nullptr;
-    std::string upstream_target;     ///< origin-form target for the backend
+    std::string upstream_target;     ///< origin-form target for the backend (or the admin page)
     std::string upstream_host;       ///< Host header for the backend
 };
 

@@ -5,6 +5,7 @@
 #include "proxy/exchange.hpp"
 #include "proxy/worker.hpp"
 
+#include "portico/admin/pages.hpp"
 #include "portico/core/log.hpp"
 #include "portico/http/error_page.hpp"
 #include "portico/http/header_policy.hpp"
@@ -54,6 +55,7 @@ struct client_info {
     std::string local_port;
     bool tls = false;          ///< requests arrive over TLS
     bool tls_required = false; ///< plain HTTP on a `tls: only` listener
+    bool loopback_listener = true; ///< accepted on a loopback address
     std::list<connection_entry>::iterator entry;
 };
 
@@ -243,13 +245,23 @@ struct exchange_record {
     std::uint64_t bytes = 0;
     const config::route* route = nullptr; ///< named only when a log line is written
     std::string backend;
+    std::uint64_t bytes_in = 0;  ///< request body bytes received
+    std::string_view error;      ///< the condition, when portico answered with an error page
+    std::string_view served_by;  ///< route name when no route applies (the admin host)
 };
 
+/// Counts an open tunnel in the worker's statistics for as long as it lives.
+struct tunnel_count {
+    admin::worker_stats& stats;
+    explicit tunnel_count(admin::worker_stats& s) : stats(s) { stats.tunnel_opened(); }
+    ~tunnel_count() { stats.tunnel_closed(); }
+    tunnel_count(const tunnel_count&) = delete;
+    tunnel_count& operator=(const tunnel_count&) = delete;
+};
+
+/// Records a finished request in the statistics and, when enabled, the access log.
 void write_access_log(const client_info& info, const exchange_record& rec)
 {
-    if (!log::enabled(log::level::info)) {
-        return;
-    }
     log::access_record a;
     a.time = std::chrono::system_clock::now();
     a.client = info.client;
@@ -261,10 +273,13 @@ void write_access_log(const client_info& info, const exchange_record& rec)
     a.bytes = rec.bytes;
     a.duration_ms =
         std::chrono::duration<double, std::milli>(clock::now() - rec.start).count();
-    const auto route_name = rec.route != nullptr ? rec.route->name() : std::string();
+    const auto route_name = rec.route != nullptr ? rec.route->name() : std::string(rec.served_by);
     a.route = route_name;
     a.backend = rec.backend;
-    log::access(a);
+    info.w.stats().record(a, rec.error, rec.bytes_in);
+    if (log::enabled(log::level::info)) {
+        log::access(a);
+    }
 }
 
 /// Answers with an error page, logs the request, and closes the connection gracefully.
@@ -280,6 +295,7 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
         details.route = route_name;
     }
     details.tried = tried;
+    rec.error = to_string(error);
     auto res = http::make_error_response(details, json, rec.version);
     rec.status = res.result_int();
     rec.bytes = res.body().size();
@@ -566,6 +582,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             co_return false;
         }
         request_complete = !bec;
+        rec.bytes_in = sent;
     }
 
     // Read the response head; 1xx interim responses other than 101 are not relayed.
@@ -616,6 +633,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         rec.status = 101;
         write_access_log(c.info, rec);
         if (!wec) {
+            tunnel_count counted(c.w.stats());
             co_await run_tunnel(c.stream, c.buffer, io, up.buffer);
         }
         co_return false;
@@ -787,7 +805,8 @@ task<bool> redirect_to_https(connection<Stream>& c, const request_plan& plan,
                              exchange_record& rec, bool keep_alive)
 {
     const auto host = uri::normalize_host(plan.host).value_or("localhost");
-    const auto& port = c.w.https_port().empty() ? c.info.local_port : c.w.https_port();
+    const auto& https_port = c.w.state()->https_port;
+    const auto& port = https_port.empty() ? c.info.local_port : https_port;
     const bool is_v6 = host.find(':') != std::string::npos;
     const auto location =
         fmt::format("https://{}{}{}{}{}", is_v6 ? "[" : "", host, is_v6 ? "]" : "",
@@ -801,6 +820,79 @@ task<bool> redirect_to_https(connection<Stream>& c, const request_plan& plan,
     co_return !ec && keep_alive;
 }
 
+/**
+ * Answers a request for the admin host: dashboard, API and metrics. Requests sent by a page
+ * of another origin (a DNS-rebinding or cross-site attempt) get 403.
+ */
+template <typename Stream>
+task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_plan& plan,
+                       exchange_record& rec, bool json, const serving_state& state)
+{
+    auto& req = parser.get();
+    rec.served_by = state.table.admin_host();
+    if (!c.info.loopback_listener && !state.cfg.allow_external) {
+        co_await answer_error(c, plan, errc::no_route, json, rec);
+        co_return false;
+    }
+    std::string_view claimed;
+    std::string_view claimed_header;
+    if (const auto origin = req.find(beast::http::field::origin); origin != req.end()) {
+        claimed = origin->value();
+        claimed_header = "Origin";
+    } else if (const auto referer = req.find(beast::http::field::referer); referer != req.end()) {
+        claimed = referer->value();
+        claimed_header = "Referer";
+    }
+    if (!claimed_header.empty() &&
+        !admin::is_allowed_origin(claimed, state.table.admin_host(), state.listener_ports)) {
+        plan.detail = fmt::format("the admin pages answer only pages of portico itself; this "
+                                  "request's {} is {}",
+                                  claimed_header, claimed);
+        co_await answer_error(c, plan, errc::forbidden_origin, json, rec);
+        co_return false;
+    }
+
+    admin::page_request page;
+    page.method = req.method_string();
+    page.target = plan.upstream_target;
+    page.scheme = c.info.tls ? "https" : "http";
+    page.port = c.info.local_port;
+    const admin::page_context context{state.cfg, state.table, c.w.observatory(),
+                                      admin::build_version()};
+    auto answer = admin::respond(page, context);
+
+    // The admin API reads no bodies; one that was sent is not read, so the connection ends.
+    const bool keep_alive = parser.keep_alive() && parser.is_done() && !c.w.is_draining();
+    http::string_response res{static_cast<beast::http::status>(answer.status), rec.version};
+    res.set(beast::http::field::server, "portico");
+    res.set(beast::http::field::content_type, answer.content_type);
+    res.set(beast::http::field::cache_control, "no-store");
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set("Referrer-Policy", "same-origin");
+    if (!answer.allow.empty()) {
+        res.set(beast::http::field::allow, answer.allow);
+    }
+    rec.status = answer.status;
+    if (req.method() == beast::http::verb::head) {
+        res.content_length(answer.body.size());
+    } else {
+        rec.bytes = answer.body.size();
+        res.body() = std::move(answer.body);
+        res.prepare_payload();
+    }
+    res.keep_alive(keep_alive);
+    const auto ec = co_await send_response(c, res);
+    write_access_log(c.info, rec);
+    if (ec) {
+        co_return false;
+    }
+    if (!keep_alive) {
+        co_await lingering_close(c);
+        co_return false;
+    }
+    co_return true;
+}
+
 /// Reads, checks and serves one request; returns whether to read another.
 template <typename Stream>
 task<bool> serve_request(connection<Stream>& c, bool first_request)
@@ -810,6 +902,9 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         co_return false;
     }
     c.info.entry->idle = false;
+    // The routes this request was planned with stay alive until it ends, whatever a reload
+    // publishes meanwhile.
+    const auto state = c.w.state();
     exchange_record rec;
     request_plan plan;
     if (head.what == head_result::kind::failed) {
@@ -875,10 +970,15 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     facts.host = rec.host;
     facts.has_host = req.count(beast::http::field::host) > 0;
     facts.version = rec.version;
-    plan = plan_request(*c.w.state(), facts);
+    plan = plan_request(*state, facts);
     if (plan.error) {
         co_await answer_error(c, plan, *plan.error, json, rec);
         co_return false;
+    }
+    if (plan.admin) {
+        const bool again = co_await serve_admin(c, parser, plan, rec, json, *state);
+        c.info.entry->idle = true;
+        co_return again && !c.w.is_draining();
     }
     if (plan.route->redirect_https && !c.info.tls) {
         co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
@@ -948,6 +1048,7 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
     }
     auto& up = *acquired.connection;
     info.entry->upstream = &up.stream;
+    tunnel_count counted(info.w.stats());
     const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer);
     info.entry->upstream = nullptr;
     PORTICO_LOG(log::level::info, "passthrough_closed", {"conn", info.id}, {"client", info.client},
@@ -964,7 +1065,8 @@ task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, conf
     const auto remote = socket.remote_endpoint(ec);
     const auto local = socket.local_endpoint(ec);
     client_info info{w,     id,    endpoint_text(remote), endpoint_ip(remote),
-                     std::to_string(local.port()), false, false, {}};
+                     std::to_string(local.port()), false, false, local.address().is_loopback(),
+                     {}};
     tcp_stream tcp(std::move(socket));
     beast::flat_buffer buffer;
     info.entry = w.register_connection(tcp);
@@ -990,14 +1092,17 @@ task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, conf
         co_return;
     }
     if (!hello.server_name.empty()) {
-        if (const auto* route = w.state()->table.match_passthrough(hello.server_name)) {
+        const auto state = w.state(); // the route outlives a reload while the tunnel is open
+        if (const auto* route = state->table.match_passthrough(hello.server_name)) {
             co_await pass_through(info, tcp, buffer, *route);
             co_return;
         }
     }
 
     info.tls = true;
-    ssl::stream<tcp_stream&> tls_stream(tcp, w.certificates().server_context());
+    // The handshake and the session use this manager even if a reload replaces it.
+    const auto certificates = w.certificates();
+    ssl::stream<tcp_stream&> tls_stream(tcp, certificates->server_context());
     tcp.expires_after(w.state()->cfg.timeouts.header);
     auto [hec, used] = co_await tls_stream.async_handshake(ssl::stream_base::server, buffer.data());
     if (hec) {

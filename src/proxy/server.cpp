@@ -2,6 +2,7 @@
 
 #include "proxy/worker.hpp"
 
+#include "portico/admin/probe.hpp"
 #include "portico/core/log.hpp"
 
 #include <boost/asio/post.hpp>
@@ -11,6 +12,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -26,7 +29,6 @@ std::vector<net::ip::address> listen_addresses(const config::listener& l)
     return {net::ip::make_address(l.host)};
 }
 
-
 std::string_view protocols(config::tls_mode mode)
 {
     switch (mode) {
@@ -37,51 +39,77 @@ std::string_view protocols(config::tls_mode mode)
     return "http";
 }
 
+/// One configured listener once bound: its addresses and, per worker, an acceptor for each.
+struct bound_listener {
+    config::listener cfg;
+    std::string key; ///< `cfg.to_string()`: listeners are matched by address across reloads
+    std::vector<tcp::endpoint> endpoints;
+    std::vector<std::vector<tcp_acceptor>> per_worker; ///< handed to the workers, then empty
+};
+
+std::string bind_failure(const tcp::endpoint& ep, const boost::system::error_code& ec)
+{
+    const auto where = endpoint_text(ep);
+    if (ec == net::error::address_in_use) {
+        return fmt::format("cannot listen on {}: port {} is already in use by another process; "
+                           "stop it (see `ss -ltnp 'sport = :{}'`) or change 'listen' in the "
+                           "configuration",
+                           where, ep.port(), ep.port());
+    }
+    if (ec == net::error::access_denied) {
+        return fmt::format("cannot listen on {}: permission denied (ports below 1024 need root "
+                           "or CAP_NET_BIND_SERVICE); choose a port above 1023",
+                           where);
+    }
+    return fmt::format("cannot listen on {}: {}", where, ec.message());
+}
+
+/// Same CA, same constraints, same user certificates (by file name).
+bool same_tls(const config::tls_settings& a, const config::tls_settings& b)
+{
+    if (a.ca_dir != b.ca_dir || a.ca_permitted_names != b.ca_permitted_names ||
+        a.certificates.size() != b.certificates.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.certificates.size(); ++i) {
+        const auto& x = a.certificates[i];
+        const auto& y = b.certificates[i];
+        if (x.hosts != y.hosts || x.cert != y.cert || x.key != y.key) {
+            return false;
+        }
+    }
+    return true;
+}
+
 } // namespace
 
 struct server::impl {
-    explicit impl(config::config cfg)
-        : state(std::make_shared<const serving_state>(std::move(cfg)))
+    explicit impl(config::config cfg) : state(std::make_shared<serving_state>(std::move(cfg)))
     {
         worker_count = state->cfg.workers;
         if (worker_count == 0) {
             worker_count = std::max(1U, std::thread::hardware_concurrency());
         }
         for (unsigned i = 0; i < worker_count; ++i) {
-            workers.push_back(std::make_unique<worker>(i, state));
+            workers.push_back(
+                std::make_unique<worker>(i, state, observatory.add_worker(), observatory));
         }
     }
 
-    std::shared_ptr<const serving_state> state;
-    unsigned worker_count = 1;
-    std::unique_ptr<tls::certificate_manager> certificates;
-    std::vector<std::unique_ptr<worker>> workers;
-    std::vector<tcp::endpoint> bound;
-    std::vector<config::tls_mode> bound_modes;
-    std::optional<net::signal_set> signals; ///< on worker 0, while `run` handles signals
-    std::mutex stop_mutex;
-    bool stopping = false;
-};
-
-server::server(config::config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {}
-
-server::~server() = default;
-
-unsigned server::worker_count() const noexcept { return impl_->worker_count; }
-
-std::vector<tcp::endpoint> server::endpoints() const { return impl_->bound; }
-
-bind_result server::bind()
-{
-    bind_result result;
-    for (const auto& l : impl_->state->cfg.listen) {
-        for (const auto& address : listen_addresses(l)) {
-            tcp::endpoint ep(address, l.port);
-            // Every worker binds its own acceptor to the same address (SO_REUSEPORT), so the
-            // kernel spreads connections and none crosses threads. With port 0 the first
-            // acceptor picks the port and the others follow it.
-            for (auto& w : impl_->workers) {
-                tcp_acceptor acceptor(w->get_executor());
+    /**
+     * Binds every address of `l` once per worker (SO_REUSEPORT: the kernel spreads
+     * connections and none crosses threads). With port 0 the first acceptor picks the port
+     * and the others follow it. On failure nothing stays bound.
+     */
+    std::optional<std::string> bind_listener(bound_listener& out)
+    {
+        out.key = out.cfg.to_string();
+        out.per_worker.clear();
+        out.per_worker.resize(workers.size());
+        for (const auto& address : listen_addresses(out.cfg)) {
+            tcp::endpoint ep(address, out.cfg.port);
+            for (std::size_t w = 0; w < workers.size(); ++w) {
+                tcp_acceptor acceptor(workers[w]->get_executor());
                 boost::system::error_code ec;
                 acceptor.open(ep.protocol(), ec);
                 if (!ec) {
@@ -104,58 +132,237 @@ bind_result server::bind()
                     acceptor.listen(net::socket_base::max_listen_connections, ec);
                 }
                 if (ec) {
-                    result.error = ec;
-                    const auto where = endpoint_text(ep);
-                    if (ec == net::error::address_in_use) {
-                        result.message = fmt::format(
-                            "cannot listen on {}: port {} is already in use by another "
-                            "process; stop it (see `ss -ltnp 'sport = :{}'`) or change "
-                            "'listen' in the configuration",
-                            where, ep.port(), ep.port());
-                    } else if (ec == net::error::access_denied) {
-                        result.message = fmt::format(
-                            "cannot listen on {}: permission denied (ports below 1024 need "
-                            "root or CAP_NET_BIND_SERVICE); choose a port above 1023",
-                            where);
-                    } else {
-                        result.message =
-                            fmt::format("cannot listen on {}: {}", where, ec.message());
-                    }
-                    return result;
+                    out.per_worker.clear();
+                    return bind_failure(ep, ec);
                 }
                 ep = acceptor.local_endpoint();
-                w->add_acceptor(std::move(acceptor), l.tls);
+                out.per_worker[w].push_back(std::move(acceptor));
             }
-            impl_->bound.push_back(ep);
-            impl_->bound_modes.push_back(l.tls);
+            out.endpoints.push_back(ep);
         }
+        return std::nullopt;
+    }
+
+    /// Creates the certificate manager for `s`; its name filter keeps `s` alive.
+    std::shared_ptr<tls::certificate_manager>
+    make_certificates(const std::shared_ptr<const serving_state>& s, std::string& error)
+    {
+        return tls::certificate_manager::create(
+            s->cfg.tls, [s](std::string_view name) { return s->table.is_served_name(name); },
+            error);
+    }
+
+    /// The ports and the redirect target of `listeners`, recorded in `s`.
+    static void describe_listeners(serving_state& s, const std::vector<bound_listener>& listeners)
+    {
+        s.listener_ports.clear();
+        s.https_port.clear();
+        for (const auto& l : listeners) {
+            for (const auto& ep : l.endpoints) {
+                s.listener_ports.push_back(ep.port());
+                if (l.cfg.tls == config::tls_mode::only && s.https_port.empty()) {
+                    s.https_port = std::to_string(ep.port());
+                }
+            }
+        }
+    }
+
+    std::shared_ptr<serving_state> state; ///< mutable until published to the workers
+    admin::observatory observatory;
+    unsigned worker_count = 1;
+    std::shared_ptr<tls::certificate_manager> certificates;
+    std::vector<std::unique_ptr<worker>> workers;
+    std::vector<bound_listener> listeners;
+    std::optional<net::signal_set> signals; ///< on worker 0, while `run` handles signals
+    std::mutex mutex; ///< guards `state`, `certificates` and `listeners` after `bind()`
+    bool stopping = false;
+};
+
+server::server(config::config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {}
+
+server::~server() = default;
+
+unsigned server::worker_count() const noexcept { return impl_->worker_count; }
+
+admin::observatory& server::observatory() noexcept { return impl_->observatory; }
+
+std::vector<tcp::endpoint> server::endpoints() const
+{
+    std::lock_guard lock(impl_->mutex);
+    std::vector<tcp::endpoint> out;
+    for (const auto& l : impl_->listeners) {
+        out.insert(out.end(), l.endpoints.begin(), l.endpoints.end());
+    }
+    return out;
+}
+
+std::vector<config::backend> server::backends() const
+{
+    std::lock_guard lock(impl_->mutex);
+    return admin::backends_of(impl_->state->cfg.routes);
+}
+
+bind_result server::bind()
+{
+    bind_result result;
+    for (const auto& l : impl_->state->cfg.listen) {
+        bound_listener b;
+        b.cfg = l;
+        if (auto failure = impl_->bind_listener(b)) {
+            result.error = net::error::address_in_use;
+            result.message = *failure;
+            impl_->listeners.clear();
+            return result;
+        }
+        impl_->listeners.push_back(std::move(b));
     }
     // Certificates come after the sockets: a port conflict is reported before the CA in
     // ca_dir is created or read.
     std::string tls_error;
-    auto state = impl_->state;
-    impl_->certificates = tls::certificate_manager::create(
-        state->cfg.tls,
-        [state](std::string_view name) { return state->table.is_served_name(name); },
-        tls_error);
+    impl_->certificates = impl_->make_certificates(impl_->state, tls_error);
     if (!impl_->certificates) {
         result.error = boost::system::error_code(EIO, boost::system::system_category());
         result.message = tls_error;
         return result;
     }
-    for (auto& w : impl_->workers) {
-        w->set_certificates(*impl_->certificates);
-    }
-
-    // redirect_https goes to a `tls: only` listener's port when there is one.
-    for (std::size_t i = 0; i < impl_->bound.size(); ++i) {
-        if (impl_->bound_modes[i] == config::tls_mode::only) {
-            for (auto& w : impl_->workers) {
-                w->set_https_port(std::to_string(impl_->bound[i].port()));
+    impl_->observatory.set_certificate_counter(
+        [c = impl_->certificates] { return c->certificates_issued(); });
+    impl::describe_listeners(*impl_->state, impl_->listeners);
+    for (std::size_t w = 0; w < impl_->workers.size(); ++w) {
+        auto& wk = *impl_->workers[w];
+        wk.set_certificates(impl_->certificates);
+        for (auto& l : impl_->listeners) {
+            for (auto& a : l.per_worker[w]) {
+                wk.add_acceptor(std::move(a), l.cfg.tls, l.key);
             }
-            break;
         }
     }
+    for (auto& l : impl_->listeners) {
+        l.per_worker.clear();
+    }
+    return result;
+}
+
+reload_result server::reload(config::config next_cfg)
+{
+    std::lock_guard lock(impl_->mutex);
+    reload_result result;
+    if (impl_->stopping) {
+        result.message = "portico is shutting down";
+        return result;
+    }
+    auto next = std::make_shared<serving_state>(std::move(next_cfg));
+    const auto& previous = impl_->state->cfg;
+    if (next->cfg.workers != previous.workers) {
+        result.notes.push_back(fmt::format(
+            "'workers' changed to {}; it applies when portico restarts ({} workers run now)",
+            next->cfg.workers, impl_->worker_count));
+    }
+
+    // New listeners are bound before anything else changes, so a conflict leaves the
+    // running configuration untouched.
+    std::vector<bound_listener> listeners;
+    std::vector<std::size_t> added; ///< indexes into `listeners` bound by this reload
+    for (const auto& l : next->cfg.listen) {
+        const auto key = l.to_string();
+        const auto old = std::find_if(impl_->listeners.begin(), impl_->listeners.end(),
+                                      [&](const bound_listener& b) { return b.key == key; });
+        bound_listener b;
+        b.cfg = l;
+        b.key = key;
+        if (old != impl_->listeners.end()) {
+            b.endpoints = old->endpoints;
+        } else if (auto failure = impl_->bind_listener(b)) {
+            result.message = *failure;
+            return result; // acceptors bound so far close with `listeners`
+        } else {
+            added.push_back(listeners.size());
+        }
+        listeners.push_back(std::move(b));
+    }
+
+    auto certificates = impl_->certificates;
+    const bool new_certificates =
+        !same_tls(next->cfg.tls, previous.tls) || !next->cfg.tls.certificates.empty();
+    if (new_certificates) {
+        // User certificate files may have been replaced on disk: load them again.
+        std::string error;
+        certificates = impl_->make_certificates(next, error);
+        if (!certificates) {
+            result.message = error;
+            return result;
+        }
+    } else {
+        certificates->set_name_filter(
+            [next](std::string_view name) { return next->table.is_served_name(name); });
+    }
+    impl::describe_listeners(*next, listeners);
+
+    std::vector<std::string> removed;
+    for (const auto& old : impl_->listeners) {
+        if (std::none_of(listeners.begin(), listeners.end(),
+                         [&](const bound_listener& b) { return b.key == old.key; })) {
+            removed.push_back(old.key);
+        }
+    }
+
+    std::shared_ptr<const serving_state> published = next;
+    for (std::size_t w = 0; w < impl_->workers.size(); ++w) {
+        struct fresh_acceptor {
+            std::string key;
+            config::tls_mode mode;
+            tcp_acceptor acceptor;
+        };
+        std::vector<fresh_acceptor> fresh;
+        for (const auto i : added) {
+            for (auto& a : listeners[i].per_worker[w]) {
+                fresh.push_back(fresh_acceptor{listeners[i].key, listeners[i].cfg.tls, std::move(a)});
+            }
+        }
+        std::vector<std::pair<std::string, config::tls_mode>> modes;
+        for (const auto& l : listeners) {
+            modes.emplace_back(l.key, l.cfg.tls);
+        }
+        auto* wk = impl_->workers[w].get();
+        net::post(wk->context(), [wk, published, certificates, fresh = std::move(fresh),
+                                  modes = std::move(modes), removed]() mutable {
+            wk->set_state(published);
+            wk->set_certificates(certificates);
+            for (auto& f : fresh) {
+                wk->add_acceptor(std::move(f.acceptor), f.mode, f.key);
+            }
+            for (const auto& [key, mode] : modes) {
+                wk->set_listener_mode(key, mode);
+            }
+            for (const auto& key : removed) {
+                wk->remove_acceptors(key);
+            }
+        });
+    }
+    for (auto& l : listeners) {
+        l.per_worker.clear();
+    }
+
+    for (const auto i : added) {
+        for (const auto& ep : listeners[i].endpoints) {
+            const auto where = endpoint_text(ep);
+            const auto proto = protocols(listeners[i].cfg.tls);
+            log::notice("listener_added", fmt::format("portico ready: {} on {}", proto, where),
+                        {{"listen", where}, {"protocols", proto}});
+        }
+    }
+    for (const auto& key : removed) {
+        log::notice("listener_removed", fmt::format("portico stopped listening on {}", key),
+                    {{"listen", key}});
+    }
+    if (new_certificates) {
+        impl_->observatory.set_certificate_counter(
+            [certificates] { return certificates->certificates_issued(); });
+    }
+    impl_->certificates = std::move(certificates);
+    impl_->listeners = std::move(listeners);
+    impl_->state = std::move(next);
+    result.ok = true;
     return result;
 }
 
@@ -173,16 +380,18 @@ void server::run(bool handle_signals)
     }
 
     const auto routes = impl_->state->cfg.routes.size();
-    for (std::size_t i = 0; i < impl_->bound.size(); ++i) {
-        const auto where = endpoint_text(impl_->bound[i]);
-        const auto proto = protocols(impl_->bound_modes[i]);
-        log::notice("ready",
-                    fmt::format("portico ready: {} on {} ({} route{})", proto, where, routes,
-                                routes == 1 ? "" : "s"),
-                    {{"listen", where},
-                     {"protocols", proto},
-                     {"routes", routes},
-                     {"workers", impl_->workers.size()}});
+    for (const auto& l : impl_->listeners) {
+        for (const auto& ep : l.endpoints) {
+            const auto where = endpoint_text(ep);
+            const auto proto = protocols(l.cfg.tls);
+            log::notice("ready",
+                        fmt::format("portico ready: {} on {} ({} route{})", proto, where, routes,
+                                    routes == 1 ? "" : "s"),
+                        {{"listen", where},
+                         {"protocols", proto},
+                         {"routes", routes},
+                         {"workers", impl_->workers.size()}});
+        }
     }
 
     for (auto& w : impl_->workers) {
@@ -201,7 +410,7 @@ void server::run(bool handle_signals)
 void server::stop()
 {
     {
-        std::lock_guard lock(impl_->stop_mutex);
+        std::lock_guard lock(impl_->mutex);
         if (impl_->stopping) {
             return;
         }

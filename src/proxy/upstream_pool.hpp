@@ -62,6 +62,9 @@ public:
     void release(const config::backend& b, std::unique_ptr<upstream_connection> c,
                  bool skip_verify = false);
 
+    /// Applies the timeouts of a reloaded configuration to new connections and reuse.
+    void set_timeouts(const config::timeouts& t) { timeouts_ = t; }
+
     /// Closes every idle connection (shutdown).
     void clear();
 

@@ -9,32 +9,74 @@
 
 namespace portico::proxy {
 
-worker::worker(unsigned index, std::shared_ptr<const serving_state> state)
-    : index_(index), state_(std::move(state)),
+worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
+               admin::worker_stats& stats, const admin::observatory& observatory)
+    : index_(index), state_(std::move(state)), stats_(stats), observatory_(observatory),
       pool_(executor(context_.get_executor()), state_->cfg.timeouts),
       shutdown_timer_(context_.get_executor())
 {
 }
 
-void worker::add_acceptor(tcp_acceptor acceptor, config::tls_mode mode)
+void worker::set_state(std::shared_ptr<const serving_state> next)
 {
-    acceptors_.push_back(listening{std::move(acceptor), mode});
+    pool_.set_timeouts(next->cfg.timeouts);
+    state_ = std::move(next);
+}
+
+void worker::set_certificates(std::shared_ptr<tls::certificate_manager> c)
+{
+    if (certificates_ && certificates_ != c) {
+        // Pooled https connections were verified with the old trust settings.
+        pool_.clear();
+    }
+    certificates_ = std::move(c);
+    pool_.set_certificates(*certificates_);
+}
+
+void worker::add_acceptor(tcp_acceptor acceptor, config::tls_mode mode, std::string key)
+{
+    acceptors_.push_back(listening{std::move(acceptor), mode, std::move(key)});
+    if (started_ && !draining_) {
+        net::co_spawn(context_, accept_loop(std::prev(acceptors_.end())), net::detached);
+    }
+}
+
+void worker::remove_acceptors(const std::string& key)
+{
+    for (auto& l : acceptors_) {
+        if (l.key == key && !l.removed) {
+            l.removed = true;
+            boost::system::error_code ec;
+            l.acceptor.close(ec);
+        }
+    }
+}
+
+void worker::set_listener_mode(const std::string& key, config::tls_mode mode)
+{
+    for (auto& l : acceptors_) {
+        if (l.key == key) {
+            l.mode = mode;
+        }
+    }
 }
 
 void worker::start()
 {
-    for (auto& l : acceptors_) {
-        net::co_spawn(context_, accept_loop(l), net::detached);
+    started_ = true;
+    for (auto it = acceptors_.begin(); it != acceptors_.end(); ++it) {
+        net::co_spawn(context_, accept_loop(it), net::detached);
     }
 }
 
-task<void> worker::accept_loop(listening& l)
+task<void> worker::accept_loop(std::list<listening>::iterator it)
 {
-    while (!draining_) {
+    auto& l = *it;
+    while (!draining_ && !l.removed) {
         auto [ec, socket] = co_await l.acceptor.async_accept();
         if (ec) {
-            if (ec == net::error::operation_aborted || draining_) {
-                co_return;
+            if (ec == net::error::operation_aborted || draining_ || l.removed) {
+                break;
             }
             // EMFILE and friends: log and go on; the next accept may succeed once
             // connections close.
@@ -55,17 +97,22 @@ task<void> worker::accept_loop(listening& l)
                           }
                       });
     }
+    if (l.removed && !draining_) {
+        acceptors_.erase(it);
+    }
 }
 
 std::list<connection_entry>::iterator worker::register_connection(tcp_stream& stream)
 {
     connections_.push_back(connection_entry{&stream, nullptr, true});
+    stats_.connection_opened();
     return std::prev(connections_.end());
 }
 
 void worker::unregister_connection(std::list<connection_entry>::iterator it)
 {
     connections_.erase(it);
+    stats_.connection_closed();
     if (draining_ && connections_.empty()) {
         shutdown_timer_.cancel();
     }

@@ -3,6 +3,7 @@
 #include "proxy/streams.hpp"
 #include "proxy/upstream_pool.hpp"
 
+#include "portico/admin/observatory.hpp"
 #include "portico/config/config.hpp"
 #include "portico/routing/route_table.hpp"
 #include "portico/tls/certificates.hpp"
@@ -14,12 +15,18 @@
 
 namespace portico::proxy {
 
-/// The configuration a worker serves, with its route table; never changes once built.
+/**
+ * The configuration a worker serves, with its route table; never changes once built. A
+ * reload builds a new one; each request holds the one it started with until it ends, so
+ * routes it points into stay valid.
+ */
 struct serving_state {
     explicit serving_state(config::config c) : cfg(std::move(c)), table(cfg) {}
 
     config::config cfg;
     routing::route_table table;
+    std::vector<std::uint16_t> listener_ports; ///< bound ports, for the admin Origin check
+    std::string https_port; ///< where `redirect_https` sends clients ("" = their own port)
 };
 
 /// A live client connection as the worker's registry sees it.
@@ -36,7 +43,8 @@ struct connection_entry {
  */
 class worker {
 public:
-    worker(unsigned index, std::shared_ptr<const serving_state> state);
+    worker(unsigned index, std::shared_ptr<const serving_state> state, admin::worker_stats& stats,
+           const admin::observatory& observatory);
 
     /// The worker's event loop.
     net::io_context& context() noexcept { return context_; }
@@ -46,27 +54,38 @@ public:
     /// The configuration and routes new requests use.
     const std::shared_ptr<const serving_state>& state() const noexcept { return state_; }
 
-    /// Certificates for TLS listeners (shared by all workers; thread-safe).
-    tls::certificate_manager& certificates() noexcept { return *certificates_; }
+    /// Replaces the configuration new requests use (a reload); requests in flight keep theirs.
+    void set_state(std::shared_ptr<const serving_state> next);
 
-    /// The port plain-HTTP requests are redirected to for https ("" = their own port).
-    const std::string& https_port() const noexcept { return https_port_; }
+    /// Certificates for TLS listeners (shared by all workers; thread-safe). A connection
+    /// keeps the manager it started with.
+    const std::shared_ptr<tls::certificate_manager>& certificates() const noexcept
+    {
+        return certificates_;
+    }
+
+    /// This worker's request statistics.
+    admin::worker_stats& stats() noexcept { return stats_; }
+    /// Every worker's statistics, for the admin pages.
+    const admin::observatory& observatory() const noexcept { return observatory_; }
 
     /// The pool of backend connections.
     upstream_pool& pool() noexcept { return pool_; }
 
-    /// Adds an acceptor bound by the server; accepting starts with `start()`.
-    void add_acceptor(tcp_acceptor acceptor, config::tls_mode mode);
+    /**
+     * Adds an acceptor bound by the server for the listener named `key`; accepting starts
+     * with `start()`, or at once when the worker already runs.
+     */
+    void add_acceptor(tcp_acceptor acceptor, config::tls_mode mode, std::string key);
 
-    /// Sets the certificates TLS listeners use (after binding, before `start()`).
-    void set_certificates(tls::certificate_manager& c) noexcept
-    {
-        certificates_ = &c;
-        pool_.set_certificates(c);
-    }
+    /// Closes the acceptors of a listener that a reload removed; open connections stay.
+    void remove_acceptors(const std::string& key);
 
-    /// Sets where plain-HTTP requests of `redirect_https` routes go (after binding).
-    void set_https_port(std::string port) { https_port_ = std::move(port); }
+    /// Changes how a listener's new connections are treated (a reload changed its `tls`).
+    void set_listener_mode(const std::string& key, config::tls_mode mode);
+
+    /// Sets the certificates TLS listeners and https backends use.
+    void set_certificates(std::shared_ptr<tls::certificate_manager> c);
 
     /// Starts accepting on every acceptor.
     void start();
@@ -89,18 +108,22 @@ private:
     struct listening {
         tcp_acceptor acceptor;
         config::tls_mode mode;
+        std::string key;      ///< the listener as configured, e.g. "127.0.0.1:7080"
+        bool removed = false; ///< closed by a reload: the accept loop erases it when it ends
     };
 
-    task<void> accept_loop(listening& l);
+    task<void> accept_loop(std::list<listening>::iterator l);
     task<void> shutdown_deadline();
 
     unsigned index_;
     net::io_context context_{1};
     std::shared_ptr<const serving_state> state_;
+    admin::worker_stats& stats_;
+    const admin::observatory& observatory_;
     upstream_pool pool_;
-    tls::certificate_manager* certificates_ = nullptr;
-    std::string https_port_;
+    std::shared_ptr<tls::certificate_manager> certificates_;
     std::list<listening> acceptors_;
+    bool started_ = false;
     std::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;

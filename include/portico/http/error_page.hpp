@@ -45,6 +45,9 @@ string_response make_error_response(const error_details& details, bool json, uns
 string_response make_redirect_response(std::string_view location, unsigned version,
                                        bool keep_alive);
 
+/// Escapes text for HTML element content and quoted attribute values.
+std::string html_escape(std::string_view text);
+
 /// The one-sentence message for a condition, as the JSON `message` field carries it.
 std::string error_message(const error_details& details);
 

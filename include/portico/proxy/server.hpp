@@ -2,6 +2,7 @@
 
 // The data plane: listeners, workers and the forwarding engine behind them.
 
+#include "portico/admin/observatory.hpp"
 #include "portico/config/config.hpp"
 #include "portico/core/net.hpp"
 
@@ -17,6 +18,13 @@ namespace portico::proxy {
 struct bind_result {
     boost::system::error_code error; ///< set when a listener could not be bound
     std::string message;             ///< what failed and what to do about it
+};
+
+/// Outcome of applying a new configuration to a running server.
+struct reload_result {
+    bool ok = false;
+    std::string message;            ///< why it failed (the old configuration still serves)
+    std::vector<std::string> notes; ///< what was applied differently, e.g. `workers` kept
 };
 
 /**
@@ -45,6 +53,20 @@ public:
 
     /// Starts a graceful shutdown; thread-safe and idempotent.
     void stop();
+
+    /**
+     * Serves `next` from now on (thread-safe; call after `bind()`). New listeners are bound
+     * before removed ones close; requests in flight and open tunnels finish on the routes
+     * they started with. On failure (a listener cannot be bound, the CA cannot be opened)
+     * nothing changes. `workers` is applied at the next start only.
+     */
+    reload_result reload(config::config next);
+
+    /// Statistics, backend health and reload outcomes, for the admin pages.
+    admin::observatory& observatory() noexcept;
+
+    /// The backends of the configuration being served (for the health probe; thread-safe).
+    std::vector<config::backend> backends() const;
 
     /// The bound addresses, one per listener address (after `bind()`).
     std::vector<tcp::endpoint> endpoints() const;

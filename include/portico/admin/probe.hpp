@@ -1,0 +1,72 @@
+#pragma once
+
+// Backend health: is each dev server listening, and is it also reachable from the network?
+// Probes are TCP (or unix socket) connects, bounded in time, made off the request path.
+
+#include "portico/admin/observatory.hpp"
+#include "portico/config/config.hpp"
+#include "portico/core/net.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portico::admin {
+
+/**
+ * Ports on which some socket listens at a non-loopback address (0.0.0.0, ::, or a LAN
+ * address), from the text of /proc/net/tcp and /proc/net/tcp6.
+ */
+std::set<std::uint16_t> exposed_ports(std::string_view proc_net_tcp, std::string_view proc_net_tcp6);
+
+/// `exposed_ports` of this machine now; empty where /proc/net is not available.
+std::set<std::uint16_t> read_exposed_ports();
+
+/// Probes every backend concurrently; each connect gives up after `timeout`. Keyed by `to`.
+task<std::map<std::string, backend_state>>
+probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds timeout);
+
+/// `probe_backends` on a private event loop, for the command line.
+std::map<std::string, backend_state> probe_backends_now(std::vector<config::backend> backends,
+                                                        std::chrono::milliseconds timeout);
+
+/// The distinct backends of a set of routes (passthrough ones included), in file order.
+std::vector<config::backend> backends_of(const std::vector<config::route>& routes);
+
+/**
+ * Probes the current backends every `interval` and records the states in an observatory.
+ * Runs on the event loop it is started on until `stop()`.
+ */
+class backend_monitor {
+public:
+    using backend_source = std::function<std::vector<config::backend>()>;
+
+    backend_monitor(executor ex, observatory& obs, backend_source source,
+                    std::chrono::milliseconds interval = std::chrono::seconds(2),
+                    std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
+
+    /// Starts probing at once, then every interval.
+    void start();
+    /// Probes now (after a reload) instead of at the next tick.
+    void poke();
+    /// Ends the loop.
+    void stop();
+
+private:
+    task<void> loop();
+
+    executor executor_;
+    observatory& observatory_;
+    backend_source source_;
+    std::chrono::milliseconds interval_;
+    std::chrono::milliseconds timeout_;
+    steady_timer timer_;
+    bool stopped_ = false;
+};
+
+} // namespace portico::admin

@@ -1,0 +1,256 @@
+#include "portico/admin/probe.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+namespace portico::admin {
+namespace {
+
+using namespace net::experimental::awaitable_operators;
+
+std::string read_text(const char* path)
+{
+    std::ifstream in(path);
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+/// Splits a /proc/net/tcp line into whitespace-separated fields.
+std::vector<std::string_view> fields_of(std::string_view line)
+{
+    std::vector<std::string_view> out;
+    std::size_t i = 0;
+    while (i < line.size()) {
+        while (i < line.size() && line[i] == ' ') {
+            ++i;
+        }
+        const auto start = i;
+        while (i < line.size() && line[i] != ' ') {
+            ++i;
+        }
+        if (i > start) {
+            out.push_back(line.substr(start, i - start));
+        }
+    }
+    return out;
+}
+
+// /proc prints each 32-bit word of the address in host byte order; on the little-endian
+// machines portico runs on, an IPv4 address's first octet is therefore the last two digits.
+bool is_loopback_v4(std::string_view hex) { return hex.size() == 8 && hex.substr(6) == "7F"; }
+
+bool is_loopback_v6(std::string_view hex)
+{
+    if (hex == "00000000000000000000000001000000") {
+        return true; // ::1
+    }
+    // ::ffff:127.x.y.z
+    return hex.size() == 32 && hex.substr(0, 24) == "0000000000000000FFFF0000" &&
+           is_loopback_v4(hex.substr(24));
+}
+
+void collect(std::string_view text, bool v6, std::set<std::uint16_t>& out)
+{
+    std::size_t pos = 0;
+    bool header = true;
+    while (pos < text.size()) {
+        auto end = text.find('\n', pos);
+        if (end == std::string_view::npos) {
+            end = text.size();
+        }
+        const auto line = text.substr(pos, end - pos);
+        pos = end + 1;
+        if (header) {
+            header = false; // "sl local_address rem_address st ..."
+            continue;
+        }
+        const auto f = fields_of(line);
+        if (f.size() < 4 || f[3] != "0A") { // 0A: LISTEN
+            continue;
+        }
+        const auto colon = f[1].find(':');
+        if (colon == std::string_view::npos) {
+            continue;
+        }
+        const auto address = f[1].substr(0, colon);
+        const auto port_hex = f[1].substr(colon + 1);
+        unsigned port = 0;
+        if (std::from_chars(port_hex.data(), port_hex.data() + port_hex.size(), port, 16).ec !=
+            std::errc{}) {
+            continue;
+        }
+        if (v6 ? !is_loopback_v6(address) : !is_loopback_v4(address)) {
+            out.insert(static_cast<std::uint16_t>(port));
+        }
+    }
+}
+
+/// Connects to one address or gives up at the timeout.
+template <typename Protocol>
+task<bool> try_connect(const typename Protocol::endpoint& ep, std::chrono::milliseconds timeout)
+{
+    auto ex = co_await net::this_coro::executor;
+    typename Protocol::socket::template rebind_executor<executor>::other socket(ex);
+    steady_timer timer(ex);
+    timer.expires_after(timeout);
+    auto outcome = co_await (socket.async_connect(ep) || timer.async_wait());
+    if (outcome.index() != 0) {
+        co_return false;
+    }
+    const auto [ec] = std::get<0>(outcome);
+    co_return !ec;
+}
+
+task<bool> is_listening(const config::backend& b, std::chrono::milliseconds timeout)
+{
+    if (b.scheme == config::backend_scheme::unix_socket) {
+        co_return co_await try_connect<unix_protocol>(
+            unix_protocol::endpoint(b.socket_path.string()), timeout);
+    }
+    std::vector<net::ip::address> addresses;
+    if (b.host == "localhost") {
+        addresses = {net::ip::make_address("127.0.0.1"), net::ip::make_address("::1")};
+    } else {
+        boost::system::error_code ec;
+        const auto a = net::ip::make_address(b.host, ec);
+        if (!ec) {
+            addresses.push_back(a);
+        } else {
+            auto ex = co_await net::this_coro::executor;
+            tcp::resolver::rebind_executor<executor>::other resolver(ex);
+            auto [rec, results] = co_await resolver.async_resolve(b.host, std::to_string(b.port));
+            if (!rec) {
+                for (const auto& r : results) {
+                    addresses.push_back(r.endpoint().address());
+                }
+            }
+        }
+    }
+    for (const auto& a : addresses) {
+        if (co_await try_connect<tcp>(tcp::endpoint(a, b.port), timeout)) {
+            co_return true;
+        }
+    }
+    co_return false;
+}
+
+} // namespace
+
+std::set<std::uint16_t> exposed_ports(std::string_view proc_net_tcp, std::string_view proc_net_tcp6)
+{
+    std::set<std::uint16_t> out;
+    collect(proc_net_tcp, false, out);
+    collect(proc_net_tcp6, true, out);
+    return out;
+}
+
+std::set<std::uint16_t> read_exposed_ports()
+{
+    return exposed_ports(read_text("/proc/net/tcp"), read_text("/proc/net/tcp6"));
+}
+
+std::vector<config::backend> backends_of(const std::vector<config::route>& routes)
+{
+    std::vector<config::backend> out;
+    std::set<std::string> seen;
+    for (const auto& r : routes) {
+        if (seen.insert(r.to.text).second) {
+            out.push_back(r.to);
+        }
+    }
+    return out;
+}
+
+task<std::map<std::string, backend_state>>
+probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds timeout)
+{
+    // One coroutine per backend, all in flight at once, so a slow one costs one timeout.
+    auto ex = co_await net::this_coro::executor;
+    struct shared {
+        std::map<std::string, bool> listening;
+        std::size_t pending = 0;
+        steady_timer done;
+        explicit shared(executor e) : done(e) {}
+    };
+    auto state = std::make_shared<shared>(executor(ex));
+    state->pending = backends.size();
+    state->done.expires_at(steady_timer::time_point::max());
+    for (const auto& b : backends) {
+        net::co_spawn(
+            ex,
+            [b, timeout, state]() -> task<void> {
+                const bool up = co_await is_listening(b, timeout);
+                state->listening[b.text] = up;
+                if (--state->pending == 0) {
+                    state->done.cancel();
+                }
+            },
+            net::detached);
+    }
+    if (state->pending > 0) {
+        co_await state->done.async_wait();
+    }
+
+    const auto exposed = read_exposed_ports();
+    std::map<std::string, backend_state> out;
+    for (const auto& b : backends) {
+        const bool up = state->listening[b.text];
+        if (!up) {
+            out[b.text] = backend_state::down;
+        } else if (b.scheme != config::backend_scheme::unix_socket && exposed.contains(b.port)) {
+            out[b.text] = backend_state::exposed;
+        } else {
+            out[b.text] = backend_state::up;
+        }
+    }
+    co_return out;
+}
+
+std::map<std::string, backend_state> probe_backends_now(std::vector<config::backend> backends,
+                                                        std::chrono::milliseconds timeout)
+{
+    net::io_context io(1);
+    auto result = net::co_spawn(io, probe_backends(std::move(backends), timeout), net::use_future);
+    io.run();
+    return result.get();
+}
+
+backend_monitor::backend_monitor(executor ex, observatory& obs, backend_source source,
+                                 std::chrono::milliseconds interval,
+                                 std::chrono::milliseconds timeout)
+    : executor_(ex), observatory_(obs), source_(std::move(source)), interval_(interval),
+      timeout_(timeout), timer_(ex)
+{
+}
+
+void backend_monitor::start() { net::co_spawn(executor_, loop(), net::detached); }
+
+void backend_monitor::poke() { timer_.cancel(); }
+
+void backend_monitor::stop()
+{
+    stopped_ = true;
+    timer_.cancel();
+}
+
+task<void> backend_monitor::loop()
+{
+    while (!stopped_) {
+        const auto states = co_await probe_backends(source_(), timeout_);
+        for (const auto& [to, state] : states) {
+            observatory_.observe_backend(to, state);
+        }
+        timer_.expires_after(interval_);
+        co_await timer_.async_wait();
+    }
+}
+
+} // namespace portico::admin

@@ -1,0 +1,157 @@
+#include "cli/file_watcher.hpp"
+
+#include "portico/core/log.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <system_error>
+
+namespace portico::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Events that end a save: a write closed, a file renamed or linked into place.
+constexpr std::uint32_t save_events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE;
+
+int open_inotify()
+{
+    const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+        throw std::system_error(errno, std::generic_category(), "inotify_init1");
+    }
+    return fd;
+}
+
+/// `file` as an absolute, lexically normal path (without resolving symlinks).
+fs::path absolute_normal(const fs::path& file)
+{
+    std::error_code ec;
+    auto p = fs::absolute(file, ec);
+    return (ec ? file : p).lexically_normal();
+}
+
+} // namespace
+
+file_watcher::file_watcher(executor ex, std::function<void()> on_change,
+                           std::chrono::milliseconds debounce)
+    : inotify_(ex, open_inotify()), on_change_(std::move(on_change)), debounce_(debounce),
+      quiet_(ex)
+{
+}
+
+file_watcher::~file_watcher() = default;
+
+void file_watcher::watch(const std::vector<fs::path>& files)
+{
+    for (const auto& [wd, dir] : directories_) {
+        ::inotify_rm_watch(inotify_.native_handle(), wd);
+    }
+    directories_.clear();
+    names_.clear();
+
+    std::set<fs::path> dirs;
+    for (const auto& file : files) {
+        auto path = absolute_normal(file);
+        // Follow a chain of symlinks, watching each link and the final file.
+        for (int depth = 0; depth < 8; ++depth) {
+            names_.insert(path);
+            dirs.insert(path.parent_path());
+            std::error_code ec;
+            if (!fs::is_symlink(path, ec)) {
+                break;
+            }
+            auto target = fs::read_symlink(path, ec);
+            if (ec) {
+                break;
+            }
+            path = absolute_normal(target.is_absolute() ? target : path.parent_path() / target);
+        }
+    }
+    for (const auto& dir : dirs) {
+        const int wd = ::inotify_add_watch(inotify_.native_handle(), dir.c_str(), save_events);
+        if (wd < 0) {
+            PORTICO_LOG(log::level::warn, "watch_failed", {"directory", dir.string()},
+                        {"error", std::generic_category().message(errno)});
+            continue;
+        }
+        directories_[wd] = dir;
+    }
+}
+
+void file_watcher::start()
+{
+    net::co_spawn(inotify_.get_executor(), read_loop(), net::detached);
+}
+
+void file_watcher::stop()
+{
+    stopped_ = true;
+    boost::system::error_code ec;
+    inotify_.cancel(ec);
+    quiet_.cancel();
+}
+
+task<void> file_watcher::read_loop()
+{
+    alignas(inotify_event) std::array<char, 16 * 1024> buffer{};
+    while (!stopped_) {
+        auto [ec, n] = co_await inotify_.async_read_some(net::buffer(buffer));
+        if (ec) {
+            if (ec != net::error::operation_aborted) {
+                PORTICO_LOG(log::level::warn, "watch_failed", {"error", ec.message()});
+            }
+            co_return;
+        }
+        bool relevant = false;
+        for (std::size_t offset = 0; offset + sizeof(inotify_event) <= n;) {
+            const auto* event = reinterpret_cast<const inotify_event*>(buffer.data() + offset);
+            offset += sizeof(inotify_event) + event->len;
+            if ((event->mask & IN_Q_OVERFLOW) != 0) {
+                relevant = true; // events were lost: reload to be sure
+                continue;
+            }
+            const auto dir = directories_.find(event->wd);
+            if (dir == directories_.end() || event->len == 0) {
+                continue;
+            }
+            if (names_.contains(dir->second / event->name)) {
+                relevant = true;
+            }
+        }
+        if (!relevant) {
+            continue;
+        }
+        // Each event restarts the quiet period, so a burst (truncate, write, close; or
+        // write temp, rename) produces one notification.
+        quiet_.expires_after(debounce_);
+        if (!pending_) {
+            pending_ = true;
+            net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
+        }
+    }
+}
+
+task<void> file_watcher::notify_after_quiet()
+{
+    for (;;) {
+        auto [ec] = co_await quiet_.async_wait();
+        if (stopped_) {
+            co_return;
+        }
+        if (!ec) {
+            break;
+        }
+        // Cancelled by a re-arm (expires_after cancels the pending wait): wait again.
+    }
+    pending_ = false;
+    on_change_();
+}
+
+} // namespace portico::cli

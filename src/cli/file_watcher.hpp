@@ -1,0 +1,57 @@
+#pragma once
+
+// Notices when files change on disk, however an editor saves them: written in place, or a new
+// file renamed over the old one (vim, VS Code, JetBrains), or a symlink retargeted. Watches
+// the directories that hold the files (a watch on the file itself would follow the old inode
+// after a rename) and the directory of each symlink's target.
+
+#include "portico/core/net.hpp"
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace portico::cli {
+
+class file_watcher {
+public:
+    /**
+     * Calls `on_change` on `ex` once a burst of changes to the watched files has been quiet
+     * for `debounce`. Throws `std::system_error` when inotify is unavailable.
+     */
+    file_watcher(executor ex, std::function<void()> on_change,
+                 std::chrono::milliseconds debounce = std::chrono::milliseconds(100));
+    ~file_watcher();
+    file_watcher(const file_watcher&) = delete;
+    file_watcher& operator=(const file_watcher&) = delete;
+
+    /// Replaces the set of watched files (paths as configured; symlinks are followed).
+    void watch(const std::vector<std::filesystem::path>& files);
+
+    /// Starts reading events.
+    void start();
+
+    /// Stops reading events and cancels a pending notification.
+    void stop();
+
+private:
+    task<void> read_loop();
+    task<void> notify_after_quiet();
+
+    boost::asio::posix::basic_stream_descriptor<executor> inotify_;
+    std::function<void()> on_change_;
+    std::chrono::milliseconds debounce_;
+    steady_timer quiet_;
+    bool pending_ = false;
+    bool stopped_ = false;
+    std::map<int, std::filesystem::path> directories_; ///< watch descriptor -> directory
+    std::set<std::filesystem::path> names_;            ///< watched files, as directory/name
+};
+
+} // namespace portico::cli

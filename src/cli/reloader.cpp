@@ -1,0 +1,154 @@
+#include "cli/reloader.hpp"
+
+#include "cli/file_watcher.hpp"
+
+#include "portico/admin/probe.hpp"
+#include "portico/core/log.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+
+#include <optional>
+#include <thread>
+
+namespace portico::cli {
+
+struct reloader::impl {
+    impl(proxy::server& s, loaded_config initial)
+        : server(s), current(std::move(initial)),
+          monitor(executor(context.get_executor()), s.observatory(),
+                  [&s] { return s.backends(); })
+    {
+    }
+
+    /// The files whose change means a reload: the configuration and the files it names.
+    std::vector<std::filesystem::path> watched_files() const
+    {
+        std::vector<std::filesystem::path> files;
+        if (current.where.file) {
+            files.push_back(*current.where.file);
+        }
+        files.insert(files.end(), current.value.referenced_files.begin(),
+                     current.value.referenced_files.end());
+        return files;
+    }
+
+    void reload(std::string_view why)
+    {
+        if (!current.where.file) {
+            log::notice("reload_skipped",
+                        "reload: portico runs on the built-in default; there is no file to read",
+                        {{"trigger", why}});
+            return;
+        }
+        const auto name = current.display_name();
+        std::string errors;
+        auto next = load_again(current, errors);
+        if (!next) {
+            server.observatory().record_reload(false, errors);
+            report_reload_failure(name, "the previous configuration is still served");
+        } else {
+            auto result = server.reload(*next);
+            for (const auto& note : result.notes) {
+                log::notice("reload_note", "note: " + note, {{"message", note}});
+            }
+            if (!result.ok) {
+                server.observatory().record_reload(false, result.message);
+                report_reload_failure(name, result.message +
+                                                "; the previous configuration is still served");
+            } else {
+                server.observatory().record_reload(true, {});
+                const auto routes = next->routes.size();
+                log::notice("reloaded",
+                            fmt::format("config reloaded: {} ({} route{})", name, routes,
+                                        routes == 1 ? "" : "s"),
+                            {{"file", name}, {"routes", routes}, {"trigger", why}});
+                current.value = std::move(*next);
+                monitor.poke();
+            }
+        }
+        // Named files and symlink targets may have changed with the edit.
+        if (watcher) {
+            watcher->watch(watched_files());
+        }
+    }
+
+    static void report_reload_failure(const std::string& name, const std::string& what)
+    {
+        if (log::current_format() == log::format::json) {
+            log::write(log::level::error, "reload_failed", {{"file", name}, {"message", what}});
+        } else if (log::enabled(log::level::error)) {
+            fmt::print(stderr, "portico: reload of {} failed: {}\n", name, what);
+        }
+    }
+
+    void wait_for_hangup()
+    {
+        hangup->async_wait([this](const boost::system::error_code& ec, int) {
+            if (ec) {
+                return;
+            }
+            reload("SIGHUP");
+            wait_for_hangup();
+        });
+    }
+
+    proxy::server& server;
+    loaded_config current;
+    net::io_context context{1};
+    admin::backend_monitor monitor;
+    std::optional<net::signal_set> hangup;
+    std::unique_ptr<file_watcher> watcher;
+    std::thread thread;
+};
+
+reloader::reloader(proxy::server& server, loaded_config initial)
+    : impl_(std::make_unique<impl>(server, std::move(initial)))
+{
+}
+
+reloader::~reloader() { stop(); }
+
+void reloader::start()
+{
+    auto& i = *impl_;
+    i.hangup.emplace(i.context, SIGHUP);
+    i.wait_for_hangup();
+    if (i.current.where.file) {
+        try {
+            i.watcher = std::make_unique<file_watcher>(executor(i.context.get_executor()),
+                                                       [&i] { i.reload("file change"); });
+            i.watcher->watch(i.watched_files());
+            i.watcher->start();
+        } catch (const std::system_error& e) {
+            log::notice("watch_unavailable",
+                        fmt::format("note: file changes are not watched ({}); send SIGHUP to "
+                                    "reload",
+                                    e.what()),
+                        {{"error", e.what()}});
+        }
+    }
+    i.monitor.start();
+    i.thread = std::thread([&i] { i.context.run(); });
+}
+
+void reloader::stop()
+{
+    auto& i = *impl_;
+    if (!i.thread.joinable()) {
+        return;
+    }
+    net::post(i.context, [&i] {
+        i.monitor.stop();
+        if (i.watcher) {
+            i.watcher->stop();
+        }
+        if (i.hangup) {
+            i.hangup->cancel();
+        }
+    });
+    i.thread.join();
+}
+
+} // namespace portico::cli
