@@ -245,6 +245,9 @@ task<void> backend_monitor::loop()
 {
     while (!stopped_) {
         const auto states = co_await probe_backends(source_(), timeout_);
+        if (stopped_) {
+            break;
+        }
         for (const auto& [to, state] : states) {
             observatory_.observe_backend(to, state);
         }

@@ -73,7 +73,7 @@ verbs define_verbs(CLI::App& app, arguments& args)
     v.check = app.add_subcommand("check", "validate the configuration and print the route table");
     add_config_option(*v.check, args);
 
-    v.routes = app.add_subcommand("routes", "print the route table (host, path, target, flags)");
+    v.routes = app.add_subcommand("routes", "print the route table with each backend's state (host, path, target, state, flags)");
     add_config_option(*v.routes, args);
 
     v.ca = app.add_subcommand("ca", "the local certificate authority");

@@ -6,15 +6,20 @@
 
 #include <fmt/format.h>
 
+#include "portico/admin/probe.hpp"
+
 #include <algorithm>
-#include <array>
+#include <chrono>
 #include <cstdio>
+#include <map>
 
 namespace portico::cli {
 namespace {
 
-constexpr std::size_t column_count = 4;
-using row = std::array<std::string, column_count>;
+using row = std::vector<std::string>;
+
+// `routes` waits at most this long for a backend to accept a connection.
+constexpr auto probe_timeout = std::chrono::milliseconds(500);
 
 /// Loads the configuration, builds the table the proxy would use and prints it to stdout.
 int list_routes(const std::optional<std::filesystem::path>& cli_file, bool show_origin)
@@ -29,7 +34,11 @@ int list_routes(const std::optional<std::filesystem::path>& cli_file, bool show_
         fmt::print("config: {} ({} {})\n", loaded->display_name(), count,
                    count == 1 ? "route" : "routes");
     }
-    for (const auto& line : format_route_table(table.routes())) {
+    std::optional<std::map<std::string, admin::backend_state>> states;
+    if (!show_origin) {
+        states = admin::probe_backends_now(admin::backends_of(table.routes()), probe_timeout);
+    }
+    for (const auto& line : format_route_table(table.routes(), states ? &*states : nullptr)) {
         fmt::print("{}\n", line);
     }
     return exit_ok;
@@ -64,19 +73,28 @@ std::string route_flags(const config::route& r)
     return flags.empty() ? std::string("-") : fmt::format("{}", fmt::join(flags, ","));
 }
 
-std::vector<std::string> format_route_table(const std::vector<config::route>& routes)
+std::vector<std::string>
+format_route_table(const std::vector<config::route>& routes,
+                   const std::map<std::string, admin::backend_state>* states)
 {
     std::vector<row> rows;
     rows.reserve(routes.size() + 1);
-    rows.push_back({"HOST", "PATH", "TARGET", "FLAGS"});
+    rows.push_back(states != nullptr ? row{"HOST", "PATH", "TARGET", "STATE", "FLAGS"}
+                                     : row{"HOST", "PATH", "TARGET", "FLAGS"});
     for (const auto& r : routes) {
-        rows.push_back({r.host, r.path.empty() ? std::string("/") : r.path, r.to.text,
-                        route_flags(r)});
+        row cells{r.host, r.path.empty() ? std::string("/") : r.path, r.to.text};
+        if (states != nullptr) {
+            const auto it = states->find(r.to.text);
+            cells.emplace_back(admin::to_string(it == states->end() ? admin::backend_state::unknown
+                                                                    : it->second));
+        }
+        cells.push_back(route_flags(r));
+        rows.push_back(std::move(cells));
     }
 
-    std::array<std::size_t, column_count> widths{};
+    std::vector<std::size_t> widths(rows.front().size(), 0);
     for (const auto& cells : rows) {
-        for (std::size_t i = 0; i < column_count; ++i) {
+        for (std::size_t i = 0; i < cells.size(); ++i) {
             widths[i] = std::max(widths[i], cells[i].size());
         }
     }
@@ -84,9 +102,13 @@ std::vector<std::string> format_route_table(const std::vector<config::route>& ro
     std::vector<std::string> lines;
     lines.reserve(rows.size());
     for (const auto& cells : rows) {
+        std::string line;
+        for (std::size_t i = 0; i + 1 < cells.size(); ++i) {
+            fmt::format_to(std::back_inserter(line), "{:<{}}  ", cells[i], widths[i]);
+        }
         // The last column is not padded: no trailing blanks.
-        lines.push_back(fmt::format("{:<{}}  {:<{}}  {:<{}}  {}", cells[0], widths[0], cells[1],
-                                    widths[1], cells[2], widths[2], cells[3]));
+        line += cells.back();
+        lines.push_back(std::move(line));
     }
     return lines;
 }

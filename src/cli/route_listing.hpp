@@ -2,9 +2,11 @@
 
 // The route table as people and scripts read it, and the verbs that print it.
 
+#include "portico/admin/observatory.hpp"
 #include "portico/config/config.hpp"
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,11 +17,14 @@ namespace portico::cli {
 std::string route_flags(const config::route& r);
 
 /**
- * The route table as lines without newlines: a header (`HOST PATH TARGET FLAGS`), then one
- * line per route in file order, columns aligned and separated by at least two spaces.
- * TARGET is `to` as written in the file.
+ * The route table as lines without newlines: a header (`HOST PATH TARGET FLAGS`, with STATE
+ * before FLAGS when `states` is given), then one line per route in file order, columns
+ * aligned and separated by at least two spaces. TARGET is `to` as written in the file;
+ * STATE is the backend's state word (`up`, `down`, `exposed`) keyed by that text.
  */
-std::vector<std::string> format_route_table(const std::vector<config::route>& routes);
+std::vector<std::string>
+format_route_table(const std::vector<config::route>& routes,
+                   const std::map<std::string, admin::backend_state>* states = nullptr);
 
 /**
  * `portico check`: validates the configuration and prints `config: FILE (N routes)` and the
@@ -29,7 +34,8 @@ std::vector<std::string> format_route_table(const std::vector<config::route>& ro
 int check_command(const std::optional<std::filesystem::path>& cli_file);
 
 /**
- * `portico routes`: prints the table (header and rows only) to stdout.
+ * `portico routes`: probes each backend (bounded) and prints the table with its state
+ * (header and rows only) to stdout.
  * @return 0, or 1 when the configuration is missing or invalid.
  */
 int routes_command(const std::optional<std::filesystem::path>& cli_file);

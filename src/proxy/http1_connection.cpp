@@ -709,6 +709,25 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     co_return keep_alive;
 }
 
+/**
+ * Tells the admin side what connecting to a backend showed, between two probes: a refusal
+ * at once, and a fresh connection to a backend last seen down. Pooled reuse says nothing
+ * new and costs nothing here.
+ */
+void note_backend_state(worker& w, const config::backend& to, const acquire_result& acquired)
+{
+    if (!acquired.connection) {
+        if (acquired.error == errc::upstream_refused ||
+            acquired.error == errc::upstream_connect_timeout) {
+            w.observatory().observe_backend(to.text, admin::backend_state::down);
+        }
+    } else if (!acquired.connection->reused) {
+        if (w.observatory().backend(to.text) == admin::backend_state::down) {
+            w.observatory().observe_backend(to.text, admin::backend_state::up);
+        }
+    }
+}
+
 template <typename Stream>
 task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& plan,
                    exchange_record& rec, bool json)
@@ -760,6 +779,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
     }
 
     auto acquired = co_await c.w.pool().acquire(route.to, route.insecure_skip_verify);
+    note_backend_state(c.w, route.to, acquired);
     if (!acquired.connection) {
         plan.detail = acquired.detail;
         co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);

@@ -10,7 +10,7 @@
 namespace portico::proxy {
 
 worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
-               admin::worker_stats& stats, const admin::observatory& observatory)
+               admin::worker_stats& stats, admin::observatory& observatory)
     : index_(index), state_(std::move(state)), stats_(stats), observatory_(observatory),
       pool_(executor(context_.get_executor()), state_->cfg.timeouts),
       shutdown_timer_(context_.get_executor())

@@ -44,7 +44,7 @@ struct connection_entry {
 class worker {
 public:
     worker(unsigned index, std::shared_ptr<const serving_state> state, admin::worker_stats& stats,
-           const admin::observatory& observatory);
+           admin::observatory& observatory);
 
     /// The worker's event loop.
     net::io_context& context() noexcept { return context_; }
@@ -67,7 +67,7 @@ public:
     /// This worker's request statistics.
     admin::worker_stats& stats() noexcept { return stats_; }
     /// Every worker's statistics, for the admin pages.
-    const admin::observatory& observatory() const noexcept { return observatory_; }
+    admin::observatory& observatory() noexcept { return observatory_; }
 
     /// The pool of backend connections.
     upstream_pool& pool() noexcept { return pool_; }
@@ -119,7 +119,7 @@ private:
     net::io_context context_{1};
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;
-    const admin::observatory& observatory_;
+    admin::observatory& observatory_;
     upstream_pool pool_;
     std::shared_ptr<tls::certificate_manager> certificates_;
     std::list<listening> acceptors_;

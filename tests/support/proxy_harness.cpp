@@ -6,7 +6,7 @@
 
 namespace portico::test {
 
-proxy_harness::proxy_harness(const std::string& yaml)
+config::config proxy_harness::prepare(const std::string& yaml)
 {
     std::string text = yaml;
     if (text.find("listen:") == std::string::npos) {
@@ -24,7 +24,17 @@ proxy_harness::proxy_harness(const std::string& yaml)
         }
         throw std::runtime_error("test configuration is invalid:\n" + all);
     }
-    server_ = std::make_unique<proxy::server>(std::move(*loaded.value));
+    return std::move(*loaded.value);
+}
+
+proxy::reload_result proxy_harness::reload(const std::string& yaml)
+{
+    return server_->reload(prepare(yaml));
+}
+
+proxy_harness::proxy_harness(const std::string& yaml)
+{
+    server_ = std::make_unique<proxy::server>(prepare(yaml));
     const auto bound = server_->bind();
     if (bound.error) {
         throw std::runtime_error(bound.message);

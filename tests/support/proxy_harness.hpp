@@ -27,12 +27,21 @@ public:
     unsigned short port() const noexcept { return port_; }
     /// The ports of every listener, in configuration order.
     std::vector<unsigned short> ports() const;
+    /**
+     * Applies `yaml` to the running proxy as a reload does (same defaults as the
+     * constructor); throws when it is invalid YAML or fails validation.
+     */
+    proxy::reload_result reload(const std::string& yaml);
+    /// The running server's statistics and backend states.
+    admin::observatory& observatory() { return server_->observatory(); }
     /// Starts a graceful shutdown without waiting for it.
     void stop();
     /// Waits (bounded) for `run` to return after a stop; returns whether it did.
     bool wait_stopped(std::chrono::milliseconds limit = std::chrono::seconds(15));
 
 private:
+    config::config prepare(const std::string& yaml);
+
     temp_dir dir_;
     std::unique_ptr<proxy::server> server_;
     std::thread thread_;

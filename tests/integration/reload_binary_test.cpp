@@ -1,0 +1,215 @@
+// Reloading the built binary the way users trigger it: SIGHUP, an editor saving in place or
+// by rename, a symlinked file, an edit that does not validate; and `portico routes` states.
+
+#include "support/child.hpp"
+#include "support/origin.hpp"
+#include "support/portico_process.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+
+namespace portico::test {
+namespace {
+
+namespace fs = std::filesystem;
+using clock = std::chrono::steady_clock;
+
+// A save must be applied within a second (SPEC: Reload).
+constexpr auto reload_limit = std::chrono::seconds(1);
+
+std::string config_text(const fs::path& ca_dir, std::string_view routes)
+{
+    return fmt::format("listen: [127.0.0.1:0]\nworkers: 1\ntls: {{ ca_dir: {} }}\n{}",
+                       ca_dir.string(), routes);
+}
+
+std::string two_routes(unsigned short a, unsigned short b)
+{
+    return fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                       "  - host: new.localhost\n    to: 127.0.0.1:{}\n",
+                       a, b);
+}
+
+int status_of(unsigned short port, std::string_view host)
+{
+    try {
+        client c(port);
+        return c.get(host, "/").result_int();
+    } catch (const std::exception&) {
+        return 0;
+    }
+}
+
+/// Polls until `host` answers 200 or the reload limit passes; returns the time it took.
+std::optional<std::chrono::milliseconds> time_until_served(unsigned short port,
+                                                           std::string_view host,
+                                                           clock::time_point saved)
+{
+    while (clock::now() - saved < reload_limit) {
+        if (status_of(port, host) == 200) {
+            return std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - saved);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return std::nullopt;
+}
+
+void write_in_place(const fs::path& file, const std::string& text)
+{
+    std::ofstream out(file, std::ios::trunc);
+    out << text;
+}
+
+/// What editors that save atomically do: write a temporary file, rename it over the old one.
+void write_by_rename(const fs::path& file, const std::string& text)
+{
+    const auto temp = file.parent_path() / (".#" + file.filename().string() + ".tmp");
+    {
+        std::ofstream out(temp, std::ios::trunc);
+        out << text;
+    }
+    fs::rename(temp, file);
+}
+
+TEST(ReloadBinaryTest, SaveInPlaceIsAppliedWithinASecond)
+{
+    origin a;
+    origin b;
+    running_portico portico(route_to(a.port()));
+    ASSERT_EQ(status_of(portico.port, "new.localhost"), 404);
+    const auto saved = clock::now();
+    write_in_place(portico.dir.path() / "portico.yaml",
+                   config_text(portico.ca_dir(), two_routes(a.port(), b.port())));
+    const auto took = time_until_served(portico.port, "new.localhost", saved);
+    ASSERT_TRUE(took) << "not served within a second of the save";
+    EXPECT_TRUE(portico.process->wait_for_line("config reloaded: "));
+    std::printf("in-place save applied after %lld ms\n", static_cast<long long>(took->count()));
+}
+
+TEST(ReloadBinaryTest, SaveByRenameIsAppliedWithinASecond)
+{
+    origin a;
+    origin b;
+    running_portico portico(route_to(a.port()));
+    const auto saved = clock::now();
+    write_by_rename(portico.dir.path() / "portico.yaml",
+                    config_text(portico.ca_dir(), two_routes(a.port(), b.port())));
+    const auto took = time_until_served(portico.port, "new.localhost", saved);
+    ASSERT_TRUE(took) << "not served within a second of the save";
+    std::printf("rename save applied after %lld ms\n", static_cast<long long>(took->count()));
+    // A second save by rename is seen too (the watch follows the name, not the old file).
+    write_by_rename(portico.dir.path() / "portico.yaml",
+                    config_text(portico.ca_dir(), route_to(a.port())));
+    EXPECT_TRUE(wait_until([&] { return status_of(portico.port, "new.localhost") == 404; },
+                           reload_limit));
+}
+
+TEST(ReloadBinaryTest, SighupReloadsTheFile)
+{
+    origin a;
+    running_portico portico(route_to(a.port()), {"--log-format", "json"});
+    portico.process->signal(SIGHUP);
+    const auto line = portico.process->wait_for_line("\"event\":\"reloaded\"");
+    ASSERT_TRUE(line);
+    EXPECT_NE(line->find("\"trigger\":\"SIGHUP\""), std::string::npos) << *line;
+    EXPECT_NE(line->find("\"routes\":1"), std::string::npos) << *line;
+    EXPECT_EQ(status_of(portico.port, "app.localhost"), 200);
+    // Still running: SIGHUP is not a stop.
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(ReloadBinaryTest, InvalidEditKeepsServingAndReportsFileLineColumn)
+{
+    origin a;
+    origin b;
+    running_portico portico(route_to(a.port()));
+    const auto file = portico.dir.path() / "portico.yaml";
+    write_in_place(file, config_text(portico.ca_dir(),
+                                     "routes:\n  - host: new.localhost\n    to: nowhere\n"));
+    const auto error = portico.process->wait_for_line("'to' must be", std::chrono::seconds(2));
+    ASSERT_TRUE(error) << "no validation error logged";
+    // listen, workers, tls, routes: the bad value is on line 6, column 9.
+    EXPECT_TRUE(std::regex_search(*error, std::regex(R"(portico\.yaml:6:9: )"))) << *error;
+    EXPECT_TRUE(portico.process->wait_for_line("the previous configuration is still served"));
+    EXPECT_EQ(status_of(portico.port, "app.localhost"), 200);
+    EXPECT_EQ(status_of(portico.port, "new.localhost"), 404);
+    {
+        client c(portico.port);
+        const auto health = c.get("portico.localhost", "/api/health");
+        EXPECT_NE(health.body().find("portico.yaml:6:9:"), std::string::npos) << health.body();
+    }
+
+    // Fixing the file clears the error.
+    write_in_place(file, config_text(portico.ca_dir(), two_routes(a.port(), b.port())));
+    EXPECT_TRUE(wait_until([&] { return status_of(portico.port, "new.localhost") == 200; },
+                           reload_limit));
+    client c(portico.port);
+    EXPECT_NE(c.get("portico.localhost", "/api/health").body().find("\"last_error\":null"),
+              std::string::npos);
+}
+
+TEST(ReloadBinaryTest, SymlinkedConfigIsFollowed)
+{
+    origin a;
+    origin b;
+    temp_dir dir;
+    const auto ca = dir.path() / "ca";
+    fs::create_directories(dir.path() / "shared");
+    const auto real = dir.path() / "shared" / "team.yaml";
+    write_in_place(real, config_text(ca, route_to(a.port())));
+    const auto link = dir.path() / "portico.yaml";
+    fs::create_symlink(real, link);
+    child process({PORTICO_BINARY, "run", "-c", link.string()});
+    const auto ready = process.wait_for_line("ready");
+    ASSERT_TRUE(ready);
+    const auto port = port_from_ready_line(*ready);
+
+    // Editing the target (by rename, in its own directory) is seen through the link.
+    auto saved = clock::now();
+    write_by_rename(real, config_text(ca, two_routes(a.port(), b.port())));
+    EXPECT_TRUE(time_until_served(port, "new.localhost", saved));
+
+    // Pointing the link at another file is a change too.
+    const auto other = dir.path() / "shared" / "other.yaml";
+    write_in_place(other, config_text(ca, "routes:\n  - host: other.localhost\n    to: 127.0.0.1:" +
+                                              std::to_string(b.port()) + "\n"));
+    const auto temp_link = dir.path() / "portico.yaml.new";
+    fs::create_symlink(other, temp_link);
+    saved = clock::now();
+    fs::rename(temp_link, link);
+    EXPECT_TRUE(time_until_served(port, "other.localhost", saved));
+}
+
+class RoutesVerbTest : public binary_test {
+protected:
+    const char* binary() const override { return PORTICO_BINARY; }
+};
+
+TEST_F(RoutesVerbTest, ShowsEachBackendsState)
+{
+    origin up;
+    refused_port down;
+    write_file("portico.yaml",
+               fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                           "  - host: api.localhost\n    to: 127.0.0.1:{}\n",
+                           up.port(), down.port()));
+    const auto r = portico({"routes"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    const auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 3U) << r;
+    EXPECT_NE(lines[0].find("STATE"), std::string::npos) << r;
+    EXPECT_TRUE(std::regex_search(lines[1], std::regex(R"(^app\.localhost\s+/\s+\S+\s+up\s+-$)")))
+        << r;
+    EXPECT_TRUE(std::regex_search(lines[2], std::regex(R"(^api\.localhost\s+/\s+\S+\s+down\s+-$)")))
+        << r;
+}
+
+} // namespace
+} // namespace portico::test
