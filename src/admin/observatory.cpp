@@ -46,7 +46,7 @@ void stats_totals::merge(const stats_totals& other)
 }
 
 void worker_stats::record(const log::access_record& r, std::string_view portico_error,
-                          std::uint64_t bytes_in)
+                          std::uint64_t bytes_in, bool listed)
 {
     const double seconds = r.duration_ms / 1000.0;
     const auto bucket = static_cast<std::size_t>(
@@ -77,6 +77,9 @@ void worker_stats::record(const log::access_record& r, std::string_view portico_
     totals_.bytes_in += bytes_in;
     totals_.bytes_out += r.bytes;
 
+    if (!listed) {
+        return;
+    }
     if (ring_.empty()) {
         ring_.resize(recent_capacity);
     }

@@ -255,6 +255,12 @@ padding:12px 16px}
 td.path{max-width:420px;overflow-wrap:anywhere}
 )css";
 
+// Inline, so that the browser asks for no /favicon.ico (which would crowd the request list).
+constexpr std::string_view favicon =
+    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+    "%3Crect width='16' height='16' rx='4' fill='%232754c5'/%3E%3Cpath d='M4 13V3h5a3 3 0 0 1 0 "
+    "6H4' stroke='white' stroke-width='2' fill='none'/%3E%3C/svg%3E";
+
 // Live updates: the page fetches itself and swaps <main>, so there is one renderer (this
 // file) and the page stays readable without JavaScript.
 constexpr std::string_view dashboard_script = R"js(
@@ -294,17 +300,18 @@ std::string render_dashboard(const page_request& req, const page_context& ctx)
     std::string out;
     auto it = std::back_inserter(out);
     std::string listeners;
-    for (const auto& l : ctx.cfg.listen) {
-        listeners += (listeners.empty() ? "" : ", ") + l.to_string();
+    for (const auto& l : ctx.listening) {
+        listeners += (listeners.empty() ? "" : ", ") + l;
     }
     fmt::format_to(it,
                    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-                   "<title>portico</title><style>{}</style></head><body>\n"
+                   "<title>portico</title><link rel=\"icon\" href=\"{}\"><style>{}</style></head>"
+                   "<body>\n"
                    "<header><h1>portico</h1><span class=\"meta\">{} &middot; listening on {} "
                    "&middot; config {} &middot; <span id=\"live\">static</span></span></header>\n"
                    "<main>\n",
-                   dashboard_style, html_escape(ctx.version), html_escape(listeners),
+                   favicon, dashboard_style, html_escape(ctx.version), html_escape(listeners),
                    html_escape(ctx.cfg.source.empty() ? "built-in default"
                                                       : ctx.cfg.source.filename().string()));
 
@@ -373,7 +380,7 @@ std::string render_dashboard(const page_request& req, const page_context& ctx)
     out += "</section>\n";
 
     fmt::format_to(it, "<section id=\"requests\"><h2>Recent requests<small>last {}, newest "
-                       "first</small></h2>\n",
+                       "first; the admin host's own are not listed</small></h2>\n",
                    worker_stats::recent_capacity);
     if (recent.empty()) {
         out += "<div class=\"empty\">No requests yet.</div>\n";

@@ -276,7 +276,7 @@ void write_access_log(const client_info& info, const exchange_record& rec)
     const auto route_name = rec.route != nullptr ? rec.route->name() : std::string(rec.served_by);
     a.route = route_name;
     a.backend = rec.backend;
-    info.w.stats().record(a, rec.error, rec.bytes_in);
+    info.w.stats().record(a, rec.error, rec.bytes_in, rec.served_by.empty());
     if (log::enabled(log::level::info)) {
         log::access(a);
     }
@@ -878,7 +878,7 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
     page.scheme = c.info.tls ? "https" : "http";
     page.port = c.info.local_port;
     const admin::page_context context{state.cfg, state.table, c.w.observatory(),
-                                      admin::build_version()};
+                                      admin::build_version(), state.listen_addresses};
     auto answer = admin::respond(page, context);
 
     // The admin API reads no bodies; one that was sent is not read, so the connection ends.

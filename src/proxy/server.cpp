@@ -156,10 +156,12 @@ struct server::impl {
     static void describe_listeners(serving_state& s, const std::vector<bound_listener>& listeners)
     {
         s.listener_ports.clear();
+        s.listen_addresses.clear();
         s.https_port.clear();
         for (const auto& l : listeners) {
             for (const auto& ep : l.endpoints) {
                 s.listener_ports.push_back(ep.port());
+                s.listen_addresses.push_back(endpoint_text(ep));
                 if (l.cfg.tls == config::tls_mode::only && s.https_port.empty()) {
                     s.https_port = std::to_string(ep.port());
                 }

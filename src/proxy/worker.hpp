@@ -26,6 +26,7 @@ struct serving_state {
     config::config cfg;
     routing::route_table table;
     std::vector<std::uint16_t> listener_ports; ///< bound ports, for the admin Origin check
+    std::vector<std::string> listen_addresses; ///< bound addresses, for the dashboard
     std::string https_port; ///< where `redirect_https` sends clients ("" = their own port)
 };
 

@@ -97,23 +97,34 @@ public:
      */
     process_result load(const std::string& host, unsigned short port) const
     {
+        return open(host, fmt::format("https://{}:{}/", host, port), {"--dump-dom"});
+    }
+
+    /**
+     * Opens `url` with `host` resolved to 127.0.0.1 and Chromium's `actions` (e.g.
+     * `--dump-dom`, `--screenshot=FILE`).
+     */
+    process_result open(const std::string& host, const std::string& url,
+                        std::vector<std::string> actions) const
+    {
         const auto home = home_.path().string();
         // HOME (with the XDG directories under it, which an inherited environment may point
         // elsewhere) decides which NSS database Chromium reads and keeps its caches in the
         // temporary directory. Every name but the one under test resolves to nothing and the
         // background-service switches stay off, so no traffic leaves loopback (strace shows
         // only Chromium's IPv6 reachability probe: a UDP connect() that sends nothing).
-        return run_process(
-            {chromium_binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--user-data-dir=" + home + "/profile",
-             fmt::format("--host-resolver-rules=MAP {} 127.0.0.1, MAP * ~NOTFOUND", host),
-             "--dump-dom", fmt::format("https://{}:{}/", host, port)},
-            home_.path(),
-            child_environment({{"HOME", home},
-                               {"XDG_CONFIG_HOME", home + "/.config"},
-                               {"XDG_CACHE_HOME", home + "/.cache"}}),
-            browser_limit);
+        std::vector<std::string> argv{
+            chromium_binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--user-data-dir=" + home + "/profile",
+            fmt::format("--host-resolver-rules=MAP {} 127.0.0.1, MAP * ~NOTFOUND", host)};
+        argv.insert(argv.end(), actions.begin(), actions.end());
+        argv.push_back(url);
+        return run_process(argv, home_.path(),
+                           child_environment({{"HOME", home},
+                                              {"XDG_CONFIG_HOME", home + "/.config"},
+                                              {"XDG_CACHE_HOME", home + "/.cache"}}),
+                           browser_limit);
     }
 
 private:
@@ -202,6 +213,60 @@ TEST(BrowserTest, ChromiumRefusesCaSignedLeafOutsidePermittedNames)
     // Headless Chromium dumps no DOM for a refused certificate and names the error instead
     // (ERR_CERT_INVALID for a name-constraint violation in Chromium 156).
     EXPECT_NE(page.err.find("net::ERR_CERT_"), std::string::npos) << describe_load(page);
+}
+
+TEST(BrowserTest, DashboardShowsRoutesBackendStatesAndRequests)
+{
+    if (!std::filesystem::exists(chromium_binary)) {
+        GTEST_SKIP() << chromium_binary << " is missing; scripts/install-deps.sh installs it";
+    }
+    origin app(serve_page);
+    refused_port api;
+    running_portico portico(fmt::format(
+        "routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+        "  - host: app.localhost\n    path: /api\n    strip_prefix: true\n    to: 127.0.0.1:{}\n"
+        "  - host: \"*.preview.localhost\"\n    to: 127.0.0.1:{}\n",
+        app.port(), api.port(), app.port()));
+    for (const auto* target : {"/", "/assets/main.js", "/api/users", "/favicon.ico"}) {
+        client c(portico.port);
+        c.get("app.localhost", target);
+    }
+    {
+        client c(portico.port);
+        c.get("pr-42.preview.localhost", "/");
+    }
+    browser_user user;
+    const auto url = fmt::format("http://portico.localhost:{}/", portico.port);
+
+    // The page as rendered by portico, after its live-update script has run for a while.
+    const auto page =
+        user.open("portico.localhost", url, {"--virtual-time-budget=3000", "--dump-dom"});
+    const auto& dom = page.out;
+    EXPECT_NE(dom.find("<h1>portico</h1>"), std::string::npos) << describe_load(page);
+    EXPECT_NE(dom.find(fmt::format("<a href=\"http://app.localhost:{}/\">app.localhost</a>",
+                                   portico.port)),
+              std::string::npos)
+        << describe_load(page);
+    const auto api_row = dom.find("data-route=\"app.localhost/api\"");
+    ASSERT_NE(api_row, std::string::npos) << describe_load(page);
+    const auto api_state = dom.find("badge ", api_row);
+    EXPECT_EQ(dom.find("badge down\">not listening<", api_row), api_state)
+        << dom.substr(api_row, 400);
+    EXPECT_NE(dom.find(fmt::format("start your dev server on 127.0.0.1:{}", api.port())),
+              std::string::npos);
+    EXPECT_NE(dom.find("badge up\">listening<"), std::string::npos);
+    EXPECT_NE(dom.find("/assets/main.js"), std::string::npos) << "recent requests missing";
+    // The embedded script fetched the page again and marked it live.
+    EXPECT_NE(dom.find("id=\"live\">live<"), std::string::npos) << describe_load(page);
+
+    // A screenshot for people (docs/dashboard.png is one of these), kept in the build tree.
+    const auto shot = std::filesystem::absolute("dashboard.png");
+    std::filesystem::remove(shot);
+    const auto taken = user.open("portico.localhost", url,
+                                 {"--window-size=1280,900", "--hide-scrollbars",
+                                  "--screenshot=" + shot.string()});
+    ASSERT_TRUE(std::filesystem::exists(shot)) << describe_load(taken);
+    EXPECT_GT(std::filesystem::file_size(shot), 20000U) << "an empty page compresses smaller";
 }
 
 } // namespace

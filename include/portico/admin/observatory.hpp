@@ -91,9 +91,10 @@ public:
     /**
      * Records a finished request. `portico_error` names the condition when portico answered
      * with an error page (e.g. "upstream_refused"); `bytes_in` counts request body bytes.
+     * `listed` puts it in the recent-requests list (the dashboard's own polling is not).
      */
     void record(const log::access_record& r, std::string_view portico_error,
-                std::uint64_t bytes_in);
+                std::uint64_t bytes_in, bool listed = true);
 
     void connection_opened() noexcept { connections_.fetch_add(1, std::memory_order_relaxed); }
     void connection_closed() noexcept { connections_.fetch_sub(1, std::memory_order_relaxed); }

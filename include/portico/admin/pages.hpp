@@ -37,6 +37,7 @@ struct page_context {
     const routing::route_table& table;
     const observatory& obs;
     std::string_view version;
+    std::span<const std::string> listening; ///< bound addresses, e.g. "127.0.0.1:7080"
 };
 
 /// portico's version, as /api/health and /metrics report it.

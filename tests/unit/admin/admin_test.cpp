@@ -121,7 +121,7 @@ TEST(PagesTest, MetricsAreValidPrometheusText)
     w.record(sample("we\"ird\\route", 404, 1), "no_route", 0);
     obs.observe_backend("127.0.0.1:5173", backend_state::up);
     obs.record_reload(false, "x");
-    const page_context ctx{cfg, table, obs, "1.2.3"};
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
     const auto text = render_metrics(ctx);
 
     EXPECT_NE(text.find("portico_requests_total{route=\"app.localhost\",code=\"200\"} 2\n"),
@@ -167,7 +167,7 @@ TEST(PagesTest, RoutesApiUsesTheStateWords)
     observatory obs;
     obs.observe_backend("127.0.0.1:5173", backend_state::exposed);
     obs.observe_backend("127.0.0.1:8000", backend_state::down);
-    const page_context ctx{cfg, table, obs, "1.2.3"};
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
     const auto res = respond({"GET", "/api/routes?x=1", "https", "7080"}, ctx);
     ASSERT_EQ(res.status, 200U);
     const auto doc = json::parse(res.body);
@@ -193,7 +193,7 @@ TEST(PagesTest, DashboardEscapesWhatClientsSent)
     const routing::route_table table(cfg);
     observatory obs;
     obs.add_worker().record(sample("", 404, 1, "/<script>alert(1)</script>"), "no_route", 0);
-    const page_context ctx{cfg, table, obs, "1.2.3"};
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
     const auto page = respond({"GET", "/", "http", "7080"}, ctx);
     EXPECT_EQ(page.body.find("<script>alert(1)"), std::string::npos);
     EXPECT_NE(page.body.find("&lt;script&gt;alert(1)"), std::string::npos);
