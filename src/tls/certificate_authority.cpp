@@ -6,12 +6,15 @@
 #include "tls/openssl.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 #include <cstdlib>
 #include <system_error>
@@ -26,6 +29,11 @@ namespace {
 
 constexpr std::string_view ca_cert_file = "ca.pem";
 constexpr std::string_view ca_key_file = "ca-key.pem";
+constexpr std::string_view ca_crl_file = "ca.crl";
+
+/// The CA's revocation list is re-signed when less than half of this remains, so that a
+/// client that checks it never finds it expired while portico runs now and then.
+constexpr std::chrono::hours crl_validity{24 * 366};
 
 /// How long the CA is valid: long enough that nobody has to re-trust it.
 constexpr std::chrono::hours ca_validity{24 * 3653}; // ten years, leap days included
@@ -258,12 +266,84 @@ std::string restrict_key_file(const std::filesystem::path& path)
     return {};
 }
 
+/// `path` as a file URI, every byte outside RFC 3986's unreserved set and '/' escaped, so
+/// that the URI survives OpenSSL's extension syntax (which splits on ',').
+std::string file_uri(const std::filesystem::path& path)
+{
+    std::string out = "file://";
+    for (const unsigned char c : path.string()) {
+        if (std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+            out += static_cast<char>(c);
+        } else {
+            out += fmt::format("%{:02X}", c);
+        }
+    }
+    return out;
+}
+
+/// An empty version 2 CRL signed by the CA, valid from an hour ago for `crl_validity`.
+std::string make_crl(X509* ca_cert, EVP_PKEY* ca_key)
+{
+    const x509_crl_ptr crl(check(X509_CRL_new(), "X509_CRL_new"));
+    check(X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2), "X509_CRL_set_version");
+    check(X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert)),
+          "X509_CRL_set_issuer_name");
+    const auto now = std::time(nullptr);
+    const openssl_ptr<ASN1_TIME, ASN1_TIME_free> last(
+        check(ASN1_TIME_adj(nullptr, now, 0, -static_cast<long>(backdating.count() * 3600)),
+              "ASN1_TIME_adj"));
+    const openssl_ptr<ASN1_TIME, ASN1_TIME_free> next(check(
+        ASN1_TIME_adj(nullptr, now, static_cast<int>(crl_validity.count() / 24), 0), "ASN1_TIME_adj"));
+    check(X509_CRL_set1_lastUpdate(crl.get(), last.get()), "X509_CRL_set1_lastUpdate");
+    check(X509_CRL_set1_nextUpdate(crl.get(), next.get()), "X509_CRL_set1_nextUpdate");
+    // RFC 5280 §5.2.3: a conforming CRL carries a monotonically increasing number; the
+    // signing time in seconds is one.
+    const asn1_integer_ptr number(check(ASN1_INTEGER_new(), "ASN1_INTEGER_new"));
+    check(ASN1_INTEGER_set_int64(number.get(), static_cast<std::int64_t>(now)), "ASN1_INTEGER_set");
+    check(X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, X509V3_ADD_DEFAULT),
+          "X509_CRL_add1_ext_i2d");
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, ca_cert, nullptr, nullptr, crl.get(), 0);
+    const x509_extension_ptr akid(check(
+        X509V3_EXT_nconf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"),
+        "authorityKeyIdentifier"));
+    check(X509_CRL_add_ext(crl.get(), akid.get(), -1), "X509_CRL_add_ext");
+    if (X509_CRL_sign(crl.get(), ca_key, EVP_sha256()) <= 0) {
+        throw_openssl_error("X509_CRL_sign");
+    }
+    const bio_ptr bio(check(BIO_new(BIO_s_mem()), "BIO_new"));
+    check(PEM_write_bio_X509_CRL(bio.get(), crl.get()), "PEM_write_bio_X509_CRL");
+    char* data = nullptr;
+    const long size = BIO_get_mem_data(bio.get(), &data);
+    return std::string(data, static_cast<std::size_t>(size));
+}
+
+/// True when `pem` is a CRL this CA signed that stays valid for more than half its life.
+bool is_current_crl(std::string_view pem, X509* ca_cert)
+{
+    const bio_ptr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    if (!bio) {
+        return false;
+    }
+    const x509_crl_ptr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+    if (!crl || X509_CRL_verify(crl.get(), X509_get0_pubkey(ca_cert)) != 1 ||
+        X509_CRL_get0_nextUpdate(crl.get()) == nullptr) {
+        ERR_clear_error();
+        return false;
+    }
+    const auto remaining = to_time_point(X509_CRL_get0_nextUpdate(crl.get())) -
+                           std::chrono::system_clock::now();
+    return remaining > crl_validity / 2;
+}
+
 } // namespace
 
 struct certificate_authority::impl {
     std::filesystem::path dir;
     std::filesystem::path cert_path;
     std::filesystem::path key_path;
+    std::filesystem::path crl_path;
+    std::string crl_uri; ///< what issued leaves name as their CRL distribution point
     x509_ptr cert;
     pkey_ptr key;
     std::string cert_pem;
@@ -271,6 +351,22 @@ struct certificate_authority::impl {
     // configuration, which may have changed since the CA was made).
     std::vector<std::string> dns_subtrees;
     std::vector<ip_subtree> ip_subtrees;
+
+    /**
+     * Writes `ca.crl` when it is missing, not this CA's, or past half its validity. No
+     * certificate is revoked (a leaf lives 90 days and names one local host); the list
+     * exists so that every leaf can point at an authoritative revocation source, which TLS
+     * scanners ask for.
+     */
+    std::string refresh_crl()
+    {
+        std::string ignored;
+        if (const auto current = read_file(crl_path, ignored);
+            current && is_current_crl(*current, cert.get())) {
+            return {};
+        }
+        return write_file_atomically(crl_path, make_crl(cert.get(), key.get()), certificate_mode);
+    }
 
     /// Reads the name constraints of `cert` into the subtree lists.
     void read_constraints()
@@ -313,6 +409,8 @@ certificate_authority::open(const std::filesystem::path& dir,
     p->dir = std::filesystem::absolute(dir, ec).lexically_normal();
     p->cert_path = p->dir / ca_cert_file;
     p->key_path = p->dir / ca_key_file;
+    p->crl_path = p->dir / ca_crl_file;
+    p->crl_uri = file_uri(p->crl_path);
     const auto damaged = [&](const std::filesystem::path& file, std::string_view what) {
         error = fmt::format("{}: {}; portico never replaces an existing CA: move {} away to "
                             "create a new one (and trust the new one again)",
@@ -405,6 +503,9 @@ certificate_authority::open(const std::filesystem::path& dir,
         }
         p->cert_pem = to_pem(p->cert.get());
         p->read_constraints();
+        if (error = p->refresh_crl(); !error.empty()) {
+            return nullptr;
+        }
     } catch (const openssl_error& e) {
         error = fmt::format("local CA in {}: {}", p->dir.string(), e.what());
         return nullptr;
@@ -421,6 +522,13 @@ const std::string& certificate_authority::certificate_pem() const noexcept
 {
     return impl_->cert_pem;
 }
+
+const std::filesystem::path& certificate_authority::crl_path() const noexcept
+{
+    return impl_->crl_path;
+}
+
+const std::string& certificate_authority::crl_uri() const noexcept { return impl_->crl_uri; }
 
 bool certificate_authority::permits(std::string_view name) const
 {
@@ -487,6 +595,7 @@ certificate_authority::leaf certificate_authority::issue(std::string_view name,
     add_extension(cert.get(), ctx, NID_ext_key_usage, "serverAuth");
     add_extension(cert.get(), ctx, NID_subject_key_identifier, "hash");
     add_extension(cert.get(), ctx, NID_authority_key_identifier, "keyid:always");
+    add_extension(cert.get(), ctx, NID_crl_distribution_points, ("URI:" + impl_->crl_uri).c_str());
 
     std::vector<general_name_ptr> names;
     if (ip.empty()) {

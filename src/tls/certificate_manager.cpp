@@ -213,6 +213,10 @@ struct certificate_manager::impl {
             why = "does not name the host";
             return nullptr;
         }
+        if (X509_get_ext_by_NID(key->leaf.get(), NID_crl_distribution_points, -1) < 0) {
+            why = "names no revocation list";
+            return nullptr;
+        }
         if (!is_fresh(*key) || X509_cmp_current_time(X509_get0_notBefore(key->leaf.get())) >= 0) {
             why = "due for renewal";
             return nullptr;

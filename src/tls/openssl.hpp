@@ -47,6 +47,7 @@ using name_constraints_ptr = openssl_ptr<NAME_CONSTRAINTS, NAME_CONSTRAINTS_free
 using pkey_ptr = openssl_ptr<EVP_PKEY, EVP_PKEY_free>;
 using ssl_ctx_ptr = openssl_ptr<SSL_CTX, SSL_CTX_free>;
 using ssl_ptr = openssl_ptr<SSL, SSL_free>;
+using x509_crl_ptr = openssl_ptr<X509_CRL, X509_CRL_free>;
 using x509_extension_ptr = openssl_ptr<X509_EXTENSION, X509_EXTENSION_free>;
 using x509_name_ptr = openssl_ptr<X509_NAME, X509_NAME_free>;
 using x509_ptr = openssl_ptr<X509, X509_free>;

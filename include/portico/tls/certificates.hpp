@@ -27,8 +27,8 @@ struct issuance_policy {
 };
 
 /**
- * The local certificate authority in `tls.ca_dir`: `ca.pem` (certificate) and `ca-key.pem`
- * (ECDSA P-256 private key, mode 0600) in a 0700 directory. Its certificate carries critical
+ * The local certificate authority in `tls.ca_dir`: `ca.pem` (certificate), `ca-key.pem`
+ * (ECDSA P-256 private key, mode 0600) and `ca.crl` (its revocation list) in a 0700 directory. Its certificate carries critical
  * X.509 name constraints: the DNS suffixes in `tls.ca_permitted_names` and the IP ranges
  * 127.0.0.0/8 and ::1/128, so a stolen key cannot sign for a real site.
  */
@@ -51,6 +51,10 @@ public:
     const std::filesystem::path& certificate_path() const noexcept;
     /// The CA certificate in PEM.
     const std::string& certificate_pem() const noexcept;
+    /// Absolute path of `ca.crl`, the CA's (empty) revocation list, kept current by `open`.
+    const std::filesystem::path& crl_path() const noexcept;
+    /// The `file://` URI of `ca.crl`, named by every issued leaf as its CRL distribution point.
+    const std::string& crl_uri() const noexcept;
     /// True when the CA's name constraints permit this DNS name or IP literal.
     bool permits(std::string_view name) const;
 

@@ -4,6 +4,7 @@
 #include "unit/tls/tls_test_support.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
 
 #include <chrono>
 #include <set>
@@ -81,7 +82,74 @@ TEST(CertificateAuthorityTest, CreatesPrivateDirectoryAndKey)
     EXPECT_EQ(mode_of(dir / "ca-key.pem"), 0600u);
     EXPECT_EQ(ca->certificate_path(), dir / "ca.pem");
     EXPECT_EQ(slurp(dir / "ca.pem"), ca->certificate_pem());
-    EXPECT_EQ(testing::list_dir(dir), (std::vector<std::string>{"ca-key.pem", "ca.pem"}));
+    EXPECT_EQ(testing::list_dir(dir),
+              (std::vector<std::string>{"ca-key.pem", "ca.crl", "ca.pem"}));
+    EXPECT_EQ(mode_of(dir / "ca.crl"), 0644u);
+}
+
+/// Verifies `leaf` against the CA with CRL checking on, the CRL read from `crl_path`.
+int verify_with_crl(X509* leaf, const std::string& ca_pem, const std::filesystem::path& crl_path)
+{
+    const x509_ptr ca = first_certificate(ca_pem);
+    const std::string crl_pem = slurp(crl_path);
+    const bio_ptr bio(BIO_new_mem_buf(crl_pem.data(), static_cast<int>(crl_pem.size())));
+    const x509_crl_ptr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+    if (!crl) {
+        return -1;
+    }
+    const x509_store_ptr store(X509_STORE_new());
+    X509_STORE_add_cert(store.get(), ca.get());
+    X509_STORE_add_crl(store.get(), crl.get());
+    X509_STORE_set_flags(store.get(), X509_V_FLAG_CRL_CHECK);
+    const x509_store_ctx_ptr ctx(X509_STORE_CTX_new());
+    X509_STORE_CTX_init(ctx.get(), store.get(), leaf, nullptr);
+    X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
+    const int ok = X509_verify_cert(ctx.get());
+    const int error = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return ok == 1 ? X509_V_OK : error;
+}
+
+TEST(CertificateAuthorityTest, LeavesNameTheCrlWhichVerifiesWithCrlChecking)
+{
+    const temp_dir tmp;
+    const auto ca = open_ok(tmp / "my ca,dir");
+    ASSERT_TRUE(ca);
+    EXPECT_EQ(ca->crl_path(), tmp / "my ca,dir" / "ca.crl");
+    // Escaped so that neither the blank nor the comma breaks the extension.
+    EXPECT_TRUE(ca->crl_uri().starts_with("file:///")) << ca->crl_uri();
+    EXPECT_TRUE(ca->crl_uri().ends_with("/my%20ca%2Cdir/ca.crl")) << ca->crl_uri();
+    const auto leaf = leaf_of(ca->issue("app.localhost"));
+    bool critical = true;
+    EXPECT_EQ(extension_text(leaf.get(), NID_crl_distribution_points, critical),
+              "Full Name:\n  URI:" + ca->crl_uri());
+    EXPECT_FALSE(critical);
+    EXPECT_EQ(verify_with_crl(leaf.get(), ca->certificate_pem(), ca->crl_path()), X509_V_OK);
+}
+
+TEST(CertificateAuthorityTest, DamagedOrForeignCrlIsReplaced)
+{
+    const temp_dir tmp;
+    const temp_dir other;
+    {
+        ASSERT_TRUE(open_ok(tmp / "ca"));
+        ASSERT_TRUE(open_ok(other / "ca"));
+    }
+    const auto kept = slurp(tmp / "ca/ca.crl");
+    ASSERT_TRUE(open_ok(tmp / "ca"));
+    EXPECT_EQ(slurp(tmp / "ca/ca.crl"), kept) << "a current CRL is left alone";
+
+    spit(tmp / "ca/ca.crl", "garbage");
+    auto ca = open_ok(tmp / "ca");
+    ASSERT_TRUE(ca);
+    EXPECT_TRUE(slurp(tmp / "ca/ca.crl").starts_with("-----BEGIN X509 CRL-----"));
+
+    std::filesystem::copy_file(other / "ca/ca.crl", tmp / "ca/ca.crl",
+                               std::filesystem::copy_options::overwrite_existing);
+    ca = open_ok(tmp / "ca");
+    ASSERT_TRUE(ca);
+    const auto leaf = leaf_of(ca->issue("app.localhost"));
+    EXPECT_EQ(verify_with_crl(leaf.get(), ca->certificate_pem(), ca->crl_path()), X509_V_OK);
 }
 
 TEST(CertificateAuthorityTest, ReopeningKeepsTheSameCertificate)
