@@ -293,6 +293,9 @@ std::string render_dashboard(const page_request& req, const page_context& ctx)
     std::uint64_t requests = 0;
     std::uint64_t errors = 0;
     for (const auto& [name, c] : totals.routes) {
+        if (name == ctx.table.admin_host()) {
+            continue; // the dashboard's own polling
+        }
         requests += c.requests();
         errors += c.errors;
     }

@@ -50,18 +50,13 @@ file_watcher::~file_watcher() = default;
 
 void file_watcher::watch(const std::vector<fs::path>& files)
 {
-    for (const auto& [wd, dir] : directories_) {
-        ::inotify_rm_watch(inotify_.native_handle(), wd);
-    }
-    directories_.clear();
-    names_.clear();
-
+    std::set<fs::path> names;
     std::set<fs::path> dirs;
     for (const auto& file : files) {
         auto path = absolute_normal(file);
         // Follow a chain of symlinks, watching each link and the final file.
         for (int depth = 0; depth < 8; ++depth) {
-            names_.insert(path);
+            names.insert(path);
             dirs.insert(path.parent_path());
             std::error_code ec;
             if (!fs::is_symlink(path, ec)) {
@@ -74,6 +69,10 @@ void file_watcher::watch(const std::vector<fs::path>& files)
             path = absolute_normal(target.is_absolute() ? target : path.parent_path() / target);
         }
     }
+
+    // Directories watched before keep their watch (adding one again returns the same
+    // descriptor): removing and re-adding it would open a window in which a save is missed.
+    std::map<int, fs::path> next;
     for (const auto& dir : dirs) {
         const int wd = ::inotify_add_watch(inotify_.native_handle(), dir.c_str(), save_events);
         if (wd < 0) {
@@ -81,8 +80,15 @@ void file_watcher::watch(const std::vector<fs::path>& files)
                         {"error", std::generic_category().message(errno)});
             continue;
         }
-        directories_[wd] = dir;
+        next[wd] = dir;
     }
+    for (const auto& [wd, dir] : directories_) {
+        if (!next.contains(wd)) {
+            ::inotify_rm_watch(inotify_.native_handle(), wd);
+        }
+    }
+    directories_ = std::move(next);
+    names_ = std::move(names);
 }
 
 void file_watcher::start()

@@ -1,6 +1,7 @@
 #include "cli/reloader.hpp"
 
 #include "cli/file_watcher.hpp"
+#include "cli/route_listing.hpp"
 
 #include "portico/admin/probe.hpp"
 #include "portico/core/log.hpp"
@@ -65,6 +66,7 @@ struct reloader::impl {
                                         routes == 1 ? "" : "s"),
                             {{"file", name}, {"routes", routes}, {"trigger", why}});
                 current.value = std::move(*next);
+                log_route_table(current, current.value.routes);
                 monitor.poke();
             }
         }

@@ -2,6 +2,7 @@
 
 #include "cli/config_source.hpp"
 #include "portico/cli/app.hpp"
+#include "portico/core/log.hpp"
 #include "portico/routing/route_table.hpp"
 
 #include <fmt/format.h>
@@ -111,6 +112,27 @@ format_route_table(const std::vector<config::route>& routes,
         lines.push_back(std::move(line));
     }
     return lines;
+}
+
+/// The configuration line and the table: text lines for a person, one object per route in JSON.
+void log_route_table(const loaded_config& loaded, const std::vector<config::route>& routes)
+{
+    const auto name = loaded.display_name();
+    log::notice("config",
+                fmt::format("config: {} ({} {})", name, routes.size(),
+                            routes.size() == 1 ? "route" : "routes"),
+                {{"file", name}, {"routes", routes.size()}});
+
+    const auto lines = format_route_table(routes);
+    if (log::current_format() == log::format::text) {
+        log::notice("route_header", lines.front(), {});
+    }
+    for (std::size_t i = 0; i < routes.size(); ++i) {
+        const auto& r = routes[i];
+        log::notice("route", lines[i + 1],
+                    {{"host", r.host}, {"path", r.path}, {"to", r.to.text},
+                     {"flags", route_flags(r)}});
+    }
 }
 
 int check_command(const std::optional<std::filesystem::path>& cli_file)

@@ -5,7 +5,6 @@
 #include "cli/route_listing.hpp"
 #include "portico/cli/app.hpp"
 #include "portico/proxy/server.hpp"
-#include "portico/routing/route_table.hpp"
 
 #include <fmt/format.h>
 
@@ -13,31 +12,6 @@
 #include <vector>
 
 namespace portico::cli {
-namespace {
-
-/// The configuration line and the table: text lines for a person, one object per route in JSON.
-void log_route_table(const loaded_config& loaded, const routing::route_table& table)
-{
-    const auto& routes = table.routes();
-    const auto name = loaded.display_name();
-    log::notice("config",
-                fmt::format("config: {} ({} {})", name, routes.size(),
-                            routes.size() == 1 ? "route" : "routes"),
-                {{"file", name}, {"routes", routes.size()}});
-
-    const auto lines = format_route_table(routes);
-    if (log::current_format() == log::format::text) {
-        log::notice("route_header", lines.front(), {});
-    }
-    for (std::size_t i = 0; i < routes.size(); ++i) {
-        const auto& r = routes[i];
-        log::notice("route", lines[i + 1],
-                    {{"host", r.host}, {"path", r.path}, {"to", r.to.text},
-                     {"flags", route_flags(r)}});
-    }
-}
-
-} // namespace
 
 int run_command(const run_options& options)
 {
@@ -48,8 +22,7 @@ int run_command(const run_options& options)
     if (!loaded) {
         return exit_config;
     }
-    const routing::route_table table(loaded->value);
-    log_route_table(*loaded, table);
+    log_route_table(*loaded, loaded->value.routes);
 
     proxy::server server(loaded->value);
     const auto bound = server.bind();
