@@ -102,6 +102,9 @@ public:
     /// Unregisters a connection; ends the shutdown wait when it was the last one.
     void unregister_connection(std::list<connection_entry>::iterator it);
 
+    /// A buffer for the route name of the request being logged (reused, never shrunk).
+    std::string& route_name_scratch() noexcept { return route_name_scratch_; }
+
     /// The worker's number, for logs.
     unsigned index() const noexcept { return index_; }
 
@@ -125,6 +128,7 @@ private:
     std::shared_ptr<tls::certificate_manager> certificates_;
     std::list<listening> acceptors_;
     bool started_ = false;
+    std::string route_name_scratch_;
     std::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
