@@ -102,6 +102,7 @@ struct certificate_manager::impl {
     ssl::context server{ssl::context::tls_server};
     ssl::context client_verified{ssl::context::tls_client};
     ssl::context client_unverified{ssl::context::tls_client};
+    std::once_flag system_store_loaded; ///< see `load_system_store`
 
     /// The user certificate for `name`: an exact host, or `*.suffix` one label above it
     /// (a wildcard covers a single label, RFC 6125 §6.4.3).
@@ -346,15 +347,24 @@ struct certificate_manager::impl {
             check(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), "min protocol");
         }
         SSL_CTX* verified = client_verified.native_handle();
-        // A machine without a system store still verifies backends signed by the local CA.
-        if (SSL_CTX_set_default_verify_paths(verified) != 1) {
-            PORTICO_LOG(log::level::warn, "tls_system_store_unavailable",
-                        {"error", drain_openssl_errors()});
-        }
         check(X509_STORE_add_cert(SSL_CTX_get_cert_store(verified), ca_cert.get()),
               "X509_STORE_add_cert");
         client_verified.set_verify_mode(ssl::verify_peer);
         client_unverified.set_verify_mode(ssl::verify_none);
+    }
+
+    /**
+     * Adds the system trust store to the verifying client context. Parsing the system bundle
+     * takes longer than the rest of start-up together, and most configurations have no https
+     * backend, so it happens on first use instead.
+     */
+    void load_system_store()
+    {
+        // A machine without a system store still verifies backends signed by the local CA.
+        if (SSL_CTX_set_default_verify_paths(client_verified.native_handle()) != 1) {
+            PORTICO_LOG(log::level::warn, "tls_system_store_unavailable",
+                        {"error", drain_openssl_errors()});
+        }
     }
 
     /// Loads `tls.certificates`; false with `error` naming the entry and file on failure.
@@ -436,7 +446,11 @@ ssl::context& certificate_manager::server_context() noexcept
 
 ssl::context& certificate_manager::client_context(bool verify) noexcept
 {
-    return verify ? impl_->client_verified : impl_->client_unverified;
+    if (!verify) {
+        return impl_->client_unverified;
+    }
+    std::call_once(impl_->system_store_loaded, [this] { impl_->load_system_store(); });
+    return impl_->client_verified;
 }
 
 const certificate_authority& certificate_manager::authority() const noexcept
