@@ -8,6 +8,7 @@
 #include "portico/admin/pages.hpp"
 #include "portico/core/log.hpp"
 #include "portico/http/error_page.hpp"
+#include "portico/http/head_text.hpp"
 #include "portico/http/header_policy.hpp"
 #include "portico/http/request_checks.hpp"
 #include "portico/core/uri.hpp"
@@ -41,6 +42,9 @@ using clock = std::chrono::steady_clock;
 constexpr std::size_t head_read_size = 16 * 1024;
 // Body bytes moved per read/write step; bounds the memory an exchange holds.
 constexpr std::size_t body_chunk_size = 64 * 1024;
+// A body up to this size that arrived with its head is copied behind the head, so both leave
+// in one buffer: one write, and over TLS one record instead of two.
+constexpr std::size_t inline_body_size = 16 * 1024;
 // After an error response the client may still be sending (a large upload): read and
 // discard for this long or this many bytes so it sees the page instead of a reset.
 constexpr auto lingering_close_time = std::chrono::seconds(2);
@@ -57,6 +61,7 @@ struct client_info {
     bool tls_required = false; ///< plain HTTP on a `tls: only` listener
     bool loopback_listener = true; ///< accepted on a loopback address
     std::list<connection_entry>::iterator entry;
+    std::string head; ///< serialised heads, reused so that a request does not allocate one
 };
 
 /// The steps of an exchange see the client through this view: plain TCP or TLS over it.
@@ -231,6 +236,26 @@ task<boost::system::error_code> send_response(connection<Stream>& c, http::strin
 {
     tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
     auto [ec, n] = co_await beast::http::async_write(c.stream, res);
+    co_return ec;
+}
+
+/**
+ * Writes a message head, and `body` after it, in one write: a small body is copied behind the
+ * head in `scratch`, a larger one goes as a second buffer of the same gathered write.
+ */
+template <typename Stream, typename Head>
+task<boost::system::error_code> write_head(Stream& s, std::string& scratch, const Head& head,
+                                           net::const_buffer body = {})
+{
+    scratch.clear();
+    http::append_head(scratch, head);
+    if (body.size() <= inline_body_size) {
+        scratch.append(static_cast<const char*>(body.data()), body.size());
+        auto [ec, n] = co_await net::async_write(s, net::buffer(scratch));
+        co_return ec;
+    }
+    const std::array<net::const_buffer, 2> parts{net::buffer(scratch), body};
+    auto [ec, n] = co_await net::async_write(s, parts);
     co_return ec;
 }
 
@@ -549,7 +574,13 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     std::optional<beast::http::serializer<true, buffer_body>> request_writer;
     request_writer.emplace(req);
     tcp_of(io).expires_after(cfg.timeouts.idle);
-    auto [hec, hn] = co_await beast::http::async_write_header(io, *request_writer);
+    boost::system::error_code hec;
+    if (req.chunked()) {
+        // The serializer frames the chunks that follow, so it writes the head too.
+        std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
+    } else {
+        hec = co_await write_head(io, c.info.head, req.base());
+    }
     if (hec && up.reused) {
         // The backend closed this pooled connection meanwhile; nothing of the request
         // reached it, so the caller retries on a fresh connection.
@@ -676,11 +707,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     if (length && !response->is_done() && *length <= up.buffer.size()) {
         // The whole body arrived with the head (the common small response): send head and
         // body in one gathered write instead of two.
-        auto& body = res.body();
-        body.data = const_cast<void*>(up.buffer.data().data());
-        body.size = static_cast<std::size_t>(*length);
-        body.more = false;
-        auto [ec, n] = co_await beast::http::async_write(c.stream, response_writer);
+        const auto ec = co_await write_head(
+            c.stream, c.info.head, res.base(),
+            net::buffer(up.buffer.data().data(), static_cast<std::size_t>(*length)));
         up.buffer.consume(static_cast<std::size_t>(*length));
         rec.bytes = *length;
         write_access_log(c.info, rec);
@@ -690,7 +719,14 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         release = is_reusable();
         co_return keep_alive;
     }
-    auto [wec, wn] = co_await beast::http::async_write_header(c.stream, response_writer);
+    boost::system::error_code wec;
+    if (framed_body) {
+        wec = co_await write_head(c.stream, c.info.head, res.base());
+    } else {
+        // Chunked re-framing: the serializer that frames the chunks writes the head too.
+        std::tie(wec, std::ignore) =
+            co_await beast::http::async_write_header(c.stream, response_writer);
+    }
     if (wec) {
         write_access_log(c.info, rec);
         co_return false;
@@ -1096,7 +1132,7 @@ task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, conf
     const auto local = socket.local_endpoint(ec);
     client_info info{w,     id,    endpoint_text(remote), endpoint_ip(remote),
                      std::to_string(local.port()), false, false, local.address().is_loopback(),
-                     {}};
+                     {}, {}};
     tcp_stream tcp(std::move(socket));
     beast::flat_buffer buffer;
     info.entry = w.register_connection(tcp);

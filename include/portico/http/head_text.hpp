@@ -1,0 +1,22 @@
+#pragma once
+
+// Message heads as the bytes that go on the wire, appended to a caller's string. Beast's
+// serializer presents a head as a nested buffer sequence (status line, then one buffer per
+// field name, separator and value) that every write step walks again; on small proxied
+// responses that walk cost more instructions than the rest of the exchange. One contiguous
+// string is built in a single pass and can carry a small body in the same write.
+
+#include "portico/http/message.hpp"
+
+#include <string>
+
+namespace portico::http {
+
+/// Appends `req` as a request line and its fields, ending with the empty line.
+void append_head(std::string& out, const request_head& req);
+
+/// Appends `res` as a status line (with the reason phrase Beast would send) and its fields,
+/// ending with the empty line.
+void append_head(std::string& out, const response_head& res);
+
+} // namespace portico::http

@@ -1,0 +1,58 @@
+#include "portico/http/head_text.hpp"
+
+#include <string_view>
+
+namespace portico::http {
+namespace {
+
+void append_version(std::string& out, unsigned version)
+{
+    out += "HTTP/";
+    out += static_cast<char>('0' + version / 10 % 10);
+    out += '.';
+    out += static_cast<char>('0' + version % 10);
+}
+
+void append_fields(std::string& out, const fields& f)
+{
+    for (const auto& line : f) {
+        const auto name = line.name_string();
+        const auto value = line.value();
+        out.append(name.data(), name.size());
+        out += ": ";
+        out.append(value.data(), value.size());
+        out += "\r\n";
+    }
+    out += "\r\n";
+}
+
+} // namespace
+
+void append_head(std::string& out, const request_head& req)
+{
+    const auto method = req.method_string();
+    const auto target = req.target();
+    out.append(method.data(), method.size());
+    out += ' ';
+    out.append(target.data(), target.size());
+    out += ' ';
+    append_version(out, req.version());
+    out += "\r\n";
+    append_fields(out, req);
+}
+
+void append_head(std::string& out, const response_head& res)
+{
+    append_version(out, res.version());
+    const unsigned code = res.result_int();
+    const char digits[] = {' ', static_cast<char>('0' + code / 100 % 10),
+                           static_cast<char>('0' + code / 10 % 10),
+                           static_cast<char>('0' + code % 10), ' '};
+    out.append(digits, sizeof(digits));
+    const auto reason = res.reason();
+    out.append(reason.data(), reason.size());
+    out += "\r\n";
+    append_fields(out, res);
+}
+
+} // namespace portico::http
