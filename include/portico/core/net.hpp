@@ -24,11 +24,19 @@ namespace ssl = boost::asio::ssl;
 using tcp = net::ip::tcp;
 using unix_protocol = net::local::stream_protocol;
 
+/**
+ * The executor everything runs on: a worker's `io_context`. Naming the concrete type rather
+ * than `any_io_executor` spares every operation and coroutine step the type-erased copies,
+ * `prefer` calls and destructions through a function table (a sixth of the instructions of
+ * a small proxied request).
+ */
+using io_executor = net::io_context::executor_type;
+
 /// Completion token used by default on every portico I/O object.
-using default_token = net::as_tuple_t<net::use_awaitable_t<>>;
+using default_token = net::as_tuple_t<net::use_awaitable_t<io_executor>>;
 
 /// Executor whose operations default to `default_token`.
-using executor = default_token::executor_with_default<net::any_io_executor>;
+using executor = default_token::executor_with_default<io_executor>;
 
 /// TCP socket whose operations default to `default_token`.
 using tcp_socket = tcp::socket::rebind_executor<executor>::other;
@@ -41,6 +49,6 @@ using steady_timer = net::steady_timer::rebind_executor<executor>::other;
 
 /// Coroutine return type for portico coroutines.
 template <typename T = void>
-using task = net::awaitable<T>;
+using task = net::awaitable<T, io_executor>;
 
 } // namespace portico
