@@ -40,6 +40,10 @@ using clock = std::chrono::steady_clock;
 
 // Bytes asked of the socket per read while a head is incomplete.
 constexpr std::size_t head_read_size = 16 * 1024;
+// Buffer held while a keep-alive connection waits for its next request: enough for a typical
+// browser request head in one read, small enough that idle connections cost little. A
+// larger head grows the buffer as it arrives.
+constexpr std::size_t idle_read_size = 2 * 1024;
 // Body bytes moved per read/write step; bounds the memory an exchange holds.
 constexpr std::size_t body_chunk_size = 64 * 1024;
 // A body up to this size that arrived with its head is copied behind the head, so both leave
@@ -149,6 +153,14 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
         }
     };
     skip_empty_lines();
+    if (c.buffer.size() == 0 && c.buffer.capacity() > idle_read_size) {
+        // Nothing of the next request is here yet: drop what the previous one grew, so that an
+        // idle connection holds only `idle_read_size` below.
+        c.buffer.shrink_to_fit();
+    }
+    if (c.info.head.capacity() > idle_read_size) {
+        std::string().swap(c.info.head);
+    }
     bool started = c.buffer.size() > 0;
     auto head_deadline = clock::now() + cfg.timeouts.header;
     if (started) {
@@ -180,7 +192,8 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
             r.error = errc::header_too_large;
             co_return r;
         }
-        const auto into = c.buffer.prepare(std::min(head_read_size, limit + 4 - data.size()));
+        const auto step = data.empty() ? idle_read_size : head_read_size;
+        const auto into = c.buffer.prepare(std::min(step, limit + 4 - data.size()));
         boost::system::error_code ec;
         std::size_t n = 0;
         if (started) {
