@@ -1,0 +1,222 @@
+#pragma once
+
+// A socket with one deadline that every operation on it shares. It keeps the contract of
+// beast::basic_stream that the data plane relies on (expires_after/expires_never before an
+// operation; when the deadline passes while an operation is pending the socket is closed and
+// the operation fails with beast::error::timeout), but not its cost: basic_stream arms and
+// cancels a timer for each read and write, three or more per proxied request. Here one timer
+// per connection is armed only when the deadline moves earlier than the time it is already
+// set for; a deadline pushed later (each request pushes the idle deadline) costs a clock read,
+// and the timer, when it fires early, re-arms itself for the new deadline.
+
+#include "portico/core/net.hpp"
+
+#include <boost/asio/associated_allocator.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+namespace portico::proxy {
+
+template <typename Protocol>
+class deadline_stream {
+    using clock = std::chrono::steady_clock;
+
+public:
+    using socket_type = typename Protocol::socket::template rebind_executor<executor>::other;
+    using executor_type = executor;
+    using lowest_layer_type = deadline_stream;
+    using endpoint_type = typename Protocol::endpoint;
+
+    explicit deadline_stream(const executor& ex) : s_(std::make_shared<state>(socket_type(ex))) {}
+    explicit deadline_stream(socket_type socket)
+        : s_(std::make_shared<state>(std::move(socket)))
+    {
+    }
+    deadline_stream(deadline_stream&&) noexcept = default;
+    deadline_stream& operator=(deadline_stream&&) = delete;
+    deadline_stream(const deadline_stream&) = delete;
+    deadline_stream& operator=(const deadline_stream&) = delete;
+
+    ~deadline_stream()
+    {
+        if (s_) {
+            // The pending wait (if any) holds the state; cancelling lets it go now.
+            boost::system::error_code ignored;
+            s_->timer.cancel();
+            s_->socket.close(ignored);
+        }
+    }
+
+    executor_type get_executor() noexcept { return s_->socket.get_executor(); }
+    socket_type& socket() noexcept { return s_->socket; }
+    deadline_stream& lowest_layer() noexcept { return *this; }
+
+    /// Operations pending or started from now on fail with `beast::error::timeout` once `d`
+    /// has passed.
+    void expires_after(clock::duration d) { expires_at(clock::now() + d); }
+
+    void expires_at(clock::time_point t)
+    {
+        s_->at = t;
+        if (s_->pending > 0 && t < s_->armed) {
+            arm(s_);
+        }
+    }
+
+    /// No deadline until the next `expires_after`.
+    void expires_never() noexcept { s_->at = clock::time_point::max(); }
+
+    /// Cancels pending operations (they complete with `operation_aborted`).
+    void cancel()
+    {
+        boost::system::error_code ignored;
+        s_->socket.cancel(ignored);
+    }
+
+    void close()
+    {
+        boost::system::error_code ignored;
+        s_->socket.close(ignored);
+    }
+
+    template <typename MutableBuffers, typename Token = default_token>
+    auto async_read_some(const MutableBuffers& buffers, Token&& token = default_token{})
+    {
+        return net::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+            [](auto handler, const std::shared_ptr<state>& s, const MutableBuffers& b) {
+                start(s);
+                s->socket.async_read_some(b, guarded(std::move(handler), s));
+            },
+            token, s_, buffers);
+    }
+
+    template <typename ConstBuffers, typename Token = default_token>
+    auto async_write_some(const ConstBuffers& buffers, Token&& token = default_token{})
+    {
+        return net::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+            [](auto handler, const std::shared_ptr<state>& s, const ConstBuffers& b) {
+                start(s);
+                s->socket.async_write_some(b, guarded(std::move(handler), s));
+            },
+            token, s_, buffers);
+    }
+
+    template <typename Token = default_token>
+    auto async_connect(const endpoint_type& ep, Token&& token = default_token{})
+    {
+        return net::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, const std::shared_ptr<state>& s, const endpoint_type& to) {
+                start(s);
+                s->socket.async_connect(to, guarded(std::move(handler), s));
+            },
+            token, s_, ep);
+    }
+
+private:
+    using timer_type = net::steady_timer::rebind_executor<io_executor>::other;
+
+    struct state {
+        explicit state(socket_type s) : socket(std::move(s)), timer(socket.get_executor()) {}
+
+        socket_type socket;
+        timer_type timer;
+        clock::time_point at = clock::time_point::max();    ///< the deadline
+        clock::time_point armed = clock::time_point::max(); ///< what the timer waits for
+        std::uint64_t generation = 0; ///< tells a wait from one a re-arm replaced
+        unsigned pending = 0;         ///< operations in flight
+        bool expired = false;         ///< the deadline closed the socket
+    };
+
+    /// Completes an operation: the deadline's closing of the socket reads as a timeout.
+    template <typename Handler>
+    class guarded_handler {
+    public:
+        guarded_handler(Handler h, std::shared_ptr<state> s)
+            : handler_(std::move(h)), s_(std::move(s))
+        {
+        }
+
+        using executor_type = net::associated_executor_t<Handler, io_executor>;
+        executor_type get_executor() const noexcept
+        {
+            return net::get_associated_executor(handler_, s_->socket.get_executor());
+        }
+        using allocator_type = net::associated_allocator_t<Handler>;
+        allocator_type get_allocator() const noexcept
+        {
+            return net::get_associated_allocator(handler_);
+        }
+        using cancellation_slot_type = net::associated_cancellation_slot_t<Handler>;
+        cancellation_slot_type get_cancellation_slot() const noexcept
+        {
+            return net::get_associated_cancellation_slot(handler_);
+        }
+
+        template <typename... Args>
+        void operator()(boost::system::error_code ec, Args&&... args)
+        {
+            --s_->pending;
+            if (ec && s_->expired) {
+                ec = beast::error::timeout;
+            }
+            s_.reset();
+            std::move(handler_)(ec, std::forward<Args>(args)...);
+        }
+
+    private:
+        Handler handler_;
+        std::shared_ptr<state> s_;
+    };
+
+    template <typename Handler>
+    static guarded_handler<Handler> guarded(Handler h, const std::shared_ptr<state>& s)
+    {
+        return guarded_handler<Handler>(std::move(h), s);
+    }
+
+    static void start(const std::shared_ptr<state>& s)
+    {
+        ++s->pending;
+        if (s->at < s->armed) {
+            arm(s);
+        }
+    }
+
+    static void arm(const std::shared_ptr<state>& s)
+    {
+        s->armed = s->at;
+        const auto generation = ++s->generation;
+        s->timer.expires_at(s->at);
+        s->timer.async_wait([s, generation](const boost::system::error_code& ec) {
+            if (ec || generation != s->generation) {
+                return;
+            }
+            s->armed = clock::time_point::max();
+            if (s->at == clock::time_point::max()) {
+                return;
+            }
+            if (clock::now() < s->at) {
+                arm(s);
+                return;
+            }
+            // A deadline that passes with nothing pending is not a timeout yet: the next
+            // operation arms the timer for the past deadline and fails at once.
+            if (s->pending > 0) {
+                s->expired = true;
+                boost::system::error_code ignored;
+                s->socket.close(ignored);
+            }
+        });
+    }
+
+    std::shared_ptr<state> s_;
+};
+
+} // namespace portico::proxy
