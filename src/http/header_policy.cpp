@@ -2,9 +2,9 @@
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
-#include <fmt/format.h>
 
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -12,6 +12,16 @@
 
 namespace portico::http {
 namespace {
+
+/// RFC 9110 §7.6.1 lists Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
+/// Upgrade; Proxy-Authenticate/-Authorization (§11.7) and Trailer are hop-by-hop too.
+/// Transfer-Encoding goes because the caller re-frames the body (RFC 9112 §6.1); TE is
+/// reduced to `trailers` and Upgrade kept on an upgrade (see `remove_hop_by_hop`).
+constexpr field hop_by_hop_fields[] = {
+    field::connection,          field::keep_alive, field::proxy_connection,
+    field::proxy_authenticate,  field::proxy_authorization, field::trailer,
+    field::transfer_encoding,   field::te,         field::upgrade,
+};
 
 /// The pseudonym portico names itself by in `Via` (RFC 9110 §7.6.3).
 constexpr std::string_view via_pseudonym = "portico";
@@ -153,6 +163,10 @@ void reduce_te_to_trailers(fields& f)
  */
 void append_to_list(fields& f, field name, std::string_view value)
 {
+    if (f.find(name) == f.end()) {
+        f.insert(name, value);
+        return;
+    }
     std::string joined;
     for (auto [line, last] = f.equal_range(name); line != last; ++line) {
         joined.append(line->value()).append(", ");
@@ -168,9 +182,14 @@ void append_to_list(fields& f, field name, std::string_view value)
 /// Adds portico's hop to `Via`, naming the protocol version it received (RFC 9110 §7.6.3).
 void append_via(fields& f, unsigned received_version)
 {
-    append_to_list(f, field::via,
-                   fmt::format("{}.{} {}", received_version / 10, received_version % 10,
-                               via_pseudonym));
+    // Short enough for the string's inline storage: no allocation.
+    std::string value;
+    value += static_cast<char>('0' + received_version / 10 % 10);
+    value += '.';
+    value += static_cast<char>('0' + received_version % 10);
+    value += ' ';
+    value += via_pseudonym;
+    append_to_list(f, field::via, value);
 }
 
 /**
@@ -197,32 +216,52 @@ void remove_forwarding_claims(fields& f)
 
 void remove_hop_by_hop(fields& f, bool keep_upgrade)
 {
-    // Collect first: the option names point into Connection values that erasing frees.
-    std::vector<std::string> named;
-    for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
-        for (const auto option : beast::http::token_list{line->value()}) {
-            if (!is_protected_option(option, keep_upgrade)) {
-                named.emplace_back(option);
+    // One pass finds which hop-by-hop fields the head carries (usually one or two): each
+    // `erase` by name is a case-insensitive tree lookup, worth sparing for absent fields.
+    unsigned present = 0;
+    for (const auto& line : f) {
+        const auto name = line.name();
+        for (std::size_t i = 0; name != field::unknown && i < std::size(hop_by_hop_fields); ++i) {
+            if (name == hop_by_hop_fields[i]) {
+                present |= 1U << i;
             }
         }
     }
-    for (const auto& name : named) {
-        f.erase(name);
+    const auto has = [present](field name) {
+        for (std::size_t i = 0; i < std::size(hop_by_hop_fields); ++i) {
+            if (hop_by_hop_fields[i] == name) {
+                return (present & (1U << i)) != 0;
+            }
+        }
+        return false;
+    };
+    if (present == 0) {
+        return;
     }
 
-    // RFC 9110 §7.6.1 lists Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding
-    // and Upgrade; Proxy-Authenticate/-Authorization (§11.7) and Trailer are hop-by-hop too.
-    // Transfer-Encoding goes because the caller re-frames the body (RFC 9112 §6.1).
-    f.erase(field::connection);
-    f.erase(field::keep_alive);
-    f.erase(field::proxy_connection);
-    f.erase(field::proxy_authenticate);
-    f.erase(field::proxy_authorization);
-    f.erase(field::trailer);
-    f.erase(field::transfer_encoding);
-    reduce_te_to_trailers(f);
-    if (!keep_upgrade) {
-        f.erase(field::upgrade);
+    if (has(field::connection)) {
+        // Collect first: the option names point into Connection values that erasing frees.
+        std::vector<std::string> named;
+        for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
+            for (const auto option : beast::http::token_list{line->value()}) {
+                if (!is_protected_option(option, keep_upgrade)) {
+                    named.emplace_back(option);
+                }
+            }
+        }
+        for (const auto& name : named) {
+            f.erase(name);
+        }
+    }
+
+    for (const auto name : hop_by_hop_fields) {
+        if (!has(name) || name == field::te || (keep_upgrade && name == field::upgrade)) {
+            continue;
+        }
+        f.erase(name);
+    }
+    if (has(field::te)) {
+        reduce_te_to_trailers(f);
     }
 }
 
@@ -243,12 +282,13 @@ void prepare_upstream_request(request_head& req, const forward_facts& facts,
 
     remove_hop_by_hop(req, facts.upgrade);
     remove_forwarding_claims(req);
+    // remove_forwarding_claims left none of these, so inserting is setting.
     if (!facts.client_ip.empty()) {
-        req.set("X-Forwarded-For", facts.client_ip);
+        req.insert("X-Forwarded-For", facts.client_ip);
     }
-    req.set("X-Forwarded-Proto", facts.client_tls ? "https" : "http");
+    req.insert("X-Forwarded-Proto", facts.client_tls ? "https" : "http");
     if (!facts.original_host.empty()) {
-        req.set("X-Forwarded-Host", facts.original_host);
+        req.insert("X-Forwarded-Host", facts.original_host);
     }
     append_via(req, received_version);
     req.set(field::host, facts.upstream_host);
