@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 #include <sstream>
 #include <system_error>
 
@@ -30,6 +31,35 @@ load_result file_failure(const std::string& file, std::string message)
     load_result result;
     result.errors.push_back({{file, 0, 0}, std::move(message)});
     return result;
+}
+
+/// True unless `text` has a quote at `open` that is never closed. Escapes: backslash in
+/// double quotes, a doubled quote in single quotes (YAML 1.2 §7.3).
+bool is_quote_closed(std::string_view text, std::size_t open)
+{
+    const char quote = text[open];
+    if (quote != '"' && quote != '\'') {
+        return true;
+    }
+    for (std::size_t i = open + 1; i < text.size(); ++i) {
+        if (quote == '"' && text[i] == '\\') {
+            ++i;
+        } else if (text[i] == quote) {
+            if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+                ++i;
+                continue;
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+/// True when the scalar starting at `mark` opens a quote that the file never closes.
+bool is_unclosed_at(std::string_view text, const YAML::Mark& mark)
+{
+    const auto open = static_cast<std::size_t>(mark.pos);
+    return mark.pos >= 0 && open < text.size() && !is_quote_closed(text, open);
 }
 
 /// The syntax pass: counts documents and finds what yaml-cpp 0.7 gets wrong: a quoted
@@ -61,9 +91,8 @@ public:
     void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
                   const std::string&) override
     {
-        const auto open = static_cast<std::size_t>(mark.pos);
-        if (mark.pos >= 0 && open < text_.size() && !unclosed_quote && !is_closed(open)) {
-            unclosed_quote = open;
+        if (!unclosed_quote && is_unclosed_at(text_, mark)) {
+            unclosed_quote = static_cast<std::size_t>(mark.pos);
         }
     }
     void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
@@ -78,28 +107,6 @@ public:
     void OnMapEnd() override {}
 
 private:
-    // True unless the scalar at `open` starts with a quote that is never closed. Escapes:
-    // backslash in double quotes, a doubled quote in single quotes (YAML 1.2 §7.3).
-    bool is_closed(std::size_t open) const
-    {
-        const char quote = text_[open];
-        if (quote != '"' && quote != '\'') {
-            return true;
-        }
-        for (std::size_t i = open + 1; i < text_.size(); ++i) {
-            if (quote == '"' && text_[i] == '\\') {
-                ++i;
-            } else if (text_[i] == quote) {
-                if (quote == '\'' && i + 1 < text_.size() && text_[i + 1] == '\'') {
-                    ++i;
-                    continue;
-                }
-                return true;
-            }
-        }
-        return false;
-    }
-
     std::string_view text_;
     int last_start_ = -1;
 };
@@ -156,6 +163,74 @@ fs::path base_directory(const fs::path& file)
     return (ec ? file : absolute).parent_path();
 }
 
+/**
+ * True when a scalar anywhere under `node` (mapping keys included) opens an unclosed quote,
+ * or when the walk runs out of `budget` nodes or nesting: aliases can make a tree cyclic
+ * (`a: &a [*a]`) or exponentially large, and such a file takes the syntax pass instead.
+ */
+bool may_have_unclosed_quote(const YAML::Node& node, std::string_view text, std::size_t& budget,
+                             unsigned depth = 0)
+{
+    constexpr unsigned max_depth = 64;
+    if (budget == 0 || depth > max_depth) {
+        return true;
+    }
+    --budget;
+    switch (node.Type()) {
+    case YAML::NodeType::Scalar: return is_unclosed_at(text, node.Mark());
+    case YAML::NodeType::Sequence:
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            if (may_have_unclosed_quote(*it, text, budget, depth + 1)) {
+                return true;
+            }
+        }
+        return false;
+    case YAML::NodeType::Map:
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            if (may_have_unclosed_quote(it->first, text, budget, depth + 1) ||
+                may_have_unclosed_quote(it->second, text, budget, depth + 1)) {
+                return true;
+            }
+        }
+        return false;
+    default: return false;
+    }
+}
+
+/**
+ * The file as `YAML::Load` reads it, when it is an ordinary configuration: one document, a
+ * mapping at the top, every quote closed. Each yaml-cpp pass over a large file costs more
+ * than the rest of start-up, so the syntax pass runs only for files that might need its
+ * diagnostics; nullopt sends the text through it, which reports what is wrong exactly as
+ * before. A document marker anywhere at a line start counts as a possible second document.
+ */
+std::optional<YAML::Node> load_ordinary(const std::string& owned)
+{
+    const std::string_view text = owned;
+    for (const std::string_view marker : {"---", "..."}) {
+        if (text.starts_with(marker)) {
+            return std::nullopt;
+        }
+    }
+    for (const std::string_view marker : {"\n---", "\n..."}) {
+        if (text.find(marker) != std::string_view::npos) {
+            return std::nullopt;
+        }
+    }
+    YAML::Node root;
+    try {
+        root = YAML::Load(owned);
+    } catch (const YAML::Exception&) {
+        return std::nullopt;
+    }
+    // Without aliases a file cannot hold more nodes than bytes.
+    std::size_t budget = text.size() + 1;
+    if (!root.IsMap() || may_have_unclosed_quote(root, text, budget)) {
+        return std::nullopt;
+    }
+    return root;
+}
+
 load_result parse_text(std::string_view text, const fs::path& file, const environment& env)
 {
     const auto name = file.string();
@@ -173,6 +248,11 @@ load_result parse_text(std::string_view text, const fs::path& file, const enviro
     }
 
     const std::string owned(text);
+    if (auto root = load_ordinary(owned)) {
+        auto cfg = detail::read_config(ctx, *root);
+        cfg.source = file;
+        return ctx.finish(std::move(cfg));
+    }
     syntax_scan scan(text);
     try {
         std::istringstream stream(owned);
