@@ -216,7 +216,11 @@ TEST(AdminTest, RoutesAndHealthShowBackendStates)
     proxy.observatory().observe_backend(fmt::format("127.0.0.1:{}", up.port()),
                                         admin::backend_state::up);
 
-    const auto doc = get_json(proxy.port(), "/api/routes");
+    json::value doc;
+    EXPECT_TRUE(wait_until([&] {
+        doc = get_json(proxy.port(), "/api/routes");
+        return doc.at("routes").as_array().at(1).at("errors").as_int64() == 1;
+    }));
     const auto& list = doc.at("routes").as_array();
     ASSERT_EQ(list.size(), 2U);
     EXPECT_EQ(list[0].at("host").as_string(), "app.localhost");
@@ -242,8 +246,13 @@ TEST(AdminTest, RecentRequestsAreAccessLogObjectsNewestFirst)
     EXPECT_EQ(c.get("nothing.localhost", "/third").result_int(), 404);
 
     get_json(proxy.port(), "/api/routes");
-    // The admin host's own requests (the dashboard polls) are counted but not listed.
-    const auto doc = get_json(proxy.port(), "/api/requests");
+    // The admin host's own requests (the dashboard polls) are counted but not listed. A
+    // request is listed once its response is written, so wait (bounded) for the third.
+    json::value doc;
+    EXPECT_TRUE(wait_until([&] {
+        doc = get_json(proxy.port(), "/api/requests");
+        return doc.at("requests").as_array().size() >= 3;
+    }));
     const auto& list = doc.at("requests").as_array();
     ASSERT_EQ(list.size(), 3U);
     EXPECT_EQ(list[0].at("target").as_string(), "/third");
@@ -273,7 +282,13 @@ TEST(AdminTest, MetricsCountRequestsByRouteAndCode)
         EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
     }
     EXPECT_EQ(c.get("down.localhost", "/").result_int(), 502);
-    const auto after = metrics_text(proxy.port());
+    // A worker records a request once its response is written, so the client can ask another
+    // worker before the count is in: wait (bounded) for the last one.
+    std::string after;
+    EXPECT_TRUE(wait_until([&] {
+        after = metrics_text(proxy.port());
+        return metric(after, "portico_requests_total{route=\"down.localhost\",code=\"502\"}") == 1;
+    }));
     EXPECT_EQ(metric(after, series), 3) << after;
     EXPECT_EQ(metric(after, "portico_requests_total{route=\"down.localhost\",code=\"502\"}"), 1);
     EXPECT_EQ(metric(after, "portico_upstream_errors_total{route=\"down.localhost\",error=\"upstream_refused\"}"), 1);
