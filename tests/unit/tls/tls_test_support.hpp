@@ -108,11 +108,16 @@ inline std::string serial_of(X509* cert)
  * Verifies `leaf` as a TLS server certificate against `ca_pem` alone, the way a client that
  * trusts the CA would. Returns X509_V_OK or the verification error.
  */
-inline int verify_leaf(X509* leaf, const std::string& ca_pem)
+inline int verify_leaf(X509* leaf, const std::string& ca_pem, X509_CRL* crl = nullptr)
 {
     const x509_ptr ca = first_certificate(ca_pem);
     const x509_store_ptr store(X509_STORE_new());
     X509_STORE_add_cert(store.get(), ca.get());
+    if (crl != nullptr) {
+        // With a CRL the chain must also pass revocation checking against it.
+        X509_STORE_add_crl(store.get(), crl);
+        X509_STORE_set_flags(store.get(), X509_V_FLAG_CRL_CHECK);
+    }
     const x509_store_ctx_ptr ctx(X509_STORE_CTX_new());
     X509_STORE_CTX_init(ctx.get(), store.get(), leaf, nullptr);
     X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
