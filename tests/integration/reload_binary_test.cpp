@@ -13,6 +13,7 @@
 #include <chrono>
 #include <fstream>
 #include <regex>
+#include <stdexcept>
 
 namespace portico::test {
 namespace {
@@ -76,6 +77,21 @@ void write_by_rename(const fs::path& file, const std::string& text)
     }
     fs::rename(temp, file);
 }
+
+/// `portico run -c file`, up to its ready line.
+struct started {
+    explicit started(const fs::path& file) : process({PORTICO_BINARY, "run", "-c", file.string()})
+    {
+        const auto ready = process.wait_for_line("ready");
+        if (!ready) {
+            throw std::runtime_error("portico did not start");
+        }
+        port = port_from_ready_line(*ready);
+    }
+
+    child process;
+    unsigned short port = 0;
+};
 
 TEST(ReloadBinaryTest, SaveInPlaceIsAppliedWithinASecond)
 {
@@ -166,10 +182,8 @@ TEST(ReloadBinaryTest, SymlinkedConfigIsFollowed)
     write_in_place(real, config_text(ca, route_to(a.port())));
     const auto link = dir.path() / "portico.yaml";
     fs::create_symlink(real, link);
-    child process({PORTICO_BINARY, "run", "-c", link.string()});
-    const auto ready = process.wait_for_line("ready");
-    ASSERT_TRUE(ready);
-    const auto port = port_from_ready_line(*ready);
+    const started portico(link);
+    const auto port = portico.port;
 
     // Editing the target (by rename, in its own directory) is seen through the link.
     auto saved = clock::now();
@@ -185,6 +199,49 @@ TEST(ReloadBinaryTest, SymlinkedConfigIsFollowed)
     saved = clock::now();
     fs::rename(temp_link, link);
     EXPECT_TRUE(time_until_served(port, "other.localhost", saved));
+}
+
+/// The subject line `openssl s_client` prints for the certificate served for `sni`.
+std::string served_subject(unsigned short port, const std::string& sni)
+{
+    const auto r = run_process({"openssl", "s_client", "-connect",
+                                fmt::format("127.0.0.1:{}", port), "-servername", sni},
+                               std::chrono::seconds(10));
+    const auto at = r.out.find("subject=");
+    return at == std::string::npos ? std::string() : r.out.substr(at, r.out.find('\n', at) - at);
+}
+
+TEST(ReloadBinaryTest, ReplacedCertificateFileIsServedWithoutRestart)
+{
+    origin backend;
+    temp_dir dir;
+    const auto cert = dir.path() / "legacy.pem";
+    const auto key = dir.path() / "legacy-key.pem";
+    std::string error;
+    ASSERT_TRUE(make_self_signed(cert, key, "legacy.test", "first legacy", error)) << error;
+    const auto file = dir.path() / "portico.yaml";
+    write_in_place(file, fmt::format("listen: [127.0.0.1:0]\nworkers: 1\ntls:\n  ca_dir: {}\n"
+                                     "  certificates:\n    - hosts: [legacy.test]\n"
+                                     "      cert: {}\n      key: {}\n"
+                                     "routes:\n  - host: legacy.test\n    to: 127.0.0.1:{}\n",
+                                     (dir.path() / "ca").string(), cert.string(), key.string(),
+                                     backend.port()));
+    const started portico(file);
+    EXPECT_NE(served_subject(portico.port, "legacy.test").find("first legacy"), std::string::npos);
+
+    // A renewed certificate, written beside the old one and renamed over it, as tools do.
+    const auto fresh_cert = dir.path() / "fresh.pem";
+    const auto fresh_key = dir.path() / "fresh-key.pem";
+    ASSERT_TRUE(make_self_signed(fresh_cert, fresh_key, "legacy.test", "second legacy", error))
+        << error;
+    fs::rename(fresh_key, key);
+    fs::rename(fresh_cert, cert);
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return served_subject(portico.port, "legacy.test").find("second legacy") !=
+                   std::string::npos;
+        },
+        std::chrono::seconds(5)));
 }
 
 class RoutesVerbTest : public binary_test {
