@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <system_error>
 
 namespace portico::cli {
@@ -104,9 +105,36 @@ void file_watcher::stop()
     quiet_.cancel();
 }
 
+bool file_watcher::names_a_watched_file(std::string_view events) const
+{
+    bool relevant = false;
+    for (std::size_t offset = 0; offset + sizeof(inotify_event) <= events.size();) {
+        // Copied out: the read buffer (in a coroutine frame) is not promised inotify_event's
+        // alignment.
+        inotify_event event{};
+        std::memcpy(&event, events.data() + offset, sizeof(event));
+        const auto name = events.substr(std::min(events.size(), offset + sizeof(event)),
+                                        event.len);
+        offset += sizeof(event) + event.len;
+        if ((event.mask & IN_Q_OVERFLOW) != 0) {
+            relevant = true; // events were lost: reload to be sure
+            continue;
+        }
+        const auto dir = directories_.find(event.wd);
+        if (dir == directories_.end() || name.empty()) {
+            continue;
+        }
+        // The name is NUL-padded to `len` bytes.
+        if (names_.contains(dir->second / std::string(name.substr(0, name.find('\0'))))) {
+            relevant = true;
+        }
+    }
+    return relevant;
+}
+
 task<void> file_watcher::read_loop()
 {
-    alignas(inotify_event) std::array<char, 16 * 1024> buffer{};
+    std::array<char, 16 * 1024> buffer{};
     while (!stopped_) {
         auto [ec, n] = co_await inotify_.async_read_some(net::buffer(buffer));
         if (ec) {
@@ -115,22 +143,7 @@ task<void> file_watcher::read_loop()
             }
             co_return;
         }
-        bool relevant = false;
-        for (std::size_t offset = 0; offset + sizeof(inotify_event) <= n;) {
-            const auto* event = reinterpret_cast<const inotify_event*>(buffer.data() + offset);
-            offset += sizeof(inotify_event) + event->len;
-            if ((event->mask & IN_Q_OVERFLOW) != 0) {
-                relevant = true; // events were lost: reload to be sure
-                continue;
-            }
-            const auto dir = directories_.find(event->wd);
-            if (dir == directories_.end() || event->len == 0) {
-                continue;
-            }
-            if (names_.contains(dir->second / event->name)) {
-                relevant = true;
-            }
-        }
+        const bool relevant = names_a_watched_file(std::string_view(buffer.data(), n));
         if (!relevant) {
             continue;
         }

@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace portico::cli {
@@ -41,6 +42,8 @@ public:
     void stop();
 
 private:
+    /// True when a buffer of inotify events names a watched file (or events were lost).
+    bool names_a_watched_file(std::string_view events) const;
     task<void> read_loop();
     task<void> notify_after_quiet();
 
