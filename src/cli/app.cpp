@@ -1,6 +1,7 @@
 #include "portico/cli/app.hpp"
 
 #include "cli/ca.hpp"
+#include "cli/hosts.hpp"
 #include "cli/route_listing.hpp"
 #include "cli/run.hpp"
 #include "portico/core/log.hpp"
@@ -224,7 +225,13 @@ int dispatch(const CLI::App& app, const verbs& v, const arguments& args)
         fmt::print("{} {}\n", program, PORTICO_VERSION);
         return exit_ok;
     }
-    // hosts and doctor parse their options already so that scripts fail fast on a typo.
+    if (verb == v.hosts) {
+        return hosts_command(args.hosts_apply    ? hosts_action::apply
+                             : args.hosts_remove ? hosts_action::remove
+                                                 : hosts_action::print,
+                             config_path(args));
+    }
+    // doctor parses its options already so that scripts fail fast on a typo.
     return not_implemented(app);
 }
 

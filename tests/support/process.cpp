@@ -90,6 +90,14 @@ void binary_test::TearDown()
     fs::remove_all(dir_, ec);
 }
 
+std::string binary_test::read_file(const fs::path& path) const
+{
+    std::ifstream in(path.is_absolute() ? path : dir_ / path, std::ios::binary);
+    std::ostringstream content;
+    content << in.rdbuf();
+    return content.str();
+}
+
 fs::path binary_test::write_file(const fs::path& relative, std::string_view content)
 {
     const auto path = dir_ / relative;

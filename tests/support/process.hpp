@@ -68,6 +68,9 @@ protected:
     std::filesystem::path write_file(const std::filesystem::path& relative,
                                      std::string_view content);
 
+    /// The whole content of a file (a path relative to the test directory, or absolute).
+    std::string read_file(const std::filesystem::path& path) const;
+
     /**
      * Runs portico with `args` in the test directory. No PORTICO_CONFIG is inherited, HOME is
      * the test directory and XDG_DATA_HOME is `data/` inside it, unless `env` says otherwise.

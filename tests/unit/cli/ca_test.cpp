@@ -39,14 +39,6 @@ constexpr auto store_deadline = std::chrono::seconds(30);
 constexpr std::string_view debian_anchor_dir = "/usr/local/share/ca-certificates";
 constexpr std::string_view debian_bundle = "/etc/ssl/certs/ca-certificates.crt";
 
-std::string read_file(const fs::path& path)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream content;
-    content << in.rdbuf();
-    return content.str();
-}
-
 unsigned mode_of(const fs::path& path)
 {
     struct stat st {};

@@ -142,13 +142,78 @@ TEST_F(CliTest, HostsApplyAndRemoveExcludeEachOther)
 
 TEST_F(CliTest, PendingVerbsSayNotImplementedAndExitOne)
 {
-    for (const auto& args : std::vector<std::vector<std::string>>{
-             {"hosts"}, {"hosts", "--apply"}, {"hosts", "--remove"}, {"doctor"}}) {
-        const auto r = portico(args);
-        EXPECT_EQ(r.exit_code, 1) << r;
-        EXPECT_TRUE(contains(r.err, "not implemented yet")) << r;
-        EXPECT_TRUE(r.out.empty()) << r;
-    }
+    const auto r = portico({"doctor"});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(contains(r.err, "not implemented yet")) << r;
+    EXPECT_TRUE(r.out.empty()) << r;
+}
+
+constexpr std::string_view hosts_yaml = R"(admin: dash.test
+routes:
+  - host: app.localhost
+    to: 127.0.0.1:5173
+  - host: Legacy.Test.
+    to: 127.0.0.1:8000
+  - host: legacy.test
+    path: /api
+    to: 127.0.0.1:8001
+  - host: "*.preview.test"
+    to: 127.0.0.1:8002
+  - host: 127.0.0.1
+    to: 127.0.0.1:8003
+)";
+
+TEST_F(CliTest, HostsPrintsLinesForNamesOutsideLocalhost)
+{
+    write_file("portico.yaml", hosts_yaml);
+    const auto r = portico({"hosts"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(r.out, "127.0.0.1 legacy.test\n127.0.0.1 dash.test\n") << r;
+    EXPECT_TRUE(contains(r.err, "*.preview.test is a wildcard")) << r;
+}
+
+TEST_F(CliTest, HostsApplyAndRemoveManageOneBlockIdempotently)
+{
+    write_file("portico.yaml", hosts_yaml);
+    const std::string original = "127.0.0.1\tlocalhost\n::1 localhost ip6-localhost\n# mine\n"
+                                 "10.0.0.5 nas.lan";
+    const auto file = write_file("hosts", original);
+    const portico::test::env_overrides env{{"PORTICO_HOSTS_FILE", file.string()}};
+
+    auto r = portico({"hosts", "--apply"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "2 names now resolve to 127.0.0.1")) << r;
+    const auto applied = read_file(file);
+    EXPECT_EQ(applied, original + "\n# portico begin (managed by `portico hosts`)\n"
+                                  "127.0.0.1 legacy.test\n127.0.0.1 dash.test\n# portico end\n");
+
+    r = portico({"hosts", "--apply"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "already has portico's lines")) << r;
+    EXPECT_EQ(read_file(file), applied);
+
+    // A changed configuration replaces the block instead of adding a second one.
+    write_file("portico.yaml", "routes:\n  - host: other.test\n    to: 127.0.0.1:9000\n");
+    r = portico({"hosts", "--apply"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(read_file(file), original + "\n# portico begin (managed by `portico hosts`)\n"
+                                          "127.0.0.1 other.test\n# portico end\n");
+
+    r = portico({"hosts", "--remove"}, env);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(read_file(file), original + "\n");
+    r = portico({"hosts", "--remove"}, env);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "has no portico lines")) << r;
+}
+
+TEST_F(CliTest, HostsApplyOnAFileItCannotReadExitsOne)
+{
+    write_file("portico.yaml", hosts_yaml);
+    const auto r = portico({"hosts", "--apply"},
+                           {{"PORTICO_HOSTS_FILE", (dir_ / "missing" / "hosts").string()}});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(contains(r.err, "cannot read")) << r;
 }
 
 TEST_F(CliTest, VersionPrintsProjectVersion)

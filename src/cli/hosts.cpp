@@ -1,0 +1,218 @@
+#include "cli/hosts.hpp"
+
+#include "cli/config_source.hpp"
+#include "portico/cli/app.hpp"
+#include "portico/core/uri.hpp"
+#include "portico/tls/certificates.hpp"
+
+#include <boost/asio/ip/address.hpp>
+#include <fmt/format.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+namespace portico::cli {
+namespace {
+
+// The block is found again by these exact lines, so `--remove` never touches a user's own.
+constexpr std::string_view block_begin = "# portico begin (managed by `portico hosts`)";
+constexpr std::string_view block_end = "# portico end";
+constexpr std::string_view default_hosts_file = "/etc/hosts";
+
+bool is_ip_literal(std::string_view name)
+{
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(std::string(name), ec);
+    return !ec;
+}
+
+bool needs_entry(std::string_view host)
+{
+    return !host.empty() && host != "localhost" && !host.ends_with(".localhost") &&
+           !is_ip_literal(host) && !host.starts_with("*.");
+}
+
+std::filesystem::path hosts_file()
+{
+    if (const char* override_path = std::getenv("PORTICO_HOSTS_FILE");
+        override_path != nullptr && *override_path != '\0') {
+        return override_path;
+    }
+    return std::filesystem::path(default_hosts_file);
+}
+
+/// Reads the whole file; nullopt with `error` set when it cannot be read.
+std::optional<std::string> read_text(const std::filesystem::path& path, std::string& error)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        error = fmt::format("cannot read {}: {}", path.string(),
+                            std::generic_category().message(errno));
+        return std::nullopt;
+    }
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+/**
+ * Replaces the file's content, keeping its mode. A rename keeps readers from seeing half a
+ * file; where the file cannot be replaced (a container's bind-mounted /etc/hosts gives
+ * EBUSY), it is rewritten in place.
+ */
+std::string write_text(const std::filesystem::path& path, const std::string& text)
+{
+    struct stat st {};
+    const unsigned mode = ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0644;
+    auto error = tls::write_file_atomically(path, text, mode);
+    if (error.empty()) {
+        return {};
+    }
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (out && (out << text) && out.flush()) {
+        return {};
+    }
+    return error;
+}
+
+std::string permission_hint(const std::filesystem::path& path, std::string_view verb)
+{
+    return fmt::format("changing {} needs root: run `sudo portico hosts {}`", path.string(), verb);
+}
+
+} // namespace
+
+std::vector<std::string> names_needing_hosts_entries(const config::config& cfg)
+{
+    std::vector<std::string> names;
+    const auto add = [&](const std::string& host) {
+        const auto normal = uri::normalize_host(host).value_or(host);
+        if (needs_entry(normal) && std::find(names.begin(), names.end(), normal) == names.end()) {
+            names.push_back(normal);
+        }
+    };
+    for (const auto& r : cfg.routes) {
+        add(r.host);
+    }
+    add(cfg.admin);
+    return names;
+}
+
+std::vector<std::string> wildcard_hosts(const config::config& cfg)
+{
+    std::vector<std::string> out;
+    for (const auto& r : cfg.routes) {
+        if (r.is_wildcard() && !r.host.ends_with(".localhost") &&
+            std::find(out.begin(), out.end(), r.host) == out.end()) {
+            out.push_back(r.host);
+        }
+    }
+    return out;
+}
+
+std::string without_portico_block(std::string_view text)
+{
+    std::string out;
+    bool inside = false;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        auto end = text.find('\n', pos);
+        const bool last = end == std::string_view::npos;
+        end = last ? text.size() : end + 1;
+        const auto line = text.substr(pos, end - pos);
+        pos = end;
+        const auto content = line.substr(0, line.find_last_not_of("\r\n") + 1);
+        if (!inside && content == block_begin) {
+            inside = true;
+            continue;
+        }
+        if (inside) {
+            inside = content != block_end;
+            continue;
+        }
+        out += line;
+    }
+    return out;
+}
+
+std::string with_portico_block(std::string_view text, const std::vector<std::string>& names)
+{
+    auto out = without_portico_block(text);
+    if (names.empty()) {
+        return out;
+    }
+    if (!out.empty() && out.back() != '\n') {
+        out += '\n';
+    }
+    out += block_begin;
+    out += '\n';
+    for (const auto& name : names) {
+        out += fmt::format("127.0.0.1 {}\n", name);
+    }
+    out += block_end;
+    out += '\n';
+    return out;
+}
+
+int hosts_command(hosts_action action, const std::optional<std::filesystem::path>& cli_file)
+{
+    const auto loaded = load_config(cli_file);
+    if (!loaded) {
+        return exit_config;
+    }
+    const auto names = names_needing_hosts_entries(loaded->value);
+    for (const auto& w : wildcard_hosts(loaded->value)) {
+        fmt::print(stderr,
+                   "note: {} is a wildcard, which a hosts file cannot express; list each name "
+                   "as its own route, or use a local DNS resolver (dnsmasq: address=/{}/127.0.0.1)\n",
+                   w, w.substr(2));
+    }
+    if (action == hosts_action::print) {
+        for (const auto& name : names) {
+            fmt::print("127.0.0.1 {}\n", name);
+        }
+        return exit_ok;
+    }
+
+    const auto path = hosts_file();
+    std::string error;
+    const auto current = read_text(path, error);
+    if (!current) {
+        fmt::print(stderr, "portico: {}\n", error);
+        return exit_config;
+    }
+    const auto next = action == hosts_action::apply ? with_portico_block(*current, names)
+                                                    : without_portico_block(*current);
+    const std::string_view verb = action == hosts_action::apply ? "--apply" : "--remove";
+    if (next == *current) {
+        fmt::print("{} already {}\n", path.string(),
+                   action == hosts_action::apply
+                       ? (names.empty() ? "has no portico lines, and none are needed"
+                                        : "has portico's lines")
+                       : "has no portico lines");
+        return exit_ok;
+    }
+    if (error = write_text(path, next); !error.empty()) {
+        fmt::print(stderr, "portico: {}\n",
+                   ::access(path.c_str(), W_OK) != 0 ? permission_hint(path, verb) : error);
+        return exit_config;
+    }
+    if (action == hosts_action::apply) {
+        fmt::print("{}: {} name{} now resolve{} to 127.0.0.1 ({})\n", path.string(), names.size(),
+                   names.size() == 1 ? "" : "s", names.size() == 1 ? "s" : "",
+                   fmt::join(names, ", "));
+    } else {
+        fmt::print("{}: portico's lines removed\n", path.string());
+    }
+    return exit_ok;
+}
+
+} // namespace portico::cli
