@@ -1,6 +1,7 @@
 #include "portico/cli/app.hpp"
 
 #include "cli/ca.hpp"
+#include "cli/doctor.hpp"
 #include "cli/hosts.hpp"
 #include "cli/route_listing.hpp"
 #include "cli/run.hpp"
@@ -181,12 +182,6 @@ int usage_error(std::string_view problem, std::string_view command)
     return exit_usage;
 }
 
-int not_implemented(const CLI::App& app)
-{
-    fmt::print(stderr, "{}: not implemented yet (see issues)\n", selected_command(app));
-    return exit_config;
-}
-
 std::optional<std::filesystem::path> config_path(const arguments& args)
 {
     if (args.config_file.empty()) {
@@ -231,8 +226,10 @@ int dispatch(const CLI::App& app, const verbs& v, const arguments& args)
                                                  : hosts_action::print,
                              config_path(args));
     }
-    // doctor parses its options already so that scripts fail fast on a typo.
-    return not_implemented(app);
+    if (verb == v.doctor) {
+        return doctor_command(config_path(args));
+    }
+    return usage_error("unknown command", program);
 }
 
 int parse_and_dispatch(int argc, char** argv)

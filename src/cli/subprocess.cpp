@@ -146,6 +146,11 @@ int reap(pid_t pid, steady_clock::time_point deadline, subprocess_result& r)
 {
     int status = 0;
     for (;;) {
+        if (r.timed_out) {
+            // Killed before the blocking wait below, which would otherwise wait for a child
+            // that never ends.
+            ::kill(pid, SIGKILL);
+        }
         const pid_t done = ::waitpid(pid, &status, r.timed_out ? 0 : WNOHANG);
         if (done == pid) {
             return status;
@@ -153,10 +158,9 @@ int reap(pid_t pid, steady_clock::time_point deadline, subprocess_result& r)
         if (done < 0 && errno != EINTR) {
             return status;
         }
-        if (r.timed_out || remaining_ms(deadline) == 0) {
+        if (remaining_ms(deadline) == 0) {
             r.timed_out = true;
-            ::kill(pid, SIGKILL);
-        } else {
+        } else if (!r.timed_out) {
             // Both pipes are closed, so the child is exiting; a short sleep beats spinning.
             ::poll(nullptr, 0, 5);
         }

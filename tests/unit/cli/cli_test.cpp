@@ -4,8 +4,11 @@
 
 #include "support/process.hpp"
 
+#include <boost/asio/ip/tcp.hpp>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <regex>
 #include <string>
@@ -140,14 +143,6 @@ TEST_F(CliTest, HostsApplyAndRemoveExcludeEachOther)
     EXPECT_EQ(r.exit_code, 2) << r;
 }
 
-TEST_F(CliTest, PendingVerbsSayNotImplementedAndExitOne)
-{
-    const auto r = portico({"doctor"});
-    EXPECT_EQ(r.exit_code, 1) << r;
-    EXPECT_TRUE(contains(r.err, "not implemented yet")) << r;
-    EXPECT_TRUE(r.out.empty()) << r;
-}
-
 constexpr std::string_view hosts_yaml = R"(admin: dash.test
 routes:
   - host: app.localhost
@@ -214,6 +209,72 @@ TEST_F(CliTest, HostsApplyOnAFileItCannotReadExitsOne)
                            {{"PORTICO_HOSTS_FILE", (dir_ / "missing" / "hosts").string()}});
     EXPECT_EQ(r.exit_code, 1) << r;
     EXPECT_TRUE(contains(r.err, "cannot read")) << r;
+}
+
+/// Loopback sockets for `doctor` to find: one listening, one bound but refusing.
+struct doctor_sockets {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor listening{io, {boost::asio::ip::make_address("127.0.0.1"), 0}};
+    boost::asio::ip::tcp::acceptor refusing{io};
+
+    doctor_sockets()
+    {
+        listening.listen();
+        refusing.open(boost::asio::ip::tcp::v4());
+        refusing.bind({boost::asio::ip::make_address("127.0.0.1"), 0});
+    }
+    unsigned short up() const { return listening.local_endpoint().port(); }
+    unsigned short down() const { return refusing.local_endpoint().port(); }
+};
+
+TEST_F(CliTest, DoctorPassesAHealthySetupAndReportsBackends)
+{
+    const doctor_sockets s;
+    write_file("portico.yaml",
+               fmt::format("listen: [127.0.0.1:0]\ntls: {{ ca_dir: ca }}\nroutes:\n"
+                           "  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                           "  - host: api.localhost\n    to: 127.0.0.1:{}\n",
+                           s.up(), s.down()));
+    const auto r = portico({"doctor"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "ok    config ./portico.yaml (2 routes)")) << r;
+    EXPECT_TRUE(contains(r.out, fmt::format("app.localhost -> 127.0.0.1:{} is listening", s.up())))
+        << r;
+    EXPECT_TRUE(contains(r.out, fmt::format("warn  api.localhost -> 127.0.0.1:{} is not listening",
+                                            s.down())))
+        << r;
+    EXPECT_TRUE(contains(r.out, "no local CA yet")) << r;
+    EXPECT_FALSE(fs::exists(dir_ / "ca")) << "doctor must not create the CA";
+}
+
+TEST_F(CliTest, DoctorFailsOnAPortAnotherProgramHolds)
+{
+    const doctor_sockets s;
+    write_file("portico.yaml", fmt::format("listen: [127.0.0.1:{}]\n", s.up()));
+    const auto r = portico({"doctor"});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(contains(r.out, fmt::format("fail  127.0.0.1:{} is used by another program", s.up())))
+        << r;
+}
+
+TEST_F(CliTest, DoctorFailsOnANameThatDoesNotResolve)
+{
+    write_file("portico.yaml", "routes:\n  - host: nothing-here.invalid\n    to: 127.0.0.1:9\n");
+    const auto r = portico({"doctor"});
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_TRUE(contains(r.out, "fail  nothing-here.invalid does not resolve: `sudo portico hosts "
+                                "--apply`"))
+        << r;
+}
+
+TEST(SubprocessTest, AChildPastItsDeadlineIsKilled)
+{
+    const auto start = std::chrono::steady_clock::now();
+    const auto r = portico::test::run_process({"sleep", "30"}, std::chrono::milliseconds(300));
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_TRUE(r.timed_out) << r;
+    EXPECT_FALSE(r.succeeded()) << r;
+    EXPECT_LT(took, std::chrono::seconds(5)) << r;
 }
 
 TEST_F(CliTest, VersionPrintsProjectVersion)
