@@ -19,6 +19,9 @@ namespace {
 
 using row = std::vector<std::string>;
 
+// `run` logs the route table line by line up to this many routes, and a count beyond.
+constexpr std::size_t max_logged_routes = 100;
+
 // `routes` waits at most this long for a backend to accept a connection.
 constexpr auto probe_timeout = std::chrono::milliseconds(500);
 
@@ -123,6 +126,15 @@ void log_route_table(const loaded_config& loaded, const std::vector<config::rout
                             routes.size() == 1 ? "route" : "routes"),
                 {{"file", name}, {"routes", routes.size()}});
 
+    // A generated configuration can hold thousands of routes: formatting them and writing a
+    // line each to unbuffered stderr then costs more than the rest of start-up, and such a
+    // table is read with `portico routes`, not in a log.
+    if (routes.size() > max_logged_routes) {
+        log::notice("routes_not_listed",
+                    fmt::format("{} routes; 'portico routes' lists them", routes.size()),
+                    {{"routes", routes.size()}});
+        return;
+    }
     const auto lines = format_route_table(routes);
     if (log::current_format() == log::format::text) {
         log::notice("route_header", lines.front(), {});

@@ -30,7 +30,8 @@ struct loaded_config;
 
 /**
  * Logs where the configuration came from and its route table (`run` at start and after a
- * reload): text lines for a person, one object per route in JSON.
+ * reload): text lines for a person, one object per route in JSON; beyond 100 routes only
+ * their number.
  */
 void log_route_table(const loaded_config& loaded, const std::vector<config::route>& routes);
 

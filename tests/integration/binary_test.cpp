@@ -14,6 +14,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <regex>
@@ -172,6 +173,24 @@ TEST(BinaryTest, JsonLogFormatForReadyAndAccessLines)
     EXPECT_NE(line->find("\"status\":200"), std::string::npos) << *line;
     EXPECT_NE(line->find("\"method\":\"GET\""), std::string::npos) << *line;
     EXPECT_NE(line->find("\"route\":\"app.localhost\""), std::string::npos) << *line;
+}
+
+TEST(BinaryTest, ManyRoutesAreCountedNotListedAtStart)
+{
+    std::string routes = "routes:\n";
+    for (int i = 0; i < 101; ++i) {
+        routes += fmt::format("  - host: app{}.localhost\n    to: 127.0.0.1:{}\n", i, 20000 + i);
+    }
+    running_portico portico(routes);
+    EXPECT_NE(portico.ready_line.find("(101 routes)"), std::string::npos) << portico.ready_line;
+    const auto& lines = portico.process->lines();
+    const auto has = [&lines](std::string_view needle) {
+        return std::any_of(lines.begin(), lines.end(),
+                           [needle](const std::string& l) { return l.find(needle) != l.npos; });
+    };
+    EXPECT_TRUE(has("101 routes; 'portico routes' lists them"));
+    EXPECT_FALSE(has("app7.localhost"));
+    EXPECT_FALSE(has("HOST"));
 }
 
 } // namespace
