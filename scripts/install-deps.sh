@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake ninja-build ccache pkg-config
-    libboost1.81-dev libssl-dev libyaml-cpp-dev libcli11-dev libfmt-dev
+    libboost1.81-dev libssl-dev libyaml-cpp-dev libyaml-dev libcli11-dev libfmt-dev
     googletest libgtest-dev libbenchmark-dev
     curl python3 ca-certificates
     libnss3-tools  # certutil: NSS databases for `portico ca install` and its tests

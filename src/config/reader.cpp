@@ -69,7 +69,7 @@ source_location source_text::at_offset(std::size_t offset) const
     return at_line_byte(index, offset - line_starts_[index]);
 }
 
-source_location source_text::at(const YAML::Mark& mark) const
+source_location source_text::at(const text_mark& mark) const
 {
     if (mark.is_null() || mark.line < 0 || mark.column < 0) {
         return whole_file();
@@ -105,33 +105,29 @@ load_result context::finish(config cfg)
     return result;
 }
 
-entry make_item(const context& ctx, const YAML::Node& node)
+entry make_item(const context& ctx, const node& n)
 {
-    auto where = ctx.at(node);
-    if (node.IsNull() && node.Mark().pos > 0) {
+    auto where = ctx.at(n);
+    if (n.is_null() && n.mark.pos > 0) {
         // yaml-cpp marks an empty list item at the next token, often lines below; point at
         // its '-' instead.
         const auto text = ctx.source().text();
         const auto before =
-            text.find_last_not_of(" \t\r\n", static_cast<std::size_t>(node.Mark().pos) - 1);
+            text.find_last_not_of(" \t\r\n", static_cast<std::size_t>(n.mark.pos) - 1);
         if (before != std::string_view::npos && text[before] == '-') {
             where = ctx.source().at_offset(before);
         }
     }
-    return {node, where, where};
+    return {&n, where, where};
 }
 
-std::string_view kind_of(const YAML::Node& node)
+std::string_view kind_of(const node& n)
 {
-    switch (node.Type()) {
-    case YAML::NodeType::Sequence:
-        return "a list";
-    case YAML::NodeType::Map:
-        return "a mapping";
-    case YAML::NodeType::Scalar:
-        return "a value";
-    default:
-        return "empty";
+    switch (n.type) {
+    case node::kind::sequence: return "a list";
+    case node::kind::mapping: return "a mapping";
+    case node::kind::scalar: return "a value";
+    default: return "empty";
     }
 }
 
@@ -143,12 +139,12 @@ std::string subject_of(std::string_view prefix, std::string_view name)
 std::optional<std::string> read_scalar(context& ctx, const entry& e, std::string_view subject,
                                        std::string_view expected)
 {
-    if (!e.value.IsScalar()) {
+    if (!e.value->is_scalar()) {
         ctx.error(e.value_at,
-                  fmt::format("{} must be {}, not {}", subject, expected, kind_of(e.value)));
+                  fmt::format("{} must be {}, not {}", subject, expected, kind_of(*e.value)));
         return std::nullopt;
     }
-    return e.value.Scalar();
+    return e.value->text;
 }
 
 std::optional<bool> read_bool(context& ctx, const entry& e, std::string_view subject)
@@ -203,15 +199,16 @@ std::optional<std::vector<entry>> read_list(context& ctx, const entry& e, std::s
                                             std::string_view expected)
 {
     std::vector<entry> items;
-    if (e.value.IsNull()) {
+    if (e.value->is_null()) {
         return items;
     }
-    if (!e.value.IsSequence()) {
+    if (!e.value->is_sequence()) {
         ctx.error(e.value_at,
-                  fmt::format("{} must be {}, not {}", subject, expected, kind_of(e.value)));
+                  fmt::format("{} must be {}, not {}", subject, expected, kind_of(*e.value)));
         return std::nullopt;
     }
-    for (const auto& item : e.value) {
+    items.reserve(e.value->children.size());
+    for (const auto& item : e.value->children) {
         items.push_back(make_item(ctx, item));
     }
     return items;
@@ -219,32 +216,34 @@ std::optional<std::vector<entry>> read_list(context& ctx, const entry& e, std::s
 
 std::optional<mapping> mapping::read(context& ctx, const entry& e, const mapping_spec& spec)
 {
-    if (!e.value.IsMap() && !(spec.empty_is_mapping && e.value.IsNull())) {
+    if (!e.value->is_mapping() && !(spec.empty_is_mapping && e.value->is_null())) {
         // An entry (route, certificate) has no name of its own: "route 2: must be ...".
         const auto subject =
             spec.name.empty()
                 ? std::string(spec.prefix.substr(0, spec.prefix.find_last_not_of(' ') + 1))
                 : subject_of(spec.prefix, spec.name);
         ctx.error(e.value_at,
-                  fmt::format("{} must be {}, not {}", subject, spec.expected, kind_of(e.value)));
+                  fmt::format("{} must be {}, not {}", subject, spec.expected, kind_of(*e.value)));
         return std::nullopt;
     }
     mapping out;
     out.where_ = e.value_at;
-    if (e.value.IsNull()) {
+    if (e.value->is_null()) {
         return out;
     }
     const auto in = spec.name.empty() ? std::string() : fmt::format(" in '{}'", spec.name);
     std::map<std::string, int, std::less<>> first_line;
-    for (const auto& pair : e.value) {
-        const auto key_at = ctx.at(pair.first);
-        if (!pair.first.IsScalar()) {
+    for (std::size_t i = 0; i < e.value->pair_count(); ++i) {
+        const auto& key_node = e.value->key(i);
+        const auto& value = e.value->value(i);
+        const auto key_at = ctx.at(key_node);
+        if (!key_node.is_scalar()) {
             ctx.error(key_at, fmt::format("{}a key must be a name, not {}", spec.prefix,
-                                          kind_of(pair.first)));
+                                          kind_of(key_node)));
             continue;
         }
-        const auto& key = pair.first.Scalar();
-        // yaml-cpp 0.7 keeps every occurrence of a repeated key; YAML 1.2 §3.2.1.1 forbids it.
+        const auto& key = key_node.text;
+        // Both parsers keep every occurrence of a repeated key; YAML 1.2 §3.2.1.1 forbids it.
         if (const auto seen = first_line.find(key); seen != first_line.end()) {
             ctx.error(key_at, fmt::format("{}duplicate key '{}'{} (first at line {})", spec.prefix,
                                           key, in, seen->second));
@@ -263,8 +262,8 @@ std::optional<mapping> mapping::read(context& ctx, const entry& e, const mapping
             }
             continue;
         }
-        const auto value_at = pair.second.IsNull() ? key_at : ctx.at(pair.second);
-        out.entries_.emplace_back(key, entry{pair.second, key_at, value_at});
+        const auto value_at = value.is_null() ? key_at : ctx.at(value);
+        out.entries_.emplace_back(key, entry{&value, key_at, value_at});
     }
     return out;
 }

@@ -1,12 +1,11 @@
 #pragma once
 
-// YAML access for the loader: 1-based positions from yaml-cpp marks, the diagnostics being
+// YAML access for the loader: 1-based positions from node marks, the diagnostics being
 // collected, and typed reads that report what was expected at the right place. Private to
-// src/config, like every header that includes yaml-cpp.
+// src/config.
 
+#include "config/node.hpp"
 #include "portico/config/config.hpp"
-
-#include <yaml-cpp/yaml.h>
 
 #include <cstddef>
 #include <filesystem>
@@ -19,7 +18,7 @@
 
 namespace portico::config::detail {
 
-/// The text being loaded, for turning byte offsets and yaml-cpp marks into positions.
+/// The text being loaded, for turning byte offsets and node marks into positions.
 class source_text {
 public:
     /// `text` must outlive this object.
@@ -38,8 +37,10 @@ public:
     source_location whole_file() const { return {file_, 0, 0}; }
     /// The 1-based position of a byte offset; columns count UTF-8 characters, as editors do.
     source_location at_offset(std::size_t offset) const;
-    /// The position of a yaml-cpp mark (0-based line and byte column).
-    source_location at(const YAML::Mark& mark) const;
+    /// The position of a mark (0-based line and byte column).
+    source_location at(const text_mark& mark) const;
+    /// The byte offset where 0-based line `index` starts.
+    std::size_t line_start(std::size_t index) const { return line_starts_[index]; }
 
 private:
     source_location at_line_byte(std::size_t line, std::size_t byte_column) const;
@@ -66,7 +67,7 @@ public:
     const std::filesystem::path& base_dir() const noexcept { return base_dir_; }
 
     /// The position of a node.
-    source_location at(const YAML::Node& node) const { return source_.at(node.Mark()); }
+    source_location at(const node& n) const { return source_.at(n.mark); }
 
     /// Records an error.
     void error(source_location where, std::string message);
@@ -88,17 +89,17 @@ private:
 
 /// A value in the file with the positions messages point at.
 struct entry {
-    YAML::Node value;
+    const node* value;        ///< in the tree being read, which outlives every entry
     source_location key_at;   ///< the key; for a list item or the root, the item itself
     source_location value_at; ///< the value; the key when the value is empty (yaml-cpp
                               ///< marks an empty value at the next token, lines below)
 };
 
 /// An entry for a list item or the document root.
-entry make_item(const context& ctx, const YAML::Node& node);
+entry make_item(const context& ctx, const node& n);
 
 /// "a list", "a mapping", "empty" or "a value", for "must be X, not Y" messages.
-std::string_view kind_of(const YAML::Node& node);
+std::string_view kind_of(const node& n);
 
 /// "prefix'name'", the subject of a message about a key.
 std::string subject_of(std::string_view prefix, std::string_view name);

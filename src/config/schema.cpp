@@ -116,7 +116,7 @@ class loader {
 public:
     explicit loader(context& ctx) : ctx_(ctx) {}
 
-    config load(const YAML::Node& root);
+    config load(const node& root);
 
 private:
     void read_flags(const mapping& top);
@@ -161,7 +161,7 @@ private:
     std::map<std::string, std::size_t> certificate_hosts_;
 };
 
-config loader::load(const YAML::Node& root)
+config loader::load(const node& root)
 {
     const auto top =
         mapping::read(ctx_, make_item(ctx_, root), {top_keys, "", "", "a mapping", true});
@@ -404,11 +404,11 @@ void loader::read_certificate(const entry& item, std::size_t number)
 
 void loader::read_listen(const entry* e)
 {
-    if (!e || e->value.IsNull()) {
+    if (!e || e->value->is_null()) {
         cfg_.listen.push_back(default_listener());
         return;
     }
-    if (e->value.IsScalar()) {
+    if (e->value->is_scalar()) {
         read_listener(*e, 1);
         return;
     }
@@ -432,7 +432,7 @@ void loader::read_listener(const entry& item, std::size_t number)
     listener out;
     const entry* address = &item;
     std::optional<mapping> m;
-    if (item.value.IsMap()) {
+    if (item.value->is_mapping()) {
         m = mapping::read(ctx_, item, {listen_keys, prefix, "", "a mapping", false});
         address = m ? m->find("address") : nullptr;
         if (m && !address) {
@@ -876,7 +876,7 @@ void loader::warn_outside_permitted(const std::string& host, const source_locati
 
 } // namespace
 
-config read_config(context& ctx, const YAML::Node& root)
+config read_config(context& ctx, const node& root)
 {
     loader walk(ctx);
     return walk.load(root);

@@ -6,14 +6,12 @@
 #include "config/reader.hpp"
 #include "portico/config/config.hpp"
 
-#include <yaml-cpp/yaml.h>
-
 namespace portico::config::detail {
 
 /**
  * Reads a top-level mapping. Every problem goes to `ctx`; the returned value is only
  * meaningful when `ctx` has no errors. `source` is left for the caller to set.
  */
-config read_config(context& ctx, const YAML::Node& root);
+config read_config(context& ctx, const node& root);
 
 } // namespace portico::config::detail

@@ -265,6 +265,39 @@ TEST(ConfigTest, EmptySectionsMeanDefaults)
     EXPECT_TRUE(c.routes.empty());
 }
 
+// Anchors and aliases send a file to yaml-cpp instead of libyaml; the schema reads the same.
+TEST(ConfigTest, AnchorsAndAliasesAreRead)
+{
+    const auto c = valid(R"(routes:
+  - host: a.localhost
+    to: &backend 127.0.0.1:5173
+    headers: &headers
+      request:
+        set:
+          X-A: "1"
+  - host: b.localhost
+    to: *backend
+    headers: *headers
+)");
+    ASSERT_EQ(c.routes.size(), 2U);
+    EXPECT_EQ(c.routes[1].to.text, "127.0.0.1:5173");
+    EXPECT_EQ(c.routes[1].request_headers.set,
+              (std::vector<std::pair<std::string, std::string>>{{"X-A", "1"}}));
+}
+
+// Columns count UTF-8 characters whichever parser read the file: the anchor on line 3 sends
+// the second text to yaml-cpp, the first is read by libyaml.
+TEST(ConfigTest, PositionsAgreeBetweenParsers)
+{
+    const std::string tail =
+        "    headers: {request: {set: {X-\u00c4: \"\u00f6\"}}}\n";
+    const std::string head = "routes:\n  - host: app.localhost\n";
+    const messages expected{"portico.yaml:4:31: route 1: header name 'X-\u00c4' in "
+                            "'headers.request.set' is not a valid RFC 9110 token"};
+    EXPECT_EQ(errors(head + "    to: 127.0.0.1:1\n" + tail), expected);
+    EXPECT_EQ(errors(head + "    to: &b 127.0.0.1:1\n" + tail), expected);
+}
+
 TEST(ConfigTest, DefaultConfigIsBuiltIn)
 {
     const auto c = cfg::default_config(fake_env());
