@@ -5,7 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <map>
+#include <optional>
+#include <unordered_map>
 
 namespace portico::config::detail {
 namespace {
@@ -231,8 +232,28 @@ std::optional<mapping> mapping::read(context& ctx, const entry& e, const mapping
     if (e.value->is_null()) {
         return out;
     }
-    const auto in = spec.name.empty() ? std::string() : fmt::format(" in '{}'", spec.name);
-    std::map<std::string, int, std::less<>> first_line;
+    const auto in = [&spec] {
+        return spec.name.empty() ? std::string() : fmt::format(" in '{}'", spec.name);
+    };
+    // Most mappings hold a handful of keys, where a linear search beats a tree's allocation
+    // per key (thousands of routes made that a visible part of loading); a long one (a big
+    // header set) gets a hash table.
+    constexpr std::size_t linear_keys = 16;
+    std::vector<std::pair<std::string_view, int>> few;
+    std::unordered_map<std::string_view, int> many;
+    const bool is_long = e.value->pair_count() > linear_keys;
+    if (!is_long) {
+        few.reserve(e.value->pair_count());
+    }
+    const auto first_line = [&](std::string_view key) -> std::optional<int> {
+        if (is_long) {
+            const auto found = many.find(key);
+            return found == many.end() ? std::nullopt : std::optional<int>(found->second);
+        }
+        const auto found = std::find_if(few.begin(), few.end(),
+                                        [key](const auto& k) { return k.first == key; });
+        return found == few.end() ? std::nullopt : std::optional<int>(found->second);
+    };
     for (std::size_t i = 0; i < e.value->pair_count(); ++i) {
         const auto& key_node = e.value->key(i);
         const auto& value = e.value->value(i);
@@ -244,21 +265,25 @@ std::optional<mapping> mapping::read(context& ctx, const entry& e, const mapping
         }
         const auto& key = key_node.text;
         // Both parsers keep every occurrence of a repeated key; YAML 1.2 §3.2.1.1 forbids it.
-        if (const auto seen = first_line.find(key); seen != first_line.end()) {
+        if (const auto seen = first_line(key)) {
             ctx.error(key_at, fmt::format("{}duplicate key '{}'{} (first at line {})", spec.prefix,
-                                          key, in, seen->second));
+                                          key, in(), *seen));
             continue;
         }
-        first_line.emplace(key, key_at.line);
+        if (is_long) {
+            many.emplace(key, key_at.line);
+        } else {
+            few.emplace_back(key, key_at.line);
+        }
         const bool known = spec.keys.empty() ||
                            std::find(spec.keys.begin(), spec.keys.end(), key) != spec.keys.end();
         if (!known) {
             if (const auto near = suggest(key, spec.keys)) {
                 ctx.error(key_at, fmt::format("{}unknown key '{}'{}; did you mean '{}'?",
-                                              spec.prefix, key, in, *near));
+                                              spec.prefix, key, in(), *near));
             } else {
                 ctx.error(key_at, fmt::format("{}unknown key '{}'{}; expected one of {}",
-                                              spec.prefix, key, in, join_keys(spec.keys)));
+                                              spec.prefix, key, in(), join_keys(spec.keys)));
             }
             continue;
         }
