@@ -108,6 +108,19 @@ public:
             token, s_, buffers);
     }
 
+    /// Completes when the socket has bytes to read (or EOF), without reading them: a wait
+    /// that needs no buffer, for connections that are idle most of the time.
+    template <typename Token = default_token>
+    auto async_wait_readable(Token&& token = default_token{})
+    {
+        return net::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, const std::shared_ptr<state>& s) {
+                start(s);
+                s->socket.async_wait(net::socket_base::wait_read, guarded(std::move(handler), s));
+            },
+            token, s_);
+    }
+
     template <typename Token = default_token>
     auto async_connect(const endpoint_type& ep, Token&& token = default_token{})
     {

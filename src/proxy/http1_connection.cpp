@@ -28,6 +28,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <type_traits>
 
 namespace portico::proxy {
 namespace {
@@ -1074,6 +1075,27 @@ task<void> serve_requests(connection<Stream> c)
 {
     bool first = true;
     for (;;) {
+        if constexpr (std::is_same_v<Stream, tcp_stream>) {
+            // Between requests a plain connection waits for readability, not in a read, so
+            // that the frames of serve_request and read_head are not held while it is idle.
+            // (Over TLS, bytes may already sit inside the TLS stream, which a readiness wait
+            // on the socket would not see.) Buffers are released only when a request grew
+            // them: freeing and reallocating them on every request costs more than the wait
+            // saves.
+            if (!first && c.buffer.size() == 0) {
+                if (c.buffer.capacity() > idle_read_size) {
+                    c.buffer.shrink_to_fit();
+                }
+                if (c.info.head.capacity() > idle_read_size) {
+                    std::string().swap(c.info.head);
+                }
+                tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
+                auto [ec] = co_await tcp_of(c.stream).async_wait_readable();
+                if (ec) {
+                    co_return;
+                }
+            }
+        }
         const bool again = co_await serve_request(c, first);
         first = false;
         if (!again || c.w.is_draining()) {
