@@ -3,6 +3,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
+#include <array>
 #include <cstdint>
 #include <iterator>
 #include <limits>
@@ -212,7 +213,252 @@ void remove_forwarding_claims(fields& f)
     }
 }
 
+/**
+ * Which of a head's field lines a rewrite drops: the hop-by-hop fields and those the
+ * `Connection` options name (RFC 9110 §7.6.1), the route's removed and set names, and the
+ * caller's own (Host, Via, forwarding claims). Built by reading the head once; the names
+ * point into the head, which is not modified.
+ */
+class field_filter {
+public:
+    field_filter(const fields& f, const header_rule_view& rules) : rules_(rules)
+    {
+        for (const auto& line : f) {
+            const auto name = line.name();
+            if (name == field::connection) {
+                for (const auto option : beast::http::token_list{line.value()}) {
+                    if (is_protected_option(option, false)) {
+                        continue;
+                    }
+                    if (count_ < std::size(named_)) {
+                        named_[count_++] = option;
+                    } else {
+                        overflow_ = true;
+                    }
+                }
+            } else if (name == field::via) {
+                has_via_ = true;
+            } else if (name == field::te && !te_trailers_) {
+                for (const auto item : split_list(line.value())) {
+                    if (beast::iequals(item_name(item), "trailers")) {
+                        te_trailers_ = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if (overflow_) {
+            // More options than fit inline (unusual): collect them all.
+            for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
+                for (const auto option : beast::http::token_list{line->value()}) {
+                    if (!is_protected_option(option, false)) {
+                        more_.emplace_back(option);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True for a line that is hop-by-hop, named by `Connection`, or named by a route rule.
+    bool drops(const fields::value_type& line) const
+    {
+        const auto name = line.name();
+        for (const auto hop : hop_by_hop_fields) {
+            if (name == hop) {
+                return true;
+            }
+        }
+        const auto text = line.name_string();
+        for (std::size_t i = 0; i < count_; ++i) {
+            if (beast::iequals(text, named_[i])) {
+                return true;
+            }
+        }
+        for (const auto& option : more_) {
+            if (beast::iequals(text, option)) {
+                return true;
+            }
+        }
+        return is_ruled(text);
+    }
+
+    /// True when a route rule removes or sets `name`: the rule decides its value.
+    bool is_ruled(std::string_view name) const
+    {
+        for (const auto& removed : rules_.remove) {
+            if (beast::iequals(name, removed)) {
+                return true;
+            }
+        }
+        for (const auto& [set, value] : rules_.set) {
+            if (beast::iequals(name, set)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// True when a `TE` line carried `trailers`, which survives alone (see reduce_te_to_trailers).
+    bool te_trailers() const noexcept { return te_trailers_; }
+
+    /// True when the head carries `Via`.
+    bool has_via() const noexcept { return has_via_; }
+
+private:
+    const header_rule_view& rules_;
+    std::array<beast::string_view, 4> named_{};
+    std::size_t count_ = 0;
+    bool overflow_ = false;
+    std::vector<std::string> more_;
+    bool te_trailers_ = false;
+    bool has_via_ = false;
+};
+
+void append_line(std::string& out, std::string_view name, std::string_view value)
+{
+    out.append(name);
+    out += ": ";
+    out.append(value);
+    out += "\r\n";
+}
+
+void append_version(std::string& out, unsigned version)
+{
+    out += "HTTP/";
+    out += static_cast<char>('0' + version / 10 % 10);
+    out += '.';
+    out += static_cast<char>('0' + version % 10);
+}
+
+/// Appends a field portico adds unless a route rule removes or sets it.
+void append_added(std::string& out, const field_filter& filter, std::string_view name,
+                  std::string_view value)
+{
+    if (!filter.is_ruled(name)) {
+        append_line(out, name, value);
+    }
+}
+
+/// Appends `Via` with the kept Via lines joined and portico's hop last (RFC 9110 §7.6.3).
+void append_joined_via(std::string& out, const fields& f, const field_filter& filter,
+                       unsigned received_version)
+{
+    if (filter.is_ruled("Via")) {
+        return;
+    }
+    out += "Via: ";
+    for (auto [line, last] = filter.has_via() ? f.equal_range(field::via)
+                                              : std::pair{f.end(), f.end()};
+         line != last; ++line) {
+        if (!filter.drops(*line)) {
+            out.append(line->value());
+            out += ", ";
+        }
+    }
+    out += static_cast<char>('0' + received_version / 10 % 10);
+    out += '.';
+    out += static_cast<char>('0' + received_version % 10);
+    out += ' ';
+    out.append(via_pseudonym);
+    out += "\r\n";
+}
+
+/// Appends the route's set rules; of two rules for one name the later wins, as with `set`.
+void append_rule_fields(std::string& out, const header_rule_view& rules,
+                        std::string_view skipped = {})
+{
+    for (std::size_t i = 0; i < rules.set.size(); ++i) {
+        const auto& [name, value] = rules.set[i];
+        bool later = !skipped.empty() && beast::iequals(name, skipped);
+        for (std::size_t j = i + 1; j < rules.set.size() && !later; ++j) {
+            later = beast::iequals(name, rules.set[j].first);
+        }
+        if (!later) {
+            append_line(out, name, value);
+        }
+    }
+}
+
+bool is_forwarding_claim(const fields::value_type& line)
+{
+    constexpr std::string_view x_forwarded = "x-forwarded-";
+    if (line.name() == field::forwarded) {
+        return true;
+    }
+    const auto name = line.name_string();
+    return name.size() >= x_forwarded.size() &&
+           beast::iequals(name.substr(0, x_forwarded.size()), x_forwarded);
+}
+
 } // namespace
+
+void append_upstream_request(std::string& out, const request_head& req,
+                             const forward_facts& facts, const header_rule_view& route_rules,
+                             bool drop_expect)
+{
+    const field_filter filter(req, route_rules);
+    const auto method = req.method_string();
+    out.append(method.data(), method.size());
+    out += ' ';
+    out.append(facts.target);
+    out += " HTTP/1.1\r\n";
+    for (const auto& line : req) {
+        const auto name = line.name();
+        if (name == field::host || name == field::via || (drop_expect && name == field::expect) ||
+            is_forwarding_claim(line) || filter.drops(line)) {
+            continue;
+        }
+        append_line(out, line.name_string(), line.value());
+    }
+    if (filter.te_trailers()) {
+        append_line(out, "TE", "trailers");
+    }
+    if (!facts.client_ip.empty()) {
+        append_added(out, filter, "X-Forwarded-For", facts.client_ip);
+    }
+    append_added(out, filter, "X-Forwarded-Proto", facts.client_tls ? "https" : "http");
+    if (!facts.original_host.empty()) {
+        append_added(out, filter, "X-Forwarded-Host", facts.original_host);
+    }
+    append_joined_via(out, req, filter, req.version());
+    append_line(out, "Host", facts.upstream_host);
+    append_rule_fields(out, route_rules, drop_expect ? "Expect" : "");
+    out += "\r\n";
+}
+
+void append_downstream_response(std::string& out, const response_head& res, unsigned version,
+                                bool keep_alive, const header_rule_view& route_rules)
+{
+    const field_filter filter(res, route_rules);
+    append_version(out, version);
+    const unsigned code = res.result_int();
+    const char digits[] = {' ', static_cast<char>('0' + code / 100 % 10),
+                           static_cast<char>('0' + code / 10 % 10),
+                           static_cast<char>('0' + code % 10), ' '};
+    out.append(digits, sizeof(digits));
+    const auto reason = res.reason();
+    out.append(reason.data(), reason.size());
+    out += "\r\n";
+    for (const auto& line : res) {
+        if (line.name() == field::via || filter.drops(line)) {
+            continue;
+        }
+        append_line(out, line.name_string(), line.value());
+    }
+    if (filter.te_trailers()) {
+        append_line(out, "TE", "trailers");
+    }
+    append_joined_via(out, res, filter, res.version());
+    append_rule_fields(out, route_rules);
+    // What `keep_alive()` adds once Connection is gone (RFC 9112 §9.3): persistence is the
+    // default in HTTP/1.1 and must be asked for in HTTP/1.0.
+    if (version >= 11 && !keep_alive) {
+        out += "Connection: close\r\n";
+    } else if (version < 11 && keep_alive) {
+        out += "Connection: keep-alive\r\n";
+    }
+    out += "\r\n";
+}
 
 void remove_hop_by_hop(fields& f, bool keep_upgrade)
 {

@@ -254,15 +254,13 @@ task<boost::system::error_code> send_response(connection<Stream>& c, http::strin
 }
 
 /**
- * Writes a message head, and `body` after it, in one write: a small body is copied behind the
- * head in `scratch`, a larger one goes as a second buffer of the same gathered write.
+ * Writes the head serialised in `scratch`, and `body` after it, in one write: a small body is
+ * copied behind the head, a larger one goes as a second buffer of the same gathered write.
  */
-template <typename Stream, typename Head>
-task<boost::system::error_code> write_head(Stream& s, std::string& scratch, const Head& head,
-                                           net::const_buffer body = {})
+template <typename Stream>
+task<boost::system::error_code> write_prepared(Stream& s, std::string& scratch,
+                                               net::const_buffer body = {})
 {
-    scratch.clear();
-    http::append_head(scratch, head);
     if (body.size() <= inline_body_size) {
         scratch.append(static_cast<const char*>(body.data()), body.size());
         auto [ec, n] = co_await net::async_write(s, net::buffer(scratch));
@@ -271,6 +269,16 @@ task<boost::system::error_code> write_head(Stream& s, std::string& scratch, cons
     const std::array<net::const_buffer, 2> parts{net::buffer(scratch), body};
     auto [ec, n] = co_await net::async_write(s, parts);
     co_return ec;
+}
+
+/// `write_prepared` for a head serialised as Beast holds it.
+template <typename Stream, typename Head>
+task<boost::system::error_code> write_head(Stream& s, std::string& scratch, const Head& head,
+                                           net::const_buffer body = {})
+{
+    scratch.clear();
+    http::append_head(scratch, head);
+    return write_prepared(s, scratch, body);
 }
 
 /// Facts kept for the access log line of one request.
@@ -573,7 +581,8 @@ struct request_traits {
 template <typename Stream, typename Upstream>
 task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan& plan,
                     exchange_record& rec, bool json, const request_traits& traits,
-                    upstream_connection& up, Upstream& io, bool& retry, bool& release)
+                    const http::forward_facts* direct, upstream_connection& up, Upstream& io,
+                    bool& retry, bool& release)
 {
     const auto& cfg = c.w.state()->cfg;
     const auto& route = *plan.route;
@@ -592,6 +601,11 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     if (req.chunked()) {
         // The serializer frames the chunks that follow, so it writes the head too.
         std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
+    } else if (direct != nullptr) {
+        c.info.head.clear();
+        http::append_upstream_request(c.info.head, req.base(), *direct,
+                                      rules_of(route.request_headers), expects_continue);
+        hec = co_await write_prepared(io, c.info.head);
     } else {
         hec = co_await write_head(io, c.info.head, req.base());
     }
@@ -694,10 +708,16 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         co_return false;
     }
 
-    http::prepare_downstream_response(res.base(), false, rules_of(route.response_headers));
     const bool framed_body = response->content_length().has_value() || response->is_done();
     bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
-    if (!framed_body) {
+    if (framed_body) {
+        // The head goes out as it came, framing included, less what the policy drops: it is
+        // written from the parsed fields without rewriting them.
+        c.info.head.clear();
+        http::append_downstream_response(c.info.head, res.base(), rec.version, keep_alive,
+                                         rules_of(route.response_headers));
+    } else {
+        http::prepare_downstream_response(res.base(), false, rules_of(route.response_headers));
         // Chunked or close-delimited upstream: HTTP/1.1 clients get chunked; HTTP/1.0
         // clients get the body delimited by closing the connection.
         if (rec.version >= 11) {
@@ -706,9 +726,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             res.chunked(false);
             keep_alive = false;
         }
+        res.version(rec.version);
+        res.keep_alive(keep_alive);
     }
-    res.version(rec.version);
-    res.keep_alive(keep_alive);
     rec.status = res.result_int();
     // The backend connection serves another request only after a complete, clean exchange.
     const auto is_reusable = [&] {
@@ -721,8 +741,8 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     if (length && !response->is_done() && *length <= up.buffer.size()) {
         // The whole body arrived with the head (the common small response): send head and
         // body in one gathered write instead of two.
-        const auto ec = co_await write_head(
-            c.stream, c.info.head, res.base(),
+        const auto ec = co_await write_prepared(
+            c.stream, c.info.head,
             net::buffer(up.buffer.data().data(), static_cast<std::size_t>(*length)));
         up.buffer.consume(static_cast<std::size_t>(*length));
         rec.bytes = *length;
@@ -735,7 +755,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     }
     boost::system::error_code wec;
     if (framed_body) {
-        wec = co_await write_head(c.stream, c.info.head, res.base());
+        wec = co_await write_prepared(c.stream, c.info.head);
     } else {
         // Chunked re-framing: the serializer that frames the chunks writes the head too.
         std::tie(wec, std::ignore) =
@@ -818,16 +838,21 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
     facts.upstream_host = plan.upstream_host;
     facts.target = plan.upstream_target;
     facts.upgrade = traits.upgrade;
-    http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
-    if (traits.expects_continue) {
-        // portico answers 100 Continue itself (below) and streams the body; the backend
-        // then sees an ordinary request.
-        req.erase(beast::http::field::expect);
-    }
-    if (parser.chunked()) {
-        req.chunked(true);
-    } else if (!has_body && req.count(beast::http::field::content_length) == 0) {
-        req.chunked(false);
+    // A head the serializer does not have to frame (no chunked body, no upgrade) is written
+    // from the parsed fields as it goes upstream, without rewriting them first.
+    const bool direct = !traits.upgrade && !parser.chunked();
+    if (!direct) {
+        http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
+        if (traits.expects_continue) {
+            // portico answers 100 Continue itself (below) and streams the body; the backend
+            // then sees an ordinary request.
+            req.erase(beast::http::field::expect);
+        }
+        if (parser.chunked()) {
+            req.chunked(true);
+        } else if (!has_body && req.count(beast::http::field::content_length) == 0) {
+            req.chunked(false);
+        }
     }
 
     if (parser.chunked() &&
@@ -857,9 +882,11 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
         bool release = false;
         bool again = false;
         if (up->tls) {
-            again = co_await exchange(c, parser, plan, rec, json, traits, *up, *up->tls, retry, release);
+            again = co_await exchange(c, parser, plan, rec, json, traits, direct ? &facts : nullptr,
+                                      *up, *up->tls, retry, release);
         } else {
-            again = co_await exchange(c, parser, plan, rec, json, traits, *up, up->stream, retry, release);
+            again = co_await exchange(c, parser, plan, rec, json, traits, direct ? &facts : nullptr,
+                                      *up, up->stream, retry, release);
         }
         if (retry && attempt == 0) {
             auto fresh = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);

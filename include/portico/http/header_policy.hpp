@@ -58,6 +58,25 @@ void prepare_upstream_request(request_head& req, const forward_facts& facts,
 void prepare_downstream_response(response_head& res, bool upgrade,
                                  const header_rule_view& route_rules);
 
+/**
+ * Appends the head `prepare_upstream_request` would make of `req` (plus, when `drop_expect`,
+ * without `Expect`) as the bytes sent upstream, without changing `req`: the fields it keeps
+ * are copied in one pass and the new ones appended. Not for upgrades or chunked requests,
+ * whose heads a serializer writes. Field order differs from the rewritten head's only
+ * between fields of different names.
+ */
+void append_upstream_request(std::string& out, const request_head& req,
+                             const forward_facts& facts, const header_rule_view& route_rules,
+                             bool drop_expect);
+
+/**
+ * Appends the head `prepare_downstream_response` (not switching protocols) followed by
+ * `version(version)` and `keep_alive(keep_alive)` would make of `res`, without changing
+ * `res`. Not for chunked re-framing, whose head a serializer writes.
+ */
+void append_downstream_response(std::string& out, const response_head& res, unsigned version,
+                                bool keep_alive, const header_rule_view& route_rules);
+
 /// True when the request asks for a protocol switch portico tunnels (any but `h2c`).
 bool is_tunnel_upgrade(const request_head& req);
 

@@ -1,7 +1,11 @@
 #include "portico/http/header_policy.hpp"
 
+#include "portico/http/head_text.hpp"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -494,6 +498,147 @@ TEST(HeaderPolicyTest, QuotedCommaDoesNotSplitAcceptList)
 {
     // The comma inside the quoted parameter must not start a new media range "text/html".
     EXPECT_TRUE(prefers_json_for({R"(application/json;note="a, text/html")"}));
+}
+
+/// The fields of a serialised head as (lower-case name, value) pairs, ordered by name with
+/// the lines of one name in their order, plus its first line: what a recipient can tell apart.
+std::pair<std::string, std::vector<std::pair<std::string, std::string>>>
+wire_fields(std::string_view text)
+{
+    const auto eol = text.find("\r\n");
+    std::pair<std::string, std::vector<std::pair<std::string, std::string>>> out;
+    out.first = std::string(text.substr(0, eol));
+    auto rest = text.substr(eol + 2);
+    while (!rest.starts_with("\r\n")) {
+        const auto end = rest.find("\r\n");
+        const auto line = rest.substr(0, end);
+        const auto colon = line.find(':');
+        std::string name(line.substr(0, colon));
+        for (auto& c : name) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        auto value = line.substr(colon + 1);
+        while (value.starts_with(' ')) {
+            value.remove_prefix(1);
+        }
+        out.second.emplace_back(std::move(name), std::string(value));
+        rest = rest.substr(end + 2);
+    }
+    std::stable_sort(out.second.begin(), out.second.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    return out;
+}
+
+/// The upstream head written directly, against the rewrite-then-serialise path.
+void expect_same_upstream_head(const request_head& original, const forward_facts& facts,
+                               const header_rule_view& rules, bool drop_expect)
+{
+    std::string direct;
+    append_upstream_request(direct, original, facts, rules, drop_expect);
+    request_head rewritten = original;
+    prepare_upstream_request(rewritten, facts, rules);
+    if (drop_expect) {
+        rewritten.erase(field::expect);
+    }
+    std::string reference;
+    append_head(reference, rewritten);
+    EXPECT_EQ(wire_fields(direct), wire_fields(reference)) << direct << "\n---\n" << reference;
+}
+
+void expect_same_downstream_head(const response_head& original, unsigned version,
+                                 bool keep_alive, const header_rule_view& rules)
+{
+    std::string direct;
+    append_downstream_response(direct, original, version, keep_alive, rules);
+    beast::http::response<beast::http::empty_body> rewritten{response_head(original)};
+    prepare_downstream_response(rewritten.base(), false, rules);
+    rewritten.version(version);
+    rewritten.keep_alive(keep_alive);
+    std::string reference;
+    append_head(reference, rewritten.base());
+    EXPECT_EQ(wire_fields(direct), wire_fields(reference)) << direct << "\n---\n" << reference;
+}
+
+TEST(HeaderPolicyTest, DirectUpstreamHeadMatchesRewrite)
+{
+    const std::vector<std::pair<std::string, std::string>> set{{"X-Env", "dev"},
+                                                               {"Via", "ruled"}};
+    const std::vector<std::string> remove{"Cookie", "X-Forwarded-Host"};
+    const header_rule_view rules{set, remove};
+    const std::vector<std::pair<std::string, std::string>> set_twice{{"X-A", "1"},
+                                                                     {"x-a", "2"}};
+    const header_rule_view twice{set_twice, {}};
+
+    auto plain = make_request();
+    plain.set(field::user_agent, "wrk");
+    expect_same_upstream_head(plain, default_facts(), no_rules, false);
+
+    auto busy = make_request(10);
+    busy.insert(field::connection, "keep-alive, X-Secret, close");
+    busy.insert(field::connection, "Host, Content-Length");
+    busy.insert("X-Secret", "1");
+    busy.insert(field::keep_alive, "timeout=5");
+    busy.insert(field::te, "gzip, trailers;q=1");
+    busy.insert(field::upgrade, "websocket");
+    busy.insert(field::via, "1.0 fred");
+    busy.insert(field::via, "1.1 p.example");
+    busy.insert("X-Forwarded-For", "6.6.6.6");
+    busy.insert(field::forwarded, "for=6.6.6.6");
+    busy.insert(field::expect, "100-continue");
+    busy.insert(field::content_length, "12");
+    busy.insert(field::cookie, "a=1");
+    busy.insert(field::accept, "*/*");
+    busy.insert(field::accept, "text/html");
+    for (const auto& r : {no_rules, rules, twice}) {
+        expect_same_upstream_head(busy, default_facts(), r, false);
+        expect_same_upstream_head(busy, default_facts(), r, true);
+    }
+    auto named_via = make_request();
+    named_via.insert(field::connection, "via");
+    named_via.insert(field::via, "1.1 hidden");
+    auto facts = default_facts();
+    facts.client_ip = "";
+    facts.original_host = "";
+    facts.client_tls = true;
+    expect_same_upstream_head(named_via, facts, no_rules, false);
+}
+
+TEST(HeaderPolicyTest, DirectDownstreamHeadMatchesRewrite)
+{
+    const std::vector<std::pair<std::string, std::string>> set{{"X-Frame-Options", "DENY"}};
+    const std::vector<std::string> remove{"Server"};
+    const header_rule_view rules{set, remove};
+
+    response_head res;
+    res.result(status::ok);
+    res.version(11);
+    res.set(field::server, "nginx");
+    res.set(field::content_type, "text/plain");
+    res.set(field::content_length, "5");
+    res.set(field::connection, "keep-alive");
+    for (const auto& r : {no_rules, rules}) {
+        for (const unsigned version : {10U, 11U}) {
+            expect_same_downstream_head(res, version, true, r);
+            expect_same_downstream_head(res, version, false, r);
+        }
+    }
+
+    response_head old;
+    old.result(404);
+    old.reason("Gone Fishing");
+    old.version(10);
+    old.insert(field::connection, "X-Hop");
+    old.insert("X-Hop", "1");
+    old.insert(field::via, "1.0 cache");
+    old.insert(field::proxy_authenticate, "Basic");
+    old.insert(field::trailer, "Expires");
+    old.insert(field::set_cookie, "a=1");
+    old.insert(field::set_cookie, "b=2");
+    old.insert(field::content_length, "0");
+    for (const auto& r : {no_rules, rules}) {
+        expect_same_downstream_head(old, 11, true, r);
+        expect_same_downstream_head(old, 10, true, r);
+    }
 }
 
 } // namespace
