@@ -1184,6 +1184,41 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
                 {"bytes_out", totals.b_to_a});
 }
 
+/**
+ * Serves a connection that opened with a TLS ClientHello: passthrough by SNI, or the
+ * handshake and then HTTP over TLS. A coroutine of its own so that a plain connection's
+ * frame does not carry the TLS stream.
+ */
+task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buffer,
+                     tls::hello_result hello)
+{
+    auto& w = info.w;
+    if (!hello.server_name.empty()) {
+        const auto state = w.state(); // the route outlives a reload while the tunnel is open
+        if (const auto* route = state->table.match_passthrough(hello.server_name)) {
+            co_await pass_through(info, tcp, buffer, *route);
+            co_return;
+        }
+    }
+
+    info.tls = true;
+    // The handshake and the session use this manager even if a reload replaces it.
+    const auto certificates = w.certificates();
+    ssl::stream<tcp_stream&> tls_stream(tcp, certificates->server_context());
+    tcp.expires_after(w.state()->cfg.timeouts.header);
+    auto [hec, used] = co_await tls_stream.async_handshake(ssl::stream_base::server, buffer.data());
+    if (hec) {
+        PORTICO_LOG(log::level::debug, "tls_handshake_failed", {"conn", info.id},
+                    {"client", info.client}, {"sni", hello.server_name}, {"error", hec.message()});
+        co_return;
+    }
+    buffer.consume(used);
+    co_await serve_requests(connection<ssl::stream<tcp_stream&>>{info, tls_stream, buffer, w});
+    // close_notify, bounded: a client that already left must not hold the coroutine.
+    tcp.expires_after(lingering_close_time);
+    co_await tls_stream.async_shutdown();
+}
+
 } // namespace
 
 task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, config::tls_mode mode)
@@ -1201,11 +1236,11 @@ task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, conf
     registration guard{info};
     PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", info.client});
 
-    auto [kind, hello] = co_await read_opening(info, tcp, buffer);
-    if (kind == opening::closed) {
+    auto opened = co_await read_opening(info, tcp, buffer);
+    if (opened.first == opening::closed) {
         co_return;
     }
-    if (kind == opening::plain) {
+    if (opened.first == opening::plain) {
         info.tls_required = mode == config::tls_mode::only;
         co_await serve_requests(connection<tcp_stream>{info, tcp, buffer, w});
         co_return;
@@ -1214,35 +1249,12 @@ task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, conf
         PORTICO_LOG(log::level::debug, "tls_on_plain_listener", {"conn", id});
         co_return;
     }
-    if (hello.status == tls::hello_status::malformed) {
+    if (opened.second.status == tls::hello_status::malformed) {
         PORTICO_LOG(log::level::warn, "malformed_client_hello", {"conn", id},
                     {"client", info.client});
         co_return;
     }
-    if (!hello.server_name.empty()) {
-        const auto state = w.state(); // the route outlives a reload while the tunnel is open
-        if (const auto* route = state->table.match_passthrough(hello.server_name)) {
-            co_await pass_through(info, tcp, buffer, *route);
-            co_return;
-        }
-    }
-
-    info.tls = true;
-    // The handshake and the session use this manager even if a reload replaces it.
-    const auto certificates = w.certificates();
-    ssl::stream<tcp_stream&> tls_stream(tcp, certificates->server_context());
-    tcp.expires_after(w.state()->cfg.timeouts.header);
-    auto [hec, used] = co_await tls_stream.async_handshake(ssl::stream_base::server, buffer.data());
-    if (hec) {
-        PORTICO_LOG(log::level::debug, "tls_handshake_failed", {"conn", id},
-                    {"client", info.client}, {"sni", hello.server_name}, {"error", hec.message()});
-        co_return;
-    }
-    buffer.consume(used);
-    co_await serve_requests(connection<ssl::stream<tcp_stream&>>{info, tls_stream, buffer, w});
-    // close_notify, bounded: a client that already left must not hold the coroutine.
-    tcp.expires_after(lingering_close_time);
-    co_await tls_stream.async_shutdown();
+    co_await serve_tls(info, tcp, buffer, std::move(opened.second));
 }
 
 } // namespace portico::proxy
