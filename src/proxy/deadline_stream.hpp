@@ -121,6 +121,18 @@ public:
             token, s_);
     }
 
+    /// Completes when the socket can take more bytes, without writing any.
+    template <typename Token = default_token>
+    auto async_wait_writable(Token&& token = default_token{})
+    {
+        return net::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, const std::shared_ptr<state>& s) {
+                start(s);
+                s->socket.async_wait(net::socket_base::wait_write, guarded(std::move(handler), s));
+            },
+            token, s_);
+    }
+
     template <typename Token = default_token>
     auto async_connect(const endpoint_type& ep, Token&& token = default_token{})
     {

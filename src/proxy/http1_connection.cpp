@@ -25,6 +25,9 @@
 #include <boost/beast/http/write.hpp>
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <array>
 #include <chrono>
 #include <memory>
@@ -399,6 +402,113 @@ relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t l
     co_return boost::system::error_code{};
 }
 
+/// Both ends of a pipe, closed however the relay through it ends.
+struct pipe_pair {
+    int read_end = -1;
+    int write_end = -1;
+    pipe_pair()
+    {
+        int fds[2];
+        if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0) {
+            read_end = fds[0];
+            write_end = fds[1];
+        }
+    }
+    ~pipe_pair()
+    {
+        if (read_end >= 0) {
+            ::close(read_end);
+            ::close(write_end);
+        }
+    }
+    pipe_pair(const pipe_pair&) = delete;
+    pipe_pair& operator=(const pipe_pair&) = delete;
+};
+
+/**
+ * `relay_exact` for a body between two plain sockets, through a pipe with splice(2): the
+ * kernel hands the pages from one socket to the other instead of copying them through a
+ * buffer here. Memory stays bounded by the pipe (64 KiB). Sets `unsupported`, having moved
+ * nothing, when no pipe could be made.
+ */
+task<boost::system::error_code>
+splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream& to,
+             std::uint64_t length, std::chrono::milliseconds write_timeout,
+             std::uint64_t& relayed, bool& read_failed, bool& unsupported)
+{
+    pipe_pair pipe;
+    if (pipe.read_end < 0) {
+        unsupported = true;
+        co_return boost::system::error_code{};
+    }
+    if (from_buffer.size() > 0) {
+        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(from_buffer.size(), length));
+        to.expires_after(write_timeout);
+        auto [wec, written] = co_await net::async_write(to, net::buffer(from_buffer.data(), n));
+        if (wec) {
+            co_return wec;
+        }
+        from_buffer.consume(n);
+        relayed += written;
+        length -= n;
+    }
+    boost::system::error_code ignored;
+    from.socket().native_non_blocking(true, ignored);
+    to.socket().native_non_blocking(true, ignored);
+    const int in = from.socket().native_handle();
+    const int out = to.socket().native_handle();
+    std::size_t in_pipe = 0;
+    while (length > 0 || in_pipe > 0) {
+        bool moved = false;
+        if (length > 0 && in_pipe < body_chunk_size) {
+            const auto n = ::splice(in, nullptr, pipe.write_end, nullptr,
+                                    static_cast<std::size_t>(std::min<std::uint64_t>(
+                                        length, body_chunk_size - in_pipe)),
+                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                in_pipe += static_cast<std::size_t>(n);
+                length -= static_cast<std::uint64_t>(n);
+                moved = true;
+            } else if (n == 0) {
+                read_failed = true;
+                co_return beast::http::error::partial_message;
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                read_failed = true;
+                co_return boost::system::error_code(errno, boost::system::system_category());
+            }
+        }
+        if (in_pipe > 0) {
+            const auto n = ::splice(pipe.read_end, nullptr, out, nullptr, in_pipe,
+                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n > 0) {
+                in_pipe -= static_cast<std::size_t>(n);
+                relayed += static_cast<std::uint64_t>(n);
+                moved = true;
+            } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                co_return boost::system::error_code(errno, boost::system::system_category());
+            }
+        }
+        if (moved) {
+            continue;
+        }
+        if (in_pipe > 0) {
+            // The client is not taking bytes: wait for it within the write deadline.
+            to.expires_after(write_timeout);
+            auto [wec] = co_await to.async_wait_writable();
+            if (wec) {
+                co_return wec;
+            }
+        } else {
+            auto [rec] = co_await from.async_wait_readable();
+            if (rec) {
+                read_failed = true;
+                co_return rec;
+            }
+        }
+    }
+    co_return boost::system::error_code{};
+}
+
 /**
  * Moves a message body from `from` to `to`, one chunk at a time, re-framing it with the
  * serializer (Content-Length as is, anything else chunked or close-delimited as set on the
@@ -415,6 +525,17 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
     auto& body = parser.get().body();
     read_failed = false;
     if (const auto remaining = parser.content_length_remaining(); remaining && !parser.chunked()) {
+        if constexpr (std::is_same_v<From, upstream_stream> && std::is_same_v<To, tcp_stream>) {
+            // A pipe costs four system calls to make and close: worth it for a large body.
+            if (*remaining > body_chunk_size) {
+                bool unsupported = false;
+                auto ec = co_await splice_exact(from, from_buffer, to, *remaining, write_timeout,
+                                                relayed, read_failed, unsupported);
+                if (!unsupported) {
+                    co_return ec;
+                }
+            }
+        }
         // A Content-Length body goes out with the same length, so its bytes need no parsing
         // or re-framing: copy them as they are, straight from socket to socket. A small body
         // gets a small buffer, and none is zeroed first.

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <csignal>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -370,6 +371,9 @@ reload_result server::reload(config::config next_cfg)
 
 void server::run(bool handle_signals)
 {
+    // Bodies spliced into a client socket (splice(2) has no MSG_NOSIGNAL) must fail with
+    // EPIPE when the client has gone, not end the process.
+    std::signal(SIGPIPE, SIG_IGN);
     // Signals are caught before the ready line: a script that signals as soon as it reads
     // that line must get a graceful stop, not the default action.
     if (handle_signals) {

@@ -4,6 +4,7 @@
 #include "support/origin.hpp"
 #include "support/proxy_harness.hpp"
 
+#include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -119,6 +120,42 @@ TEST(StreamingTest, BackendDyingMidResponseClosesClientAndProxyGoesOn)
             raw_exchange(proxy.port(), "GET /die HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
         EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 ")) << raw;
         EXPECT_TRUE(raw.ends_with("partial")) << raw;
+    }
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/ok");
+    EXPECT_EQ(res.body(), "fine");
+}
+
+TEST(StreamingTest, ClientLeavingMidLargeBodyLeavesProxyServing)
+{
+    // A large Content-Length body is spliced from socket to socket; the client's going away
+    // must end that exchange (EPIPE or reset), not the process.
+    origin backend([](origin_connection& c) {
+        auto req = c.read_request();
+        if (!req) {
+            return;
+        }
+        if (req->target() == "/big") {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n");
+            const std::string chunk(256 * 1024, 'x');
+            boost::system::error_code ec;
+            for (int i = 0; i < 256 && !ec; ++i) {
+                net::write(c.socket, net::buffer(chunk), ec);
+            }
+            return;
+        }
+        response res{beast::http::status::ok, 11};
+        res.body() = "fine";
+        res.prepare_payload();
+        c.write(res);
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    {
+        client c(proxy.port());
+        c.write_raw("GET /big HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+        std::string some(512 * 1024, '\0');
+        net::read(c.socket, net::buffer(some));
+        EXPECT_TRUE(some.starts_with("HTTP/1.1 200 "));
     }
     client c(proxy.port());
     auto res = c.get("app.localhost", "/ok");
