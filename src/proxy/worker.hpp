@@ -120,7 +120,9 @@ private:
     task<void> shutdown_deadline();
 
     unsigned index_;
-    net::io_context context_{1};
+    // One thread runs the context and other threads reach it only through `post`, so the
+    // reactor's per-socket locks guard nothing; the scheduler keeps its lock for the posts.
+    net::io_context context_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;
     admin::observatory& observatory_;
