@@ -74,8 +74,8 @@ const std::string& upstream_pool::key_of(const config::backend& b, bool skip_ver
 task<acquire_result> upstream_pool::acquire(const config::backend& b, bool skip_verify)
 {
     const auto now = std::chrono::steady_clock::now();
-    if (auto it = idle_.find(key_of(b, skip_verify)); it != idle_.end()) {
-        auto& list = it->second;
+    {
+        auto& list = idle_list(b, skip_verify);
         while (!list.empty()) {
             auto c = std::move(list.back());
             list.pop_back();
@@ -207,7 +207,7 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
 void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_connection> c,
                             bool skip_verify)
 {
-    auto& list = idle_[key_of(b, skip_verify)];
+    auto& list = idle_list(b, skip_verify);
     if (list.size() >= max_idle_per_backend) {
         return;
     }
@@ -216,6 +216,32 @@ void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_c
     list.push_back(std::move(c));
 }
 
-void upstream_pool::clear() { idle_.clear(); }
+std::vector<std::unique_ptr<upstream_connection>>&
+upstream_pool::idle_list(const config::backend& b, bool skip_verify)
+{
+    // Consecutive requests mostly go to one backend: comparing its fields with the last
+    // lookup's is cheaper than building and hashing the key twice per request. Elements of
+    // an unordered_map stay where they are when it grows.
+    auto& last = last_lookup_;
+    if (last.list != nullptr && last.scheme == b.scheme && last.port == b.port &&
+        last.skip_verify == skip_verify && last.host == b.host &&
+        last.socket_path == b.socket_path) {
+        return *last.list;
+    }
+    auto& list = idle_[key_of(b, skip_verify)];
+    last.scheme = b.scheme;
+    last.port = b.port;
+    last.skip_verify = skip_verify;
+    last.host = b.host;
+    last.socket_path = b.socket_path;
+    last.list = &list;
+    return list;
+}
+
+void upstream_pool::clear()
+{
+    last_lookup_.list = nullptr;
+    idle_.clear();
+}
 
 } // namespace portico::proxy

@@ -73,6 +73,8 @@ private:
     task<acquire_result> connect_tcp(const config::backend& b);
     task<void> start_tls(acquire_result& r, const config::backend& b, bool skip_verify);
     const std::string& key_of(const config::backend& b, bool skip_verify = false);
+    std::vector<std::unique_ptr<upstream_connection>>& idle_list(const config::backend& b,
+                                                                 bool skip_verify);
 
     tls::certificate_manager* certificates_ = nullptr;
 
@@ -82,6 +84,17 @@ private:
     /// For `localhost` backends: the address family that answered last, tried first.
     std::unordered_map<std::string, bool> localhost_prefers_v6_;
     std::string key_scratch_;
+
+    /// The backend of the last idle-list lookup and the list it found.
+    struct lookup {
+        config::backend_scheme scheme = config::backend_scheme::http;
+        std::uint16_t port = 0;
+        bool skip_verify = false;
+        std::string host;
+        std::filesystem::path socket_path;
+        std::vector<std::unique_ptr<upstream_connection>>* list = nullptr;
+    };
+    lookup last_lookup_;
 };
 
 } // namespace portico::proxy
