@@ -120,8 +120,10 @@ private:
     task<void> shutdown_deadline();
 
     unsigned index_;
-    // One thread runs the context and other threads reach it only through `post`, so the
-    // reactor's per-socket locks guard nothing; the scheduler keeps its lock for the posts.
+    // One thread runs the context. Other threads only post to it, or open a listener's
+    // acceptors on it during a reload (before any operation on them starts); the scheduler
+    // and registration locks this hint keeps cover both, so the reactor's per-socket locks
+    // guard nothing and are dropped.
     net::io_context context_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;
