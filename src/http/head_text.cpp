@@ -41,17 +41,23 @@ void append_head(std::string& out, const request_head& req)
     append_fields(out, req);
 }
 
-void append_head(std::string& out, const response_head& res)
+void append_status_line(std::string& out, unsigned version, unsigned code,
+                        std::string_view reason)
 {
-    append_version(out, res.version());
-    const unsigned code = res.result_int();
+    append_version(out, version);
     const char digits[] = {' ', static_cast<char>('0' + code / 100 % 10),
                            static_cast<char>('0' + code / 10 % 10),
                            static_cast<char>('0' + code % 10), ' '};
     out.append(digits, sizeof(digits));
-    const auto reason = res.reason();
     out.append(reason.data(), reason.size());
     out += "\r\n";
+}
+
+void append_head(std::string& out, const response_head& res)
+{
+    const auto reason = res.reason();
+    append_status_line(out, res.version(), res.result_int(),
+                       std::string_view(reason.data(), reason.size()));
     append_fields(out, res);
 }
 

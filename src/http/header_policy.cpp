@@ -1,5 +1,7 @@
 #include "portico/http/header_policy.hpp"
 
+#include "portico/http/head_text.hpp"
+
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
@@ -322,14 +324,6 @@ void append_line(std::string& out, std::string_view name, std::string_view value
     out += "\r\n";
 }
 
-void append_version(std::string& out, unsigned version)
-{
-    out += "HTTP/";
-    out += static_cast<char>('0' + version / 10 % 10);
-    out += '.';
-    out += static_cast<char>('0' + version % 10);
-}
-
 /// Appends a field portico adds unless a route rule removes or sets it.
 void append_added(std::string& out, const field_filter& filter, std::string_view name,
                   std::string_view value)
@@ -430,15 +424,9 @@ void append_downstream_response(std::string& out, const response_head& res, unsi
                                 bool keep_alive, const header_rule_view& route_rules)
 {
     const field_filter filter(res, route_rules);
-    append_version(out, version);
-    const unsigned code = res.result_int();
-    const char digits[] = {' ', static_cast<char>('0' + code / 100 % 10),
-                           static_cast<char>('0' + code / 10 % 10),
-                           static_cast<char>('0' + code % 10), ' '};
-    out.append(digits, sizeof(digits));
     const auto reason = res.reason();
-    out.append(reason.data(), reason.size());
-    out += "\r\n";
+    append_status_line(out, version, res.result_int(),
+                       std::string_view(reason.data(), reason.size()));
     for (const auto& line : res) {
         if (line.name() == field::via || filter.drops(line)) {
             continue;

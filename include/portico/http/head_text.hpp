@@ -9,11 +9,16 @@
 #include "portico/http/message.hpp"
 
 #include <string>
+#include <string_view>
 
 namespace portico::http {
 
 /// Appends `req` as a request line and its fields, ending with the empty line.
 void append_head(std::string& out, const request_head& req);
+
+/// Appends a status line, e.g. "HTTP/1.1 200 OK\r\n"; `version` is 10 or 11.
+void append_status_line(std::string& out, unsigned version, unsigned code,
+                        std::string_view reason);
 
 /// Appends `res` as a status line (with the reason phrase Beast would send) and its fields,
 /// ending with the empty line.
