@@ -264,7 +264,7 @@ TEST(BrowserTest, DashboardShowsRoutesBackendStatesAndRequests)
     std::filesystem::remove(shot);
     const auto taken = user.open("portico.localhost", url,
                                  {"--window-size=1280,900", "--hide-scrollbars",
-                                  "--screenshot=" + shot.string()});
+                                  "--virtual-time-budget=2000", "--screenshot=" + shot.string()});
     ASSERT_TRUE(std::filesystem::exists(shot)) << describe_load(taken);
     EXPECT_GT(std::filesystem::file_size(shot), 20000U) << "an empty page compresses smaller";
 }
