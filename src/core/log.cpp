@@ -192,12 +192,40 @@ void notice(std::string_view event, std::string_view message, std::initializer_l
     emit_line(line);
 }
 
+namespace {
+
+/**
+ * A field the client chose (Host may hold blanks, quotes and non-ASCII bytes) as one token
+ * of the text line: every byte outside printable ASCII, blank, '"' and '\\' becomes \xHH,
+ * so the line's columns cannot be forged. "-" when empty.
+ */
+std::string client_token(std::string_view v)
+{
+    if (v.empty()) {
+        return "-";
+    }
+    std::string out;
+    out.reserve(v.size());
+    for (const char c : v) {
+        const auto b = static_cast<unsigned char>(c);
+        if (b <= 0x20 || b >= 0x7f || c == '"' || c == '\\') {
+            fmt::format_to(std::back_inserter(out), "\\x{:02X}", b);
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+} // namespace
+
 std::string format_access_text(const access_record& r)
 {
     const auto or_dash = [](std::string_view v) { return v.empty() ? std::string_view("-") : v; };
     return fmt::format("{} {} {} \"{} {} {}\" {} {} {:.1f}ms -> {}", format_time(r.time),
-                       r.client, or_dash(r.host), or_dash(r.method), or_dash(r.target), r.proto,
-                       r.status, r.bytes, r.duration_ms, or_dash(r.backend));
+                       r.client, client_token(r.host), client_token(r.method),
+                       client_token(r.target), r.proto, r.status, r.bytes, r.duration_ms,
+                       or_dash(r.backend));
 }
 
 std::string format_access_json(const access_record& r)

@@ -97,6 +97,16 @@ TEST(AccessLogTest, TextLineShowsDashesForMissingHostAndBackend)
                                      "\"GET /api/users?q=1 HTTP/1.1\" 404 0 0.0ms -> -");
 }
 
+TEST(AccessLogTest, TextLineEscapesWhatTheClientChose)
+{
+    // A Host with a blank and a quote must not forge further columns of the line.
+    auto r = sample_record();
+    r.host = "evil\" 200 1 0.0ms -> x \xc3\xa9";
+    EXPECT_EQ(format_access_text(r),
+              "2026-11-26T08:00:00.123Z 127.0.0.1:51000 evil\\x22\\x20200\\x201\\x200.0ms\\x20->"
+              "\\x20x\\x20\\xC3\\xA9 \"GET /api/users?q=1 HTTP/1.1\" 200 1234 12.3ms -> 127.0.0.1:8000");
+}
+
 TEST(AccessLogTest, JsonLineHasTheDocumentedFields)
 {
     EXPECT_EQ(format_access_json(sample_record()),
