@@ -3,6 +3,7 @@
 // streaming bodies both ways through fixed buffers.
 
 #include "proxy/exchange.hpp"
+#include "proxy/tls_stream.hpp"
 #include "proxy/worker.hpp"
 
 #include "portico/admin/pages.hpp"
@@ -1325,16 +1326,17 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
     info.tls = true;
     // The handshake and the session use this manager even if a reload replaces it.
     const auto certificates = w.certificates();
-    ssl::stream<tcp_stream&> tls_stream(tcp, certificates->server_context());
+    tls_server_stream<tcp_stream> tls_stream(tcp, certificates->server_context().native_handle(),
+                                             buffer.data());
+    buffer.consume(buffer.size());
     tcp.expires_after(w.state()->cfg.timeouts.header);
-    auto [hec, used] = co_await tls_stream.async_handshake(ssl::stream_base::server, buffer.data());
+    auto [hec] = co_await tls_stream.async_handshake();
     if (hec) {
         PORTICO_LOG(log::level::debug, "tls_handshake_failed", {"conn", info.id},
                     {"client", info.client}, {"sni", hello.server_name}, {"error", hec.message()});
         co_return;
     }
-    buffer.consume(used);
-    co_await serve_requests(connection<ssl::stream<tcp_stream&>>{info, tls_stream, buffer, w});
+    co_await serve_requests(connection<tls_server_stream<tcp_stream>>{info, tls_stream, buffer, w});
     // close_notify, bounded: a client that already left must not hold the coroutine.
     tcp.expires_after(lingering_close_time);
     co_await tls_stream.async_shutdown();
