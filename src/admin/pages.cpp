@@ -1,5 +1,7 @@
 #include "portico/admin/pages.hpp"
 
+#include "portico/admin/probe.hpp"
+
 #include "portico/core/uri.hpp"
 #include "portico/http/error_page.hpp"
 
@@ -93,14 +95,8 @@ page_response api_routes(const page_request& req, const page_context& ctx)
 page_response api_health(const page_context& ctx)
 {
     json::array backends;
-    for (const auto& r : ctx.table.routes()) {
-        bool seen = false;
-        for (const auto& b : backends) {
-            seen = seen || b.as_object().at("to").as_string() == r.to.text;
-        }
-        if (!seen) {
-            backends.push_back(json::object{{"to", r.to.text}, {"state", to_string(state_of(ctx, r))}});
-        }
+    for (const auto& b : backends_of(ctx.table.routes())) {
+        backends.push_back(json::object{{"to", b.text}, {"state", to_string(ctx.obs.backend(b.text))}});
     }
     const auto reloads = ctx.obs.reloads();
     json::object config;
@@ -537,19 +533,10 @@ std::string render_metrics(const page_context& ctx)
                    reloads.succeeded, reloads.failed);
     out += "# HELP portico_backend_up Whether a backend accepts connections (1) or not (0).\n"
            "# TYPE portico_backend_up gauge\n";
-    {
-        const auto states = ctx.obs.backends();
-        std::vector<std::string_view> done;
-        for (const auto& r : ctx.table.routes()) {
-            if (std::find(done.begin(), done.end(), r.to.text) != done.end()) {
-                continue;
-            }
-            done.push_back(r.to.text);
-            const auto s = states.find(r.to.text);
-            const bool up = s != states.end() &&
-                            (s->second == backend_state::up || s->second == backend_state::exposed);
-            fmt::format_to(it, "portico_backend_up{{to=\"{}\"}} {}\n", label(r.to.text), up ? 1 : 0);
-        }
+    for (const auto& b : backends_of(ctx.table.routes())) {
+        const auto state = ctx.obs.backend(b.text);
+        const bool up = state == backend_state::up || state == backend_state::exposed;
+        fmt::format_to(it, "portico_backend_up{{to=\"{}\"}} {}\n", label(b.text), up ? 1 : 0);
     }
     fmt::format_to(it,
                    "# HELP portico_build_info Build information.\n# TYPE portico_build_info gauge\n"

@@ -242,6 +242,24 @@ private:
             return net::get_associated_cancellation_slot(handler_);
         }
 
+        /**
+         * Runs the action once. When OpenSSL would block, hands this operation to a readiness
+         * wait and returns true: the caller must return without touching it again.
+         */
+        bool attempt_or_wait(boost::system::error_code& ec, std::size_t& n)
+        {
+            switch (s_->attempt(action_, ec, n)) {
+            case outcome::want_read:
+                s_->next_.async_wait_readable(std::move(*this));
+                return true;
+            case outcome::want_write:
+                s_->next_.async_wait_writable(std::move(*this));
+                return true;
+            default:
+                return false;
+            }
+        }
+
         /// First step: a result available at once is posted, never delivered inside the
         /// initiating call.
         void begin()
@@ -249,15 +267,8 @@ private:
             boost::system::error_code ec;
             std::size_t n = 0;
             if (!action_.empty() && s_->next_.socket().is_open()) {
-                switch (s_->attempt(action_, ec, n)) {
-                case outcome::want_read:
-                    s_->next_.async_wait_readable(std::move(*this));
+                if (attempt_or_wait(ec, n)) {
                     return;
-                case outcome::want_write:
-                    s_->next_.async_wait_writable(std::move(*this));
-                    return;
-                default:
-                    break;
                 }
             } else if (!action_.empty()) {
                 // A socket the deadline closed: the wait fails at once, reporting the timeout
@@ -277,17 +288,8 @@ private:
             if (!ec) {
                 if (!s_->next_.socket().is_open()) {
                     ec = net::error::bad_descriptor;
-                } else {
-                    switch (s_->attempt(action_, ec, n)) {
-                    case outcome::want_read:
-                        s_->next_.async_wait_readable(std::move(*this));
-                        return;
-                    case outcome::want_write:
-                        s_->next_.async_wait_writable(std::move(*this));
-                        return;
-                    default:
-                        break;
-                    }
+                } else if (attempt_or_wait(ec, n)) {
+                    return;
                 }
             }
             complete(ec, n);
