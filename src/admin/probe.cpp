@@ -6,7 +6,16 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -152,8 +161,104 @@ std::set<std::uint16_t> exposed_ports(std::string_view proc_net_tcp, std::string
     return out;
 }
 
+namespace {
+
+constexpr unsigned tcp_listen_state = 10; // TCP_LISTEN in the kernel's tcp_states.h
+
+bool is_loopback_address(int family, const std::uint32_t (&address)[4])
+{
+    // The address is in network byte order.
+    const auto* bytes = reinterpret_cast<const unsigned char*>(address);
+    if (family == AF_INET) {
+        return bytes[0] == 127;
+    }
+    static constexpr std::array<unsigned char, 16> v6_loopback{0, 0, 0, 0, 0, 0, 0, 0,
+                                                               0, 0, 0, 0, 0, 0, 0, 1};
+    static constexpr std::array<unsigned char, 12> v4_mapped{0, 0, 0, 0, 0, 0, 0, 0,
+                                                             0, 0, 0xff, 0xff};
+    return std::memcmp(bytes, v6_loopback.data(), 16) == 0 ||
+           (std::memcmp(bytes, v4_mapped.data(), 12) == 0 && bytes[12] == 127);
+}
+
+/// Appends the listeners of one address family; false when the kernel would not answer.
+bool dump_listeners(int fd, int family, std::vector<tcp_listener>& out)
+{
+    struct {
+        nlmsghdr header;
+        inet_diag_req_v2 request;
+    } message{};
+    message.header.nlmsg_len = sizeof(message);
+    message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.request.sdiag_family = static_cast<std::uint8_t>(family);
+    message.request.sdiag_protocol = IPPROTO_TCP;
+    message.request.idiag_states = 1U << tcp_listen_state;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    if (::sendto(fd, &message, sizeof(message), 0, reinterpret_cast<sockaddr*>(&kernel),
+                 sizeof(kernel)) < 0) {
+        return false;
+    }
+    alignas(nlmsghdr) std::array<char, 16 * 1024> buffer;
+    // A dump ends with NLMSG_DONE; the socket's receive timeout bounds each read, and the
+    // number of reads is bounded too, in case the kernel kept sending.
+    for (int reads = 0; reads < 4096; ++reads) {
+        const auto n = ::recv(fd, buffer.data(), buffer.size(), 0);
+        if (n <= 0) {
+            return false;
+        }
+        auto remaining = static_cast<int>(n);
+        for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, remaining);
+             h = NLMSG_NEXT(h, remaining)) {
+            if (h->nlmsg_type == NLMSG_DONE) {
+                return true;
+            }
+            if (h->nlmsg_type == NLMSG_ERROR ||
+                h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) {
+                return false;
+            }
+            const auto* socket = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+            out.push_back(tcp_listener{ntohs(socket->id.idiag_sport),
+                                       is_loopback_address(family, socket->id.idiag_src)});
+        }
+    }
+    return false;
+}
+
+} // namespace
+
+std::optional<std::vector<tcp_listener>> read_tcp_listeners()
+{
+    const int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) {
+        return std::nullopt;
+    }
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } guard{fd};
+    timeval limit{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    std::vector<tcp_listener> out;
+    if (!dump_listeners(fd, AF_INET, out) || !dump_listeners(fd, AF_INET6, out)) {
+        return std::nullopt;
+    }
+    return out;
+}
+
 std::set<std::uint16_t> read_exposed_ports()
 {
+    // /proc/net/tcp lists every socket, established and TIME_WAIT ones included: on a busy
+    // machine that is megabytes of text every probe, where netlink returns the listeners.
+    if (const auto listeners = read_tcp_listeners()) {
+        std::set<std::uint16_t> out;
+        for (const auto& l : *listeners) {
+            if (!l.loopback) {
+                out.insert(l.port);
+            }
+        }
+        return out;
+    }
     return exposed_ports(read_text("/proc/net/tcp"), read_text("/proc/net/tcp6"));
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -24,7 +25,22 @@ namespace portico::admin {
  */
 std::set<std::uint16_t> exposed_ports(std::string_view proc_net_tcp, std::string_view proc_net_tcp6);
 
-/// `exposed_ports` of this machine now; empty where /proc/net is not available.
+/// A listening TCP socket of this machine.
+struct tcp_listener {
+    std::uint16_t port = 0;
+    bool loopback = false; ///< bound to 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104
+};
+
+/**
+ * The machine's listening TCP sockets (IPv4 and IPv6), asked of the kernel's socket
+ * diagnostics over netlink, which filters by state; nullopt where that is unavailable.
+ */
+std::optional<std::vector<tcp_listener>> read_tcp_listeners();
+
+/**
+ * `exposed_ports` of this machine now: from `read_tcp_listeners`, else from /proc/net;
+ * empty where neither is available.
+ */
 std::set<std::uint16_t> read_exposed_ports();
 
 /// Probes every backend concurrently; each connect gives up after `timeout`. Keyed by `to`.

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <fstream>
+#include <iterator>
 
 namespace portico::admin {
 namespace {
@@ -241,6 +243,46 @@ TEST(ExposureTest, ListenersOnNonLoopbackAddressesAreExposed)
     const auto exposed = exposed_ports(tcp, tcp6);
     const std::set<std::uint16_t> expected{5173, 3000, 9090};
     EXPECT_EQ(exposed, expected);
+}
+
+TEST(ExposureTest, KernelListsListenersWithTheirAddressKind)
+{
+    namespace net = boost::asio;
+    net::io_context io;
+    net::ip::tcp::acceptor v4(io, {net::ip::make_address("127.0.0.1"), 0});
+    net::ip::tcp::acceptor v6(io, {net::ip::make_address("::1"), 0});
+    const auto listeners = read_tcp_listeners();
+    ASSERT_TRUE(listeners.has_value()) << "netlink socket diagnostics unavailable";
+    const auto find = [&](std::uint16_t port) -> const tcp_listener* {
+        for (const auto& l : *listeners) {
+            if (l.port == port) {
+                return &l;
+            }
+        }
+        return nullptr;
+    };
+    const auto* found_v4 = find(v4.local_endpoint().port());
+    const auto* found_v6 = find(v6.local_endpoint().port());
+    ASSERT_NE(found_v4, nullptr);
+    ASSERT_NE(found_v6, nullptr);
+    EXPECT_TRUE(found_v4->loopback);
+    EXPECT_TRUE(found_v6->loopback);
+    const auto exposed = read_exposed_ports();
+    EXPECT_FALSE(exposed.contains(v4.local_endpoint().port()));
+    EXPECT_FALSE(exposed.contains(v6.local_endpoint().port()));
+    // The kernel's answer and /proc/net agree on what is exposed (this machine's own
+    // services; listeners the test opens are loopback only).
+    std::set<std::uint16_t> from_kernel;
+    for (const auto& l : *listeners) {
+        if (!l.loopback) {
+            from_kernel.insert(l.port);
+        }
+    }
+    const auto read = [](const char* path) {
+        std::ifstream in(path);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    EXPECT_EQ(from_kernel, exposed_ports(read("/proc/net/tcp"), read("/proc/net/tcp6")));
 }
 
 TEST(ProbeTest, ListeningRefusingAndUnixBackends)
