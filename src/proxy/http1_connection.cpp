@@ -95,10 +95,23 @@ struct registration {
     ~registration() { info.w.unregister_connection(info.entry); }
 };
 
-std::string endpoint_ip(const tcp::endpoint& ep) { return ep.address().to_string(); }
-
 
 std::string_view proto_name(unsigned version) { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
+
+/// Methods RFC 9110 §9.2.2 lets a client retry automatically.
+bool is_idempotent(beast::http::verb v)
+{
+    using beast::http::verb;
+    return v == verb::get || v == verb::head || v == verb::options || v == verb::trace ||
+           v == verb::put || v == verb::delete_;
+}
+
+/// How a read on a connection the peer had already closed fails before any byte arrives.
+bool is_stale_close(const boost::system::error_code& ec)
+{
+    return ec == beast::http::error::end_of_stream || ec == net::error::eof ||
+           ec == net::error::connection_reset || ec == net::error::broken_pipe;
+}
 
 bool is_quiet_close(const boost::system::error_code& ec)
 {
@@ -693,11 +706,13 @@ struct request_traits {
     bool keep_alive = true;
     bool upgrade = false;
     bool expects_continue = false;
+    bool replayable = false; ///< may be sent again on another connection (no body, idempotent)
 };
 
 /**
  * Sends the prepared request to one backend connection and relays the response. Sets
- * `retry` when a pooled connection turned out closed before anything was sent, and
+ * `retry` when a pooled connection turned out closed before anything was sent (or, for a
+ * replayable request, before anything came back), and
  * `release` when the connection may serve another request.
  */
 template <typename Stream, typename Upstream>
@@ -793,6 +808,13 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         }
         auto [rhec, rhn] = co_await beast::http::async_read_header(io, up.buffer,
                                                                   *response);
+        if (rhec && up.reused && traits.replayable && is_stale_close(rhec)) {
+            // A pooled connection the backend closed after it was taken (the pool does not
+            // peek at one it released moments ago): nothing came back, and the request has
+            // no body and an idempotent method, so sending it again is safe.
+            retry = true;
+            co_return false;
+        }
         if (rhec) {
             const auto why = classify_upstream_failure(rhec);
             plan.detail = why == errc::upstream_timeout
@@ -952,6 +974,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
     traits.upgrade = http::is_tunnel_upgrade(req.base());
     traits.expects_continue = beast::iequals(req[beast::http::field::expect], "100-continue");
     const bool has_body = !parser.is_done();
+    traits.replayable = !has_body && is_idempotent(req.method());
 
     http::forward_facts facts;
     facts.client_ip = c.info.client_ip;
@@ -985,7 +1008,12 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
         co_return false;
     }
 
-    auto acquired = co_await c.w.pool().acquire(route.to, route.insecure_skip_verify);
+    // A pooled connection is taken without a coroutine of its own: most requests find one.
+    acquire_result acquired;
+    acquired.connection = c.w.pool().take_idle(route.to, route.insecure_skip_verify);
+    if (!acquired.connection) {
+        acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+    }
     note_backend_state(c.w, route.to, acquired);
     if (!acquired.connection) {
         plan.detail = acquired.detail;
@@ -1225,11 +1253,13 @@ task<void> serve_requests(connection<Stream> c)
     bool first = true;
     for (;;) {
         if constexpr (std::is_same_v<Stream, tcp_stream>) {
-            // Between requests a plain connection waits for readability, not in a read, so
-            // that the frames of serve_request and read_head are not held while it is idle.
-            // (Over TLS, bytes may already sit inside the TLS stream, which a readiness wait
-            // on the socket would not see.) Buffers are released only when a request grew
-            // them: freeing and reallocating them on every request costs more than the wait
+            // Between requests a plain connection reads here, into the small buffer it keeps
+            // anyway, so that the frames of serve_request and read_head are not held while
+            // it is idle. A read rather than a readiness wait: Asio re-arms the descriptor
+            // with epoll_ctl for every wait, and a read after a short one goes straight to
+            // the reactor. (Over TLS, bytes may already sit inside the TLS stream, which a
+            // read on the socket would not see.) Buffers are released only when a request
+            // grew them: freeing and reallocating them on every request costs more than it
             // saves.
             if (!first && c.buffer.size() == 0) {
                 if (c.buffer.capacity() > idle_read_size) {
@@ -1239,10 +1269,11 @@ task<void> serve_requests(connection<Stream> c)
                     std::string().swap(c.info.head);
                 }
                 tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
-                auto [ec] = co_await tcp_of(c.stream).async_wait_readable();
+                auto [ec, n] = co_await c.stream.async_read_some(c.buffer.prepare(idle_read_size));
                 if (ec) {
                     co_return;
                 }
+                c.buffer.commit(n);
             }
         }
         const bool again = co_await serve_request(c, first);
@@ -1344,13 +1375,12 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
 
 } // namespace
 
-task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, config::tls_mode mode)
+task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
+                            tcp::endpoint local, std::uint64_t id, config::tls_mode mode)
 {
     boost::system::error_code ec;
     socket.set_option(tcp::no_delay(true), ec);
-    const auto remote = socket.remote_endpoint(ec);
-    const auto local = socket.local_endpoint(ec);
-    client_info info{w,     id,    endpoint_text(remote), endpoint_ip(remote),
+    client_info info{w,     id,    endpoint_text(remote), address_text(remote.address()),
                      std::to_string(local.port()), false, false, local.address().is_loopback(),
                      {}, {}};
     tcp_stream tcp(std::move(socket));

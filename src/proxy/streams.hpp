@@ -26,4 +26,7 @@ using upstream_stream = deadline_stream<upstream_protocol>;
 /// `127.0.0.1:7080` or `[::1]:7080`, as logs, error pages and ready lines show addresses.
 std::string endpoint_text(const tcp::endpoint& ep);
 
+/// `127.0.0.1` or `::1`, as X-Forwarded-For carries a client.
+std::string address_text(const net::ip::address& a);
+
 } // namespace portico::proxy

@@ -39,12 +39,55 @@ errc classify_connect_error(const boost::system::error_code& ec)
 
 } // namespace
 
+namespace {
+
+void append_decimal(std::string& out, unsigned value)
+{
+    char digits[10];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    while (n > 0) {
+        out += digits[--n];
+    }
+}
+
+} // namespace
+
+// Every client connection formats its peer's address; inet_ntop goes through sprintf, which
+// for IPv4 costs more than the four numbers are worth.
+std::string address_text(const net::ip::address& a)
+{
+    if (!a.is_v4()) {
+        return a.to_string();
+    }
+    const auto bytes = a.to_v4().to_bytes();
+    std::string out;
+    out.reserve(15);
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        if (i > 0) {
+            out += '.';
+        }
+        append_decimal(out, bytes[i]);
+    }
+    return out;
+}
+
 std::string endpoint_text(const tcp::endpoint& ep)
 {
+    std::string out;
     if (ep.address().is_v6()) {
-        return fmt::format("[{}]:{}", ep.address().to_string(), ep.port());
+        out += '[';
+        out += ep.address().to_string();
+        out += ']';
+    } else {
+        out = address_text(ep.address());
     }
-    return fmt::format("{}:{}", ep.address().to_string(), ep.port());
+    out += ':';
+    append_decimal(out, ep.port());
+    return out;
 }
 
 upstream_pool::upstream_pool(executor ex, const config::timeouts& timeouts)
@@ -71,24 +114,26 @@ const std::string& upstream_pool::key_of(const config::backend& b, bool skip_ver
     return key_scratch_;
 }
 
-task<acquire_result> upstream_pool::acquire(const config::backend& b, bool skip_verify)
+std::unique_ptr<upstream_connection> upstream_pool::take_idle(const config::backend& b,
+                                                              bool skip_verify)
 {
+    auto& list = idle_list(b, skip_verify);
+    if (list.empty()) {
+        return nullptr;
+    }
     const auto now = std::chrono::steady_clock::now();
-    {
-        auto& list = idle_list(b, skip_verify);
-        while (!list.empty()) {
-            auto c = std::move(list.back());
-            list.pop_back();
-            if (now - c->idle_since < timeouts_.idle && is_still_open(c->stream)) {
-                c->reused = true;
-                acquire_result r;
-                r.connection = std::move(c);
-                co_return r;
-            }
+    while (!list.empty()) {
+        auto c = std::move(list.back());
+        list.pop_back();
+        const auto idle = now - c->idle_since;
+        // The peek is a system call per request; under load every connection comes back
+        // within milliseconds, so it is spent only on connections that sat idle a while.
+        if (idle < timeouts_.idle && (idle < recent_release || is_still_open(c->stream))) {
+            c->reused = true;
+            return c;
         }
     }
-    auto fresh = co_await connect(b, skip_verify);
-    co_return fresh;
+    return nullptr;
 }
 
 task<acquire_result> upstream_pool::connect(const config::backend& b, bool skip_verify)

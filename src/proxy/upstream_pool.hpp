@@ -28,7 +28,7 @@ struct upstream_connection {
     std::chrono::steady_clock::time_point idle_since{};
 };
 
-/// The outcome of `upstream_pool::acquire`.
+/// The outcome of `upstream_pool::connect`.
 struct acquire_result {
     std::unique_ptr<upstream_connection> connection; ///< null on failure
     errc error = errc::upstream_refused;             ///< why, when `connection` is null
@@ -47,12 +47,18 @@ public:
     upstream_pool(executor ex, const config::timeouts& timeouts);
 
     /**
-     * Returns a pooled connection to `b` or connects a new one within `timeouts.connect`
-     * (TLS handshake included for https backends, verified unless `skip_verify`).
+     * A pooled connection to `b` that the backend has not closed, or null. One released
+     * within the last `recent_release` is taken without asking the socket: a backend closing
+     * a connection it just answered on is rare, and a replayable request that meets such a
+     * connection is retried on a fresh one (see `exchange`).
      */
-    task<acquire_result> acquire(const config::backend& b, bool skip_verify = false);
+    std::unique_ptr<upstream_connection> take_idle(const config::backend& b,
+                                                   bool skip_verify = false);
 
-    /// Connects a new connection to `b`, bypassing the pool.
+    static constexpr std::chrono::milliseconds recent_release{250};
+
+    /// Connects a new connection to `b` within `timeouts.connect` (TLS handshake included for
+    /// https backends, verified unless `skip_verify`), bypassing the pool.
     task<acquire_result> connect(const config::backend& b, bool skip_verify = false);
 
     /// The client TLS contexts for https backends (set before the first https exchange).

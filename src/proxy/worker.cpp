@@ -35,7 +35,10 @@ void worker::set_certificates(std::shared_ptr<tls::certificate_manager> c)
 
 void worker::add_acceptor(tcp_acceptor acceptor, config::tls_mode mode, std::string key)
 {
-    acceptors_.push_back(listening{std::move(acceptor), mode, std::move(key)});
+    boost::system::error_code ec;
+    const auto local = acceptor.local_endpoint(ec);
+    acceptors_.push_back(
+        listening{std::move(acceptor), mode, std::move(key), local, local.address().is_unspecified()});
     if (started_ && !draining_) {
         net::co_spawn(context_, accept_loop(std::prev(acceptors_.end())), net::detached);
     }
@@ -73,7 +76,10 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
 {
     auto& l = *it;
     while (!draining_ && !l.removed) {
-        auto [ec, socket] = co_await l.acceptor.async_accept();
+        // The peer's address comes with the accept, and the local one is the listener's
+        // unless it is a wildcard: no getpeername/getsockname per connection.
+        tcp::endpoint remote;
+        auto [ec, socket] = co_await l.acceptor.async_accept(remote);
         if (ec) {
             if (ec == net::error::operation_aborted || draining_ || l.removed) {
                 break;
@@ -84,7 +90,13 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
             continue;
         }
         const std::uint64_t id = (std::uint64_t{index_} << 48) | next_connection_id_++;
-        net::co_spawn(context_, serve_connection(*this, std::move(socket), id, l.mode),
+        tcp::endpoint local = l.local;
+        if (l.wildcard) {
+            boost::system::error_code lec;
+            local = socket.local_endpoint(lec);
+        }
+        net::co_spawn(context_,
+                      serve_connection(*this, std::move(socket), remote, local, id, l.mode),
                       [id](std::exception_ptr e) {
                           if (!e) {
                               return;

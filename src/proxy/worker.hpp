@@ -113,6 +113,8 @@ private:
         tcp_acceptor acceptor;
         config::tls_mode mode;
         std::string key;      ///< the listener as configured, e.g. "127.0.0.1:7080"
+        tcp::endpoint local;  ///< the bound address, which every connection on it shares
+        bool wildcard = false; ///< bound to 0.0.0.0 or ::, so a connection's address varies
         bool removed = false; ///< closed by a reload: the accept loop erases it when it ends
     };
 
@@ -139,7 +141,8 @@ private:
     steady_timer shutdown_timer_;
 };
 
-/// Serves one accepted client connection until it closes.
-task<void> serve_connection(worker& w, tcp_socket socket, std::uint64_t id, config::tls_mode mode);
+/// Serves one accepted client connection, from `remote` to `local`, until it closes.
+task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
+                            tcp::endpoint local, std::uint64_t id, config::tls_mode mode);
 
 } // namespace portico::proxy

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 namespace portico::test {
@@ -199,6 +201,65 @@ TEST(ForwardingTest, BodilessResponsesKeepBothConnectionsUsable)
     EXPECT_EQ(c.get("app.localhost", "/304").result_int(), 304);
     EXPECT_EQ(c.get("app.localhost", "/full").body(), "hello");
     EXPECT_EQ(backend.connections(), 1);
+}
+
+/**
+ * A backend whose first connection answers one request, reads the next and closes without
+ * answering it: a pooled connection lost after portico took it. Later connections answer
+ * every request. `seen` lists "METHOD TARGET" for every request read, on any connection.
+ */
+struct dropping_backend {
+    std::mutex mutex;
+    std::vector<std::string> seen;
+    std::atomic<int> accepted{0};
+    origin server{[this](origin_connection& c) {
+        const bool first_connection = accepted.fetch_add(1) == 0;
+        for (int n = 0;; ++n) {
+            auto req = c.read_request();
+            if (!req) {
+                return;
+            }
+            {
+                std::lock_guard lock(mutex);
+                seen.push_back(std::string(req->method_string()) + " " +
+                               std::string(req->target()));
+            }
+            if (first_connection && n == 1) {
+                return;
+            }
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    }};
+    std::vector<std::string> requests()
+    {
+        std::lock_guard lock(mutex);
+        return seen;
+    }
+};
+
+TEST(ForwardingTest, IdempotentRequestIsRetriedWhenPooledConnectionDies)
+{
+    dropping_backend backend;
+    proxy_harness proxy(route_to(backend.server.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/1").result_int(), 200);
+    auto res = c.get("app.localhost", "/2");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "ok");
+    EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "GET /2", "GET /2"}));
+    EXPECT_EQ(backend.server.connections(), 2);
+}
+
+TEST(ForwardingTest, RequestWithBodyIsNotReplayedWhenPooledConnectionDies)
+{
+    dropping_backend backend;
+    proxy_harness proxy(route_to(backend.server.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/1").result_int(), 200);
+    c.write_raw("POST /once HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 4\r\n\r\nbody");
+    auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "POST /once"}));
 }
 
 TEST(ForwardingTest, ExpectContinueIsAnsweredAndBodyForwarded)
