@@ -223,7 +223,9 @@ void remove_forwarding_claims(fields& f)
  */
 class field_filter {
 public:
-    field_filter(const fields& f, const header_rule_view& rules) : rules_(rules)
+    /// `f`: Beast fields, or the lines of a `simple_response`.
+    template <typename Lines>
+    field_filter(const Lines& f, const header_rule_view& rules) : rules_(rules)
     {
         for (const auto& line : f) {
             const auto name = line.name();
@@ -251,8 +253,11 @@ public:
         }
         if (overflow_) {
             // More options than fit inline (unusual): collect them all.
-            for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
-                for (const auto option : beast::http::token_list{line->value()}) {
+            for (const auto& line : f) {
+                if (line.name() != field::connection) {
+                    continue;
+                }
+                for (const auto option : beast::http::token_list{line.value()}) {
                     if (!is_protected_option(option, false)) {
                         more_.emplace_back(option);
                     }
@@ -262,7 +267,8 @@ public:
     }
 
     /// True for a line that is hop-by-hop, named by `Connection`, or named by a route rule.
-    bool drops(const fields::value_type& line) const
+    template <typename Line>
+    bool drops(const Line& line) const
     {
         const auto name = line.name();
         for (const auto hop : hop_by_hop_fields) {
@@ -334,19 +340,20 @@ void append_added(std::string& out, const field_filter& filter, std::string_view
 }
 
 /// Appends `Via` with the kept Via lines joined and portico's hop last (RFC 9110 §7.6.3).
-void append_joined_via(std::string& out, const fields& f, const field_filter& filter,
+template <typename Lines>
+void append_joined_via(std::string& out, const Lines& f, const field_filter& filter,
                        unsigned received_version)
 {
     if (filter.is_ruled("Via")) {
         return;
     }
     out += "Via: ";
-    for (auto [line, last] = filter.has_via() ? f.equal_range(field::via)
-                                              : std::pair{f.end(), f.end()};
-         line != last; ++line) {
-        if (!filter.drops(*line)) {
-            out.append(line->value());
-            out += ", ";
+    if (filter.has_via()) {
+        for (const auto& line : f) {
+            if (line.name() == field::via && !filter.drops(line)) {
+                out.append(line.value());
+                out += ", ";
+            }
         }
     }
     out += static_cast<char>('0' + received_version / 10 % 10);
@@ -420,13 +427,15 @@ void append_upstream_request(std::string& out, const request_head& req,
     out += "\r\n";
 }
 
-void append_downstream_response(std::string& out, const response_head& res, unsigned version,
-                                bool keep_alive, const header_rule_view& route_rules)
+namespace {
+
+template <typename Lines>
+void append_response(std::string& out, unsigned status, std::string_view reason,
+                     unsigned received_version, const Lines& res, unsigned version,
+                     bool keep_alive, const header_rule_view& route_rules)
 {
     const field_filter filter(res, route_rules);
-    const auto reason = res.reason();
-    append_status_line(out, version, res.result_int(),
-                       std::string_view(reason.data(), reason.size()));
+    append_status_line(out, version, status, reason);
     for (const auto& line : res) {
         if (line.name() == field::via || filter.drops(line)) {
             continue;
@@ -436,7 +445,7 @@ void append_downstream_response(std::string& out, const response_head& res, unsi
     if (filter.te_trailers()) {
         append_line(out, "TE", "trailers");
     }
-    append_joined_via(out, res, filter, res.version());
+    append_joined_via(out, res, filter, received_version);
     append_rule_fields(out, route_rules);
     // What `keep_alive()` adds once Connection is gone (RFC 9112 §9.3): persistence is the
     // default in HTTP/1.1 and must be asked for in HTTP/1.0.
@@ -446,6 +455,28 @@ void append_downstream_response(std::string& out, const response_head& res, unsi
         out += "Connection: keep-alive\r\n";
     }
     out += "\r\n";
+}
+
+} // namespace
+
+void append_downstream_response(std::string& out, const response_head& res, unsigned version,
+                                bool keep_alive, const header_rule_view& route_rules)
+{
+    const auto reason = res.reason();
+    append_response(out, res.result_int(), std::string_view(reason.data(), reason.size()),
+                    res.version(), res, version, keep_alive, route_rules);
+}
+
+void append_downstream_response(std::string& out, const simple_response& res, unsigned version,
+                                bool keep_alive, const header_rule_view& route_rules)
+{
+    // As Beast's reason(): an empty phrase is sent as the standard one.
+    auto reason = res.reason;
+    if (reason.empty()) {
+        const auto standard = beast::http::obsolete_reason(static_cast<status>(res.status));
+        reason = std::string_view(standard.data(), standard.size());
+    }
+    append_response(out, res.status, reason, res.version, res, version, keep_alive, route_rules);
 }
 
 void remove_hop_by_hop(fields& f, bool keep_upgrade)

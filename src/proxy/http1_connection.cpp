@@ -49,6 +49,8 @@ constexpr std::size_t head_read_size = 16 * 1024;
 // browser request head in one read, small enough that idle connections cost little. A
 // larger head grows the buffer as it arrives.
 constexpr std::size_t idle_read_size = 2 * 1024;
+// The first read of a response head: enough for most heads with a small body.
+constexpr std::size_t upstream_first_read = 1024;
 // Body bytes moved per read/write step; bounds the memory an exchange holds.
 constexpr std::size_t body_chunk_size = 64 * 1024;
 // A body up to this size that arrived with its head is copied behind the head, so both leave
@@ -416,6 +418,42 @@ relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t l
     co_return boost::system::error_code{};
 }
 
+/**
+ * Reads from a backend until `buffer` holds a complete response head (through the empty
+ * line) and returns its length; 0 when none ends within `limit` bytes, which is left for the
+ * full parser to report. EOF before a complete head reads as Beast's parser would report it.
+ */
+template <typename Upstream>
+task<std::tuple<boost::system::error_code, std::size_t>>
+read_response_head(Upstream& io, beast::flat_buffer& buffer, std::size_t limit)
+{
+    // The first read asks for little: most heads (and small bodies with them) fit, and a
+    // pooled connection keeps this buffer while it waits.
+    std::size_t scanned = 0;
+    for (;;) {
+        const auto data = std::string_view(static_cast<const char*>(buffer.data().data()),
+                                           buffer.size());
+        const auto from = scanned > 3 ? scanned - 3 : 0;
+        if (const auto end = data.find("\r\n\r\n", from); end != std::string_view::npos) {
+            co_return std::tuple{boost::system::error_code{}, end + 4};
+        }
+        scanned = data.size();
+        if (data.size() >= limit) {
+            co_return std::tuple{boost::system::error_code{}, std::size_t{0}};
+        }
+        const auto step = data.empty() ? upstream_first_read : head_read_size;
+        auto [ec, n] = co_await io.async_read_some(buffer.prepare(std::min(step, limit - data.size())));
+        if (ec == net::error::eof) {
+            ec = data.empty() ? beast::http::error::end_of_stream
+                              : beast::http::error::partial_message;
+        }
+        if (ec) {
+            co_return std::tuple{ec, std::size_t{0}};
+        }
+        buffer.commit(n);
+    }
+}
+
 /// Both ends of a pipe, closed however the relay through it ends.
 struct pipe_pair {
     int read_end = -1;
@@ -524,6 +562,37 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
 }
 
 /**
+ * Moves a Content-Length body of `length` bytes (the first of them possibly in
+ * `from_buffer`) unchanged: it goes out with the same length, so its bytes need no parsing
+ * or re-framing.
+ */
+template <typename From, typename To>
+task<boost::system::error_code>
+relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
+             std::chrono::milliseconds write_timeout, std::uint64_t& relayed, bool& read_failed)
+{
+    read_failed = false;
+    if constexpr (std::is_same_v<From, upstream_stream> && std::is_same_v<To, tcp_stream>) {
+        // A pipe costs four system calls to make and close: worth it for a large body.
+        if (length > body_chunk_size) {
+            bool unsupported = false;
+            auto ec = co_await splice_exact(from, from_buffer, to, length, write_timeout, relayed,
+                                            read_failed, unsupported);
+            if (!unsupported) {
+                co_return ec;
+            }
+        }
+    }
+    // Straight from socket to socket; a small body gets a small buffer, and none is zeroed
+    // first.
+    const auto size = static_cast<std::size_t>(std::min<std::uint64_t>(length, body_chunk_size));
+    auto chunk = std::make_unique_for_overwrite<char[]>(size);
+    auto ec = co_await relay_exact(from, from_buffer, to, length, chunk.get(), size, write_timeout,
+                                   relayed, read_failed);
+    co_return ec;
+}
+
+/**
  * Moves a message body from `from` to `to`, one chunk at a time, re-framing it with the
  * serializer (Content-Length as is, anything else chunked or close-delimited as set on the
  * outgoing head). Each chunk is written as soon as it is read, so streamed responses (SSE,
@@ -539,24 +608,8 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
     auto& body = parser.get().body();
     read_failed = false;
     if (const auto remaining = parser.content_length_remaining(); remaining && !parser.chunked()) {
-        if constexpr (std::is_same_v<From, upstream_stream> && std::is_same_v<To, tcp_stream>) {
-            // A pipe costs four system calls to make and close: worth it for a large body.
-            if (*remaining > body_chunk_size) {
-                bool unsupported = false;
-                auto ec = co_await splice_exact(from, from_buffer, to, *remaining, write_timeout,
-                                                relayed, read_failed, unsupported);
-                if (!unsupported) {
-                    co_return ec;
-                }
-            }
-        }
-        // A Content-Length body goes out with the same length, so its bytes need no parsing
-        // or re-framing: copy them as they are, straight from socket to socket. A small body
-        // gets a small buffer, and none is zeroed first.
-        const auto size = static_cast<std::size_t>(std::min<std::uint64_t>(*remaining, body_chunk_size));
-        auto small = std::make_unique_for_overwrite<char[]>(size);
-        auto ec = co_await relay_exact(from, from_buffer, to, *remaining, small.get(), size,
-                                       write_timeout, relayed, read_failed);
+        auto ec = co_await relay_length(from, from_buffer, to, *remaining, write_timeout, relayed,
+                                        read_failed);
         co_return ec;
     }
     auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
@@ -791,37 +844,108 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         rec.bytes_in = sent;
     }
 
+    const auto response_header_limit =
+        static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
+    if (cfg.timeouts.upstream.count() > 0) {
+        tcp_of(io).expires_after(cfg.timeouts.upstream);
+    } else {
+        tcp_of(io).expires_never();
+    }
+    // A failure to read the response head: a retry where that is safe, else a 502/504 page.
+    const auto head_failed = [&](boost::system::error_code failure) -> bool {
+        if (up.reused && traits.replayable && is_stale_close(failure)) {
+            // A pooled connection the backend closed after it was taken (the pool does not
+            // peek at one it released moments ago): nothing came back, and the request has
+            // no body and an idempotent method, so sending it again is safe.
+            retry = true;
+            return false;
+        }
+        const auto why = classify_upstream_failure(failure);
+        plan.detail = why == errc::upstream_timeout
+                          ? std::string()
+                          : fmt::format("the backend closed or broke the connection ({})",
+                                        failure.message());
+        return true;
+    };
+
+    if (req.method() != beast::http::verb::head && !upgrade) {
+        // The common response (a final status, a Content-Length body) is read in place and
+        // its head written from the bytes received; any other goes to Beast's parser below,
+        // which starts from the same buffered bytes.
+        auto [rhec, head_length] = co_await read_response_head(io, up.buffer, response_header_limit);
+        if (rhec) {
+            if (head_failed(rhec)) {
+                co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
+            }
+            co_return false;
+        }
+        auto& simple = c.w.response_head_scratch();
+        if (head_length != 0 &&
+            http::parse_simple_response(
+                std::string_view(static_cast<const char*>(up.buffer.data().data()), head_length),
+                simple)) {
+            const auto length = simple.content_length;
+            const bool backend_keeps = simple.keep_alive;
+            const bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
+            c.info.head.clear();
+            http::append_downstream_response(c.info.head, simple, rec.version, keep_alive,
+                                             rules_of(route.response_headers));
+            up.buffer.consume(head_length);
+            rec.status = simple.status;
+            const auto is_reusable = [&] {
+                return backend_keeps && request_complete && up.buffer.size() == 0;
+            };
+            tcp_of(c.stream).expires_after(cfg.timeouts.idle);
+            if (length <= up.buffer.size()) {
+                // The whole body came with the head: both go in one write.
+                const auto ec = co_await write_prepared(
+                    c.stream, c.info.head,
+                    net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length)));
+                up.buffer.consume(static_cast<std::size_t>(length));
+                rec.bytes = length;
+                write_access_log(c.info, rec);
+                if (ec) {
+                    co_return false;
+                }
+                release = is_reusable();
+                co_return keep_alive;
+            }
+            if (const auto wec = co_await write_prepared(c.stream, c.info.head)) {
+                write_access_log(c.info, rec);
+                co_return false;
+            }
+            tcp_of(io).expires_never();
+            bool read_failed = false;
+            const auto bec = co_await relay_length(io, up.buffer, c.stream, length,
+                                                   cfg.timeouts.idle, rec.bytes, read_failed);
+            write_access_log(c.info, rec);
+            if (bec) {
+                if (read_failed) {
+                    PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.info.id},
+                                {"backend", route.to.text}, {"error", bec.message()});
+                }
+                co_return false;
+            }
+            release = is_reusable();
+            co_return keep_alive;
+        }
+    }
+
     // Read the response head; 1xx interim responses other than 101 are not relayed.
     std::optional<response_parser> response;
     for (;;) {
         response.emplace();
         response->body_limit(boost::none);
-        response->header_limit(static_cast<std::uint32_t>(
-            std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024)));
+        response->header_limit(static_cast<std::uint32_t>(response_header_limit));
         if (req.method() == beast::http::verb::head) {
             response->skip(true);
         }
-        if (cfg.timeouts.upstream.count() > 0) {
-            tcp_of(io).expires_after(cfg.timeouts.upstream);
-        } else {
-            tcp_of(io).expires_never();
-        }
         auto [rhec, rhn] = co_await beast::http::async_read_header(io, up.buffer,
                                                                   *response);
-        if (rhec && up.reused && traits.replayable && is_stale_close(rhec)) {
-            // A pooled connection the backend closed after it was taken (the pool does not
-            // peek at one it released moments ago): nothing came back, and the request has
-            // no body and an idempotent method, so sending it again is safe.
-            retry = true;
-            co_return false;
-        }
         if (rhec) {
-            const auto why = classify_upstream_failure(rhec);
-            plan.detail = why == errc::upstream_timeout
-                              ? std::string()
-                              : fmt::format("the backend closed or broke the connection ({})",
-                                            rhec.message());
-            co_await answer_error(c, plan, why, json, rec);
+            if (head_failed(rhec)) {
+                co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
+            }
             co_return false;
         }
         const auto code = response->get().result_int();

@@ -257,6 +257,10 @@ void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_c
         return;
     }
     c->buffer.clear();
+    if (c->buffer.capacity() > 1024) {
+        // A large response head grew it; an idle connection keeps only the first read's size.
+        c->buffer.shrink_to_fit();
+    }
     c->idle_since = std::chrono::steady_clock::now();
     list.push_back(std::move(c));
 }

@@ -5,6 +5,7 @@
 
 #include "portico/admin/observatory.hpp"
 #include "portico/config/config.hpp"
+#include "portico/http/response_head.hpp"
 #include "portico/routing/route_table.hpp"
 #include "portico/tls/certificates.hpp"
 
@@ -105,6 +106,10 @@ public:
     /// A buffer for the route name of the request being logged (reused, never shrunk).
     std::string& route_name_scratch() noexcept { return route_name_scratch_; }
 
+    /// Where a response head is parsed in place; valid until the next parse on this worker,
+    /// so only between two suspensions of one exchange.
+    http::simple_response& response_head_scratch() noexcept { return response_head_scratch_; }
+
     /// The worker's number, for logs.
     unsigned index() const noexcept { return index_; }
 
@@ -135,6 +140,7 @@ private:
     std::list<listening> acceptors_;
     bool started_ = false;
     std::string route_name_scratch_;
+    http::simple_response response_head_scratch_;
     std::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;

@@ -5,6 +5,7 @@
 // Pure functions over Beast fields; no sockets.
 
 #include "portico/http/message.hpp"
+#include "portico/http/response_head.hpp"
 
 #include <span>
 #include <string>
@@ -75,6 +76,10 @@ void append_upstream_request(std::string& out, const request_head& req,
  * `res`. Not for chunked re-framing, whose head a serializer writes.
  */
 void append_downstream_response(std::string& out, const response_head& res, unsigned version,
+                                bool keep_alive, const header_rule_view& route_rules);
+
+/// `append_downstream_response` for a head read in place by `parse_simple_response`.
+void append_downstream_response(std::string& out, const simple_response& res, unsigned version,
                                 bool keep_alive, const header_rule_view& route_rules);
 
 /// True when the request asks for a protocol switch portico tunnels (any but `h2c`).
