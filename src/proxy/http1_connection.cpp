@@ -760,190 +760,108 @@ struct request_traits {
     bool upgrade = false;
     bool expects_continue = false;
     bool replayable = false; ///< may be sent again on another connection (no body, idempotent)
+    bool head = false;       ///< a HEAD request: the response has no body whatever it says
 };
 
 /**
- * Sends the prepared request to one backend connection and relays the response. Sets
- * `retry` when a pooled connection turned out closed before anything was sent (or, for a
- * replayable request, before anything came back), and
- * `release` when the connection may serve another request.
+ * What a failure to read a response head means. Sets `retry` and returns false when the
+ * request may be sent again: a pooled connection the backend closed after it was taken (the
+ * pool does not peek at one it released moments ago), nothing came back, and the request has
+ * no body and an idempotent method. Otherwise fills `plan.detail` and returns true: the
+ * client gets a 502 or 504 page.
+ */
+bool response_head_failed(boost::system::error_code failure, const upstream_connection& up,
+                          const request_traits& traits, request_plan& plan, bool& retry)
+{
+    if (up.reused && traits.replayable && is_stale_close(failure)) {
+        retry = true;
+        return false;
+    }
+    const auto why = classify_upstream_failure(failure);
+    plan.detail = why == errc::upstream_timeout
+                      ? std::string()
+                      : fmt::format("the backend closed or broke the connection ({})",
+                                    failure.message());
+    return true;
+}
+
+/// How sending a request body ended.
+enum class body_outcome {
+    complete,  ///< all of it reached the backend
+    cut_short, ///< the backend stopped taking it; its response may still come
+    answered,  ///< the client got an error page or went away: the exchange is over
+};
+
+/**
+ * Sends a request's body to the backend (after `100 Continue` when the client waits for
+ * it), re-framed by `writer` when chunked. A coroutine of its own so that a bodiless
+ * request's exchange frame stays small.
  */
 template <typename Stream, typename Upstream>
-task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan& plan,
-                    exchange_record& rec, bool json, const request_traits& traits,
-                    const http::forward_facts* direct, upstream_connection& up, Upstream& io,
-                    bool& retry, bool& release)
+task<body_outcome> send_request_body(connection<Stream>& c, request_parser& parser,
+                                     request_plan& plan, exchange_record& rec, bool json,
+                                     bool send_continue, Upstream& io,
+                                     beast::http::serializer<true, buffer_body>& writer)
 {
     const auto& cfg = c.w.state()->cfg;
-    const auto& route = *plan.route;
-    auto& req = parser.get();
-    const bool client_keep_alive = traits.keep_alive;
-    const bool upgrade = traits.upgrade;
-    const bool expects_continue = traits.expects_continue;
-    const bool has_body = !parser.is_done();
-
-    // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
-    // fresh connection, which is safe because nothing of this request reached it.
-    std::optional<beast::http::serializer<true, buffer_body>> request_writer;
-    request_writer.emplace(req);
-    tcp_of(io).expires_after(cfg.timeouts.idle);
-    boost::system::error_code hec;
-    if (req.chunked()) {
-        // The serializer frames the chunks that follow, so it writes the head too.
-        std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
-    } else if (direct != nullptr) {
-        c.info.head.clear();
-        http::append_upstream_request(c.info.head, req.base(), *direct,
-                                      rules_of(route.request_headers), expects_continue);
-        hec = co_await write_prepared(io, c.info.head);
-    } else {
-        hec = co_await write_head(io, c.info.head, req.base());
-    }
-    if (hec && up.reused) {
-        // The backend closed this pooled connection meanwhile; nothing of the request
-        // reached it, so the caller retries on a fresh connection.
-        retry = true;
-        co_return false;
-    }
-    if (hec) {
-        plan.detail = hec.message();
-        co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
-        co_return false;
-    }
-
-    if (expects_continue && has_body) {
+    if (send_continue) {
         static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await net::async_write(c.stream, net::buffer(continue_line));
         if (cec) {
-            co_return false;
+            co_return body_outcome::answered;
         }
     }
-
-    bool request_complete = !has_body && !upgrade;
-    if (has_body || req.chunked()) {
-        std::uint64_t sent = 0;
-        bool read_failed = false;
-        tcp_of(c.stream).expires_after(cfg.timeouts.idle);
-        auto bec = co_await relay_body(c.stream, c.buffer, parser, io, *request_writer,
-                                       cfg.limits.body_bytes, cfg.timeouts.idle, sent,
-                                       read_failed);
-        if (bec == errc::body_too_large) {
-            co_await answer_error(c, plan, errc::body_too_large, json, rec);
-            co_return false;
-        }
-        if (bec && read_failed) {
-            // The client sent a broken body or went away: the backend gets a truncated
-            // request and the connection, nothing else.
-            rec.status = 400;
-            if (!is_quiet_close(bec)) {
-                co_await answer_error(c, plan, errc::bad_request, json, rec);
-            }
-            co_return false;
-        }
-        request_complete = !bec;
-        rec.bytes_in = sent;
+    std::uint64_t sent = 0;
+    bool read_failed = false;
+    tcp_of(c.stream).expires_after(cfg.timeouts.idle);
+    auto bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
+                                   cfg.timeouts.idle, sent, read_failed);
+    if (bec == errc::body_too_large) {
+        co_await answer_error(c, plan, errc::body_too_large, json, rec);
+        co_return body_outcome::answered;
     }
-
-    const auto response_header_limit =
-        static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
-    if (cfg.timeouts.upstream.count() > 0) {
-        tcp_of(io).expires_after(cfg.timeouts.upstream);
-    } else {
-        tcp_of(io).expires_never();
+    if (bec && read_failed) {
+        // The client sent a broken body or went away: the backend gets a truncated request
+        // and the connection, nothing else.
+        rec.status = 400;
+        if (!is_quiet_close(bec)) {
+            co_await answer_error(c, plan, errc::bad_request, json, rec);
+        }
+        co_return body_outcome::answered;
     }
-    // A failure to read the response head: a retry where that is safe, else a 502/504 page.
-    const auto head_failed = [&](boost::system::error_code failure) -> bool {
-        if (up.reused && traits.replayable && is_stale_close(failure)) {
-            // A pooled connection the backend closed after it was taken (the pool does not
-            // peek at one it released moments ago): nothing came back, and the request has
-            // no body and an idempotent method, so sending it again is safe.
-            retry = true;
-            return false;
-        }
-        const auto why = classify_upstream_failure(failure);
-        plan.detail = why == errc::upstream_timeout
-                          ? std::string()
-                          : fmt::format("the backend closed or broke the connection ({})",
-                                        failure.message());
-        return true;
-    };
+    rec.bytes_in = sent;
+    co_return bec ? body_outcome::cut_short : body_outcome::complete;
+}
 
-    if (req.method() != beast::http::verb::head && !upgrade) {
-        // The common response (a final status, a Content-Length body) is read in place and
-        // its head written from the bytes received; any other goes to Beast's parser below,
-        // which starts from the same buffered bytes.
-        auto [rhec, head_length] = co_await read_response_head(io, up.buffer, response_header_limit);
-        if (rhec) {
-            if (head_failed(rhec)) {
-                co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
-            }
-            co_return false;
-        }
-        auto& simple = c.w.response_head_scratch();
-        if (head_length != 0 &&
-            http::parse_simple_response(
-                std::string_view(static_cast<const char*>(up.buffer.data().data()), head_length),
-                simple)) {
-            const auto length = simple.content_length;
-            const bool backend_keeps = simple.keep_alive;
-            const bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
-            c.info.head.clear();
-            http::append_downstream_response(c.info.head, simple, rec.version, keep_alive,
-                                             rules_of(route.response_headers));
-            up.buffer.consume(head_length);
-            rec.status = simple.status;
-            const auto is_reusable = [&] {
-                return backend_keeps && request_complete && up.buffer.size() == 0;
-            };
-            tcp_of(c.stream).expires_after(cfg.timeouts.idle);
-            if (length <= up.buffer.size()) {
-                // The whole body came with the head: both go in one write.
-                const auto ec = co_await write_prepared(
-                    c.stream, c.info.head,
-                    net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length)));
-                up.buffer.consume(static_cast<std::size_t>(length));
-                rec.bytes = length;
-                write_access_log(c.info, rec);
-                if (ec) {
-                    co_return false;
-                }
-                release = is_reusable();
-                co_return keep_alive;
-            }
-            if (const auto wec = co_await write_prepared(c.stream, c.info.head)) {
-                write_access_log(c.info, rec);
-                co_return false;
-            }
-            tcp_of(io).expires_never();
-            bool read_failed = false;
-            const auto bec = co_await relay_length(io, up.buffer, c.stream, length,
-                                                   cfg.timeouts.idle, rec.bytes, read_failed);
-            write_access_log(c.info, rec);
-            if (bec) {
-                if (read_failed) {
-                    PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.info.id},
-                                {"backend", route.to.text}, {"error", bec.message()});
-                }
-                co_return false;
-            }
-            release = is_reusable();
-            co_return keep_alive;
-        }
-    }
-
+/**
+ * The rest of `exchange` for a response head that `parse_simple_response` left to Beast's
+ * parser (interim and 101 responses, HEAD, chunked or close-delimited bodies, anything
+ * unusual), reading from the bytes already buffered. A coroutine of its own so that the
+ * common path's frame does not carry the parser and serializers.
+ */
+template <typename Stream, typename Upstream>
+task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exchange_record& rec,
+                                 bool json, const request_traits& traits,
+                                 upstream_connection& up, Upstream& io, bool request_complete,
+                                 std::size_t response_header_limit, bool& retry, bool& release)
+{
+    const auto& cfg = c.w.state()->cfg;
+    const auto& route = *plan.route;
+    const bool client_keep_alive = traits.keep_alive;
+    const bool upgrade = traits.upgrade;
     // Read the response head; 1xx interim responses other than 101 are not relayed.
     std::optional<response_parser> response;
     for (;;) {
         response.emplace();
         response->body_limit(boost::none);
         response->header_limit(static_cast<std::uint32_t>(response_header_limit));
-        if (req.method() == beast::http::verb::head) {
+        if (traits.head) {
             response->skip(true);
         }
         auto [rhec, rhn] = co_await beast::http::async_read_header(io, up.buffer,
                                                                   *response);
         if (rhec) {
-            if (head_failed(rhec)) {
+            if (response_head_failed(rhec, up, traits, plan, retry)) {
                 co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
             }
             co_return false;
@@ -1058,6 +976,145 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 }
 
 /**
+ * Sends the prepared request to one backend connection and relays the response. Sets
+ * `retry` when a pooled connection turned out closed before anything was sent (or, for a
+ * replayable request, before anything came back), and
+ * `release` when the connection may serve another request.
+ */
+template <typename Stream, typename Upstream>
+task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan& plan,
+                    exchange_record& rec, bool json, const request_traits& traits,
+                    const http::forward_facts* direct, upstream_connection& up, Upstream& io,
+                    bool& retry, bool& release)
+{
+    const auto& cfg = c.w.state()->cfg;
+    const auto& route = *plan.route;
+    auto& req = parser.get();
+    const bool client_keep_alive = traits.keep_alive;
+    const bool upgrade = traits.upgrade;
+    const bool expects_continue = traits.expects_continue;
+    const bool has_body = !parser.is_done();
+
+    // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
+    // fresh connection, which is safe because nothing of this request reached it.
+    // The serializer frames a chunked body (and writes its head); a request without a body
+    // needs none, and this frame stays small enough for Asio's frame cache.
+    std::unique_ptr<beast::http::serializer<true, buffer_body>> request_writer;
+    if (has_body || req.chunked()) {
+        request_writer = std::make_unique<beast::http::serializer<true, buffer_body>>(req);
+    }
+    tcp_of(io).expires_after(cfg.timeouts.idle);
+    boost::system::error_code hec;
+    if (req.chunked()) {
+        // The serializer frames the chunks that follow, so it writes the head too.
+        std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
+    } else if (direct != nullptr) {
+        c.info.head.clear();
+        http::append_upstream_request(c.info.head, req.base(), *direct,
+                                      rules_of(route.request_headers), expects_continue);
+        hec = co_await write_prepared(io, c.info.head);
+    } else {
+        hec = co_await write_head(io, c.info.head, req.base());
+    }
+    if (hec && up.reused) {
+        // The backend closed this pooled connection meanwhile; nothing of the request
+        // reached it, so the caller retries on a fresh connection.
+        retry = true;
+        co_return false;
+    }
+    if (hec) {
+        plan.detail = hec.message();
+        co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
+        co_return false;
+    }
+
+    bool request_complete = !has_body && !upgrade;
+    if (has_body || req.chunked()) {
+        const auto sent = co_await send_request_body(c, parser, plan, rec, json,
+                                                     expects_continue && has_body, io,
+                                                     *request_writer);
+        if (sent == body_outcome::answered) {
+            co_return false;
+        }
+        request_complete = sent == body_outcome::complete;
+    }
+
+    const auto response_header_limit =
+        static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
+    if (cfg.timeouts.upstream.count() > 0) {
+        tcp_of(io).expires_after(cfg.timeouts.upstream);
+    } else {
+        tcp_of(io).expires_never();
+    }
+    if (!traits.head && !upgrade) {
+        // The common response (a final status, a Content-Length body) is read in place and
+        // its head written from the bytes received; any other goes to Beast's parser below,
+        // which starts from the same buffered bytes.
+        auto [rhec, head_length] = co_await read_response_head(io, up.buffer, response_header_limit);
+        if (rhec) {
+            if (response_head_failed(rhec, up, traits, plan, retry)) {
+                co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
+            }
+            co_return false;
+        }
+        auto& simple = c.w.response_head_scratch();
+        if (head_length != 0 &&
+            http::parse_simple_response(
+                std::string_view(static_cast<const char*>(up.buffer.data().data()), head_length),
+                simple)) {
+            const auto length = simple.content_length;
+            const bool backend_keeps = simple.keep_alive;
+            const bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
+            c.info.head.clear();
+            http::append_downstream_response(c.info.head, simple, rec.version, keep_alive,
+                                             rules_of(route.response_headers));
+            up.buffer.consume(head_length);
+            rec.status = simple.status;
+            const auto is_reusable = [&] {
+                return backend_keeps && request_complete && up.buffer.size() == 0;
+            };
+            tcp_of(c.stream).expires_after(cfg.timeouts.idle);
+            if (length <= up.buffer.size()) {
+                // The whole body came with the head: both go in one write.
+                const auto ec = co_await write_prepared(
+                    c.stream, c.info.head,
+                    net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length)));
+                up.buffer.consume(static_cast<std::size_t>(length));
+                rec.bytes = length;
+                write_access_log(c.info, rec);
+                if (ec) {
+                    co_return false;
+                }
+                release = is_reusable();
+                co_return keep_alive;
+            }
+            if (const auto wec = co_await write_prepared(c.stream, c.info.head)) {
+                write_access_log(c.info, rec);
+                co_return false;
+            }
+            tcp_of(io).expires_never();
+            bool read_failed = false;
+            const auto bec = co_await relay_length(io, up.buffer, c.stream, length,
+                                                   cfg.timeouts.idle, rec.bytes, read_failed);
+            write_access_log(c.info, rec);
+            if (bec) {
+                if (read_failed) {
+                    PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.info.id},
+                                {"backend", route.to.text}, {"error", bec.message()});
+                }
+                co_return false;
+            }
+            release = is_reusable();
+            co_return keep_alive;
+        }
+    }
+
+    co_return co_await relay_parsed_response(c, plan, rec, json, traits, up, io,
+                                             request_complete, response_header_limit, retry,
+                                             release);
+}
+
+/**
  * Tells the admin side what connecting to a backend showed, between two probes: a refusal
  * at once, and a fresh connection to a backend last seen down. Pooled reuse says nothing
  * new and costs nothing here.
@@ -1099,6 +1156,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
     traits.expects_continue = beast::iequals(req[beast::http::field::expect], "100-continue");
     const bool has_body = !parser.is_done();
     traits.replayable = !has_body && is_idempotent(req.method());
+    traits.head = req.method() == beast::http::verb::head;
 
     http::forward_facts facts;
     facts.client_ip = c.info.client_ip;
