@@ -1,5 +1,6 @@
 #include "portico/http/request_checks.hpp"
 
+#include <bit>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
@@ -22,7 +23,29 @@ head_defect check_head_bytes(std::string_view head) noexcept
     if (std::memchr(head.data(), '\0', head.size()) != nullptr) {
         return head_defect::nul;
     }
+    // Only CR and LF need a look: eight bytes at a time, the scan jumps to the next one.
+    constexpr std::uint64_t ones = 0x0101010101010101ULL;
+    constexpr std::uint64_t highs = 0x8080808080808080ULL;
+    const auto bytes_equal = [](std::uint64_t w, unsigned char b) {
+        const std::uint64_t x = w ^ (ones * b);
+        // The lowest set bit marks the first byte equal to b (higher ones may be spurious).
+        return (x - ones) & ~x & highs;
+    };
     for (std::size_t i = start; i < head.size(); ++i) {
+        // (The lowest bit is the first byte only where bytes load little-endian.)
+        while (std::endian::native == std::endian::little && i + 8 <= head.size()) {
+            std::uint64_t w;
+            std::memcpy(&w, head.data() + i, 8);
+            const auto found = bytes_equal(w, '\r') | bytes_equal(w, '\n');
+            if (found != 0) {
+                i += static_cast<std::size_t>(std::countr_zero(found)) / 8;
+                break;
+            }
+            i += 8;
+        }
+        if (i >= head.size()) {
+            break;
+        }
         const char c = head[i];
         if (c == '\r' && (i + 1 >= head.size() || head[i + 1] != '\n')) {
             return head_defect::bare_cr;

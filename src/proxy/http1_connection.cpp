@@ -182,7 +182,9 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
         std::string().swap(c.info.head);
     }
     bool started = c.buffer.size() > 0;
-    auto head_deadline = clock::now() + cfg.timeouts.header;
+    // Set once the head has begun and a read is needed: most heads arrive in one read, and
+    // their clock read would be wasted.
+    auto head_deadline = clock::time_point::max();
     if (started) {
         // The stream's own deadline would close the socket; a started head is bounded by
         // `head_deadline` instead so that the client still gets its 408.
@@ -217,6 +219,9 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
         boost::system::error_code ec;
         std::size_t n = 0;
         if (started) {
+            if (head_deadline == clock::time_point::max()) {
+                head_deadline = clock::now() + cfg.timeouts.header;
+            }
             std::tie(ec, n) = co_await read_some_before(c, into, head_deadline);
         } else {
             std::tie(ec, n) = co_await c.stream.async_read_some(into);

@@ -112,6 +112,8 @@ public:
 private:
     mutable std::mutex mutex_;
     stats_totals totals_;
+    route_counters* last_route_ = nullptr; ///< the counters `last_route_name_` found
+    std::string last_route_name_;
     /// A ring of the last `recent_capacity` requests; its strings keep their capacity, so a
     /// busy worker records without allocating.
     std::vector<request_sample> ring_;
