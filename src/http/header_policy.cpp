@@ -48,30 +48,38 @@ std::string_view trim_ows(std::string_view s) noexcept
  * `token_list` stops at the first element that is not a bare token, and media ranges
  * (`application/json;q=0.9`), t-codings and `protocol/version` are not.
  */
-std::vector<std::string_view> split_list(std::string_view value)
+/**
+ * Calls `visit` with each non-empty item of a comma-separated field value (RFC 9110 §5.6.1),
+ * OWS trimmed, commas inside quoted strings kept, until `visit` returns true. Nothing is
+ * allocated: this runs on every request that carries Accept.
+ */
+template <typename Visit>
+void for_each_item(std::string_view value, Visit&& visit)
 {
-    std::vector<std::string_view> items;
-    const auto push = [&items](std::string_view item) {
-        item = trim_ows(item);
-        if (!item.empty()) {
-            items.push_back(item);
-        }
-    };
     bool quoted = false;
     std::size_t start = 0;
-    for (std::size_t i = 0; i < value.size(); ++i) {
+    std::size_t i = 0;
+    while (i < value.size()) {
         const char c = value[i];
         if (quoted && c == '\\') {
-            ++i; // quoted-pair: the next character is literal
-        } else if (c == '"') {
+            i += 2; // quoted-pair: the next character is literal
+            continue;
+        }
+        if (c == '"') {
             quoted = !quoted;
         } else if (c == ',' && !quoted) {
-            push(value.substr(start, i - start));
+            const auto item = trim_ows(value.substr(start, i - start));
             start = i + 1;
+            if (!item.empty() && visit(item)) {
+                return;
+            }
         }
+        ++i;
     }
-    push(value.substr(start));
-    return items;
+    const auto last = trim_ows(value.substr(std::min(start, value.size())));
+    if (!last.empty()) {
+        visit(last);
+    }
 }
 
 /// The name of a list element without its `;parameters`.
@@ -145,12 +153,10 @@ void reduce_te_to_trailers(fields& f)
 {
     bool trailers = false;
     for (auto [line, last] = f.equal_range(field::te); line != last && !trailers; ++line) {
-        for (const auto item : split_list(line->value())) {
-            if (beast::iequals(item_name(item), "trailers")) {
-                trailers = true;
-                break;
-            }
-        }
+        for_each_item(line->value(), [&](std::string_view item) {
+            trailers = beast::iequals(item_name(item), "trailers");
+            return trailers;
+        });
     }
     f.erase(field::te);
     if (trailers) {
@@ -243,12 +249,10 @@ public:
             } else if (name == field::via) {
                 has_via_ = true;
             } else if (name == field::te && !te_trailers_) {
-                for (const auto item : split_list(line.value())) {
-                    if (beast::iequals(item_name(item), "trailers")) {
-                        te_trailers_ = true;
-                        break;
-                    }
-                }
+                for_each_item(line.value(), [this](std::string_view item) {
+                    te_trailers_ = beast::iequals(item_name(item), "trailers");
+                    return te_trailers_;
+                });
             }
         }
         if (overflow_) {
@@ -594,13 +598,17 @@ bool is_tunnel_upgrade(const request_head& req)
     if (upgrade == req.end()) {
         return false;
     }
-    const auto protocols = split_list(upgrade->value());
-    if (protocols.empty()) {
+    std::string_view first;
+    for_each_item(upgrade->value(), [&first](std::string_view item) {
+        first = item;
+        return true;
+    });
+    if (first.empty()) {
         return false;
     }
     // protocol = protocol-name ["/" protocol-version]; h2c is HTTP/2 cleartext, which portico
     // does not speak, so it answers such a request as plain HTTP/1.1 instead (RFC 9113 §3.1).
-    const auto name = trim_ows(protocols.front().substr(0, protocols.front().find('/')));
+    const auto name = trim_ows(first.substr(0, first.find('/')));
     return !beast::iequals(name, "h2c");
 }
 
@@ -609,14 +617,14 @@ bool prefers_json(const request_head& req)
     bool json = false;
     bool html = false;
     for (auto [line, last] = req.equal_range(field::accept); line != last; ++line) {
-        for (const auto item : split_list(line->value())) {
-            if (is_refused(item)) {
-                continue;
+        for_each_item(line->value(), [&](std::string_view item) {
+            if (!is_refused(item)) {
+                const auto media = item_name(item);
+                json = json || beast::iequals(media, "application/json");
+                html = html || beast::iequals(media, "text/html");
             }
-            const auto media = item_name(item);
-            json = json || beast::iequals(media, "application/json");
-            html = html || beast::iequals(media, "text/html");
-        }
+            return false;
+        });
     }
     return json && !html;
 }
