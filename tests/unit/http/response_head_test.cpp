@@ -65,6 +65,7 @@ TEST(SimpleResponseTest, KeepAliveFollowsVersionAndConnection)
 
 TEST(SimpleResponseTest, LeavesEverythingElseToTheFullParser)
 {
+    using namespace std::string_literals;
     const std::vector<std::string> refused = {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -76,7 +77,7 @@ TEST(SimpleResponseTest, LeavesEverythingElseToTheFullParser)
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: a\r\n b\r\n\r\n", // obs-fold
         "HTTP/1.1 200 OK\nContent-Length: 5\n\n",                          // bare LF
         "HTTP/1.1 200 OK\r\nContent-Length: 5\rX: y\r\n\r\n",              // bare CR
-        std::string("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: a\0b\r\n\r\n", 48),
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: a\0b\r\n\r\n"s,
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: a\x7f\r\n\r\n",
         "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 5\r\n\r\n",
         "HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 5\r\n\r\n",
