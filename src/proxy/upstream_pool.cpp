@@ -41,7 +41,8 @@ errc classify_connect_error(const boost::system::error_code& ec)
 
 namespace {
 
-void append_decimal(std::string& out, unsigned value)
+/// Writes `value` in decimal at `out`; returns the end.
+char* write_decimal(char* out, unsigned value)
 {
     char digits[10];
     int n = 0;
@@ -50,44 +51,51 @@ void append_decimal(std::string& out, unsigned value)
         value /= 10;
     } while (value != 0);
     while (n > 0) {
-        out += digits[--n];
+        *out++ = digits[--n];
     }
+    return out;
+}
+
+/// Writes a dotted IPv4 address at `out` (15 bytes at most); returns the end.
+char* write_ipv4(char* out, const net::ip::address_v4& a)
+{
+    const auto bytes = a.to_bytes();
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        if (i > 0) {
+            *out++ = '.';
+        }
+        out = write_decimal(out, bytes[i]);
+    }
+    return out;
 }
 
 } // namespace
 
-// Every client connection formats its peer's address; inet_ntop goes through sprintf, which
-// for IPv4 costs more than the four numbers are worth.
+// Every client connection formats its peer's address twice (with and without the port);
+// inet_ntop goes through sprintf, which for IPv4 costs more than the four numbers are worth.
 std::string address_text(const net::ip::address& a)
 {
     if (!a.is_v4()) {
         return a.to_string();
     }
-    const auto bytes = a.to_v4().to_bytes();
-    std::string out;
-    out.reserve(15);
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-        if (i > 0) {
-            out += '.';
-        }
-        append_decimal(out, bytes[i]);
-    }
-    return out;
+    char text[16];
+    return std::string(text, write_ipv4(text, a.to_v4()));
 }
 
 std::string endpoint_text(const tcp::endpoint& ep)
 {
-    std::string out;
     if (ep.address().is_v6()) {
-        out += '[';
+        std::string out = "[";
         out += ep.address().to_string();
-        out += ']';
-    } else {
-        out = address_text(ep.address());
+        out += "]:";
+        out += std::to_string(ep.port());
+        return out;
     }
-    out += ':';
-    append_decimal(out, ep.port());
-    return out;
+    char text[24];
+    char* end = write_ipv4(text, ep.address().to_v4());
+    *end++ = ':';
+    end = write_decimal(end, ep.port());
+    return std::string(text, end);
 }
 
 upstream_pool::upstream_pool(executor ex, const config::timeouts& timeouts)
