@@ -253,6 +253,10 @@ task<void> lingering_close(connection<Stream>& c)
 {
     // Discarded bytes need no decryption, so this works on the TCP layer for TLS too.
     auto& tcp = tcp_of(c.stream);
+    if (c.w.is_past_shutdown_deadline()) {
+        tcp.close(); // the grace period is over: nothing more is waited for
+        co_return;
+    }
     boost::system::error_code ec;
     tcp.socket().shutdown(tcp::socket::shutdown_send, ec);
     tcp.expires_after(lingering_close_time);
@@ -1235,7 +1239,9 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
             up = std::move(fresh.connection);
             continue;
         }
-        if (release) {
+        // While draining, the pool was emptied already; a connection put back now would
+        // outlive the shutdown, its deadline timer keeping the worker's loop running.
+        if (release && !c.w.is_draining()) {
             c.info.entry->upstream = nullptr;
             c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
         }

@@ -160,6 +160,7 @@ task<void> worker::shutdown_deadline()
     }
     PORTICO_LOG(log::level::warn, "shutdown_timeout", {"worker", index_},
                 {"closed_connections", connections_.size()});
+    past_deadline_ = true;
     for (auto& c : connections_) {
         c.stream->cancel();
         if (c.upstream != nullptr) {

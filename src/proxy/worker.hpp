@@ -98,6 +98,9 @@ public:
     /// True once shutdown began: finished exchanges close their connection.
     bool is_draining() const noexcept { return draining_; }
 
+    /// True once `timeouts.shutdown` has passed: connections close without lingering.
+    bool is_past_shutdown_deadline() const noexcept { return past_deadline_; }
+
     /// Registers a connection; the returned iterator unregisters it.
     std::list<connection_entry>::iterator register_connection(tcp_stream& stream);
     /// Unregisters a connection; ends the shutdown wait when it was the last one.
@@ -144,6 +147,7 @@ private:
     std::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
+    bool past_deadline_ = false;
     steady_timer shutdown_timer_;
 };
 

@@ -168,6 +168,15 @@ TEST(ForwardingTest, IdleKeepAliveConnectionIsClosedAfterIdleTimeout)
     const auto start = std::chrono::steady_clock::now();
     EXPECT_TRUE(c.is_closed_by_peer());
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+
+    // A connection that came back for more waits differently (in a read, with a buffer):
+    // the same deadline closes it.
+    client reused(proxy.port());
+    EXPECT_EQ(reused.get("app.localhost", "/1").result_int(), 200);
+    EXPECT_EQ(reused.get("app.localhost", "/2").result_int(), 200);
+    const auto second = std::chrono::steady_clock::now();
+    EXPECT_TRUE(reused.is_closed_by_peer());
+    EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(1));
 }
 
 TEST(ForwardingTest, BodilessResponsesKeepBothConnectionsUsable)

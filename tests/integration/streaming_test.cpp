@@ -258,12 +258,35 @@ TEST(ShutdownTest, InFlightRequestFinishesThenRunReturns)
     client c(proxy.port());
     c.write_raw("GET /work HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     ASSERT_TRUE(wait_until([&got_request] { return got_request.load(); }));
+    const auto stop_time = std::chrono::steady_clock::now();
     proxy.stop();
     auto res = c.read_response();
     EXPECT_EQ(res.body(), "finished");
     EXPECT_EQ(res[beast::http::field::connection], "close");
     EXPECT_TRUE(proxy.wait_stopped());
+    // Nothing the finished exchange leaves behind (its backend connection and that
+    // connection's deadline timer) holds the worker past the request.
+    EXPECT_LT(std::chrono::steady_clock::now() - stop_time, std::chrono::seconds(2));
     EXPECT_TRUE(idle.is_closed_by_peer());
+}
+
+TEST(ShutdownTest, IdleConnectionsAreClosedAtOnceWhateverTheyServed)
+{
+    // Connections wait differently after one request (a readiness wait) and after more (a
+    // read): shutdown must close both at once instead of waiting out `timeouts.shutdown`.
+    origin backend;
+    proxy_harness proxy("timeouts: { shutdown: 30s }\n" + route_to(backend.port()));
+    client once(proxy.port());
+    EXPECT_EQ(once.get("app.localhost", "/1").result_int(), 200);
+    client twice(proxy.port());
+    EXPECT_EQ(twice.get("app.localhost", "/1").result_int(), 200);
+    EXPECT_EQ(twice.get("app.localhost", "/2").result_int(), 200);
+    const auto start = std::chrono::steady_clock::now();
+    proxy.stop();
+    EXPECT_TRUE(proxy.wait_stopped(std::chrono::seconds(5)));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+    EXPECT_TRUE(once.is_closed_by_peer());
+    EXPECT_TRUE(twice.is_closed_by_peer());
 }
 
 TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
@@ -278,8 +301,11 @@ TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
     client c(proxy.port());
     c.write_raw("GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    const auto stop_time = std::chrono::steady_clock::now();
     proxy.stop();
     EXPECT_TRUE(proxy.wait_stopped(std::chrono::seconds(5)));
+    // Closed at the deadline, without the lingering close an error page otherwise gets.
+    EXPECT_LT(std::chrono::steady_clock::now() - stop_time, std::chrono::milliseconds(1500));
 }
 
 } // namespace
