@@ -773,6 +773,26 @@ struct request_traits {
 };
 
 /**
+ * Logs an exchange once its response body has been relayed; false when the body did not get
+ * through. A backend that broke off mid-body is named in a warning: the head is gone, so
+ * closing without completing the framing is the only signal left for the client.
+ */
+bool finish_response_body(const client_info& info, const exchange_record& rec,
+                          const config::route& route, const boost::system::error_code& ec,
+                          bool read_failed)
+{
+    write_access_log(info, rec);
+    if (!ec) {
+        return true;
+    }
+    if (read_failed) {
+        PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", info.id},
+                    {"backend", route.to.text}, {"error", ec.message()});
+    }
+    return false;
+}
+
+/**
  * What a failure to read a response head means. Sets `retry` and returns false when the
  * request may be sent again: a pooled connection the backend closed after it was taken (the
  * pool does not peek at one it released moments ago), nothing came back, and the request has
@@ -970,14 +990,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer,
                                     0, cfg.timeouts.idle, rec.bytes, read_failed);
-    write_access_log(c.info, rec);
-    if (rbec) {
-        // Mid-response failure: the head is gone, so the only honest signal left is to close
-        // without completing the framing.
-        if (read_failed) {
-            PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.info.id},
-                        {"backend", route.to.text}, {"error", rbec.message()});
-        }
+    if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }
     release = is_reusable();
@@ -1105,12 +1118,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             bool read_failed = false;
             const auto bec = co_await relay_length(io, up.buffer, c.stream, length,
                                                    cfg.timeouts.idle, rec.bytes, read_failed);
-            write_access_log(c.info, rec);
-            if (bec) {
-                if (read_failed) {
-                    PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", c.info.id},
-                                {"backend", route.to.text}, {"error", bec.message()});
-                }
+            if (!finish_response_body(c.info, rec, route, bec, read_failed)) {
                 co_return false;
             }
             release = is_reusable();
