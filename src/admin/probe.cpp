@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <fstream>
@@ -183,6 +184,8 @@ bool is_loopback_address(int family, const std::uint32_t (&address)[4])
 /// Appends the listeners of one address family; false when the kernel would not answer.
 bool dump_listeners(int fd, int family, std::vector<tcp_listener>& out)
 {
+    static std::atomic<std::uint32_t> next_sequence{1};
+    const auto sequence = next_sequence.fetch_add(1);
     struct {
         nlmsghdr header;
         inet_diag_req_v2 request;
@@ -190,6 +193,7 @@ bool dump_listeners(int fd, int family, std::vector<tcp_listener>& out)
     message.header.nlmsg_len = sizeof(message);
     message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
     message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.header.nlmsg_seq = sequence;
     message.request.sdiag_family = static_cast<std::uint8_t>(family);
     message.request.sdiag_protocol = IPPROTO_TCP;
     message.request.idiag_states = 1U << tcp_listen_state;
@@ -202,14 +206,22 @@ bool dump_listeners(int fd, int family, std::vector<tcp_listener>& out)
     alignas(nlmsghdr) std::array<char, 16 * 1024> buffer;
     // A dump ends with NLMSG_DONE; the socket's receive timeout bounds each read, and the
     // number of reads is bounded too, in case the kernel kept sending.
+    // Anything odd (a datagram larger than the buffer, one not from the kernel, a dump the
+    // kernel says was interrupted by a change) makes the caller fall back to /proc.
     for (int reads = 0; reads < 4096; ++reads) {
-        const auto n = ::recv(fd, buffer.data(), buffer.size(), 0);
-        if (n <= 0) {
+        sockaddr_nl from{};
+        socklen_t from_length = sizeof(from);
+        const auto n = ::recvfrom(fd, buffer.data(), buffer.size(), MSG_TRUNC,
+                                  reinterpret_cast<sockaddr*>(&from), &from_length);
+        if (n <= 0 || static_cast<std::size_t>(n) > buffer.size() || from.nl_pid != 0) {
             return false;
         }
         auto remaining = static_cast<int>(n);
         for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, remaining);
              h = NLMSG_NEXT(h, remaining)) {
+            if (h->nlmsg_seq != sequence || (h->nlmsg_flags & NLM_F_DUMP_INTR) != 0) {
+                return false;
+            }
             if (h->nlmsg_type == NLMSG_DONE) {
                 return true;
             }

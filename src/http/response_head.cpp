@@ -235,6 +235,7 @@ bool parse_simple_response(std::string_view head, simple_response& out)
             has_length = true;
             break;
         case field::transfer_encoding:
+        case field::proxy_connection: // Beast reads it as Connection: its rules, then
             return false;
         case field::connection:
             if (!read_connection(value, close, keep_alive_token)) {

@@ -111,8 +111,10 @@ bool is_idempotent(beast::http::verb v)
 /// How a read on a connection the peer had already closed fails before any byte arrives.
 bool is_stale_close(const boost::system::error_code& ec)
 {
+    // A TLS backend that closes its socket without close_notify reads as a truncated stream.
     return ec == beast::http::error::end_of_stream || ec == net::error::eof ||
-           ec == net::error::connection_reset || ec == net::error::broken_pipe;
+           ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+           ec == net::ssl::error::stream_truncated;
 }
 
 bool is_quiet_close(const boost::system::error_code& ec)
@@ -452,9 +454,12 @@ read_response_head(Upstream& io, beast::flat_buffer& buffer, std::size_t limit)
         }
         const auto step = data.empty() ? upstream_first_read : head_read_size;
         auto [ec, n] = co_await io.async_read_some(buffer.prepare(std::min(step, limit - data.size())));
-        if (ec == net::error::eof) {
-            ec = data.empty() ? beast::http::error::end_of_stream
-                              : beast::http::error::partial_message;
+        // Whatever ends the read, part of a head received means a broken response, never a
+        // connection that was closed before it was used.
+        if (ec && !data.empty()) {
+            ec = beast::http::error::partial_message;
+        } else if (ec == net::error::eof) {
+            ec = beast::http::error::end_of_stream;
         }
         if (ec) {
             co_return std::tuple{ec, std::size_t{0}};
@@ -794,15 +799,16 @@ bool finish_response_body(const client_info& info, const exchange_record& rec,
 
 /**
  * What a failure to read a response head means. Sets `retry` and returns false when the
- * request may be sent again: a pooled connection the backend closed after it was taken (the
- * pool does not peek at one it released moments ago), nothing came back, and the request has
- * no body and an idempotent method. Otherwise fills `plan.detail` and returns true: the
+ * request may be sent again: a pooled connection the backend closed after the pool checked
+ * it, nothing came back (not even an interim response), and the request has no body and an
+ * idempotent method. Otherwise fills `plan.detail` and returns true: the
  * client gets a 502 or 504 page.
  */
 bool response_head_failed(boost::system::error_code failure, const upstream_connection& up,
-                          const request_traits& traits, request_plan& plan, bool& retry)
+                          const request_traits& traits, request_plan& plan, bool& retry,
+                          bool interim_received = false)
 {
-    if (up.reused && traits.replayable && is_stale_close(failure)) {
+    if (up.reused && traits.replayable && !interim_received && is_stale_close(failure)) {
         retry = true;
         return false;
     }
@@ -878,9 +884,16 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     const auto& route = *plan.route;
     const bool client_keep_alive = traits.keep_alive;
     const bool upgrade = traits.upgrade;
-    // Read the response head; 1xx interim responses other than 101 are not relayed.
+    // Read the response head; 1xx interim responses other than 101 are not relayed, and
+    // each one restarts the upstream deadline (a backend may send them as a heartbeat).
     std::optional<response_parser> response;
+    bool interim_received = false;
     for (;;) {
+        if (interim_received) {
+            if (cfg.timeouts.upstream.count() > 0) {
+                tcp_of(io).expires_after(cfg.timeouts.upstream);
+            }
+        }
         response.emplace();
         response->body_limit(boost::none);
         response->header_limit(static_cast<std::uint32_t>(response_header_limit));
@@ -890,13 +903,14 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         auto [rhec, rhn] = co_await beast::http::async_read_header(io, up.buffer,
                                                                   *response);
         if (rhec) {
-            if (response_head_failed(rhec, up, traits, plan, retry)) {
+            if (response_head_failed(rhec, up, traits, plan, retry, interim_received)) {
                 co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
             }
             co_return false;
         }
         const auto code = response->get().result_int();
         if (code >= 100 && code < 200 && code != 101) {
+            interim_received = true;
             continue;
         }
         break;

@@ -133,10 +133,11 @@ std::unique_ptr<upstream_connection> upstream_pool::take_idle(const config::back
     while (!list.empty()) {
         auto c = std::move(list.back());
         list.pop_back();
-        const auto idle = now - c->idle_since;
-        // The peek is a system call per request; under load every connection comes back
-        // within milliseconds, so it is spent only on connections that sat idle a while.
-        if (idle < timeouts_.idle && (idle < recent_release || is_still_open(c->stream))) {
+        // The peek costs a system call per request, and it is kept: besides a closed
+        // connection it catches bytes the backend sent unasked after a response (a body for a
+        // HEAD, more than Content-Length), which the next request would otherwise read as the
+        // start of its own response.
+        if (now - c->idle_since < timeouts_.idle && is_still_open(c->stream)) {
             c->reused = true;
             return c;
         }

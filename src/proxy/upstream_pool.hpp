@@ -47,15 +47,13 @@ public:
     upstream_pool(executor ex, const config::timeouts& timeouts);
 
     /**
-     * A pooled connection to `b` that the backend has not closed, or null. One released
-     * within the last `recent_release` is taken without asking the socket: a backend closing
-     * a connection it just answered on is rare, and a replayable request that meets such a
-     * connection is retried on a fresh one (see `exchange`).
+     * A pooled connection to `b` that the backend has neither closed nor sent anything on
+     * since its last response, or null. A backend can still close it between this check and
+     * the request; a replayable request is then retried on a fresh connection (see
+     * `exchange`).
      */
     std::unique_ptr<upstream_connection> take_idle(const config::backend& b,
                                                    bool skip_verify = false);
-
-    static constexpr std::chrono::milliseconds recent_release{250};
 
     /// Connects a new connection to `b` within `timeouts.connect` (TLS handshake included for
     /// https backends, verified unless `skip_verify`), bypassing the pool.

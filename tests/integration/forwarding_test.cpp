@@ -271,6 +271,43 @@ TEST(ForwardingTest, RequestWithBodyIsNotReplayedWhenPooledConnectionDies)
     EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "POST /once"}));
 }
 
+TEST(ForwardingTest, BytesABackendSendsUnaskedDoNotReachTheNextRequest)
+{
+    // A backend that answers HEAD with a body, sent after the head: a pooled connection that
+    // carries those bytes must not be reused, or the next request would read them as the
+    // start of its response.
+    std::atomic<bool> stray_sent{false};
+    origin backend([&stray_sent](origin_connection& c) {
+        for (;;) {
+            auto req = c.read_request();
+            if (!req) {
+                return;
+            }
+            if (req->method() == beast::http::verb::head) {
+                c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 36\r\n\r\n");
+                std::this_thread::sleep_for(std::chrono::milliseconds(30));
+                c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+                stray_sent = true;
+            } else {
+                c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("HEAD /h HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    beast::http::response_parser<beast::http::string_body> head_parser;
+    head_parser.skip(true);
+    beast::http::read(c.socket, c.buffer, head_parser);
+    EXPECT_EQ(head_parser.get().result_int(), 200);
+    ASSERT_TRUE(wait_until([&stray_sent] { return stray_sent.load(); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20)); // let the bytes arrive
+    auto res = c.get("app.localhost", "/next");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "ok");
+    EXPECT_EQ(backend.connections(), 2);
+}
+
 TEST(ForwardingTest, ExpectContinueIsAnsweredAndBodyForwarded)
 {
     origin backend;

@@ -59,7 +59,8 @@ struct simple_response {
 /**
  * Parses a complete response head (status line to the empty line, CRLFs included) into
  * `out` when its framing is unambiguous: HTTP/1.0 or 1.1, a status from 200 to 599 other
- * than 204 and 304, exactly one Content-Length of digits, no Transfer-Encoding, no obsolete
+ * than 204 and 304, exactly one Content-Length of digits, no Transfer-Encoding or
+ * Proxy-Connection, no obsolete
  * line folding, CRLF line ends, token field names and values free of control characters
  * other than HTAB, at most `simple_response::max_lines` fields. @return false for any other
  * head, which the caller then gives to the full parser (to be handled or refused there).

@@ -83,6 +83,7 @@ TEST(SimpleResponseTest, LeavesEverythingElseToTheFullParser)
         "HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 5\r\n\r\n",
         "HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 5\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close;x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nProxy-Connection: close\r\n\r\n",
         "HTTP/1.1 100 Continue\r\n\r\n",
         "HTTP/1.1 101 Switching Protocols\r\nContent-Length: 0\r\n\r\n",
         "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
