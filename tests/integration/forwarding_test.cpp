@@ -24,6 +24,16 @@ std::string route_to(unsigned short port, std::string_view host = "app.localhost
     return fmt::format("routes:\n  - host: {}\n    to: 127.0.0.1:{}\n{}", host, port, extra);
 }
 
+/// Sends `HEAD target` for app.localhost on `c` and reads the response, which has no body.
+response head_request(client& c, std::string_view target)
+{
+    c.write_raw(fmt::format("HEAD {} HTTP/1.1\r\nHost: app.localhost\r\n\r\n", target));
+    beast::http::response_parser<beast::http::string_body> parser;
+    parser.skip(true);
+    beast::http::read(c.socket, c.buffer, parser);
+    return parser.release();
+}
+
 TEST(ForwardingTest, GetReachesBackendWithForwardedHeaders)
 {
     origin backend;
@@ -201,11 +211,7 @@ TEST(ForwardingTest, BodilessResponsesKeepBothConnectionsUsable)
     });
     proxy_harness proxy(route_to(backend.port()));
     client c(proxy.port());
-    c.write_raw("HEAD /h HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
-    beast::http::response_parser<beast::http::string_body> head_parser;
-    head_parser.skip(true);
-    beast::http::read(c.socket, c.buffer, head_parser);
-    EXPECT_EQ(head_parser.get()[beast::http::field::content_length], "5");
+    EXPECT_EQ(head_request(c, "/h")[beast::http::field::content_length], "5");
     EXPECT_EQ(c.get("app.localhost", "/204").result_int(), 204);
     EXPECT_EQ(c.get("app.localhost", "/304").result_int(), 304);
     EXPECT_EQ(c.get("app.localhost", "/full").body(), "hello");
@@ -295,11 +301,7 @@ TEST(ForwardingTest, BytesABackendSendsUnaskedDoNotReachTheNextRequest)
     });
     proxy_harness proxy(route_to(backend.port()));
     client c(proxy.port());
-    c.write_raw("HEAD /h HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
-    beast::http::response_parser<beast::http::string_body> head_parser;
-    head_parser.skip(true);
-    beast::http::read(c.socket, c.buffer, head_parser);
-    EXPECT_EQ(head_parser.get().result_int(), 200);
+    EXPECT_EQ(head_request(c, "/h").result_int(), 200);
     ASSERT_TRUE(wait_until([&stray_sent] { return stray_sent.load(); }));
     std::this_thread::sleep_for(std::chrono::milliseconds(20)); // let the bytes arrive
     auto res = c.get("app.localhost", "/next");
