@@ -16,17 +16,20 @@ void append_version(std::string& out, unsigned version)
 void append_fields(std::string& out, const fields& f)
 {
     for (const auto& line : f) {
-        const auto name = line.name_string();
-        const auto value = line.value();
-        out.append(name.data(), name.size());
-        out += ": ";
-        out.append(value.data(), value.size());
-        out += "\r\n";
+        append_field(out, line.name_string(), line.value());
     }
     out += "\r\n";
 }
 
 } // namespace
+
+void append_field(std::string& out, std::string_view name, std::string_view value)
+{
+    out.append(name);
+    out += ": ";
+    out.append(value);
+    out += "\r\n";
+}
 
 void append_head(std::string& out, const request_head& req)
 {

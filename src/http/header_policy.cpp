@@ -326,20 +326,12 @@ private:
     bool has_via_ = false;
 };
 
-void append_line(std::string& out, std::string_view name, std::string_view value)
-{
-    out.append(name);
-    out += ": ";
-    out.append(value);
-    out += "\r\n";
-}
-
 /// Appends a field portico adds unless a route rule removes or sets it.
 void append_added(std::string& out, const field_filter& filter, std::string_view name,
                   std::string_view value)
 {
     if (!filter.is_ruled(name)) {
-        append_line(out, name, value);
+        append_field(out, name, value);
     }
 }
 
@@ -379,7 +371,7 @@ void append_rule_fields(std::string& out, const header_rule_view& rules,
             later = beast::iequals(name, rules.set[j].first);
         }
         if (!later) {
-            append_line(out, name, value);
+            append_field(out, name, value);
         }
     }
 }
@@ -413,10 +405,10 @@ void append_upstream_request(std::string& out, const request_head& req,
             is_forwarding_claim(line) || filter.drops(line)) {
             continue;
         }
-        append_line(out, line.name_string(), line.value());
+        append_field(out, line.name_string(), line.value());
     }
     if (filter.te_trailers()) {
-        append_line(out, "TE", "trailers");
+        append_field(out, "TE", "trailers");
     }
     if (!facts.client_ip.empty()) {
         append_added(out, filter, "X-Forwarded-For", facts.client_ip);
@@ -426,7 +418,7 @@ void append_upstream_request(std::string& out, const request_head& req,
         append_added(out, filter, "X-Forwarded-Host", facts.original_host);
     }
     append_joined_via(out, req, filter, req.version());
-    append_line(out, "Host", facts.upstream_host);
+    append_field(out, "Host", facts.upstream_host);
     append_rule_fields(out, route_rules, drop_expect ? "Expect" : "");
     out += "\r\n";
 }
@@ -444,10 +436,10 @@ void append_response(std::string& out, unsigned status, std::string_view reason,
         if (line.name() == field::via || filter.drops(line)) {
             continue;
         }
-        append_line(out, line.name_string(), line.value());
+        append_field(out, line.name_string(), line.value());
     }
     if (filter.te_trailers()) {
-        append_line(out, "TE", "trailers");
+        append_field(out, "TE", "trailers");
     }
     append_joined_via(out, res, filter, received_version);
     append_rule_fields(out, route_rules);

@@ -113,24 +113,14 @@ public:
     template <typename Token = default_token>
     auto async_wait_readable(Token&& token = default_token{})
     {
-        return net::async_initiate<Token, void(boost::system::error_code)>(
-            [](auto handler, const std::shared_ptr<state>& s) {
-                start(s);
-                s->socket.async_wait(net::socket_base::wait_read, guarded(std::move(handler), s));
-            },
-            token, s_);
+        return async_wait(net::socket_base::wait_read, std::forward<Token>(token));
     }
 
     /// Completes when the socket can take more bytes, without writing any.
     template <typename Token = default_token>
     auto async_wait_writable(Token&& token = default_token{})
     {
-        return net::async_initiate<Token, void(boost::system::error_code)>(
-            [](auto handler, const std::shared_ptr<state>& s) {
-                start(s);
-                s->socket.async_wait(net::socket_base::wait_write, guarded(std::move(handler), s));
-            },
-            token, s_);
+        return async_wait(net::socket_base::wait_write, std::forward<Token>(token));
     }
 
     template <typename Token = default_token>
@@ -145,6 +135,17 @@ public:
     }
 
 private:
+    template <typename Token>
+    auto async_wait(net::socket_base::wait_type what, Token&& token)
+    {
+        return net::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, const std::shared_ptr<state>& s, net::socket_base::wait_type w) {
+                start(s);
+                s->socket.async_wait(w, guarded(std::move(handler), s));
+            },
+            token, s_, what);
+    }
+
     using timer_type = net::steady_timer::rebind_executor<io_executor>::other;
 
     struct state {

@@ -49,8 +49,6 @@ constexpr std::size_t head_read_size = 16 * 1024;
 // browser request head in one read, small enough that idle connections cost little. A
 // larger head grows the buffer as it arrives.
 constexpr std::size_t idle_read_size = 2 * 1024;
-// The first read of a response head: enough for most heads with a small body.
-constexpr std::size_t upstream_first_read = 1024;
 // Body bytes moved per read/write step; bounds the memory an exchange holds.
 constexpr std::size_t body_chunk_size = 64 * 1024;
 // A body up to this size that arrived with its head is copied behind the head, so both leave
@@ -175,14 +173,6 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
         }
     };
     skip_empty_lines();
-    if (c.buffer.size() == 0 && c.buffer.capacity() > idle_read_size) {
-        // Nothing of the next request is here yet: drop what the previous one grew, so that an
-        // idle connection holds only `idle_read_size` below.
-        c.buffer.shrink_to_fit();
-    }
-    if (c.info.head.capacity() > idle_read_size) {
-        std::string().swap(c.info.head);
-    }
     bool started = c.buffer.size() > 0;
     // Set once the head has begun and a read is needed: most heads arrive in one read, and
     // their clock read would be wasted.
@@ -438,8 +428,7 @@ template <typename Upstream>
 task<std::tuple<boost::system::error_code, std::size_t>>
 read_response_head(Upstream& io, beast::flat_buffer& buffer, std::size_t limit)
 {
-    // The first read asks for little: most heads (and small bodies with them) fit, and a
-    // pooled connection keeps this buffer while it waits.
+    // The first read asks for little: a pooled connection keeps this buffer while it waits.
     std::size_t scanned = 0;
     for (;;) {
         const auto data = std::string_view(static_cast<const char*>(buffer.data().data()),
@@ -452,7 +441,7 @@ read_response_head(Upstream& io, beast::flat_buffer& buffer, std::size_t limit)
         if (data.size() >= limit) {
             co_return std::tuple{boost::system::error_code{}, std::size_t{0}};
         }
-        const auto step = data.empty() ? upstream_first_read : head_read_size;
+        const auto step = data.empty() ? upstream_connection::first_read_size : head_read_size;
         auto [ec, n] = co_await io.async_read_some(buffer.prepare(std::min(step, limit - data.size())));
         // Whatever ends the read, part of a head received means a broken response, never a
         // connection that was closed before it was used.
@@ -1465,22 +1454,26 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
 template <typename Stream>
 task<void> serve_requests(connection<Stream> c)
 {
-    bool first = true;
     std::uint64_t served = 0;
     for (;;) {
-        if constexpr (std::is_same_v<Stream, tcp_stream>) {
-            // Between requests a plain connection waits here, so that the frames of
-            // serve_request and read_head are not held while it is idle. (Over TLS, bytes may
-            // already sit inside the TLS stream, which a wait on the socket would not see.)
-            // After its first request a connection holds no buffer while it waits: browsers
-            // open connections they then leave idle. A connection that has come back for a
-            // second request is in use: it keeps a small buffer and waits in a read, which
-            // costs no system call, where a readiness wait costs Asio an epoll_ctl each time.
-            // Buffers are released only when a request grew them.
-            if (!first && c.buffer.size() == 0) {
-                if (c.info.head.capacity() > idle_read_size) {
-                    std::string().swap(c.info.head);
-                }
+        if (served > 0 && c.buffer.size() == 0) {
+            // Nothing of the next request is here yet: drop what the previous one grew, so
+            // that an idle connection holds at most `idle_read_size`.
+            if (c.info.head.capacity() > idle_read_size) {
+                std::string().swap(c.info.head);
+            }
+            if (c.buffer.capacity() > idle_read_size) {
+                c.buffer.shrink_to_fit();
+            }
+            if constexpr (std::is_same_v<Stream, tcp_stream>) {
+                // A plain connection waits here, so that the frames of serve_request and
+                // read_head are not held while it is idle. (Over TLS, bytes may already sit
+                // inside the TLS stream, which a wait on the socket would not see: read_head
+                // waits there.) After its first request a connection holds no buffer while it
+                // waits: browsers open connections they then leave idle. One that has come
+                // back for a second request is in use: it keeps a small buffer and waits in a
+                // read, which costs no system call, where a readiness wait costs Asio an
+                // epoll_ctl each time.
                 tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
                 if (served == 1) {
                     c.buffer.shrink_to_fit();
@@ -1489,9 +1482,6 @@ task<void> serve_requests(connection<Stream> c)
                         co_return;
                     }
                 } else {
-                    if (c.buffer.capacity() > idle_read_size) {
-                        c.buffer.shrink_to_fit();
-                    }
                     auto [ec, n] =
                         co_await c.stream.async_read_some(c.buffer.prepare(idle_read_size));
                     if (ec) {
@@ -1501,8 +1491,7 @@ task<void> serve_requests(connection<Stream> c)
                 }
             }
         }
-        const bool again = co_await serve_request(c, first);
-        first = false;
+        const bool again = co_await serve_request(c, served == 0);
         ++served;
         if (!again || c.w.is_draining()) {
             co_return;

@@ -266,7 +266,7 @@ void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_c
         return;
     }
     c->buffer.clear();
-    if (c->buffer.capacity() > 1024) {
+    if (c->buffer.capacity() > upstream_connection::first_read_size) {
         // A large response head grew it; an idle connection keeps only the first read's size.
         c->buffer.shrink_to_fit();
     }

@@ -18,6 +18,10 @@ namespace portico::proxy {
 
 /// One connection to a backend, with the bytes read from it but not yet parsed.
 struct upstream_connection {
+    /// The first read of a response head, and what `buffer` keeps while the connection is
+    /// pooled: enough for most heads with a small body.
+    static constexpr std::size_t first_read_size = 1024;
+
     explicit upstream_connection(const executor& ex) : stream(ex) {}
 
     upstream_stream stream;

@@ -16,6 +16,9 @@ namespace portico::http {
 /// Appends `req` as a request line and its fields, ending with the empty line.
 void append_head(std::string& out, const request_head& req);
 
+/// Appends one field line, "name: value\r\n".
+void append_field(std::string& out, std::string_view name, std::string_view value);
+
 /// Appends a status line, e.g. "HTTP/1.1 200 OK\r\n"; `version` is 10 or 11.
 void append_status_line(std::string& out, unsigned version, unsigned code,
                         std::string_view reason);
