@@ -224,6 +224,12 @@ TEST(ForwardingTest, BodilessResponsesKeepBothConnectionsUsable)
  * every request. `seen` lists "METHOD TARGET" for every request read, on any connection.
  */
 struct dropping_backend {
+    /// `last_words`: what the first connection sends about the second request before closing.
+    explicit dropping_backend(std::string last_words = {}) : last_words_(std::move(last_words))
+    {
+    }
+
+    std::string last_words_;
     std::mutex mutex;
     std::vector<std::string> seen;
     std::atomic<int> accepted{0};
@@ -240,6 +246,9 @@ struct dropping_backend {
                                std::string(req->target()));
             }
             if (first_connection && n == 1) {
+                if (!last_words_.empty()) {
+                    c.write_raw(last_words_);
+                }
                 return;
             }
             c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -263,6 +272,42 @@ TEST(ForwardingTest, IdempotentRequestIsRetriedWhenPooledConnectionDies)
     EXPECT_EQ(res.body(), "ok");
     EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "GET /2", "GET /2"}));
     EXPECT_EQ(backend.server.connections(), 2);
+}
+
+TEST(ForwardingTest, RequestIsNotReplayedOnceAnyResponseCameBack)
+{
+    // Part of a head, or an interim response, means the backend had the request: the
+    // client gets 502 and the backend does not see it again.
+    for (const std::string words : {"HTTP/1.1 200 OK\r\nContent-",
+                                    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"}) {
+        dropping_backend backend(words);
+        proxy_harness proxy(route_to(backend.server.port()));
+        client c(proxy.port());
+        EXPECT_EQ(c.get("app.localhost", "/1").result_int(), 200);
+        EXPECT_EQ(c.get("app.localhost", "/2").result_int(), 502) << words;
+        EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "GET /2"})) << words;
+    }
+}
+
+TEST(ForwardingTest, EachInterimResponseRestartsTheUpstreamTimeout)
+{
+    // 102 Processing as a heartbeat: four of them 150 ms apart outlast a 400 ms upstream
+    // timeout that each one restarts.
+    origin backend([](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        for (int i = 0; i < 4; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(150));
+            c.write_raw("HTTP/1.1 102 Processing\r\n\r\n");
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+    });
+    proxy_harness proxy("timeouts: { upstream: 400ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    auto res = c.get("app.localhost", "/slow");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "done");
 }
 
 TEST(ForwardingTest, RequestWithBodyIsNotReplayedWhenPooledConnectionDies)
