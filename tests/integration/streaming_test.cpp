@@ -172,6 +172,31 @@ TEST(StreamingTest, BackendClosingWithoutResponseGets502)
     EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol");
 }
 
+TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
+{
+    // Heads the in-place reader refuses go to Beast's parser, which refuses them too: the
+    // client gets portico's page, never the backend's bytes.
+    for (const std::string head : {
+             "NOT-HTTP 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+             "HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\nhello",
+             "HTTP/1.1 200 OK\r\nNo colon here\r\nContent-Length: 5\r\n\r\nhello",
+             "HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nhello",
+         }) {
+        origin backend([&head](origin_connection& c) {
+            if (c.read_request()) {
+                c.write_raw(head);
+            }
+        });
+        proxy_harness proxy(route_to(backend.port()));
+        client c(proxy.port());
+        auto res = c.get("app.localhost", "/");
+        EXPECT_EQ(res.result_int(), 502) << head;
+        EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << head;
+        EXPECT_EQ(res.body().find("hello"), std::string::npos) << head;
+    }
+}
+
 TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
 {
     origin backend([](origin_connection& c) {
