@@ -111,7 +111,7 @@ task<bool> try_connect(const typename Protocol::endpoint& ep, std::chrono::milli
     typename Protocol::socket::template rebind_executor<executor>::other socket(ex);
     steady_timer timer(ex);
     timer.expires_after(timeout);
-    auto outcome = co_await (socket.async_connect(ep) || timer.async_wait());
+    auto outcome = co_await (socket.async_connect(ep, as_task) || timer.async_wait(as_task));
     if (outcome.index() != 0) {
         co_return false;
     }

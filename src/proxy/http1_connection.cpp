@@ -139,7 +139,7 @@ read_some_before(connection<Stream>& c, net::mutable_buffer into, clock::time_po
 {
     steady_timer timer(tcp_of(c.stream).get_executor());
     timer.expires_at(deadline);
-    auto outcome = co_await (c.stream.async_read_some(into) || timer.async_wait());
+    auto outcome = co_await (c.stream.async_read_some(into, as_task) || timer.async_wait(as_task));
     if (outcome.index() == 0) {
         co_return std::get<0>(outcome);
     }

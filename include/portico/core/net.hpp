@@ -1,7 +1,7 @@
 #pragma once
 
 // Namespace aliases and the I/O object types every data-plane module uses. Each stream,
-// acceptor and timer completes with `as_tuple(use_awaitable)` by default, so coroutine code
+// acceptor and timer completes with `as_tuple(deferred)` by default, so coroutine code
 // reads `auto [ec, n] = co_await stream.async_read_some(buf);` and handles `ec` explicitly.
 
 #include <boost/asio/as_tuple.hpp>
@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace boost::beast {}
@@ -32,8 +33,16 @@ using unix_protocol = net::local::stream_protocol;
  */
 using io_executor = net::io_context::executor_type;
 
-/// Completion token used by default on every portico I/O object.
-using default_token = net::as_tuple_t<net::use_awaitable_t<io_executor>>;
+/**
+ * Completion token used by default on every portico I/O object. A coroutine that awaits a
+ * deferred operation starts it directly; `use_awaitable` would first wrap it in a coroutine
+ * frame of its own, allocated, resumed and freed for every read and write, and held for as
+ * long as the operation waits (an idle connection's wait).
+ */
+using default_token = net::as_tuple_t<net::deferred_t>;
+
+/// Token for operations combined with `||` or `&&`, which take awaitables.
+inline constexpr auto as_task = net::as_tuple(net::use_awaitable_t<io_executor>{});
 
 /// Executor whose operations default to `default_token`.
 using executor = default_token::executor_with_default<io_executor>;
