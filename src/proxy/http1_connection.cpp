@@ -16,6 +16,7 @@
 #include "portico/tls/certificates.hpp"
 #include "portico/tls/client_hello.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
@@ -45,6 +46,11 @@ using clock = std::chrono::steady_clock;
 
 // Bytes asked of the socket per read while a head is incomplete.
 constexpr std::size_t head_read_size = 16 * 1024;
+// The first read of a connection: enough for a typical request head, or for a ClientHello
+// with a post-quantum key share (about 2 KB), in one read. Larger ones go on in
+// `head_read_size` steps. Kept small because every connection being opened holds it, and a
+// burst of new connections would otherwise leave the heap grown by 16 KiB each.
+constexpr std::size_t opening_read_size = 4 * 1024;
 // Buffer held while a keep-alive connection waits for its next request: enough for a typical
 // browser request head in one read, small enough that idle connections cost little. A
 // larger head grows the buffer as it arrives.
@@ -82,19 +88,42 @@ struct connection {
     worker& w;
 };
 
+/**
+ * What a client connection owns, registered with its worker for as long as it lives. It is
+ * on the heap rather than in a coroutine frame so that a connection waiting for its next
+ * request can be parked with no frame at all (see `park`).
+ */
+struct client_connection {
+    client_connection(worker& w, tcp_socket socket, const tcp::endpoint& remote,
+                      const tcp::endpoint& local, std::uint64_t id)
+        : tcp(std::move(socket)),
+          info{w,
+               id,
+               endpoint_text(remote),
+               address_text(remote.address()),
+               std::to_string(local.port()),
+               false,
+               false,
+               local.address().is_loopback(),
+               w.register_connection(tcp),
+               {}}
+    {
+    }
+    client_connection(const client_connection&) = delete;
+    client_connection& operator=(const client_connection&) = delete;
+    ~client_connection() { info.w.unregister_connection(info.entry); }
+
+    tcp_stream tcp;
+    client_info info;
+    beast::flat_buffer buffer; ///< bytes read from the client, not yet consumed
+};
+
 /// The TCP stream under a (possibly TLS) stream, which carries the deadlines.
 template <typename Stream>
 auto& tcp_of(Stream& s)
 {
     return beast::get_lowest_layer(s);
 }
-
-/// Unregisters a connection however its coroutine ends.
-struct registration {
-    client_info& info;
-    ~registration() { info.w.unregister_connection(info.entry); }
-};
-
 
 std::string_view proto_name(unsigned version) { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
 
@@ -1450,51 +1479,51 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
 }
 
 
-/// Serves requests on one connection (plain or TLS) until it should close.
+/**
+ * Serves requests on one connection (plain or TLS), `served` of them already, until it should
+ * close; or, for a plain connection that has just served its first request, until it should
+ * wait for a second: then it returns true and the caller parks it (see `park`).
+ */
 template <typename Stream>
-task<void> serve_requests(connection<Stream> c)
+task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
 {
-    std::uint64_t served = 0;
     for (;;) {
-        if (served > 0 && c.buffer.size() == 0) {
-            // Nothing of the next request is here yet: drop what the previous one grew, so
-            // that an idle connection holds at most `idle_read_size`.
-            if (c.info.head.capacity() > idle_read_size) {
-                std::string().swap(c.info.head);
-            }
-            if (c.buffer.capacity() > idle_read_size) {
-                c.buffer.shrink_to_fit();
-            }
-            if constexpr (std::is_same_v<Stream, tcp_stream>) {
-                // A plain connection waits here, so that the frames of serve_request and
-                // read_head are not held while it is idle. (Over TLS, bytes may already sit
-                // inside the TLS stream, which a wait on the socket would not see: read_head
-                // waits there.) After its first request a connection holds no buffer while it
-                // waits: browsers open connections they then leave idle. One that has come
-                // back for a second request is in use: it keeps a small buffer and waits in a
-                // read, which costs no system call, where a readiness wait costs Asio an
-                // epoll_ctl each time.
-                tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
-                if (served == 1) {
-                    c.buffer.shrink_to_fit();
-                    auto [ec] = co_await tcp_of(c.stream).async_wait_readable();
-                    if (ec) {
-                        co_return;
-                    }
-                } else {
-                    auto [ec, n] =
-                        co_await c.stream.async_read_some(c.buffer.prepare(idle_read_size));
-                    if (ec) {
-                        co_return;
-                    }
-                    c.buffer.commit(n);
-                }
-            }
-        }
         const bool again = co_await serve_request(c, served == 0);
         ++served;
         if (!again || c.w.is_draining()) {
-            co_return;
+            co_return false;
+        }
+        if (c.buffer.size() > 0) {
+            continue; // the next request is here already (pipelined)
+        }
+        // Drop what this request grew, so that a waiting connection holds at most
+        // `idle_read_size`.
+        if (c.info.head.capacity() > idle_read_size) {
+            std::string().swap(c.info.head);
+        }
+        if (c.buffer.capacity() > idle_read_size) {
+            c.buffer.shrink_to_fit();
+        }
+        if constexpr (std::is_same_v<Stream, tcp_stream>) {
+            // A plain connection waits here, so that the frames of serve_request and
+            // read_head are not held while it is idle. (Over TLS, bytes may already sit inside
+            // the TLS stream, which a wait on the socket would not see: read_head waits
+            // there.) After its first request a connection waits parked, holding no frame
+            // and no buffer: browsers open connections they then leave idle. One that has
+            // come back for a second request is in use: it keeps a small buffer and waits in
+            // a read, which costs no system call, where a readiness wait costs Asio an
+            // epoll_ctl each time.
+            if (served == 1) {
+                std::string().swap(c.info.head);
+                c.buffer.shrink_to_fit();
+                co_return true;
+            }
+            tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
+            auto [ec, n] = co_await c.stream.async_read_some(c.buffer.prepare(idle_read_size));
+            if (ec) {
+                co_return false;
+            }
+            c.buffer.commit(n);
         }
     }
 }
@@ -1514,7 +1543,8 @@ task<std::pair<opening, tls::hello_result>> read_opening(client_info& info, tcp_
     tcp.expires_after(cfg.timeouts.header);
     tls::hello_result hello;
     for (;;) {
-        auto [ec, n] = co_await tcp.async_read_some(buffer.prepare(head_read_size));
+        const auto step = buffer.size() == 0 ? opening_read_size : head_read_size;
+        auto [ec, n] = co_await tcp.async_read_some(buffer.prepare(step));
         if (ec) {
             co_return std::pair{opening::closed, hello};
         }
@@ -1582,10 +1612,42 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
                     {"client", info.client}, {"sni", hello.server_name}, {"error", hec.message()});
         co_return;
     }
-    co_await serve_requests(connection<tls_server_stream<tcp_stream>>{info, tls_stream, buffer, w});
+    co_await serve_requests(connection<tls_server_stream<tcp_stream>>{info, tls_stream, buffer, w},
+                            0);
     // close_notify, bounded: a client that already left must not hold the coroutine.
     tcp.expires_after(lingering_close_time);
     co_await tls_stream.async_shutdown();
+}
+
+task<void> serve_parked(std::unique_ptr<client_connection> owned);
+
+/**
+ * Waits, with no coroutine frame, for a plain connection's next request; `timeouts.idle`
+ * bounds the wait. A connection that closes, times out or is shut down meanwhile is
+ * destroyed with the handler.
+ */
+void park(std::unique_ptr<client_connection> owned)
+{
+    auto& tcp = owned->tcp;
+    tcp.expires_after(owned->info.w.state()->cfg.timeouts.idle);
+    tcp.async_wait_readable([owned = std::move(owned)](boost::system::error_code ec) mutable {
+        if (ec) {
+            return;
+        }
+        auto& w = owned->info.w;
+        const auto id = owned->info.id;
+        net::co_spawn(w.context(), serve_parked(std::move(owned)), connection_done{id});
+    });
+}
+
+/// Serves a parked connection whose next request has begun to arrive.
+task<void> serve_parked(std::unique_ptr<client_connection> owned)
+{
+    auto& conn = *owned;
+    if (co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, conn.info.w},
+                                1)) {
+        park(std::move(owned));
+    }
 }
 
 } // namespace
@@ -1595,22 +1657,20 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
 {
     boost::system::error_code ec;
     socket.set_option(tcp::no_delay(true), ec);
-    client_info info{w,     id,    endpoint_text(remote), address_text(remote.address()),
-                     std::to_string(local.port()), false, false, local.address().is_loopback(),
-                     {}, {}};
-    tcp_stream tcp(std::move(socket));
-    beast::flat_buffer buffer;
-    info.entry = w.register_connection(tcp);
-    registration guard{info};
-    PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", info.client});
+    auto owned = std::make_unique<client_connection>(w, std::move(socket), remote, local, id);
+    auto& conn = *owned;
+    PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", conn.info.client});
 
-    auto opened = co_await read_opening(info, tcp, buffer);
+    auto opened = co_await read_opening(conn.info, conn.tcp, conn.buffer);
     if (opened.first == opening::closed) {
         co_return;
     }
     if (opened.first == opening::plain) {
-        info.tls_required = mode == config::tls_mode::only;
-        co_await serve_requests(connection<tcp_stream>{info, tcp, buffer, w});
+        conn.info.tls_required = mode == config::tls_mode::only;
+        if (co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, w},
+                                    0)) {
+            park(std::move(owned));
+        }
         co_return;
     }
     if (mode == config::tls_mode::off) {
@@ -1619,10 +1679,10 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     }
     if (opened.second.status == tls::hello_status::malformed) {
         PORTICO_LOG(log::level::warn, "malformed_client_hello", {"conn", id},
-                    {"client", info.client});
+                    {"client", conn.info.client});
         co_return;
     }
-    co_await serve_tls(info, tcp, buffer, std::move(opened.second));
+    co_await serve_tls(conn.info, conn.tcp, conn.buffer, std::move(opened.second));
 }
 
 } // namespace portico::proxy

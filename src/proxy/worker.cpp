@@ -97,20 +97,22 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
         }
         net::co_spawn(context_,
                       serve_connection(*this, std::move(socket), remote, local, id, l.mode),
-                      [id](std::exception_ptr e) {
-                          if (!e) {
-                              return;
-                          }
-                          try {
-                              std::rethrow_exception(e);
-                          } catch (const std::exception& ex) {
-                              PORTICO_LOG(log::level::error, "connection_exception",
-                                          {"conn", id}, {"what", ex.what()});
-                          }
-                      });
+                      connection_done{id});
     }
     if (l.removed && !draining_) {
         acceptors_.erase(it);
+    }
+}
+
+void connection_done::operator()(std::exception_ptr e) const
+{
+    if (!e) {
+        return;
+    }
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        PORTICO_LOG(log::level::error, "connection_exception", {"conn", id}, {"what", ex.what()});
     }
 }
 

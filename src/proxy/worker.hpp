@@ -10,6 +10,7 @@
 #include "portico/tls/certificates.hpp"
 
 #include <cstdint>
+#include <exception>
 #include <list>
 #include <memory>
 #include <vector>
@@ -149,6 +150,12 @@ private:
     bool draining_ = false;
     bool past_deadline_ = false;
     steady_timer shutdown_timer_;
+};
+
+/// Completes a connection's coroutine: logs an exception that escaped it.
+struct connection_done {
+    std::uint64_t id;
+    void operator()(std::exception_ptr e) const;
 };
 
 /// Serves one accepted client connection, from `remote` to `local`, until it closes.

@@ -79,6 +79,31 @@ TEST(ForwardingTest, PipelinedRequestsAnsweredInOrder)
     }
 }
 
+TEST(ForwardingTest, ConnectionWaitingAfterItsFirstRequestServesWhatComesNext)
+{
+    // After its first request a connection waits with no coroutine and no buffer; what
+    // arrives then (pipelined requests, a head that stalls) is served as on a fresh one.
+    origin backend;
+    proxy_harness proxy("timeouts: { header: 300ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/first").result_int(), 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c.write_raw("GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+                "GET /3 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    for (int i = 2; i <= 3; ++i) {
+        auto res = c.read_response();
+        EXPECT_EQ(res.body(), fmt::format("GET /{} host=app.localhost body=0", i));
+    }
+    client stalled(proxy.port());
+    EXPECT_EQ(stalled.get("app.localhost", "/first").result_int(), 200);
+    stalled.write_raw("GET /late HTTP/1.1\r\nHost: app.loc");
+    const auto res = stalled.read_response();
+    EXPECT_EQ(res.result_int(), 408);
+    EXPECT_EQ(res["X-Portico-Error"], "header_timeout");
+    EXPECT_TRUE(stalled.is_closed_by_peer());
+    EXPECT_EQ(backend.seen().size(), 4U);
+}
+
 TEST(ForwardingTest, Http10RequestGetsClosedResponse)
 {
     origin backend;
@@ -179,8 +204,8 @@ TEST(ForwardingTest, IdleKeepAliveConnectionIsClosedAfterIdleTimeout)
     EXPECT_TRUE(c.is_closed_by_peer());
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
 
-    // A connection that came back for more waits differently (in a read, with a buffer):
-    // the same deadline closes it.
+    // A connection that came back for more waits differently (in a read, with a buffer,
+    // rather than parked): the same deadline closes it.
     client reused(proxy.port());
     EXPECT_EQ(reused.get("app.localhost", "/1").result_int(), 200);
     EXPECT_EQ(reused.get("app.localhost", "/2").result_int(), 200);

@@ -297,8 +297,9 @@ TEST(ShutdownTest, InFlightRequestFinishesThenRunReturns)
 
 TEST(ShutdownTest, IdleConnectionsAreClosedAtOnceWhateverTheyServed)
 {
-    // Connections wait differently after one request (a readiness wait) and after more (a
-    // read): shutdown must close both at once instead of waiting out `timeouts.shutdown`.
+    // Connections wait differently after one request (parked, with no coroutine) and after
+    // more (in a read): shutdown must close both at once instead of waiting out
+    // `timeouts.shutdown`.
     origin backend;
     proxy_harness proxy("timeouts: { shutdown: 30s }\n" + route_to(backend.port()));
     client once(proxy.port());
