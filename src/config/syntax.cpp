@@ -608,16 +608,24 @@ checked<std::string> read_small_file(const fs::path& file)
     if (!stream) {
         return result::failure(fmt::format("cannot be read ({})", errno_text(errno)));
     }
-    // Read one byte past the limit so a file that grew since the size check is still caught.
-    std::string text(max_file_bytes + 1, '\0');
-    const auto count = std::fread(text.data(), 1, text.size(), stream.get());
+    // Read in steps rather than into a buffer of the limit's size, which would be zeroed (and
+    // its pages touched) for a file of a few hundred bytes; read past the limit so that a
+    // file that grew since the size check is still caught.
+    std::string text;
+    std::array<char, 16 * 1024> chunk{};
+    for (;;) {
+        const auto count = std::fread(chunk.data(), 1, chunk.size(), stream.get());
+        text.append(chunk.data(), count);
+        if (text.size() > max_file_bytes) {
+            return result::failure(too_large_message(text.size()));
+        }
+        if (count < chunk.size()) {
+            break;
+        }
+    }
     if (std::ferror(stream.get()) != 0) {
         return result::failure(fmt::format("cannot be read ({})", errno_text(errno)));
     }
-    if (count > max_file_bytes) {
-        return result::failure(too_large_message(count));
-    }
-    text.resize(count);
     return result::success(std::move(text));
 }
 
