@@ -1655,8 +1655,6 @@ task<void> serve_parked(std::unique_ptr<client_connection> owned)
 task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
                             tcp::endpoint local, std::uint64_t id, config::tls_mode mode)
 {
-    boost::system::error_code ec;
-    socket.set_option(tcp::no_delay(true), ec);
     auto owned = std::make_unique<client_connection>(w, std::move(socket), remote, local, id);
     auto& conn = *owned;
     PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", conn.info.client});

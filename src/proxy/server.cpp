@@ -117,6 +117,11 @@ struct server::impl {
                     acceptor.set_option(net::socket_base::reuse_address(true), ec);
                 }
                 if (!ec) {
+                    // Linux copies TCP_NODELAY to every accepted socket: one system call per
+                    // listener instead of one per connection.
+                    acceptor.set_option(tcp::no_delay(true), ec);
+                }
+                if (!ec) {
                     const int one = 1;
                     if (::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one,
                                      sizeof(one)) != 0) {

@@ -5,9 +5,35 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <tuple>
 #include <exception>
 
 namespace portico::proxy {
+namespace {
+
+/**
+ * Reaches the state flags Asio keeps for a socket, to describe one that `accept4` returned:
+ * non-blocking already, and the only descriptor of its socket. Asio assumes neither for an
+ * adopted descriptor, and would spend an `ioctl(FIONBIO)` before the first operation and an
+ * `epoll_ctl(EPOLL_CTL_DEL)` before closing (closing the only descriptor removes it from the
+ * epoll set anyway): two of the dozen system calls a connection costs.
+ */
+struct accepted_socket_access : tcp_socket {
+    static void mark_fresh_non_blocking(tcp_socket& s)
+    {
+        auto& state = (s.*(&accepted_socket_access::impl_)).get_implementation().state_;
+        state = static_cast<net::detail::socket_ops::state_type>(
+            (state | net::detail::socket_ops::internal_non_blocking) &
+            ~net::detail::socket_ops::possible_dup);
+    }
+};
+
+} // namespace
 
 worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
                admin::worker_stats& stats, admin::observatory& observatory)
@@ -75,20 +101,55 @@ void worker::start()
 task<void> worker::accept_loop(std::list<listening>::iterator it)
 {
     auto& l = *it;
+    const int listen_fd = l.acceptor.native_handle();
+    const auto protocol = l.local.protocol();
+    steady_timer pause(get_executor());
+    boost::system::error_code mode_ec;
+    l.acceptor.non_blocking(true, mode_ec); // accept4 below must not block the worker
+    if (mode_ec) {
+        PORTICO_LOG(log::level::error, "accept_failed", {"error", mode_ec.message()});
+        co_return;
+    }
     while (!draining_ && !l.removed) {
-        // The peer's address comes with the accept, and the local one is the listener's
-        // unless it is a wildcard: no getpeername/getsockname per connection.
+        // Take every pending connection with accept4: born non-blocking, with the peer's
+        // address, and (unless the listener is a wildcard) the listener's local address: no
+        // getpeername/getsockname/ioctl per connection. Then wait for the next one; taking
+        // them first also covers connections that were pending before this loop started.
         tcp::endpoint remote;
-        auto [ec, socket] = co_await l.acceptor.async_accept(remote);
-        if (ec) {
-            if (ec == net::error::operation_aborted || draining_ || l.removed) {
-                break;
+        socklen_t length = static_cast<socklen_t>(remote.capacity());
+        const int fd = ::accept4(listen_fd, remote.data(), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            const int error = errno;
+            if (error == EINTR || error == ECONNABORTED || error == EPROTO) {
+                continue; // that connection is gone; others may be pending
             }
-            // EMFILE and friends: log and go on; the next accept may succeed once
-            // connections close.
+            boost::system::error_code ec;
+            if (error == EAGAIN || error == EWOULDBLOCK) {
+                // None left. The wait starts before this coroutine yields, so a connection
+                // arriving from now on is seen as a new edge by the reactor.
+                std::tie(ec) = co_await l.acceptor.async_wait(tcp::acceptor::wait_read);
+                if (!ec || ec == net::error::operation_aborted) {
+                    continue;
+                }
+            } else {
+                ec.assign(error, boost::system::system_category());
+            }
+            // EMFILE and friends: pending connections stay queued; retry once some close.
+            PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
+            pause.expires_after(std::chrono::milliseconds(100));
+            co_await pause.async_wait();
+            continue;
+        }
+        remote.resize(length);
+        boost::system::error_code ec;
+        tcp_socket socket(get_executor());
+        socket.assign(protocol, fd, ec);
+        if (ec) {
+            ::close(fd);
             PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
             continue;
         }
+        accepted_socket_access::mark_fresh_non_blocking(socket);
         const std::uint64_t id = (std::uint64_t{index_} << 48) | next_connection_id_++;
         tcp::endpoint local = l.local;
         if (l.wildcard) {

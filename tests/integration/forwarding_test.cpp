@@ -11,7 +11,14 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -63,6 +70,44 @@ TEST(ForwardingTest, KeepAliveReusesBothSides)
         EXPECT_EQ(res.body(), fmt::format("GET /n/{} host=app.localhost body=0", i));
     }
     EXPECT_EQ(backend.connections(), 1);
+}
+
+/// The proxy's end of the client connection whose local port is `client_port` (the proxy
+/// runs in this process), found among this process's descriptors; -1 if none.
+int proxy_side_of(unsigned short proxy_port, unsigned short client_port)
+{
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        const int fd = std::atoi(entry.path().filename().c_str());
+        sockaddr_in local{};
+        sockaddr_in peer{};
+        socklen_t local_length = sizeof(local);
+        socklen_t peer_length = sizeof(peer);
+        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) == 0 &&
+            ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) == 0 &&
+            local.sin_family == AF_INET && ntohs(local.sin_port) == proxy_port &&
+            ntohs(peer.sin_port) == client_port) {
+            return fd;
+        }
+    }
+    return -1;
+}
+
+TEST(ForwardingTest, AcceptedConnectionsAreNonBlockingWithNagleOff)
+{
+    // Connections are taken with accept4 and inherit TCP_NODELAY from the listener, with no
+    // system call of their own for either: both must hold all the same.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    const int fd = proxy_side_of(proxy.port(), c.socket.local_endpoint().port());
+    ASSERT_GE(fd, 0);
+    int no_delay = 0;
+    socklen_t length = sizeof(no_delay);
+    ASSERT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &no_delay, &length), 0);
+    EXPECT_EQ(no_delay, 1);
+    EXPECT_NE(::fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    EXPECT_NE(::fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
 }
 
 TEST(ForwardingTest, PipelinedRequestsAnsweredInOrder)
