@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -159,6 +160,9 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
         net::co_spawn(context_,
                       serve_connection(*this, std::move(socket), remote, local, id, l.mode),
                       connection_done{id});
+        // Let the work this connection started run before taking the next one: a backlog
+        // taken in one go would have every new connection's request in flight at once.
+        co_await net::post(get_executor(), net::deferred);
     }
     if (l.removed && !draining_) {
         acceptors_.erase(it);
