@@ -612,7 +612,7 @@ checked<std::string> read_small_file(const fs::path& file)
     // its pages touched) for a file of a few hundred bytes; read past the limit so that a
     // file that grew since the size check is still caught.
     std::string text;
-    std::array<char, 16 * 1024> chunk{};
+    std::array<char, 16 * 1024> chunk; // filled by fread; not zeroed
     for (;;) {
         const auto count = std::fread(chunk.data(), 1, chunk.size(), stream.get());
         text.append(chunk.data(), count);

@@ -1467,14 +1467,12 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     }
     if (plan.admin) {
         const bool again = co_await serve_admin(c, parser, plan, rec, json, *state);
-        c.info.entry->idle = true;
         co_return again && !c.w.is_draining();
     }
     if (plan.route->redirect_https && !c.info.tls) {
         co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
     }
     const bool again = co_await forward(c, parser, plan, rec, json);
-    c.info.entry->idle = true;
     co_return again && !c.w.is_draining();
 }
 
@@ -1493,6 +1491,8 @@ task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
         if (!again || c.w.is_draining()) {
             co_return false;
         }
+        // Between requests, however the last one ended: shutdown may close it at once.
+        c.info.entry->idle = true;
         if (c.buffer.size() > 0) {
             continue; // the next request is here already (pipelined)
         }
@@ -1574,6 +1574,7 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
     }
     auto& up = *acquired.connection;
     info.entry->upstream = &up.stream;
+    info.entry->idle = false; // a live tunnel gets the shutdown grace period, as WebSockets do
     tunnel_count counted(info.w.stats());
     const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer);
     info.entry->upstream = nullptr;
@@ -1640,14 +1641,13 @@ void park(std::unique_ptr<client_connection> owned)
     });
 }
 
-/// Serves a parked connection whose next request has begun to arrive.
+/// Serves a parked connection whose second request has begun to arrive; from then on the
+/// connection waits in its coroutine (see `serve_requests`).
 task<void> serve_parked(std::unique_ptr<client_connection> owned)
 {
     auto& conn = *owned;
-    if (co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, conn.info.w},
-                                1)) {
-        park(std::move(owned));
-    }
+    co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, conn.info.w},
+                            1);
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/version.hpp>
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,8 +23,16 @@ namespace {
  * non-blocking already, and the only descriptor of its socket. Asio assumes neither for an
  * adopted descriptor, and would spend an `ioctl(FIONBIO)` before the first operation and an
  * `epoll_ctl(EPOLL_CTL_DEL)` before closing (closing the only descriptor removes it from the
- * epoll set anyway): two of the dozen system calls a connection costs.
+ * epoll set anyway): two of the dozen system calls a connection costs. `portico run` starts
+ * no child process, so no copy of the descriptor outlives the close. (Where one could, as
+ * in a test process that forks, a copy held between fork and exec keeps the registration
+ * until the exec; an event in that window reaches a recycled reactor entry as a spurious
+ * wake-up, which every wait here tolerates.)
  */
+// Asio's flags, and what they mean, are those of the Boost this is built with: re-check
+// `mark_fresh_non_blocking` when it changes.
+static_assert(BOOST_VERSION == 108100, "re-check accepted_socket_access for this Boost");
+
 struct accepted_socket_access : tcp_socket {
     static void mark_fresh_non_blocking(tcp_socket& s)
     {
@@ -33,6 +42,30 @@ struct accepted_socket_access : tcp_socket {
             ~net::detail::socket_ops::possible_dup);
     }
 };
+
+/**
+ * Errors accept(2) returns for one pending connection (network errors on it, a firewall's
+ * refusal, an interruption) rather than for the listener: the next may be taken at once.
+ */
+bool is_connection_error(int error)
+{
+    switch (error) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
+}
 
 } // namespace
 
@@ -64,8 +97,9 @@ void worker::add_acceptor(tcp_acceptor acceptor, config::tls_mode mode, std::str
 {
     boost::system::error_code ec;
     const auto local = acceptor.local_endpoint(ec);
-    acceptors_.push_back(
-        listening{std::move(acceptor), mode, std::move(key), local, local.address().is_unspecified()});
+    acceptors_.push_back(listening{std::move(acceptor), mode, std::move(key), local,
+                                   local.address().is_unspecified(), false,
+                                   steady_timer(get_executor())});
     if (started_ && !draining_) {
         net::co_spawn(context_, accept_loop(std::prev(acceptors_.end())), net::detached);
     }
@@ -78,6 +112,7 @@ void worker::remove_acceptors(const std::string& key)
             l.removed = true;
             boost::system::error_code ec;
             l.acceptor.close(ec);
+            l.pause.cancel();
         }
     }
 }
@@ -104,7 +139,7 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
     auto& l = *it;
     const int listen_fd = l.acceptor.native_handle();
     const auto protocol = l.local.protocol();
-    steady_timer pause(get_executor());
+    bool failing = false; ///< the last accept failed for want of resources
     boost::system::error_code mode_ec;
     l.acceptor.non_blocking(true, mode_ec); // accept4 below must not block the worker
     if (mode_ec) {
@@ -121,8 +156,8 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
         const int fd = ::accept4(listen_fd, remote.data(), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             const int error = errno;
-            if (error == EINTR || error == ECONNABORTED || error == EPROTO) {
-                continue; // that connection is gone; others may be pending
+            if (is_connection_error(error)) {
+                continue; // that connection failed or is gone; others may be pending
             }
             boost::system::error_code ec;
             if (error == EAGAIN || error == EWOULDBLOCK) {
@@ -136,11 +171,16 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
                 ec.assign(error, boost::system::system_category());
             }
             // EMFILE and friends: pending connections stay queued; retry once some close.
-            PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
-            pause.expires_after(std::chrono::milliseconds(100));
-            co_await pause.async_wait();
+            // Logged once per episode, not at every retry.
+            if (!failing) {
+                PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
+                failing = true;
+            }
+            l.pause.expires_after(std::chrono::milliseconds(100));
+            co_await l.pause.async_wait();
             continue;
         }
+        failing = false;
         remote.resize(length);
         boost::system::error_code ec;
         tcp_socket socket(get_executor());
@@ -160,8 +200,9 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
         net::co_spawn(context_,
                       serve_connection(*this, std::move(socket), remote, local, id, l.mode),
                       connection_done{id});
-        // Let the work this connection started run before taking the next one: a backlog
-        // taken in one go would have every new connection's request in flight at once.
+        // The new connection ran up to its first read; let the work queued meanwhile (its
+        // request, those of others) run before taking the next one: a backlog taken in
+        // one go would have every new connection's request in flight at once.
         co_await net::post(get_executor(), net::deferred);
     }
     if (l.removed && !draining_) {
@@ -206,6 +247,7 @@ void worker::begin_shutdown()
     for (auto& l : acceptors_) {
         boost::system::error_code ec;
         l.acceptor.close(ec);
+        l.pause.cancel();
     }
     pool_.clear();
     for (auto& c : connections_) {

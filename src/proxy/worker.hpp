@@ -125,6 +125,7 @@ private:
         tcp::endpoint local;  ///< the bound address, which every connection on it shares
         bool wildcard = false; ///< bound to 0.0.0.0 or ::, so a connection's address varies
         bool removed = false; ///< closed by a reload: the accept loop erases it when it ends
+        steady_timer pause;   ///< the accept loop's wait after running out of descriptors
     };
 
     task<void> accept_loop(std::list<listening>::iterator l);

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -147,6 +148,24 @@ TEST(ForwardingTest, ConnectionWaitingAfterItsFirstRequestServesWhatComesNext)
     EXPECT_EQ(res["X-Portico-Error"], "header_timeout");
     EXPECT_TRUE(stalled.is_closed_by_peer());
     EXPECT_EQ(backend.seen().size(), 4U);
+}
+
+TEST(ForwardingTest, WaitingConnectionsThatTheClientClosesOrResetsAreForgotten)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    auto closed = std::make_unique<client>(proxy.port());
+    auto reset = std::make_unique<client>(proxy.port());
+    client kept(proxy.port());
+    for (auto* c : {closed.get(), reset.get(), &kept}) {
+        EXPECT_EQ(c->get("app.localhost", "/").result_int(), 200);
+    }
+    ASSERT_TRUE(wait_until([&proxy] { return proxy.observatory().active_connections() == 3; }));
+    closed.reset();
+    reset->socket.set_option(net::socket_base::linger(true, 0));
+    reset.reset();
+    EXPECT_TRUE(wait_until([&proxy] { return proxy.observatory().active_connections() == 1; }));
+    EXPECT_EQ(kept.get("app.localhost", "/again").result_int(), 200);
 }
 
 TEST(ForwardingTest, Http10RequestGetsClosedResponse)

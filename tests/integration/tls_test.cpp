@@ -18,6 +18,7 @@
 #include <openssl/x509.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -231,6 +232,22 @@ TEST(TlsTest, RedirectHttpsSends308)
               fmt::format("https://app.localhost:{}/a?b=1", p.proxy.port()));
     auto https = curl_https(p, "app.localhost", "/a");
     EXPECT_EQ(https.out, fmt::format("GET /a host=app.localhost:{} body=0", p.proxy.port()));
+}
+
+TEST(TlsTest, ConnectionIdleAfterARedirectIsClosedAtOnceOnShutdown)
+{
+    origin backend;
+    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                            "    redirect_https: true\n",
+                            backend.port()),
+                "timeouts: { shutdown: 30s }\n");
+    client c(p.proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/a").result_int(), 308);
+    const auto start = std::chrono::steady_clock::now();
+    p.proxy.stop();
+    EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+    EXPECT_TRUE(c.is_closed_by_peer());
 }
 
 TEST(TlsTest, RedirectHttpsGoesToTheTlsOnlyListener)
