@@ -13,8 +13,14 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <thread>
 #include <cstdio>
 #include <fstream>
 #include <regex>
@@ -134,6 +140,46 @@ TEST(BinaryTest, PortInUseExitsThreeNamingThePort)
     EXPECT_EQ(r.exit_code, 3) << r.err;
     EXPECT_NE(r.err.find(std::to_string(port)), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
+}
+
+TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
+{
+#if defined(PORTICO_SANITIZE)
+    // UBSan's vptr check probes memory through a pipe; with no descriptor left it cannot
+    // make one and reports a valid object as invalid.
+    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
+#endif
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    const int pid = portico.process->pid();
+    const auto fd_dir = fmt::format("/proc/{}/fd", pid);
+    const auto open_fds = std::distance(std::filesystem::directory_iterator(fd_dir),
+                                        std::filesystem::directory_iterator());
+    // Room for a few connections (and their backend connections), not for a dozen.
+    const rlimit low{static_cast<rlim_t>(open_fds + 4), static_cast<rlim_t>(open_fds + 4)};
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &low, nullptr), 0) << std::strerror(errno);
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < 12; ++i) {
+        clients.push_back(std::make_unique<client>(portico.port));
+        clients.back()->write_raw("GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    }
+    ASSERT_TRUE(portico.process->wait_for_line("accept_failed"));
+    // Out of descriptors for a second, retrying every 100 ms: said once, not ten times.
+    portico.process->wait_for_line("no such line", std::chrono::seconds(1));
+    const auto failures = [&portico] {
+        const auto& lines = portico.process->lines();
+        return std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+            return l.find("accept_failed") != std::string::npos;
+        });
+    };
+    EXPECT_EQ(failures(), 1);
+    // Connections that close give their descriptors back; those queued meanwhile and new
+    // ones are served.
+    clients.clear();
+    client after(portico.port);
+    EXPECT_EQ(after.get("app.localhost", "/after").result_int(), 200);
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(), 0);
 }
 
 TEST(BinaryTest, SigintStopsGracefullyWithExitZero)
