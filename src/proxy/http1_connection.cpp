@@ -1502,6 +1502,19 @@ task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
         if (c.buffer.size() > 0) {
             continue; // the next request is here already (pipelined)
         }
+        // A plain connection waits here, so that the frames of serve_request and read_head
+        // are not held while it is idle. (Over TLS, bytes may already sit inside the TLS
+        // stream, which a wait on the socket would not see: read_head waits there.) After its
+        // first request a connection waits parked, holding no frame and no buffer: browsers
+        // open connections they then leave idle. One that has come back for a second request
+        // is in use: it keeps a small buffer and waits in a read, which costs no system call,
+        // where a readiness wait costs Asio an epoll_ctl each time.
+        constexpr bool plain = std::is_same_v<Stream, tcp_stream>;
+        if (plain && served == 1) {
+            std::string().swap(c.info.head);
+            c.buffer.shrink_to_fit();
+            co_return true;
+        }
         // Drop what this request grew, so that a waiting connection holds at most
         // `idle_read_size`.
         if (c.info.head.capacity() > idle_read_size) {
@@ -1510,20 +1523,7 @@ task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
         if (c.buffer.capacity() > idle_read_size) {
             c.buffer.shrink_to_fit();
         }
-        if constexpr (std::is_same_v<Stream, tcp_stream>) {
-            // A plain connection waits here, so that the frames of serve_request and
-            // read_head are not held while it is idle. (Over TLS, bytes may already sit inside
-            // the TLS stream, which a wait on the socket would not see: read_head waits
-            // there.) After its first request a connection waits parked, holding no frame
-            // and no buffer: browsers open connections they then leave idle. One that has
-            // come back for a second request is in use: it keeps a small buffer and waits in
-            // a read, which costs no system call, where a readiness wait costs Asio an
-            // epoll_ctl each time.
-            if (served == 1) {
-                std::string().swap(c.info.head);
-                c.buffer.shrink_to_fit();
-                co_return true;
-            }
+        if constexpr (plain) {
             tcp_of(c.stream).expires_after(c.w.state()->cfg.timeouts.idle);
             auto [ec, n] = co_await c.stream.async_read_some(c.buffer.prepare(idle_read_size));
             if (ec) {

@@ -37,10 +37,6 @@ errc classify_connect_error(const boost::system::error_code& ec)
     return errc::upstream_refused;
 }
 
-} // namespace
-
-namespace {
-
 /// Writes `value` in decimal at `out`; returns the end.
 char* write_decimal(char* out, unsigned value)
 {

@@ -12,11 +12,15 @@
 
 #include <cerrno>
 #include <chrono>
-#include <tuple>
 #include <exception>
+#include <tuple>
 
 namespace portico::proxy {
 namespace {
+
+// Asio's flags, and what they mean, are those of the Boost this is built with: re-check
+// `accepted_socket_access` when it changes.
+static_assert(BOOST_VERSION == 108100, "re-check accepted_socket_access for this Boost");
 
 /**
  * Reaches the state flags Asio keeps for a socket, to describe one that `accept4` returned:
@@ -29,10 +33,6 @@ namespace {
  * until the exec; an event in that window reaches a recycled reactor entry as a spurious
  * wake-up, which every wait here tolerates.)
  */
-// Asio's flags, and what they mean, are those of the Boost this is built with: re-check
-// `mark_fresh_non_blocking` when it changes.
-static_assert(BOOST_VERSION == 108100, "re-check accepted_socket_access for this Boost");
-
 struct accepted_socket_access : tcp_socket {
     static void mark_fresh_non_blocking(tcp_socket& s)
     {

@@ -404,6 +404,44 @@ TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
     EXPECT_EQ(res["X-Portico-Error"], "tls_required");
 }
 
+TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)
+{
+    temp_dir d;
+    std::string error;
+    ASSERT_TRUE(make_self_signed(d.path() / "db.pem", d.path() / "db-key.pem", "db.localhost",
+                                 "backend own certificate", error))
+        << error;
+    tls_origin backend(d.path() / "db.pem", d.path() / "db-key.pem");
+    tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
+                            "    to: 127.0.0.1:{}\n",
+                            backend.port()),
+                "timeouts: { shutdown: 30s }\n");
+    net::io_context ctx;
+    net::ssl::context tls_ctx(net::ssl::context::tls_client);
+    tls_ctx.set_verify_mode(net::ssl::verify_none);
+    net::ssl::stream<tcp::socket> stream(ctx, tls_ctx);
+    stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), p.proxy.port()));
+    bound_socket_waits(stream.next_layer().native_handle());
+    SSL_set_tlsext_host_name(stream.native_handle(), "db.localhost");
+    stream.handshake(net::ssl::stream_base::client);
+
+    // Shutdown stops accepting but lets the open tunnel carry a whole exchange...
+    p.proxy.stop();
+    const std::string request = "GET /late HTTP/1.1\r\nHost: db.localhost\r\n\r\n";
+    net::write(stream, net::buffer(request));
+    beast::flat_buffer buffer;
+    response res;
+    beast::http::read(stream, buffer, res);
+    EXPECT_EQ(res.body(), "tls-backend GET /late");
+    // ...and ends as soon as the tunnel does, not at `timeouts.shutdown`.
+    const auto start = std::chrono::steady_clock::now();
+    boost::system::error_code ignored;
+    stream.next_layer().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.next_layer().close(ignored);
+    EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
 TEST(TlsPassthroughTest, MalformedHelloIsClosed)
 {
     origin web;
