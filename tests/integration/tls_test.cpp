@@ -375,14 +375,26 @@ std::string handshake_fragmented(unsigned short port, const std::string& sni, st
     return subject;
 }
 
+/// A TLS backend serving a self-signed certificate of its own for `name`.
+struct self_signed_origin {
+    self_signed_origin(const std::string& name, const std::string& common_name)
+        : made(make_self_signed(dir.path() / "cert.pem", dir.path() / "key.pem", name,
+                                common_name, error)),
+          server(dir.path() / "cert.pem", dir.path() / "key.pem")
+    {
+    }
+    unsigned short port() const noexcept { return server.port(); }
+
+    temp_dir dir;
+    std::string error;
+    bool made;
+    tls_origin server;
+};
+
 TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
 {
-    temp_dir d;
-    std::string error;
-    ASSERT_TRUE(make_self_signed(d.path() / "db.pem", d.path() / "db-key.pem", "db.localhost",
-                                 "backend own certificate", error))
-        << error;
-    tls_origin backend(d.path() / "db.pem", d.path() / "db-key.pem");
+    self_signed_origin backend("db.localhost", "backend own certificate");
+    ASSERT_TRUE(backend.made) << backend.error;
     origin web;
     tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
                             "    to: 127.0.0.1:{}\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
@@ -406,12 +418,8 @@ TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
 
 TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)
 {
-    temp_dir d;
-    std::string error;
-    ASSERT_TRUE(make_self_signed(d.path() / "db.pem", d.path() / "db-key.pem", "db.localhost",
-                                 "backend own certificate", error))
-        << error;
-    tls_origin backend(d.path() / "db.pem", d.path() / "db-key.pem");
+    self_signed_origin backend("db.localhost", "backend own certificate");
+    ASSERT_TRUE(backend.made) << backend.error;
     tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
                             "    to: 127.0.0.1:{}\n",
                             backend.port()),
@@ -454,12 +462,8 @@ TEST(TlsPassthroughTest, MalformedHelloIsClosed)
 
 TEST(TlsBackendTest, HttpsBackendVerifiedOrSkipped)
 {
-    temp_dir d;
-    std::string error;
-    ASSERT_TRUE(make_self_signed(d.path() / "b.pem", d.path() / "b-key.pem", "localhost",
-                                 "self signed backend", error))
-        << error;
-    tls_origin backend(d.path() / "b.pem", d.path() / "b-key.pem");
+    self_signed_origin backend("localhost", "self signed backend");
+    ASSERT_TRUE(backend.made) << backend.error;
     tls_proxy p(fmt::format("routes:\n"
                             "  - host: strict.localhost\n    to: https://localhost:{0}\n"
                             "  - host: loose.localhost\n    to: https://localhost:{0}\n"
