@@ -31,3 +31,53 @@ function(portico_test name label)
     gtest_discover_tests(${name} PROPERTIES LABELS ${label} DISCOVERY_TIMEOUT 60
                          WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
 endfunction()
+
+# yaml-cpp and libyaml: the Debian archives when PORTICO_STATIC_LINK is on, else the shared
+# libraries. Debian's yaml-cpp package config only knows the shared one.
+add_library(portico_yaml INTERFACE)
+if(PORTICO_STATIC_LINK)
+    find_library(PORTICO_YAML_CPP_ARCHIVE libyaml-cpp.a REQUIRED)
+    find_library(PORTICO_LIBYAML_ARCHIVE libyaml.a REQUIRED)
+    target_link_libraries(portico_yaml INTERFACE ${PORTICO_YAML_CPP_ARCHIVE}
+                          ${PORTICO_LIBYAML_ARCHIVE})
+    target_include_directories(portico_yaml INTERFACE
+                               $<TARGET_PROPERTY:yaml-cpp,INTERFACE_INCLUDE_DIRECTORIES>
+                               ${LIBYAML_INCLUDE_DIRS})
+else()
+    target_link_libraries(portico_yaml INTERFACE yaml-cpp PkgConfig::LIBYAML)
+endif()
+
+# portico_compact_binary(TARGET): the C++ runtime linked in, unused sections dropped, relative
+# relocations packed (DT_RELR, so start-up does not write a megabyte of relocation table), and,
+# with lld 15 or later, functions laid out in cmake/link-order.txt's order so that the code a
+# start and a request run shares pages. scripts/link-order.sh regenerates that file.
+function(portico_compact_binary target)
+    if(NOT PORTICO_STATIC_LINK)
+        return()
+    endif()
+    include(CheckLinkerFlag)
+    find_program(PORTICO_LLD ld.lld PATHS /usr/lib/llvm-16/bin /usr/lib/llvm-19/bin
+                 NO_DEFAULT_PATH)
+    set(linker)
+    if(PORTICO_LLD)
+        get_filename_component(lld_dir "${PORTICO_LLD}" DIRECTORY)
+        set(linker -B${lld_dir} -fuse-ld=lld)
+    endif()
+    set(CMAKE_REQUIRED_LINK_OPTIONS ${linker})
+    # Linkers only warn about an unknown -z option; fatal warnings make the check real.
+    check_linker_flag(CXX "LINKER:--fatal-warnings,-z,pack-relative-relocs" PORTICO_HAS_RELR)
+    unset(CMAKE_REQUIRED_LINK_OPTIONS)
+    target_link_options(${target} PRIVATE ${linker} -static-libstdc++ -static-libgcc
+                        LINKER:--gc-sections)
+    if(PORTICO_HAS_RELR)
+        target_link_options(${target} PRIVATE LINKER:-z,pack-relative-relocs)
+    endif()
+    if(PORTICO_LLD)
+        set(order ${PROJECT_SOURCE_DIR}/cmake/link-order.txt)
+        target_link_options(${target} PRIVATE LINKER:--symbol-ordering-file=${order}
+                            LINKER:--no-warn-symbol-ordering)
+        set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${order})
+    else()
+        message(STATUS "lld 16 not found (Debian: lld-16): portico links without code ordering")
+    endif()
+endfunction()

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake ninja-build ccache pkg-config
+    lld-16         # links portico with its code in cmake/link-order.txt's order (decision 0011)
     libboost1.81-dev libssl-dev libyaml-cpp-dev libyaml-dev libcli11-dev libfmt-dev
     googletest libgtest-dev libbenchmark-dev
     curl python3 ca-certificates

@@ -285,6 +285,28 @@ TEST_F(CliTest, VersionPrintsProjectVersion)
     EXPECT_TRUE(r.err.empty()) << r;
 }
 
+#if PORTICO_STATIC_LINK
+// The compact build (decision 0011): OpenSSL, yaml-cpp, fmt and the C++ runtime are linked in,
+// so the dynamic loader maps the C library alone (and names itself), and relative relocations
+// are packed.
+TEST_F(CliTest, BinaryLoadsOnlyTheCLibraryAndPacksItsRelocations)
+{
+    const auto r = portico::test::run_process({"readelf", "--dynamic", "--wide", PORTICO_BINARY});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    int needed = 0;
+    for (const auto& line : lines_of(r.out)) {
+        if (contains(line, "(NEEDED)")) {
+            ++needed;
+            EXPECT_TRUE(contains(line, "[libc.so.6]") || contains(line, "[ld-linux")) << line;
+        }
+    }
+    EXPECT_GE(needed, 1) << r.out;
+#if PORTICO_PACKED_RELOCATIONS
+    EXPECT_TRUE(contains(r.out, "(RELR)")) << r.out;
+#endif
+}
+#endif
+
 TEST_F(CliTest, CheckValidFilePrintsTable)
 {
     write_file("app.yaml", valid_yaml);
