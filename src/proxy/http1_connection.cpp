@@ -75,9 +75,23 @@ struct client_info {
     bool tls = false;          ///< requests arrive over TLS
     bool tls_required = false; ///< plain HTTP on a `tls: only` listener
     bool loopback_listener = true; ///< accepted on a loopback address
-    std::list<connection_entry>::iterator entry;
+    connection_entry* entry;
     std::string head; ///< serialised heads, reused so that a request does not allocate one
 };
+
+// Room for a typical head: a new connection's buffer starts here instead of growing into a
+// 200-byte head by doubling, four allocations.
+constexpr std::size_t typical_head_size = 512;
+
+/// The connection's head buffer, emptied, with room for a typical head.
+std::string& empty_head(client_info& info)
+{
+    info.head.clear();
+    if (info.head.capacity() < typical_head_size) {
+        info.head.reserve(typical_head_size);
+    }
+    return info.head;
+}
 
 /// The steps of an exchange see the client through this view: plain TCP or TLS over it.
 template <typename Stream>
@@ -97,6 +111,7 @@ struct client_connection {
     client_connection(worker& w, tcp_socket socket, const tcp::endpoint& remote,
                       const tcp::endpoint& local, std::uint64_t id)
         : tcp(std::move(socket)),
+          registration(tcp),
           info{w,
                id,
                endpoint_text(remote),
@@ -105,15 +120,17 @@ struct client_connection {
                false,
                false,
                local.address().is_loopback(),
-               w.register_connection(tcp),
+               &registration,
                {}}
     {
+        w.register_connection(registration);
     }
     client_connection(const client_connection&) = delete;
     client_connection& operator=(const client_connection&) = delete;
-    ~client_connection() { info.w.unregister_connection(info.entry); }
+    ~client_connection() { info.w.unregister_connection(registration); }
 
     tcp_stream tcp;
+    connection_entry registration;
     client_info info;
     beast::flat_buffer buffer; ///< bytes read from the client, not yet consumed
 };
@@ -966,8 +983,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     if (framed_body) {
         // The head goes out as it came, framing included, less what the policy drops: it is
         // written from the parsed fields without rewriting them.
-        c.info.head.clear();
-        http::append_downstream_response(c.info.head, res.base(), rec.version, keep_alive,
+        http::append_downstream_response(empty_head(c.info), res.base(), rec.version, keep_alive,
                                          rules_of(route.response_headers));
     } else {
         http::prepare_downstream_response(res.base(), false, rules_of(route.response_headers));
@@ -1069,8 +1085,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         // The serializer frames the chunks that follow, so it writes the head too.
         std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
     } else if (direct != nullptr) {
-        c.info.head.clear();
-        http::append_upstream_request(c.info.head, req.base(), *direct,
+        http::append_upstream_request(empty_head(c.info), req.base(), *direct,
                                       rules_of(route.request_headers), expects_continue);
         hec = co_await write_prepared(io, c.info.head);
     } else {
@@ -1125,8 +1140,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             const auto length = simple.content_length;
             const bool backend_keeps = simple.keep_alive;
             const bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
-            c.info.head.clear();
-            http::append_downstream_response(c.info.head, simple, rec.version, keep_alive,
+            http::append_downstream_response(empty_head(c.info), simple, rec.version, keep_alive,
                                              rules_of(route.response_headers));
             up.buffer.consume(head_length);
             rec.status = simple.status;

@@ -222,16 +222,15 @@ void connection_done::operator()(std::exception_ptr e) const
     }
 }
 
-std::list<connection_entry>::iterator worker::register_connection(tcp_stream& stream)
+void worker::register_connection(connection_entry& entry) noexcept
 {
-    connections_.push_back(connection_entry{&stream, nullptr, true});
+    connections_.push_back(entry);
     stats_.connection_opened();
-    return std::prev(connections_.end());
 }
 
-void worker::unregister_connection(std::list<connection_entry>::iterator it)
+void worker::unregister_connection(connection_entry& entry) noexcept
 {
-    connections_.erase(it);
+    connections_.erase(connections_.iterator_to(entry));
     stats_.connection_closed();
     if (draining_ && connections_.empty()) {
         shutdown_timer_.cancel();

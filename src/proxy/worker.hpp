@@ -9,6 +9,8 @@
 #include "portico/routing/route_table.hpp"
 #include "portico/tls/certificates.hpp"
 
+#include <boost/intrusive/list.hpp>
+
 #include <cstdint>
 #include <exception>
 #include <list>
@@ -32,8 +34,11 @@ struct serving_state {
     std::string https_port; ///< where `redirect_https` sends clients ("" = their own port)
 };
 
-/// A live client connection as the worker's registry sees it.
-struct connection_entry {
+/// A live client connection as the worker's registry sees it. It lives inside the connection,
+/// so registering one allocates nothing.
+struct connection_entry : boost::intrusive::list_base_hook<> {
+    explicit connection_entry(tcp_stream& s) noexcept : stream(&s) {}
+
     tcp_stream* stream = nullptr;
     upstream_stream* upstream = nullptr; ///< the backend connection of the exchange in flight
     bool idle = true; ///< between requests: may be closed at once on shutdown
@@ -102,10 +107,10 @@ public:
     /// True once `timeouts.shutdown` has passed: connections close without lingering.
     bool is_past_shutdown_deadline() const noexcept { return past_deadline_; }
 
-    /// Registers a connection; the returned iterator unregisters it.
-    std::list<connection_entry>::iterator register_connection(tcp_stream& stream);
+    /// Registers a connection until `unregister_connection`.
+    void register_connection(connection_entry& entry) noexcept;
     /// Unregisters a connection; ends the shutdown wait when it was the last one.
-    void unregister_connection(std::list<connection_entry>::iterator it);
+    void unregister_connection(connection_entry& entry) noexcept;
 
     /// A buffer for the route name of the request being logged (reused, never shrunk).
     std::string& route_name_scratch() noexcept { return route_name_scratch_; }
@@ -146,7 +151,7 @@ private:
     bool started_ = false;
     std::string route_name_scratch_;
     http::simple_response response_head_scratch_;
-    std::list<connection_entry> connections_;
+    boost::intrusive::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     bool past_deadline_ = false;
