@@ -48,27 +48,30 @@ else()
 endif()
 
 # portico_compact_binary(TARGET): the C++ runtime linked in, unused sections dropped, relative
-# relocations packed (DT_RELR, so start-up does not write a megabyte of relocation table), and,
-# with lld 15 or later, functions laid out in cmake/link-order.txt's order so that the code a
-# start and a request run shares pages. scripts/link-order.sh regenerates that file.
+# relocations packed (DT_RELR, so start-up does not write half a megabyte of relocations),
+# symbols bound at start (full RELRO), and, with lld 16, functions laid out in
+# cmake/link-order.txt's order so that the code a start and a request run shares pages.
+# scripts/link-order.sh regenerates that file.
 function(portico_compact_binary target)
     if(NOT PORTICO_STATIC_LINK)
         return()
     endif()
     include(CheckLinkerFlag)
-    find_program(PORTICO_LLD ld.lld PATHS /usr/lib/llvm-16/bin /usr/lib/llvm-19/bin
-                 NO_DEFAULT_PATH)
+    find_program(PORTICO_LLD ld.lld PATHS /usr/lib/llvm-16/bin NO_DEFAULT_PATH)
     set(linker)
+    set(relr_check PORTICO_HAS_RELR_DEFAULT_LINKER)
     if(PORTICO_LLD)
         get_filename_component(lld_dir "${PORTICO_LLD}" DIRECTORY)
         set(linker -B${lld_dir} -fuse-ld=lld)
+        set(relr_check PORTICO_HAS_RELR_LLD)
     endif()
-    set(CMAKE_REQUIRED_LINK_OPTIONS ${linker})
-    # Linkers only warn about an unknown -z option; fatal warnings make the check real.
-    check_linker_flag(CXX "LINKER:--fatal-warnings,-z,pack-relative-relocs" PORTICO_HAS_RELR)
-    unset(CMAKE_REQUIRED_LINK_OPTIONS)
+    # The linker goes in the checked flags (check_linker_flag sets its own link options), and
+    # linkers only warn about an unknown -z option: fatal warnings make the check real.
+    check_linker_flag(CXX "${linker};LINKER:--fatal-warnings,-z,pack-relative-relocs"
+                      ${relr_check})
+    set(PORTICO_HAS_RELR ${${relr_check}} CACHE INTERNAL "the portico binary packs relocations")
     target_link_options(${target} PRIVATE ${linker} -static-libstdc++ -static-libgcc
-                        LINKER:--gc-sections)
+                        LINKER:--gc-sections LINKER:-z,relro,-z,now)
     if(PORTICO_HAS_RELR)
         target_link_options(${target} PRIVATE LINKER:-z,pack-relative-relocs)
     endif()
@@ -79,5 +82,13 @@ function(portico_compact_binary target)
         set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${order})
     else()
         message(STATUS "lld 16 not found (Debian: lld-16): portico links without code ordering")
+    endif()
+    # dpkg gives an upgraded library archive the package's date, which can be older than the
+    # binary; its file list, rewritten at every install, tells the build to relink instead.
+    file(GLOB package_lists /var/lib/dpkg/info/libssl-dev.list /var/lib/dpkg/info/libssl-dev:*.list
+         /var/lib/dpkg/info/libyaml-cpp-dev.list /var/lib/dpkg/info/libyaml-cpp-dev:*.list
+         /var/lib/dpkg/info/libyaml-dev.list /var/lib/dpkg/info/libyaml-dev:*.list)
+    if(package_lists)
+        set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${package_lists})
     endif()
 endfunction()

@@ -39,23 +39,37 @@ valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file="$w
     "$binary" run -c "$work/portico.yaml" --log-level warn >"$work/portico.log" 2>&1 &
 portico_pid=$!
 pids+=("$portico_pid")
-http=(curl -sS -m 10 -H 'Host: order.localhost')
-https=(curl -sS -m 10 --cacert "$work/ca/ca.pem" --resolve "order.localhost:$port:127.0.0.1")
-for ((i = 0; i < 300; i++)); do
-    "${http[@]}" "http://127.0.0.1:$port/small" >/dev/null 2>&1 && break
+http=(curl -fsS -m 10 -H 'Host: order.localhost')
+https=(curl -fsS -m 10 --cacert "$work/ca/ca.pem" --resolve "order.localhost:$port:127.0.0.1")
+fail() {
+    echo "link-order: $*" >&2
+    cat "$work/portico.log" >&2
+    exit 1
+}
+# Ready when a request goes through to the backend, not merely when portico answers.
+for ((i = 0; ; i++)); do
+    "${http[@]}" -o /dev/null "http://127.0.0.1:$port/small" 2>/dev/null && break
+    kill -0 "$portico_pid" 2>/dev/null || fail "portico exited during start-up"
+    ((i < 300)) || fail "no answer through 127.0.0.1:$port after 30 s"
     sleep 0.1
 done
-{
-    "${http[@]}" "http://127.0.0.1:$port/small" "http://127.0.0.1:$port/large" \
-        "http://127.0.0.1:$port/missing"
-    curl -sS -m 10 "http://127.0.0.1:$port/" -H 'Host: unknown.localhost'
-    "${https[@]}" "https://order.localhost:$port/small" "https://order.localhost:$port/large"
-    "${https[@]}" "https://order.localhost:$port/small"
-} >/dev/null
+# Plain, large and TLS requests, one a backend's 404 and one portico's own error page.
+"${http[@]}" "http://127.0.0.1:$port/small" "http://127.0.0.1:$port/large" >/dev/null &&
+    curl -sS -m 10 "http://127.0.0.1:$port/missing" -H 'Host: order.localhost' >/dev/null &&
+    curl -sS -m 10 "http://127.0.0.1:$port/" -H 'Host: unknown.localhost' >/dev/null &&
+    "${https[@]}" "https://order.localhost:$port/small" "https://order.localhost:$port/large" \
+        >/dev/null &&
+    "${https[@]}" "https://order.localhost:$port/small" >/dev/null ||
+    fail "a request failed"
 kill -TERM "$portico_pid"
+for ((i = 0; i < 300; i++)); do
+    kill -0 "$portico_pid" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$portico_pid" 2>/dev/null && fail "portico did not stop within 30 s of SIGTERM"
 wait "$portico_pid" || true
 
-python3 - "$work/profile" "$binary" >cmake/link-order.txt <<'EOF'
+python3 - "$work/profile" "$binary" >"$work/link-order.txt" <<'EOF'
 import collections, subprocess, sys
 
 profile, binary = sys.argv[1], sys.argv[2]
@@ -98,4 +112,7 @@ for name, _ in self_cost.most_common():
     if name in defined:
         print(name)
 EOF
-echo "link-order: $(grep -vc '^#' cmake/link-order.txt) functions in cmake/link-order.txt"
+count=$(grep -vc '^#' "$work/link-order.txt" || true)
+((count >= 100)) || fail "only $count functions in the profile"
+mv "$work/link-order.txt" cmake/link-order.txt
+echo "link-order: $count functions in cmake/link-order.txt"

@@ -287,9 +287,9 @@ TEST_F(CliTest, VersionPrintsProjectVersion)
 
 #if PORTICO_STATIC_LINK
 // The compact build (decision 0011): OpenSSL, yaml-cpp, fmt and the C++ runtime are linked in,
-// so the dynamic loader maps the C library alone (and names itself), and relative relocations
-// are packed.
-TEST_F(CliTest, BinaryLoadsOnlyTheCLibraryAndPacksItsRelocations)
+// so the dynamic loader maps the C library alone (and names itself); relocations are packed
+// and symbols bound at start, so the relocated data is read-only afterwards.
+TEST_F(CliTest, BinaryLoadsOnlyTheCLibraryAndIsHardened)
 {
     const auto r = portico::test::run_process({"readelf", "--dynamic", "--wide", PORTICO_BINARY});
     ASSERT_EQ(r.exit_code, 0) << r;
@@ -301,6 +301,7 @@ TEST_F(CliTest, BinaryLoadsOnlyTheCLibraryAndPacksItsRelocations)
         }
     }
     EXPECT_GE(needed, 1) << r.out;
+    EXPECT_TRUE(contains(r.out, "BIND_NOW")) << r.out; // full RELRO
 #if PORTICO_PACKED_RELOCATIONS
     EXPECT_TRUE(contains(r.out, "(RELR)")) << r.out;
 #endif
