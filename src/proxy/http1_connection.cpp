@@ -780,25 +780,36 @@ http::header_rule_view rules_of(const config::header_rules& rules)
 std::optional<std::string> framing_defect(const request_parser& parser)
 {
     const auto& req = parser.get();
-    if (req.count(beast::http::field::host) > 1) {
+    // One pass over the lines; each count() would search the field set by name.
+    unsigned hosts = 0;
+    unsigned transfer_encodings = 0;
+    std::string_view te_value;
+    for (const auto& line : req) {
+        const auto name = line.name();
+        if (name == beast::http::field::host) {
+            ++hosts;
+        } else if (name == beast::http::field::transfer_encoding) {
+            ++transfer_encodings;
+            te_value = line.value();
+        }
+    }
+    if (hosts > 1) {
         return "more than one Host header";
     }
-    const auto te = req.count(beast::http::field::transfer_encoding);
-    if (te > 0) {
+    if (transfer_encodings > 0) {
         if (req.version() < 11) {
             return "Transfer-Encoding in an HTTP/1.0 request";
         }
         // Only a lone "chunked" frames a request body unambiguously; anything else (gzip,
         // identity, chunked twice) is read differently by different servers (RFC 9112
         // §6.3 item 4).
-        auto value = std::string_view(req[beast::http::field::transfer_encoding]);
-        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
-            value.remove_suffix(1);
+        while (!te_value.empty() && (te_value.back() == ' ' || te_value.back() == '\t')) {
+            te_value.remove_suffix(1);
         }
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
-            value.remove_prefix(1);
+        while (!te_value.empty() && (te_value.front() == ' ' || te_value.front() == '\t')) {
+            te_value.remove_prefix(1);
         }
-        if (te > 1 || !beast::iequals(value, "chunked")) {
+        if (transfer_encodings > 1 || !beast::iequals(te_value, "chunked")) {
             return "unsupported Transfer-Encoding";
         }
     }
@@ -1070,18 +1081,20 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     const bool upgrade = traits.upgrade;
     const bool expects_continue = traits.expects_continue;
     const bool has_body = !parser.is_done();
+    // The parser's flag: framing_defect has made sure Transfer-Encoding is a lone chunked.
+    const bool chunked = parser.chunked();
 
     // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
     // fresh connection, which is safe because nothing of this request reached it.
     // The serializer frames a chunked body (and writes its head); a request without a body
     // needs none, and this frame stays small enough for Asio's frame cache.
     std::unique_ptr<beast::http::serializer<true, buffer_body>> request_writer;
-    if (has_body || req.chunked()) {
+    if (has_body || chunked) {
         request_writer = std::make_unique<beast::http::serializer<true, buffer_body>>(req);
     }
     tcp_of(io).expires_after(cfg.timeouts.idle);
     boost::system::error_code hec;
-    if (req.chunked()) {
+    if (chunked) {
         // The serializer frames the chunks that follow, so it writes the head too.
         std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
     } else if (direct != nullptr) {
@@ -1104,7 +1117,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     }
 
     bool request_complete = !has_body && !upgrade;
-    if (has_body || req.chunked()) {
+    if (has_body || chunked) {
         const auto sent = co_await send_request_body(c, parser, plan, rec, json,
                                                      expects_continue && has_body, io,
                                                      *request_writer);
