@@ -777,39 +777,64 @@ http::header_rule_view rules_of(const config::header_rules& rules)
 }
 
 /// Validates the framing of a parsed request head (RFC 9112 §6); nullopt when sound.
-std::optional<std::string> framing_defect(const request_parser& parser)
-{
-    const auto& req = parser.get();
-    // One pass over the lines; each count() would search the field set by name.
+/// What one pass over a request's lines tells; each of these read through the parsed head
+/// would be a search of its field set by case-insensitive name. The views point into the
+/// head: valid until it is changed (`prepare_upstream_request`).
+struct request_lines {
     unsigned hosts = 0;
+    std::string_view host; ///< the first Host line's value
     unsigned transfer_encodings = 0;
-    std::string_view te_value;
-    for (const auto& line : req) {
-        const auto name = line.name();
-        if (name == beast::http::field::host) {
-            ++hosts;
-        } else if (name == beast::http::field::transfer_encoding) {
-            ++transfer_encodings;
-            te_value = line.value();
+    std::string_view transfer_encoding; ///< the last Transfer-Encoding line's value
+    std::string_view expect;            ///< the first Expect line's value
+};
+
+request_lines scan_lines(const request_parser& parser)
+{
+    request_lines lines;
+    for (const auto& line : parser.get()) {
+        switch (line.name()) {
+        case beast::http::field::host:
+            if (lines.hosts++ == 0) {
+                lines.host = line.value();
+            }
+            break;
+        case beast::http::field::transfer_encoding:
+            ++lines.transfer_encodings;
+            lines.transfer_encoding = line.value();
+            break;
+        case beast::http::field::expect:
+            if (lines.expect.empty()) {
+                lines.expect = line.value();
+            }
+            break;
+        default:
+            break;
         }
     }
-    if (hosts > 1) {
+    return lines;
+}
+
+std::optional<std::string> framing_defect(const request_parser& parser,
+                                          const request_lines& lines)
+{
+    if (lines.hosts > 1) {
         return "more than one Host header";
     }
-    if (transfer_encodings > 0) {
-        if (req.version() < 11) {
+    if (lines.transfer_encodings > 0) {
+        if (parser.get().version() < 11) {
             return "Transfer-Encoding in an HTTP/1.0 request";
         }
         // Only a lone "chunked" frames a request body unambiguously; anything else (gzip,
         // identity, chunked twice) is read differently by different servers (RFC 9112
         // §6.3 item 4).
-        while (!te_value.empty() && (te_value.back() == ' ' || te_value.back() == '\t')) {
-            te_value.remove_suffix(1);
+        auto value = lines.transfer_encoding;
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+            value.remove_suffix(1);
         }
-        while (!te_value.empty() && (te_value.front() == ' ' || te_value.front() == '\t')) {
-            te_value.remove_prefix(1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+            value.remove_prefix(1);
         }
-        if (transfer_encodings > 1 || !beast::iequals(te_value, "chunked")) {
+        if (lines.transfer_encodings > 1 || !beast::iequals(value, "chunked")) {
             return "unsupported Transfer-Encoding";
         }
     }
@@ -1216,8 +1241,8 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
 }
 
 template <typename Stream>
-task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& plan,
-                   exchange_record& rec, bool json)
+task<bool> forward(connection<Stream>& c, request_parser& parser, const request_lines& lines,
+                   request_plan& plan, exchange_record& rec, bool json)
 {
     const auto& state = c.w.state();
     const auto& cfg = state->cfg;
@@ -1235,7 +1260,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, request_plan& 
     request_traits traits;
     traits.keep_alive = parser.keep_alive();
     traits.upgrade = http::is_tunnel_upgrade(req.base());
-    traits.expects_continue = beast::iequals(req[beast::http::field::expect], "100-continue");
+    traits.expects_continue = beast::iequals(lines.expect, "100-continue");
     const bool has_body = !parser.is_done();
     traits.replayable = !has_body && is_idempotent(req.method());
     traits.head = req.method() == beast::http::verb::head;
@@ -1466,10 +1491,11 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     rec.method = std::string(req.method_string());
     rec.target = std::string(req.target());
     rec.version = req.version() == 10 ? 10 : 11;
-    rec.host = std::string(req[beast::http::field::host]);
+    const auto lines = scan_lines(parser);
+    rec.host = std::string(lines.host);
     const bool json = http::prefers_json(req.base());
 
-    if (const auto defect = framing_defect(parser)) {
+    if (const auto defect = framing_defect(parser, lines)) {
         plan.detail = *defect;
         co_await answer_error(c, plan, errc::bad_request, json, rec);
         co_return false;
@@ -1491,7 +1517,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     request_facts facts;
     facts.target = rec.target;
     facts.host = rec.host;
-    facts.has_host = req.count(beast::http::field::host) > 0;
+    facts.has_host = lines.hosts > 0;
     facts.version = rec.version;
     plan = plan_request(*state, facts);
     if (plan.error) {
@@ -1505,7 +1531,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     if (plan.route->redirect_https && !c.info.tls) {
         co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
     }
-    const bool again = co_await forward(c, parser, plan, rec, json);
+    const bool again = co_await forward(c, parser, lines, plan, rec, json);
     co_return again && !c.w.is_draining();
 }
 
