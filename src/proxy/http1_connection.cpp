@@ -776,7 +776,6 @@ http::header_rule_view rules_of(const config::header_rules& rules)
     return {rules.set, rules.remove};
 }
 
-/// Validates the framing of a parsed request head (RFC 9112 §6); nullopt when sound.
 /// What one pass over a request's lines tells; each of these read through the parsed head
 /// would be a search of its field set by case-insensitive name. The views point into the
 /// head: valid until it is changed (`prepare_upstream_request`).
@@ -785,7 +784,8 @@ struct request_lines {
     std::string_view host; ///< the first Host line's value
     unsigned transfer_encodings = 0;
     std::string_view transfer_encoding; ///< the last Transfer-Encoding line's value
-    std::string_view expect;            ///< the first Expect line's value
+    bool has_expect = false;
+    std::string_view expect; ///< the first Expect line's value
 };
 
 request_lines scan_lines(const request_parser& parser)
@@ -803,7 +803,8 @@ request_lines scan_lines(const request_parser& parser)
             lines.transfer_encoding = line.value();
             break;
         case beast::http::field::expect:
-            if (lines.expect.empty()) {
+            if (!lines.has_expect) {
+                lines.has_expect = true;
                 lines.expect = line.value();
             }
             break;
@@ -814,6 +815,7 @@ request_lines scan_lines(const request_parser& parser)
     return lines;
 }
 
+/// Validates the framing of a parsed request head (RFC 9112 §6); nullopt when sound.
 std::optional<std::string> framing_defect(const request_parser& parser,
                                           const request_lines& lines)
 {
@@ -1241,7 +1243,7 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
 }
 
 template <typename Stream>
-task<bool> forward(connection<Stream>& c, request_parser& parser, const request_lines& lines,
+task<bool> forward(connection<Stream>& c, request_parser& parser, bool expects_continue,
                    request_plan& plan, exchange_record& rec, bool json)
 {
     const auto& state = c.w.state();
@@ -1260,7 +1262,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, const request_
     request_traits traits;
     traits.keep_alive = parser.keep_alive();
     traits.upgrade = http::is_tunnel_upgrade(req.base());
-    traits.expects_continue = beast::iequals(lines.expect, "100-continue");
+    traits.expects_continue = expects_continue;
     const bool has_body = !parser.is_done();
     traits.replayable = !has_body && is_idempotent(req.method());
     traits.head = req.method() == beast::http::verb::head;
@@ -1531,7 +1533,8 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     if (plan.route->redirect_https && !c.info.tls) {
         co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
     }
-    const bool again = co_await forward(c, parser, lines, plan, rec, json);
+    const bool again = co_await forward(c, parser, beast::iequals(lines.expect, "100-continue"),
+                                        plan, rec, json);
     co_return again && !c.w.is_draining();
 }
 

@@ -77,6 +77,13 @@ INSTANTIATE_TEST_SUITE_P(
                          "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked, "
                          "identity\r\n\r\n0\r\n\r\n",
                          400, "bad_request"},
+        bad_request_case{"TransferEncodingOnTwoLines",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: gzip\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"TwoHostHeadersInOtherCases",
+                         "GET / HTTP/1.1\r\nhost: app.localhost\r\nHOST: other.localhost\r\n\r\n",
+                         400, "bad_request"},
         bad_request_case{"TransferEncodingInHttp10",
                          "POST / HTTP/1.0\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
                          "\r\n0\r\n\r\n",

@@ -459,6 +459,25 @@ TEST(ForwardingTest, ExpectContinueIsAnsweredAndBodyForwarded)
     EXPECT_EQ(backend.seen_requests().at(0).count(beast::http::field::expect), 0U);
 }
 
+// Field names in any letter case: Host routes, a chunked body is framed as such, and the
+// Expect line (first of two) is answered by the proxy and not forwarded.
+TEST(ForwardingTest, HeaderNamesInAnyCaseFrameAndRouteTheRequest)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /e HTTP/1.1\r\nhost: app.localhost\r\ntransfer-encoding: CHUNKED\r\n"
+                "eXpEcT: 100-continue\r\nExpect: \r\n\r\n");
+    auto interim = c.read_response();
+    EXPECT_EQ(interim.result_int(), 100);
+    c.write_raw("5\r\nhello\r\n0\r\n\r\n");
+    auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "POST /e host=app.localhost body=5");
+    ASSERT_EQ(backend.seen_requests().size(), 1U);
+    EXPECT_EQ(backend.seen_requests().at(0).count(beast::http::field::expect), 0U);
+}
+
 TEST(ForwardingTest, ChunkedResponseToHttp10ClientIsCloseDelimited)
 {
     origin backend([](origin_connection& c) {
