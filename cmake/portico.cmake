@@ -85,10 +85,9 @@ function(portico_compact_binary target)
     endif()
     # dpkg gives an upgraded library archive the package's date, which can be older than the
     # binary; its file list, rewritten at every install, tells the build to relink instead.
-    file(GLOB package_lists /var/lib/dpkg/info/libssl-dev.list /var/lib/dpkg/info/libssl-dev:*.list
-         /var/lib/dpkg/info/libyaml-cpp-dev.list /var/lib/dpkg/info/libyaml-cpp-dev:*.list
-         /var/lib/dpkg/info/libyaml-dev.list /var/lib/dpkg/info/libyaml-dev:*.list)
-    if(package_lists)
-        set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${package_lists})
-    endif()
+    foreach(package libssl-dev libyaml-cpp-dev libyaml-dev)
+        file(GLOB package_list /var/lib/dpkg/info/${package}.list
+             /var/lib/dpkg/info/${package}:*.list)
+        set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${package_list})
+    endforeach()
 endfunction()

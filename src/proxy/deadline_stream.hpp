@@ -73,6 +73,16 @@ public:
     /// No deadline until the next `expires_after`.
     void expires_never() noexcept { s_->at = clock::time_point::max(); }
 
+    /// For code that reads and writes the descriptor itself (OpenSSL's socket BIO, splice):
+    /// makes it non-blocking, with no ioctl when Asio (or accept4) already has.
+    void make_descriptor_non_blocking()
+    {
+        if (!s_->socket.native_non_blocking()) {
+            boost::system::error_code ignored;
+            s_->socket.native_non_blocking(true, ignored);
+        }
+    }
+
     /// Cancels pending operations (they complete with `operation_aborted`).
     void cancel()
     {

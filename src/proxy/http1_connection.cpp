@@ -553,15 +553,8 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
         relayed += written;
         length -= n;
     }
-    // splice(2) on the descriptors must not block; after the Asio operations that came
-    // before, they already do not (no ioctl then).
-    boost::system::error_code ignored;
-    if (!from.socket().native_non_blocking()) {
-        from.socket().native_non_blocking(true, ignored);
-    }
-    if (!to.socket().native_non_blocking()) {
-        to.socket().native_non_blocking(true, ignored);
-    }
+    from.make_descriptor_non_blocking();
+    to.make_descriptor_non_blocking();
     const int in = from.socket().native_handle();
     const int out = to.socket().native_handle();
     std::size_t in_pipe = 0;

@@ -53,12 +53,7 @@ public:
                                           net::error::get_ssl_category()),
                 "SSL_new");
         }
-        // OpenSSL reads and writes the descriptor itself, which must not block. It already
-        // does not after any Asio operation on it (or accept4): no ioctl then.
-        if (!next_.socket().native_non_blocking()) {
-            boost::system::error_code ignored;
-            next_.socket().native_non_blocking(true, ignored);
-        }
+        next_.make_descriptor_non_blocking(); // OpenSSL reads and writes it itself
         // Partial writes let a large write return what went out before the socket filled up;
         // released buffers let an idle connection hold no record buffers.
         ::SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
