@@ -1,5 +1,6 @@
 #include "portico/config/config.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
@@ -1635,6 +1636,21 @@ TEST(ConfigFileTest, ValidFileLoads)
     EXPECT_EQ(result.value->source, file);
     // Relative paths start at the file's directory, not at the working directory.
     EXPECT_EQ(result.value->routes.at(0).to.socket_path, dir.path() / "run/app.sock");
+}
+
+TEST(ConfigFileTest, FileLargerThanOneReadIsReadWhole)
+{
+    // The file is read in 16 KiB steps: a route at the end of a 60 KB file is still there.
+    std::string text = "routes:\n";
+    for (int i = 0; i < 1000; ++i) {
+        text += fmt::format("  - host: app{}.localhost\n    to: 127.0.0.1:{}\n", i, 20000 + i);
+    }
+    ASSERT_GT(text.size(), 3 * 16 * 1024U);
+    const temp_dir dir;
+    const auto result = cfg::load_file(dir.write("portico.yaml", text), fake_env());
+    ASSERT_TRUE(result.ok());
+    ASSERT_EQ(result.value->routes.size(), 1000U);
+    EXPECT_EQ(result.value->routes.back().host, "app999.localhost");
 }
 
 // ---------------------------------------------------------------- lookup order
