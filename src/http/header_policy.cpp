@@ -43,15 +43,11 @@ std::string_view trim_ows(std::string_view s) noexcept
 }
 
 /**
- * Splits a comma-separated field value into its elements (RFC 9110 §5.6.1), skipping empty
- * ones and not splitting inside quoted strings (§5.6.4). Hand-written because Beast's
- * `token_list` stops at the first element that is not a bare token, and media ranges
- * (`application/json;q=0.9`), t-codings and `protocol/version` are not.
- */
-/**
  * Calls `visit` with each non-empty item of a comma-separated field value (RFC 9110 §5.6.1),
- * OWS trimmed, commas inside quoted strings kept, until `visit` returns true. Nothing is
- * allocated: this runs on every request that carries Accept.
+ * OWS trimmed, commas inside quoted strings (§5.6.4) kept, until `visit` returns true.
+ * Hand-written because Beast's `token_list` stops at the first element that is not a bare
+ * token, and media ranges (`application/json;q=0.9`), t-codings and `protocol/version` are
+ * not. Nothing is allocated: this runs on every request that carries Accept.
  */
 template <typename Visit>
 void for_each_item(std::string_view value, Visit&& visit)
@@ -115,17 +111,6 @@ bool is_refused(std::string_view item)
     for (const auto& param : beast::http::param_list{item_params(item)}) {
         if (beast::iequals(param.first, "q")) {
             return is_zero_qvalue(param.second);
-        }
-    }
-    return false;
-}
-
-/// True when any `Connection` field line carries `option` (RFC 9110 §7.6.1), ignoring case.
-bool has_connection_option(const fields& f, std::string_view option)
-{
-    for (auto [line, last] = f.equal_range(field::connection); line != last; ++line) {
-        if (beast::http::token_list{line->value()}.exists(option)) {
-            return true;
         }
     }
     return false;
@@ -580,18 +565,13 @@ void prepare_downstream_response(response_head& res, bool upgrade,
     apply_header_rules(res, route_rules);
 }
 
-bool is_tunnel_upgrade(const request_head& req)
+namespace {
+
+/// Whether the first item of an Upgrade value names a protocol portico tunnels.
+bool names_tunnelled_protocol(std::string_view upgrade)
 {
-    // A server must ignore Upgrade in an HTTP/1.0 request (RFC 9110 §7.8).
-    if (req.version() < 11 || !has_connection_option(req, "upgrade")) {
-        return false;
-    }
-    const auto upgrade = req.find(field::upgrade);
-    if (upgrade == req.end()) {
-        return false;
-    }
     std::string_view first;
-    for_each_item(upgrade->value(), [&first](std::string_view item) {
+    for_each_item(upgrade, [&first](std::string_view item) {
         first = item;
         return true;
     });
@@ -604,21 +584,72 @@ bool is_tunnel_upgrade(const request_head& req)
     return !beast::iequals(name, "h2c");
 }
 
-bool prefers_json(const request_head& req)
+} // namespace
+
+request_lines scan_request_lines(const request_head& req)
 {
+    request_lines lines;
+    bool connection_upgrade = false;
+    bool has_upgrade = false;
+    std::string_view upgrade;
     bool json = false;
     bool html = false;
-    for (auto [line, last] = req.equal_range(field::accept); line != last; ++line) {
-        for_each_item(line->value(), [&](std::string_view item) {
-            if (!is_refused(item)) {
-                const auto media = item_name(item);
-                json = json || beast::iequals(media, "application/json");
-                html = html || beast::iequals(media, "text/html");
+    for (const auto& line : req) {
+        switch (line.name()) {
+        case field::host:
+            if (lines.hosts++ == 0) {
+                lines.host = line.value();
             }
-            return false;
-        });
+            break;
+        case field::transfer_encoding:
+            ++lines.transfer_encodings;
+            lines.transfer_encoding = line.value();
+            break;
+        case field::expect:
+            if (!lines.has_expect) {
+                lines.has_expect = true;
+                lines.expect = line.value();
+            }
+            break;
+        case field::connection:
+            connection_upgrade =
+                connection_upgrade || beast::http::token_list{line.value()}.exists("upgrade");
+            break;
+        case field::upgrade:
+            if (!has_upgrade) {
+                has_upgrade = true;
+                upgrade = line.value();
+            }
+            break;
+        case field::accept:
+            for_each_item(line.value(), [&](std::string_view item) {
+                if (!is_refused(item)) {
+                    const auto media = item_name(item);
+                    json = json || beast::iequals(media, "application/json");
+                    html = html || beast::iequals(media, "text/html");
+                }
+                return false;
+            });
+            break;
+        default:
+            break;
+        }
     }
-    return json && !html;
+    // A server must ignore Upgrade in an HTTP/1.0 request (RFC 9110 §7.8).
+    lines.tunnel_upgrade = req.version() >= 11 && connection_upgrade && has_upgrade &&
+                           names_tunnelled_protocol(upgrade);
+    lines.prefers_json = json && !html;
+    return lines;
+}
+
+bool is_tunnel_upgrade(const request_head& req)
+{
+    return scan_request_lines(req).tunnel_upgrade;
+}
+
+bool prefers_json(const request_head& req)
+{
+    return scan_request_lines(req).prefers_json;
 }
 
 } // namespace portico::http

@@ -769,48 +769,9 @@ http::header_rule_view rules_of(const config::header_rules& rules)
     return {rules.set, rules.remove};
 }
 
-/// What one pass over a request's lines tells; each of these read through the parsed head
-/// would be a search of its field set by case-insensitive name. The views point into the
-/// head: valid until it is changed (`prepare_upstream_request`).
-struct request_lines {
-    unsigned hosts = 0;
-    std::string_view host; ///< the first Host line's value
-    unsigned transfer_encodings = 0;
-    std::string_view transfer_encoding; ///< the last Transfer-Encoding line's value
-    bool has_expect = false;
-    std::string_view expect; ///< the first Expect line's value
-};
-
-request_lines scan_lines(const request_parser& parser)
-{
-    request_lines lines;
-    for (const auto& line : parser.get()) {
-        switch (line.name()) {
-        case beast::http::field::host:
-            if (lines.hosts++ == 0) {
-                lines.host = line.value();
-            }
-            break;
-        case beast::http::field::transfer_encoding:
-            ++lines.transfer_encodings;
-            lines.transfer_encoding = line.value();
-            break;
-        case beast::http::field::expect:
-            if (!lines.has_expect) {
-                lines.has_expect = true;
-                lines.expect = line.value();
-            }
-            break;
-        default:
-            break;
-        }
-    }
-    return lines;
-}
-
 /// Validates the framing of a parsed request head (RFC 9112 §6); nullopt when sound.
 std::optional<std::string> framing_defect(const request_parser& parser,
-                                          const request_lines& lines)
+                                          const http::request_lines& lines)
 {
     if (lines.hosts > 1) {
         return "more than one Host header";
@@ -836,10 +797,6 @@ std::optional<std::string> framing_defect(const request_parser& parser,
     return std::nullopt;
 }
 
-/**
- * Forwards one request and its response. Returns whether the client connection may carry
- * another request.
- */
 /// What the client's request head said before it was rewritten for the backend.
 struct request_traits {
     bool keep_alive = true;
@@ -848,6 +805,18 @@ struct request_traits {
     bool replayable = false; ///< may be sent again on another connection (no body, idempotent)
     bool head = false;       ///< a HEAD request: the response has no body whatever it says
 };
+
+request_traits traits_of(const request_parser& parser, const http::request_lines& lines)
+{
+    const auto& req = parser.get();
+    request_traits traits;
+    traits.keep_alive = parser.keep_alive();
+    traits.upgrade = lines.tunnel_upgrade;
+    traits.expects_continue = beast::iequals(lines.expect, "100-continue");
+    traits.replayable = parser.is_done() && is_idempotent(req.method());
+    traits.head = req.method() == beast::http::verb::head;
+    return traits;
+}
 
 /**
  * Logs an exchange once its response body has been relayed; false when the body did not get
@@ -1235,8 +1204,12 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
     }
 }
 
+/**
+ * Forwards one request and its response. Returns whether the client connection may carry
+ * another request.
+ */
 template <typename Stream>
-task<bool> forward(connection<Stream>& c, request_parser& parser, bool expects_continue,
+task<bool> forward(connection<Stream>& c, request_parser& parser, const request_traits& traits,
                    request_plan& plan, exchange_record& rec, bool json)
 {
     const auto& state = c.w.state();
@@ -1252,13 +1225,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, bool expects_c
         co_return false;
     }
 
-    request_traits traits;
-    traits.keep_alive = parser.keep_alive();
-    traits.upgrade = http::is_tunnel_upgrade(req.base());
-    traits.expects_continue = expects_continue;
     const bool has_body = !parser.is_done();
-    traits.replayable = !has_body && is_idempotent(req.method());
-    traits.head = req.method() == beast::http::verb::head;
 
     http::forward_facts facts;
     facts.client_ip = c.info.client_ip;
@@ -1486,9 +1453,9 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     rec.method = std::string(req.method_string());
     rec.target = std::string(req.target());
     rec.version = req.version() == 10 ? 10 : 11;
-    const auto lines = scan_lines(parser);
+    const auto lines = http::scan_request_lines(req.base());
     rec.host = std::string(lines.host);
-    const bool json = http::prefers_json(req.base());
+    const bool json = lines.prefers_json;
 
     if (const auto defect = framing_defect(parser, lines)) {
         plan.detail = *defect;
@@ -1526,8 +1493,8 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     if (plan.route->redirect_https && !c.info.tls) {
         co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
     }
-    const bool again = co_await forward(c, parser, beast::iequals(lines.expect, "100-continue"),
-                                        plan, rec, json);
+    const auto traits = traits_of(parser, lines);
+    const bool again = co_await forward(c, parser, traits, plan, rec, json);
     co_return again && !c.w.is_draining();
 }
 

@@ -82,6 +82,24 @@ void append_downstream_response(std::string& out, const response_head& res, unsi
 void append_downstream_response(std::string& out, const simple_response& res, unsigned version,
                                 bool keep_alive, const header_rule_view& route_rules);
 
+/**
+ * What one pass over a request head's field lines tells. Each of these read through the
+ * field set would be a search by case-insensitive name, several per request. The views
+ * point into the head: valid until it is changed (`prepare_upstream_request`).
+ */
+struct request_lines {
+    unsigned hosts = 0;
+    std::string_view host; ///< the first Host line's value
+    unsigned transfer_encodings = 0;
+    std::string_view transfer_encoding; ///< the last Transfer-Encoding line's value
+    bool has_expect = false;
+    std::string_view expect;     ///< the first Expect line's value
+    bool tunnel_upgrade = false; ///< as `is_tunnel_upgrade`
+    bool prefers_json = false;   ///< as `prefers_json`
+};
+
+request_lines scan_request_lines(const request_head& req);
+
 /// True when the request asks for a protocol switch portico tunnels (any but `h2c`).
 bool is_tunnel_upgrade(const request_head& req);
 

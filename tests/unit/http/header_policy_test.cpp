@@ -449,6 +449,54 @@ TEST(HeaderPolicyTest, Http10UpgradeIsIgnored)
     EXPECT_FALSE(is_tunnel_upgrade(req));
 }
 
+TEST(HeaderPolicyTest, FirstUpgradeLineDecidesTheTunnel)
+{
+    auto req = make_request();
+    req.set(field::connection, "upgrade");
+    req.insert(field::upgrade, "h2c");
+    req.insert(field::upgrade, "websocket");
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+
+    req.erase(field::upgrade);
+    req.insert(field::upgrade, "websocket");
+    req.insert(field::upgrade, "h2c");
+    EXPECT_TRUE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, ScanOfRequestLinesGivesEachFact)
+{
+    auto req = make_request();
+    req.erase(field::host);
+    req.insert("hOST", "first.localhost");
+    req.insert(field::host, "second.localhost");
+    req.insert("transfer-encoding", "gzip");
+    req.insert(field::transfer_encoding, "chunked");
+    req.insert("EXPECT", "100-continue");
+    req.insert(field::expect, "other");
+    req.insert(field::connection, "keep-alive");
+    req.insert("connection", "Upgrade");
+    req.insert(field::upgrade, "websocket");
+    req.insert(field::accept, "application/json");
+    req.insert("Accept", "text/html;q=0.5");
+
+    const auto lines = scan_request_lines(req);
+    EXPECT_EQ(lines.hosts, 2U);
+    EXPECT_EQ(lines.host, "first.localhost");
+    EXPECT_EQ(lines.transfer_encodings, 2U);
+    EXPECT_EQ(lines.transfer_encoding, "chunked");
+    EXPECT_TRUE(lines.has_expect);
+    EXPECT_EQ(lines.expect, "100-continue");
+    EXPECT_TRUE(lines.tunnel_upgrade);
+    EXPECT_FALSE(lines.prefers_json); // text/html on the second Accept line
+
+    const auto bare = scan_request_lines(make_request(10));
+    EXPECT_EQ(bare.transfer_encodings, 0U);
+    EXPECT_FALSE(bare.has_expect);
+    EXPECT_TRUE(bare.expect.empty());
+    EXPECT_FALSE(bare.tunnel_upgrade);
+    EXPECT_FALSE(bare.prefers_json);
+}
+
 bool prefers_json_for(std::initializer_list<std::string_view> accept_lines)
 {
     auto req = make_request();
