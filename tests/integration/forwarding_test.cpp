@@ -444,6 +444,32 @@ TEST(ForwardingTest, BytesABackendSendsUnaskedDoNotReachTheNextRequest)
     EXPECT_EQ(backend.connections(), 2);
 }
 
+TEST(ForwardingTest, PooledConnectionTheBackendClosedWhileIdleIsNotUsed)
+{
+    // A backend that closes each connection after one response without saying so (as a dev
+    // server with a short keep-alive timeout does): a POST, which cannot be replayed, must
+    // go to a fresh connection rather than to the closed one and a 502.
+    std::atomic<int> closed{0};
+    origin backend([&closed](origin_connection& c) {
+        if (auto req = c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+        boost::system::error_code ignored;
+        c.socket.shutdown(net::socket_base::shutdown_both, ignored);
+        ++closed;
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/first").result_int(), 200);
+    ASSERT_TRUE(wait_until([&closed] { return closed.load() == 1; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20)); // let the FIN arrive
+    c.write_raw("POST /once HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 4\r\n\r\nbody");
+    auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "ok");
+    EXPECT_EQ(backend.connections(), 2);
+}
+
 // Sends a request head that asks for 100-continue, then its body after the proxy's 100: the
 // backend gets the request without Expect, and its answer comes back.
 void expect_continue_is_answered(std::string_view head, std::string_view body)
