@@ -470,6 +470,41 @@ TEST(ForwardingTest, PooledConnectionTheBackendClosedWhileIdleIsNotUsed)
     EXPECT_EQ(backend.connections(), 2);
 }
 
+TEST(ForwardingTest, PoolKeepsAtMost64IdleConnectionsPerBackend)
+{
+    // 70 requests in flight at once need 70 backend connections; once they are answered,
+    // 64 stay pooled and the other six are closed, so that a burst does not leave its peak
+    // of connections (each with its buffers) open after it.
+    constexpr int in_flight = 70;
+    constexpr int pooled = 64;
+    std::atomic<int> arrived{0};
+    std::atomic<int> closed{0};
+    origin backend([&](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        ++arrived;
+        wait_until([&arrived] { return arrived.load() >= in_flight; }); // bounded
+        c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        if (!c.read_request()) {
+            ++closed; // the proxy closed this connection instead of pooling it
+        }
+    });
+    proxy_harness proxy("workers: 1\n" + route_to(backend.port())); // one worker, one pool
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < in_flight; ++i) {
+        clients.push_back(std::make_unique<client>(proxy.port()));
+        clients.back()->write_raw("GET /burst HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    }
+    for (auto& c : clients) {
+        EXPECT_EQ(c->read_response().result_int(), 200);
+    }
+    EXPECT_EQ(backend.connections(), in_flight);
+    EXPECT_TRUE(wait_until([&closed] { return closed.load() == in_flight - pooled; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(closed.load(), in_flight - pooled);
+}
+
 // Sends a request head that asks for 100-continue, then its body after the proxy's 100: the
 // backend gets the request without Expect, and its answer comes back.
 void expect_continue_is_answered(std::string_view head, std::string_view body)
