@@ -7,10 +7,9 @@ namespace {
 
 void append_version(std::string& out, unsigned version)
 {
-    out += "HTTP/";
-    out += static_cast<char>('0' + version / 10 % 10);
-    out += '.';
-    out += static_cast<char>('0' + version % 10);
+    const char text[] = {'H', 'T', 'T', 'P', '/', static_cast<char>('0' + version / 10 % 10), '.',
+                         static_cast<char>('0' + version % 10)};
+    out.append(text, sizeof(text));
 }
 
 void append_fields(std::string& out, const fields& f)
@@ -47,11 +46,21 @@ void append_head(std::string& out, const request_head& req)
 void append_status_line(std::string& out, unsigned version, unsigned code,
                         std::string_view reason)
 {
-    append_version(out, version);
-    const char digits[] = {' ', static_cast<char>('0' + code / 100 % 10),
-                           static_cast<char>('0' + code / 10 % 10),
-                           static_cast<char>('0' + code % 10), ' '};
-    out.append(digits, sizeof(digits));
+    // One append for "HTTP/x.y nnn ": each append checks capacity and calls memcpy.
+    const char start[] = {'H',
+                          'T',
+                          'T',
+                          'P',
+                          '/',
+                          static_cast<char>('0' + version / 10 % 10),
+                          '.',
+                          static_cast<char>('0' + version % 10),
+                          ' ',
+                          static_cast<char>('0' + code / 100 % 10),
+                          static_cast<char>('0' + code / 10 % 10),
+                          static_cast<char>('0' + code % 10),
+                          ' '};
+    out.append(start, sizeof(start));
     out.append(reason.data(), reason.size());
     out += "\r\n";
 }

@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace portico::http {
@@ -25,6 +26,16 @@ constexpr field hop_by_hop_fields[] = {
     field::proxy_authenticate,  field::proxy_authorization, field::trailer,
     field::transfer_encoding,   field::te,         field::upgrade,
 };
+
+constexpr bool is_hop_by_hop(field name) noexcept
+{
+    for (const auto hop : hop_by_hop_fields) {
+        if (name == hop) {
+            return true;
+        }
+    }
+    return false;
+}
 
 /// The pseudonym portico names itself by in `Via` (RFC 9110 §7.6.3).
 constexpr std::string_view via_pseudonym = "portico";
@@ -259,15 +270,12 @@ public:
     template <typename Line>
     bool drops(const Line& line) const
     {
-        const auto name = line.name();
-        for (const auto hop : hop_by_hop_fields) {
-            if (name == hop) {
-                return true;
-            }
+        if (is_hop_by_hop(line.name())) {
+            return true;
         }
         const auto text = line.name_string();
         for (std::size_t i = 0; i < count_; ++i) {
-            if (beast::iequals(text, named_[i])) {
+            if (text.size() == named_[i].size() && beast::iequals(text, named_[i])) {
                 return true;
             }
         }
@@ -328,21 +336,27 @@ void append_joined_via(std::string& out, const Lines& f, const field_filter& fil
     if (filter.is_ruled("Via")) {
         return;
     }
-    out += "Via: ";
     if (filter.has_via()) {
+        out += "Via: ";
         for (const auto& line : f) {
             if (line.name() == field::via && !filter.drops(line)) {
                 out.append(line.value());
                 out += ", ";
             }
         }
+    } else {
+        out += "Via: ";
     }
-    out += static_cast<char>('0' + received_version / 10 % 10);
-    out += '.';
-    out += static_cast<char>('0' + received_version % 10);
-    out += ' ';
-    out.append(via_pseudonym);
-    out += "\r\n";
+    // "1.1 portico\r\n" in one append.
+    char hop[4 + via_pseudonym.size() + 2];
+    hop[0] = static_cast<char>('0' + received_version / 10 % 10);
+    hop[1] = '.';
+    hop[2] = static_cast<char>('0' + received_version % 10);
+    hop[3] = ' ';
+    via_pseudonym.copy(hop + 4, via_pseudonym.size());
+    hop[sizeof(hop) - 2] = '\r';
+    hop[sizeof(hop) - 1] = '\n';
+    out.append(hop, sizeof(hop));
 }
 
 /// Appends the route's set rules; of two rules for one name the later wins, as with `set`.
@@ -417,11 +431,40 @@ void append_response(std::string& out, unsigned status, std::string_view reason,
 {
     const field_filter filter(res, route_rules);
     append_status_line(out, version, status, reason);
-    for (const auto& line : res) {
-        if (line.name() == field::via || filter.drops(line)) {
-            continue;
+    if constexpr (std::is_same_v<Lines, simple_response>) {
+        // A kept line already written as "name: value" CRLF (as good as every line) goes
+        // out as received, and consecutive ones in one copy: for a typical head one append
+        // instead of four per field. Any other is written anew, as from Beast's fields.
+        std::string_view run;
+        for (const auto& line : res) {
+            if (line.name() == field::via || filter.drops(line)) {
+                out.append(run);
+                run = {};
+                continue;
+            }
+            const auto text = line.text();
+            const auto name = line.name_string();
+            if (text.size() != name.size() + line.value().size() + 4 || text[name.size() + 1] != ' ') {
+                out.append(run);
+                run = {};
+                append_field(out, name, line.value());
+                continue;
+            }
+            if (run.data() + run.size() == text.data()) {
+                run = std::string_view(run.data(), run.size() + text.size());
+            } else {
+                out.append(run);
+                run = text;
+            }
         }
-        append_field(out, line.name_string(), line.value());
+        out.append(run);
+    } else {
+        for (const auto& line : res) {
+            if (line.name() == field::via || filter.drops(line)) {
+                continue;
+            }
+            append_field(out, line.name_string(), line.value());
+        }
     }
     if (filter.te_trailers()) {
         append_field(out, "TE", "trailers");

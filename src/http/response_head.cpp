@@ -245,7 +245,8 @@ bool parse_simple_response(std::string_view head, simple_response& out)
         default:
             break;
         }
-        out.lines[out.line_count++] = head_line(known, name, value);
+        out.lines[out.line_count++] =
+            head_line(known, name, value, head.substr(name_start, pos - name_start));
     }
     if (!has_length || pos != head.size()) {
         return false;

@@ -23,18 +23,21 @@ namespace portico::http {
 class head_line {
 public:
     head_line() = default;
-    head_line(field known, std::string_view name, std::string_view value)
-        : known_(known), name_(name), value_(value)
+    head_line(field known, std::string_view name, std::string_view value, std::string_view text)
+        : known_(known), name_(name), value_(value), text_(text)
     {
     }
     field name() const noexcept { return known_; }
     std::string_view name_string() const noexcept { return name_; }
     std::string_view value() const noexcept { return value_; }
+    /// The line as received, CRLF included.
+    std::string_view text() const noexcept { return text_; }
 
 private:
     field known_ = field::unknown;
     std::string_view name_;
     std::string_view value_;
+    std::string_view text_;
 };
 
 /**
