@@ -97,11 +97,21 @@ void bm_split_request_target(benchmark::State& state)
     }
 }
 
+// What a browser asks a dev server for: nothing to decode or remove.
+void bm_split_request_target_plain(benchmark::State& state)
+{
+    for (auto _ : state) {
+        auto split = portico::routing::split_request_target("/src/components/App.tsx?t=1718000000000");
+        benchmark::DoNotOptimize(split);
+    }
+}
+
 BENCHMARK(bm_match_exact)->Arg(10)->Arg(10000);
 BENCHMARK(bm_match_wildcard)->Arg(10)->Arg(10000);
 BENCHMARK(bm_match_deep_path)->Arg(10)->Arg(10000);
 BENCHMARK(bm_match_miss)->Arg(10)->Arg(10000);
 BENCHMARK(bm_split_request_target);
+BENCHMARK(bm_split_request_target_plain);
 
 } // namespace
 

@@ -107,23 +107,62 @@ bool is_valid_port(std::string_view port) noexcept
     return true;
 }
 
-// A DNS-style name: non-empty labels of letters, digits, '-' and '_' (seen in dev setups), and
-// '*' only as a whole first label, the wildcard form configuration uses.
-bool is_valid_name(std::string_view name) noexcept
+/// For each byte of a DNS-style name, the byte lower-cased, or 0 when a name cannot hold it:
+/// letters, digits, '-', '.' and '_' (seen in dev setups).
+constexpr auto name_bytes = [] {
+    std::array<char, 256> t{};
+    for (char c = 'a'; c <= 'z'; ++c) {
+        t[static_cast<unsigned char>(c)] = c;
+        t[static_cast<unsigned char>(c - 'a' + 'A')] = c;
+    }
+    for (char c = '0'; c <= '9'; ++c) {
+        t[static_cast<unsigned char>(c)] = c;
+    }
+    t['-'] = '-';
+    t['.'] = '.';
+    t['_'] = '_';
+    return t;
+}();
+
+/**
+ * A DNS-style name lower-cased, in one pass: non-empty labels of the bytes in `name_bytes`,
+ * and '*' only as a whole first label, the wildcard form configuration uses.
+ */
+std::optional<std::string> lower_name(std::string_view name)
 {
+    std::string out(name.size(), '\0');
+    std::size_t i = 0;
     if (name.starts_with("*.")) {
-        name.remove_prefix(2);
+        out[0] = '*';
+        out[1] = '.';
+        i = 2;
     }
-    if (name.empty() || name.front() == '.' || name.back() == '.' ||
-        name.find("..") != std::string_view::npos) {
-        return false;
+    char previous = '.'; // a name (or what follows "*.") must not start with a dot
+    for (; i < name.size(); ++i) {
+        const char c = name_bytes[static_cast<unsigned char>(name[i])];
+        if (c == '\0' || (c == '.' && previous == '.')) {
+            return std::nullopt;
+        }
+        out[i] = c;
+        previous = c;
     }
-    for (char c : name) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-        if (!ok) {
+    if (previous == '.') { // empty, or ends with a dot
+        return std::nullopt;
+    }
+    return out;
+}
+
+/// True for a path that normalising leaves as it is, as almost every request path is: no
+/// percent-encoding, no segment starting with a dot, no byte a path cannot hold.
+bool is_normal_path(std::string_view path) noexcept
+{
+    char previous = '\0';
+    for (const char c : path) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte <= 0x20 || byte == 0x7f || c == '%' || (c == '.' && previous == '/')) {
             return false;
         }
+        previous = c;
     }
     return true;
 }
@@ -134,6 +173,9 @@ std::optional<std::string> normalize_path(std::string_view path)
 {
     if (path.empty() || path.front() != '/') {
         return std::nullopt;
+    }
+    if (is_normal_path(path)) {
+        return std::string(path);
     }
     auto decoded = decode_unreserved(path);
     if (!decoded) {
@@ -193,9 +235,7 @@ std::optional<std::string> normalize_host(std::string_view host)
         if (!name.empty() && name.back() == '.') {
             name.remove_suffix(1);
         }
-        if (!is_valid_name(name)) {
-            return std::nullopt;
-        }
+        return lower_name(name);
     }
     return to_lower(name);
 }
