@@ -15,12 +15,37 @@ void append_version(std::string& out, unsigned version)
 void append_fields(std::string& out, const fields& f)
 {
     for (const auto& line : f) {
-        append_field(out, line.name_string(), line.value());
+        append_field(out, line);
     }
     out += "\r\n";
 }
 
 } // namespace
+
+std::string_view stored_line(const fields::value_type& line) noexcept
+{
+    const auto name = line.name_string();
+    const auto value = line.value();
+    const char* start = name.data();
+    // Beast writes ": " between name and value and CRLF after it in the element it
+    // allocates; that the value starts two bytes after the name is checked first, so the
+    // bytes read around it are the element's own.
+    if (value.data() != start + name.size() + 2 || start[name.size()] != ':' ||
+        start[name.size() + 1] != ' ' || value.data()[value.size()] != '\r' ||
+        value.data()[value.size() + 1] != '\n') {
+        return {};
+    }
+    return {start, name.size() + value.size() + 4};
+}
+
+void append_field(std::string& out, const fields::value_type& line)
+{
+    if (const auto text = stored_line(line); !text.empty()) {
+        out.append(text);
+    } else {
+        append_field(out, line.name_string(), line.value());
+    }
+}
 
 void append_field(std::string& out, std::string_view name, std::string_view value)
 {

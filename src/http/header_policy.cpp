@@ -404,7 +404,7 @@ void append_upstream_request(std::string& out, const request_head& req,
             is_forwarding_claim(line) || filter.drops(line)) {
             continue;
         }
-        append_field(out, line.name_string(), line.value());
+        append_field(out, line);
     }
     if (filter.te_trailers()) {
         append_field(out, "TE", "trailers");
@@ -412,7 +412,9 @@ void append_upstream_request(std::string& out, const request_head& req,
     if (!facts.client_ip.empty()) {
         append_added(out, filter, "X-Forwarded-For", facts.client_ip);
     }
-    append_added(out, filter, "X-Forwarded-Proto", facts.client_tls ? "https" : "http");
+    if (!filter.is_ruled("X-Forwarded-Proto")) {
+        out += facts.client_tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n";
+    }
     if (!facts.original_host.empty()) {
         append_added(out, filter, "X-Forwarded-Host", facts.original_host);
     }
@@ -463,7 +465,7 @@ void append_response(std::string& out, unsigned status, std::string_view reason,
             if (line.name() == field::via || filter.drops(line)) {
                 continue;
             }
-            append_field(out, line.name_string(), line.value());
+            append_field(out, line);
         }
     }
     if (filter.te_trailers()) {

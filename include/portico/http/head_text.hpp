@@ -19,6 +19,16 @@ void append_head(std::string& out, const request_head& req);
 /// Appends one field line, "name: value\r\n".
 void append_field(std::string& out, std::string_view name, std::string_view value);
 
+/**
+ * A parsed field line as Beast stores it, "name: value\r\n" in one piece: the bytes its
+ * serializer writes. Empty when the line is not stored so (checked, not assumed).
+ */
+std::string_view stored_line(const fields::value_type& line) noexcept;
+
+/// Appends a parsed field line, as `append_field` with its name and value: in one copy where
+/// Beast stores it in one piece.
+void append_field(std::string& out, const fields::value_type& line);
+
 /// Appends a status line, e.g. "HTTP/1.1 200 OK\r\n"; `version` is 10 or 11.
 void append_status_line(std::string& out, unsigned version, unsigned code,
                         std::string_view reason);

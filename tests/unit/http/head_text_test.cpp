@@ -74,5 +74,21 @@ TEST(head_text, response_keeps_an_unknown_code_and_its_reason)
     EXPECT_EQ(out, beast_text(res));
 }
 
+TEST(head_text, parsed_field_lines_are_copied_as_stored)
+{
+    request_head req;
+    req.insert(field::host, "app.localhost:7080");
+    req.insert("X-Empty", "");
+    req.insert("x-lower", "v, w");
+    for (const auto& line : req) {
+        std::string one_copy;
+        std::string piecewise;
+        append_field(one_copy, line);
+        append_field(piecewise, line.name_string(), line.value());
+        EXPECT_EQ(one_copy, piecewise);
+        EXPECT_EQ(stored_line(line), piecewise); // one piece, as the serializer writes it
+    }
+}
+
 } // namespace
 } // namespace portico::http
