@@ -324,23 +324,20 @@ task<boost::system::error_code> send_response(connection<Stream>& c, http::strin
  * copied behind the head, a larger one goes as a second buffer of the same gathered write.
  */
 template <typename Stream>
-task<boost::system::error_code> write_prepared(Stream& s, std::string& scratch,
-                                               net::const_buffer body = {})
+auto write_prepared(Stream& s, std::string& scratch, net::const_buffer body = {})
 {
     if (body.size() <= inline_body_size) {
         scratch.append(static_cast<const char*>(body.data()), body.size());
-        auto [ec, n] = co_await net::async_write(s, net::buffer(scratch));
-        co_return ec;
+        body = {};
     }
-    const std::array<net::const_buffer, 2> parts{net::buffer(scratch), body};
-    auto [ec, n] = co_await net::async_write(s, parts);
-    co_return ec;
+    // The operation itself, for the caller to await: a coroutine here would cost a frame
+    // and a resumption per write, two writes per request.
+    return net::async_write(s, std::array<net::const_buffer, 2>{net::buffer(scratch), body});
 }
 
 /// `write_prepared` for a head serialised as Beast holds it.
 template <typename Stream, typename Head>
-task<boost::system::error_code> write_head(Stream& s, std::string& scratch, const Head& head,
-                                           net::const_buffer body = {})
+auto write_head(Stream& s, std::string& scratch, const Head& head, net::const_buffer body = {})
 {
     scratch.clear();
     http::append_head(scratch, head);
@@ -1010,7 +1007,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     if (length && !response->is_done() && *length <= up.buffer.size()) {
         // The whole body arrived with the head (the common small response): send head and
         // body in one gathered write instead of two.
-        const auto ec = co_await write_prepared(
+        const auto [ec, written] = co_await write_prepared(
             c.stream, c.info.head,
             net::buffer(up.buffer.data().data(), static_cast<std::size_t>(*length)));
         up.buffer.consume(static_cast<std::size_t>(*length));
@@ -1024,7 +1021,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     }
     boost::system::error_code wec;
     if (framed_body) {
-        wec = co_await write_prepared(c.stream, c.info.head);
+        std::tie(wec, std::ignore) = co_await write_prepared(c.stream, c.info.head);
     } else {
         // Chunked re-framing: the serializer that frames the chunks writes the head too.
         std::tie(wec, std::ignore) =
@@ -1089,9 +1086,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     } else if (direct != nullptr) {
         http::append_upstream_request(empty_head(c.info), req.base(), *direct,
                                       rules_of(route.request_headers), expects_continue);
-        hec = co_await write_prepared(io, c.info.head);
+        std::tie(hec, std::ignore) = co_await write_prepared(io, c.info.head);
     } else {
-        hec = co_await write_head(io, c.info.head, req.base());
+        std::tie(hec, std::ignore) = co_await write_head(io, c.info.head, req.base());
     }
     if (hec && up.reused) {
         // The backend closed this pooled connection meanwhile; nothing of the request
@@ -1152,7 +1149,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             tcp_of(c.stream).expires_after(cfg.timeouts.idle);
             if (length <= up.buffer.size()) {
                 // The whole body came with the head: both go in one write.
-                const auto ec = co_await write_prepared(
+                const auto [ec, written] = co_await write_prepared(
                     c.stream, c.info.head,
                     net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length)));
                 up.buffer.consume(static_cast<std::size_t>(length));
@@ -1164,7 +1161,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                 release = is_reusable();
                 co_return keep_alive;
             }
-            if (const auto wec = co_await write_prepared(c.stream, c.info.head)) {
+            if (const auto [wec, written] = co_await write_prepared(c.stream, c.info.head); wec) {
                 write_access_log(c.info, rec);
                 co_return false;
             }
