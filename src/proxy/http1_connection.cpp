@@ -1450,6 +1450,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     rec.method = std::string(req.method_string());
     rec.target = std::string(req.target());
     rec.version = req.version() == 10 ? 10 : 11;
+    // Views into the head: read them before `forward`, which rewrites it.
     const auto lines = http::scan_request_lines(req.base());
     rec.host = std::string(lines.host);
     const bool json = lines.prefers_json;

@@ -123,7 +123,7 @@ TEST(UriTest, NormalizeHostRejectsMalformedHosts)
     for (const std::string_view host :
          {"", ":80", "app.localhost:", "app.localhost:abc", "app.localhost:123456",
           "app.localhost:80:80", "a b", "a/b", "a@b", "a%41", "::1", "[::1", "[]", "[::1]x",
-          "[::1]:", "[g::1]", "[::1%25eth0]"}) {
+          "[::1]:", "[g::1]", "[::1%25eth0]", "caf\xc3\xa9.localhost"}) {
         EXPECT_EQ(normalize_host(host), std::nullopt) << host;
     }
 }

@@ -151,6 +151,10 @@ TEST(SimpleResponseTest, WrittenHeadEqualsTheOneWrittenFromBeastsParse)
         "X-Set-Me: old\r\nContent-Length: 12\r\nConnection: close\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: a, b, c, d, e, f\r\nA: 1\r\nF: 6\r\n"
         "G: 7\r\n\r\n",
+        // Lines as long as "name: value" CRLF without being written so, and a dropped last line:
+        // each must be written anew, not copied.
+        "HTTP/1.1 200 OK\r\nX-A:1 \r\nX-B:\t2\r\nX-C: \r\nX-D:  \r\nContent-Length: 0\r\n"
+        "Keep-Alive: timeout=5\r\n\r\n",
     };
     const std::vector<std::pair<std::string, std::string>> set_rules = {{"X-Set-Me", "new"},
                                                                         {"Via", "mine"}};
