@@ -10,6 +10,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -164,7 +165,10 @@ TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
         clients.back()->write_raw("GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     }
     ASSERT_TRUE(portico.process->wait_for_line("accept_failed"));
-    // Out of descriptors for a second, retrying every 100 ms: said once, not ten times.
+    // Out of descriptors for a second, retrying every 100 ms: said once per episode, not at
+    // each of the ten retries. A descriptor freed meanwhile (a connection that got 502 for
+    // want of a backend socket and closed, a probe's socket) lets one accept through, which
+    // ends the episode; how often that happens depends on timing, so a few are allowed.
     portico.process->wait_for_line("no such line", std::chrono::seconds(1));
     const auto failures = [&portico] {
         const auto& lines = portico.process->lines();
@@ -172,7 +176,7 @@ TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
             return l.find("accept_failed") != std::string::npos;
         });
     };
-    EXPECT_EQ(failures(), 1);
+    EXPECT_LE(failures(), 3) << fmt::format("{}", fmt::join(portico.process->lines(), "\n"));
     // Connections that close give their descriptors back; those queued meanwhile and new
     // ones are served.
     clients.clear();
