@@ -463,6 +463,32 @@ relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t l
 }
 
 /**
+ * What a read that failed before a response head was complete reports: whatever ended it,
+ * part of a head received means a broken response, never a connection that was closed
+ * before it was used; EOF before any byte reads as Beast's parser would report it.
+ */
+boost::system::error_code head_read_failure(const boost::system::error_code& ec, bool had_bytes)
+{
+    if (had_bytes) {
+        return beast::http::error::partial_message;
+    }
+    if (ec == net::error::eof) {
+        return beast::http::error::end_of_stream;
+    }
+    return ec;
+}
+
+/// The length of the response head that `buffer` holds whole (through the empty line), or
+/// 0; the search starts at `from`.
+std::size_t complete_head_length(const beast::flat_buffer& buffer, std::size_t from = 0)
+{
+    const auto data =
+        std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
+    const auto end = data.find("\r\n\r\n", from);
+    return end == std::string_view::npos ? 0 : end + 4;
+}
+
+/**
  * Reads from a backend until `buffer` holds a complete response head (through the empty
  * line) and returns its length; 0 when none ends within `limit` bytes, which is left for the
  * full parser to report. EOF before a complete head reads as Beast's parser would report it.
@@ -474,27 +500,17 @@ read_response_head(Upstream& io, beast::flat_buffer& buffer, std::size_t limit)
     // The first read asks for little: a pooled connection keeps this buffer while it waits.
     std::size_t scanned = 0;
     for (;;) {
-        const auto data = std::string_view(static_cast<const char*>(buffer.data().data()),
-                                           buffer.size());
-        const auto from = scanned > 3 ? scanned - 3 : 0;
-        if (const auto end = data.find("\r\n\r\n", from); end != std::string_view::npos) {
-            co_return std::tuple{boost::system::error_code{}, end + 4};
+        if (const auto length = complete_head_length(buffer, scanned > 3 ? scanned - 3 : 0)) {
+            co_return std::tuple{boost::system::error_code{}, length};
         }
-        scanned = data.size();
-        if (data.size() >= limit) {
+        scanned = buffer.size();
+        if (scanned >= limit) {
             co_return std::tuple{boost::system::error_code{}, std::size_t{0}};
         }
-        const auto step = data.empty() ? upstream_connection::first_read_size : head_read_size;
-        auto [ec, n] = co_await io.async_read_some(buffer.prepare(std::min(step, limit - data.size())));
-        // Whatever ends the read, part of a head received means a broken response, never a
-        // connection that was closed before it was used.
-        if (ec && !data.empty()) {
-            ec = beast::http::error::partial_message;
-        } else if (ec == net::error::eof) {
-            ec = beast::http::error::end_of_stream;
-        }
+        const auto step = scanned == 0 ? upstream_connection::first_read_size : head_read_size;
+        auto [ec, n] = co_await io.async_read_some(buffer.prepare(std::min(step, limit - scanned)));
         if (ec) {
-            co_return std::tuple{ec, std::size_t{0}};
+            co_return std::tuple{head_read_failure(ec, scanned > 0), std::size_t{0}};
         }
         buffer.commit(n);
     }
@@ -1124,7 +1140,24 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         // The common response (a final status, a Content-Length body) is read in place and
         // its head written from the bytes received; any other goes to Beast's parser below,
         // which starts from the same buffered bytes.
-        auto [rhec, head_length] = co_await read_response_head(io, up.buffer, response_header_limit);
+        // The first read is awaited here: a head that comes whole in it (as good as every
+        // one) then needs no coroutine frame for the loop that reads the rest.
+        boost::system::error_code rhec;
+        std::size_t head_length = 0;
+        if (up.buffer.size() == 0) {
+            auto [fec, n] =
+                co_await io.async_read_some(up.buffer.prepare(upstream_connection::first_read_size));
+            if (fec) {
+                rhec = head_read_failure(fec, false);
+            } else {
+                up.buffer.commit(n);
+                head_length = complete_head_length(up.buffer);
+            }
+        }
+        if (!rhec && head_length == 0) {
+            std::tie(rhec, head_length) =
+                co_await read_response_head(io, up.buffer, response_header_limit);
+        }
         if (rhec) {
             if (response_head_failed(rhec, up, traits, plan, retry)) {
                 co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
