@@ -1582,35 +1582,42 @@ task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
 }
 
 /// What the first bytes of a connection say it is.
-enum class opening { plain, tls, closed };
+enum class opening { plain, tls, incomplete, closed };
+
+/// What the first bytes in `buffer` (at least one) say the connection is; `incomplete` for
+/// a TLS ClientHello that has not all arrived.
+opening classify_opening(const beast::flat_buffer& buffer, tls::hello_result& hello)
+{
+    const auto* first = static_cast<const unsigned char*>(buffer.data().data());
+    if (!tls::is_tls_record_start(first[0])) {
+        return opening::plain;
+    }
+    hello = tls::parse_client_hello(
+        std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
+    return hello.status == tls::hello_status::incomplete ? opening::incomplete : opening::tls;
+}
 
 /**
- * Reads the first bytes: a TLS handshake record or anything else (plain HTTP). For TLS,
- * reads on until the ClientHello is complete so that passthrough can route by SNI. Bounded
- * by `timeouts.header`: a client that connects and sends nothing is closed.
+ * Reads on from what `buffer` holds until a TLS ClientHello is complete, so that passthrough
+ * can route by SNI (or until the bytes turn out to be something else: plain HTTP). The
+ * caller's deadline (`timeouts.header`) bounds it: a client that stops sending is closed.
  */
-task<std::pair<opening, tls::hello_result>> read_opening(client_info& info, tcp_stream& tcp,
+task<std::pair<opening, tls::hello_result>> read_opening(tcp_stream& tcp,
                                                          beast::flat_buffer& buffer)
 {
-    const auto& cfg = info.w.state()->cfg;
-    tcp.expires_after(cfg.timeouts.header);
     tls::hello_result hello;
     for (;;) {
+        if (buffer.size() > 0) {
+            if (const auto kind = classify_opening(buffer, hello); kind != opening::incomplete) {
+                co_return std::pair{kind, hello};
+            }
+        }
         const auto step = buffer.size() == 0 ? opening_read_size : head_read_size;
         auto [ec, n] = co_await tcp.async_read_some(buffer.prepare(step));
         if (ec) {
             co_return std::pair{opening::closed, hello};
         }
         buffer.commit(n);
-        const auto* first = static_cast<const unsigned char*>(buffer.data().data());
-        if (!tls::is_tls_record_start(first[0])) {
-            co_return std::pair{opening::plain, hello};
-        }
-        hello = tls::parse_client_hello(
-            std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
-        if (hello.status != tls::hello_status::incomplete) {
-            co_return std::pair{opening::tls, hello};
-        }
     }
 }
 
@@ -1712,7 +1719,19 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     auto& conn = *owned;
     PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", conn.info.client});
 
-    auto opened = co_await read_opening(conn.info, conn.tcp, conn.buffer);
+    // The first read is awaited here, bounded by the header timeout: a plain request (as
+    // good as every connection) then needs no frame for the loop that reads a ClientHello.
+    conn.tcp.expires_after(w.state()->cfg.timeouts.header);
+    auto [ec, n] = co_await conn.tcp.async_read_some(conn.buffer.prepare(opening_read_size));
+    if (ec) {
+        co_return;
+    }
+    conn.buffer.commit(n);
+    std::pair<opening, tls::hello_result> opened;
+    opened.first = classify_opening(conn.buffer, opened.second);
+    if (opened.first == opening::incomplete) {
+        opened = co_await read_opening(conn.tcp, conn.buffer);
+    }
     if (opened.first == opening::closed) {
         co_return;
     }
