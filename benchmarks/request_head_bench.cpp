@@ -153,12 +153,12 @@ void bm_head_pipeline(benchmark::State& state)
             return;
         }
         auto& req = parser.get();
-        const bool json = http::prefers_json(req.base());
-        const bool upgrade = http::is_tunnel_upgrade(req.base());
-        const std::string host(req[http::field::host]);
+        const auto lines = http::scan_request_lines(req.base());
+        const bool json = lines.prefers_json;
+        const std::string host(lines.host);
         auto facts = facts_for(req.base());
         facts.original_host = host;
-        facts.upgrade = upgrade;
+        facts.upgrade = lines.tunnel_upgrade;
         http::prepare_upstream_request(req.base(), facts, {});
         benchmark::DoNotOptimize(json);
         benchmark::DoNotOptimize(req);

@@ -5,11 +5,22 @@
 namespace portico::http {
 namespace {
 
+/// Writes "HTTP/x.y" (`version` 10 or 11) at `out`; returns the end.
+char* write_version(char* out, unsigned version) noexcept
+{
+    for (const char c : std::string_view("HTTP/")) {
+        *out++ = c;
+    }
+    *out++ = static_cast<char>('0' + version / 10 % 10);
+    *out++ = '.';
+    *out++ = static_cast<char>('0' + version % 10);
+    return out;
+}
+
 void append_version(std::string& out, unsigned version)
 {
-    const char text[] = {'H', 'T', 'T', 'P', '/', static_cast<char>('0' + version / 10 % 10), '.',
-                         static_cast<char>('0' + version % 10)};
-    out.append(text, sizeof(text));
+    char text[8];
+    out.append(text, write_version(text, version));
 }
 
 void append_fields(std::string& out, const fields& f)
@@ -72,20 +83,14 @@ void append_status_line(std::string& out, unsigned version, unsigned code,
                         std::string_view reason)
 {
     // One append for "HTTP/x.y nnn ": each append checks capacity and calls memcpy.
-    const char start[] = {'H',
-                          'T',
-                          'T',
-                          'P',
-                          '/',
-                          static_cast<char>('0' + version / 10 % 10),
-                          '.',
-                          static_cast<char>('0' + version % 10),
-                          ' ',
-                          static_cast<char>('0' + code / 100 % 10),
-                          static_cast<char>('0' + code / 10 % 10),
-                          static_cast<char>('0' + code % 10),
-                          ' '};
-    out.append(start, sizeof(start));
+    char start[13];
+    char* end = write_version(start, version);
+    *end++ = ' ';
+    *end++ = static_cast<char>('0' + code / 100 % 10);
+    *end++ = static_cast<char>('0' + code / 10 % 10);
+    *end++ = static_cast<char>('0' + code % 10);
+    *end++ = ' ';
+    out.append(start, end);
     out.append(reason.data(), reason.size());
     out += "\r\n";
 }

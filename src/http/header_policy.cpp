@@ -336,16 +336,14 @@ void append_joined_via(std::string& out, const Lines& f, const field_filter& fil
     if (filter.is_ruled("Via")) {
         return;
     }
+    out += "Via: ";
     if (filter.has_via()) {
-        out += "Via: ";
         for (const auto& line : f) {
             if (line.name() == field::via && !filter.drops(line)) {
                 out.append(line.value());
                 out += ", ";
             }
         }
-    } else {
-        out += "Via: ";
     }
     // "1.1 portico\r\n" in one append.
     char hop[4 + via_pseudonym.size() + 2];
@@ -685,16 +683,6 @@ request_lines scan_request_lines(const request_head& req)
                            names_tunnelled_protocol(upgrade);
     lines.prefers_json = json && !html;
     return lines;
-}
-
-bool is_tunnel_upgrade(const request_head& req)
-{
-    return scan_request_lines(req).tunnel_upgrade;
-}
-
-bool prefers_json(const request_head& req)
-{
-    return scan_request_lines(req).prefers_json;
 }
 
 } // namespace portico::http

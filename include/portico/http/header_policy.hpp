@@ -94,16 +94,12 @@ struct request_lines {
     std::string_view transfer_encoding; ///< the last Transfer-Encoding line's value
     bool has_expect = false;
     std::string_view expect;     ///< the first Expect line's value
-    bool tunnel_upgrade = false; ///< as `is_tunnel_upgrade`
-    bool prefers_json = false;   ///< as `prefers_json`
+    /// The request asks for a protocol switch portico tunnels (any but `h2c`).
+    bool tunnel_upgrade = false;
+    /// `Accept` names `application/json` and not `text/html`.
+    bool prefers_json = false;
 };
 
 request_lines scan_request_lines(const request_head& req);
-
-/// True when the request asks for a protocol switch portico tunnels (any but `h2c`).
-bool is_tunnel_upgrade(const request_head& req);
-
-/// True when `Accept` names `application/json` and not `text/html`.
-bool prefers_json(const request_head& req);
 
 } // namespace portico::http

@@ -35,6 +35,11 @@ request_head make_request(unsigned version = 11)
     return req;
 }
 
+bool is_tunnel_upgrade(const request_head& req)
+{
+    return scan_request_lines(req).tunnel_upgrade;
+}
+
 forward_facts default_facts()
 {
     forward_facts facts;
@@ -503,7 +508,7 @@ bool prefers_json_for(std::initializer_list<std::string_view> accept_lines)
     for (const auto line : accept_lines) {
         req.insert(field::accept, line);
     }
-    return prefers_json(req);
+    return scan_request_lines(req).prefers_json;
 }
 
 TEST(HeaderPolicyTest, PrefersJsonForApplicationJson)
