@@ -320,19 +320,25 @@ task<boost::system::error_code> send_response(connection<Stream>& c, http::strin
 }
 
 /**
- * Writes the head serialised in `scratch`, and `body` after it, in one write: a small body is
- * copied behind the head, a larger one goes as a second buffer of the same gathered write.
+ * The head serialised in `scratch` and `body` after it, as the buffers of one gathered write:
+ * a small body is copied behind the head, a larger one is the second buffer.
  */
-template <typename Stream>
-auto write_prepared(Stream& s, std::string& scratch, net::const_buffer body = {})
+std::array<net::const_buffer, 2> prepared_buffers(std::string& scratch, net::const_buffer body)
 {
     if (body.size() <= inline_body_size) {
         scratch.append(static_cast<const char*>(body.data()), body.size());
         body = {};
     }
+    return {net::buffer(scratch), body};
+}
+
+/// Writes the head serialised in `scratch`, and `body` after it, in one write.
+template <typename Stream>
+auto write_prepared(Stream& s, std::string& scratch, net::const_buffer body = {})
+{
     // The operation itself, for the caller to await: a coroutine here would cost a frame
     // and a resumption per write, two writes per request.
-    return net::async_write(s, std::array<net::const_buffer, 2>{net::buffer(scratch), body});
+    return net::async_write(s, prepared_buffers(scratch, body));
 }
 
 /// `write_prepared` for a head serialised as Beast holds it.
@@ -1182,9 +1188,30 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             tcp_of(c.stream).expires_after(cfg.timeouts.idle);
             if (length <= up.buffer.size()) {
                 // The whole body came with the head: both go in one write.
-                const auto [ec, written] = co_await write_prepared(
-                    c.stream, c.info.head,
-                    net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length)));
+                const auto body =
+                    net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length));
+                boost::system::error_code ec;
+                bool sent = false;
+                if constexpr (std::is_same_v<Stream, tcp_stream>) {
+                    if (!keep_alive) {
+                        // The last response on a plain connection is sent here, so that the
+                        // connection closes right after it, as nginx's does. Awaiting the write
+                        // would close it only after the other ready handlers have run, by when
+                        // the client has read the response and closed its end: the close would
+                        // then also complete the client's side of the teardown (its TIME_WAIT)
+                        // on portico's CPU.
+                        auto left = prepared_buffers(c.info.head, body);
+                        send_available(c.stream, left, ec);
+                        if (!ec && net::buffer_size(left) > 0) {
+                            std::tie(ec, std::ignore) = co_await net::async_write(c.stream, left);
+                        }
+                        sent = true;
+                    }
+                }
+                if (!sent) {
+                    std::tie(ec, std::ignore) =
+                        co_await write_prepared(c.stream, c.info.head, body);
+                }
                 up.buffer.consume(static_cast<std::size_t>(length));
                 rec.bytes = length;
                 write_access_log(c.info, rec);

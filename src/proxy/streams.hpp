@@ -10,6 +10,7 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include <span>
 #include <string>
 
 namespace portico::proxy {
@@ -22,6 +23,14 @@ using upstream_protocol = net::generic::stream_protocol;
 
 /// A backend connection, with a deadline.
 using upstream_stream = deadline_stream<upstream_protocol>;
+
+/**
+ * Sends what the socket takes at once of `buffers` (at most 8), without waiting, and leaves
+ * in `buffers` what it did not take. `ec` is set only for a failed socket; a full send
+ * buffer leaves everything in place.
+ */
+void send_available(tcp_stream& s, std::span<net::const_buffer> buffers,
+                    boost::system::error_code& ec);
 
 /// `127.0.0.1:7080` or `[::1]:7080`, as logs, error pages and ready lines show addresses.
 std::string endpoint_text(const tcp::endpoint& ep);

@@ -125,6 +125,44 @@ TEST(ForwardingTest, PipelinedRequestsAnsweredInOrder)
     }
 }
 
+TEST(ForwardingTest, LastResponseReachesAClientThatReadsLateWhole)
+{
+    // The last response on a connection is sent without waiting for the socket (what the
+    // socket does not take goes by an ordinary write): a client that reads late still gets
+    // every response whole, then the close.
+    const std::string filler(700, 'x');
+    origin backend([&filler](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            const auto body = std::string(req->target()) + filler;
+            c.write_raw(
+                fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}", body.size(), body));
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    ASSERT_EQ(c.get("app.localhost", "/first").result_int(), 200);
+    // Small socket buffers on both ends: portico's writes wait for the client to read.
+    const int fd = proxy_side_of(proxy.port(), c.socket.local_endpoint().port());
+    ASSERT_GE(fd, 0);
+    const int small = 4096;
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    ASSERT_EQ(::setsockopt(c.socket.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)),
+              0);
+    constexpr int count = 200; // about 150 KB of responses
+    std::string requests;
+    for (int i = 0; i < count; ++i) {
+        requests += fmt::format("GET /{} HTTP/1.1\r\nHost: app.localhost\r\n{}\r\n", i,
+                                i + 1 == count ? "Connection: close\r\n" : "");
+    }
+    c.write_raw(requests);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    for (int i = 0; i < count; ++i) {
+        const auto res = c.read_response();
+        ASSERT_EQ(res.body(), fmt::format("/{}{}", i, filler)) << "response " << i;
+    }
+    EXPECT_TRUE(c.is_closed_by_peer());
+}
+
 TEST(ForwardingTest, ConnectionWaitingAfterItsFirstRequestServesWhatComesNext)
 {
     // After its first request a connection waits with no coroutine and no buffer; what

@@ -1,0 +1,133 @@
+// `send_available` on real loopback sockets: what a socket takes at once, what it leaves.
+
+#include "proxy/streams.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <string>
+
+namespace portico::test {
+namespace {
+
+using proxy::send_available;
+using proxy::tcp_stream;
+
+/// A connected pair: `sender` as portico holds a client connection, `receiver` a plain socket.
+struct connected_pair {
+    net::io_context context;
+    tcp_stream sender{executor(context.get_executor())};
+    tcp::socket receiver{context};
+
+    /// `receive_buffer`: the receiver's SO_RCVBUF, set before the connection is made (0: default).
+    explicit connected_pair(int receive_buffer = 0)
+    {
+        tcp::acceptor acceptor(context);
+        acceptor.open(tcp::v4());
+        if (receive_buffer > 0) {
+            acceptor.set_option(net::socket_base::receive_buffer_size(receive_buffer));
+        }
+        acceptor.bind({net::ip::address_v4::loopback(), 0});
+        acceptor.listen();
+        sender.socket().connect(acceptor.local_endpoint());
+        acceptor.accept(receiver);
+    }
+
+    /// Reads what has arrived, waiting at most 100 ms for the first byte.
+    std::string read_some()
+    {
+        pollfd p{receiver.native_handle(), POLLIN, 0};
+        if (::poll(&p, 1, 100) <= 0) {
+            return {};
+        }
+        std::array<char, 65536> chunk{};
+        const auto n = ::recv(receiver.native_handle(), chunk.data(), chunk.size(), MSG_DONTWAIT);
+        return n > 0 ? std::string(chunk.data(), static_cast<std::size_t>(n)) : std::string();
+    }
+};
+
+std::size_t left_in(const std::array<net::const_buffer, 2>& buffers)
+{
+    return buffers[0].size() + buffers[1].size();
+}
+
+TEST(SendAvailableTest, AnIdleSocketTakesEveryBuffer)
+{
+    connected_pair pair;
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+    const std::string body = "hello";
+    std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
+    boost::system::error_code ec;
+    send_available(pair.sender, buffers, ec);
+    EXPECT_FALSE(ec);
+    EXPECT_EQ(left_in(buffers), 0U);
+    std::string received;
+    for (int i = 0; i < 50 && received.size() < head.size() + body.size(); ++i) {
+        received += pair.read_some();
+    }
+    EXPECT_EQ(received, head + body);
+}
+
+TEST(SendAvailableTest, AFullSocketKeepsWhatItDidNotTakeInOrder)
+{
+    connected_pair pair(4096);
+    const int small = 4096;
+    ASSERT_EQ(::setsockopt(pair.sender.socket().native_handle(), SOL_SOCKET, SO_SNDBUF, &small,
+                           sizeof(small)),
+              0);
+    std::string source(1024 * 1024, '\0');
+    for (std::size_t i = 0; i < source.size(); ++i) {
+        source[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+    }
+    const std::string_view all(source);
+    std::array<net::const_buffer, 2> buffers{net::buffer(all.substr(0, 100)),
+                                             net::buffer(all.substr(100))};
+    boost::system::error_code ec;
+    send_available(pair.sender, buffers, ec);
+    ASSERT_FALSE(ec);
+    const auto taken = source.size() - left_in(buffers);
+    ASSERT_GT(taken, 0U);
+    ASSERT_LT(taken, source.size()) << "a 1 MiB send into a 4 KiB window cannot all be taken";
+    // What is left is exactly the rest of the source, in order.
+    EXPECT_EQ(buffers[0].size(), 0U);
+    EXPECT_EQ(static_cast<const char*>(buffers[1].data()), source.data() + taken);
+
+    // Sending on while a full socket takes nothing leaves the buffers as they are; reading
+    // on makes room, until everything has arrived, byte for byte.
+    std::string received;
+    for (int round = 0; round < 100000 && received.size() < source.size(); ++round) {
+        const auto before = left_in(buffers);
+        send_available(pair.sender, buffers, ec);
+        ASSERT_FALSE(ec);
+        ASSERT_LE(left_in(buffers), before);
+        received += pair.read_some();
+    }
+    EXPECT_EQ(left_in(buffers), 0U);
+    EXPECT_TRUE(received == source) << "received " << received.size() << " bytes";
+}
+
+TEST(SendAvailableTest, AResetPeerIsAnErrorNotASignal)
+{
+    connected_pair pair;
+    pair.receiver.set_option(net::socket_base::linger(true, 0));
+    pair.receiver.close(); // a reset, not a FIN
+    const std::string bytes(1024, 'x');
+    boost::system::error_code ec;
+    // The reset may arrive only after a first send; MSG_NOSIGNAL keeps SIGPIPE off either way.
+    for (int i = 0; i < 100 && !ec; ++i) {
+        std::array<net::const_buffer, 2> buffers{net::buffer(bytes), net::const_buffer{}};
+        send_available(pair.sender, buffers, ec);
+        if (!ec) {
+            ::poll(nullptr, 0, 10);
+        }
+    }
+    EXPECT_TRUE(ec == boost::system::errc::connection_reset || ec == boost::system::errc::broken_pipe)
+        << ec.message();
+}
+
+} // namespace
+} // namespace portico::test
