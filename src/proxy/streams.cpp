@@ -9,7 +9,7 @@
 
 namespace portico::proxy {
 
-void send_available(tcp_stream& s, std::span<net::const_buffer> buffers,
+void send_available(int socket, std::span<net::const_buffer> buffers,
                     boost::system::error_code& ec)
 {
     std::array<iovec, 8> parts{};
@@ -27,7 +27,7 @@ void send_available(tcp_stream& s, std::span<net::const_buffer> buffers,
     message.msg_iovlen = count;
     ssize_t sent = -1;
     do {
-        sent = ::sendmsg(s.socket().native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+        sent = ::sendmsg(socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
     } while (sent < 0 && errno == EINTR);
     if (sent < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {

@@ -29,8 +29,15 @@ using upstream_stream = deadline_stream<upstream_protocol>;
  * in `buffers` what it did not take. `ec` is set only for a failed socket; a full send
  * buffer leaves everything in place.
  */
-void send_available(tcp_stream& s, std::span<net::const_buffer> buffers,
+void send_available(int socket, std::span<net::const_buffer> buffers,
                     boost::system::error_code& ec);
+
+template <typename Protocol>
+void send_available(deadline_stream<Protocol>& s, std::span<net::const_buffer> buffers,
+                    boost::system::error_code& ec)
+{
+    send_available(s.socket().native_handle(), buffers, ec);
+}
 
 /// `127.0.0.1:7080` or `[::1]:7080`, as logs, error pages and ready lines show addresses.
 std::string endpoint_text(const tcp::endpoint& ep);
