@@ -1115,7 +1115,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     const bool chunked = parser.chunked();
 
     // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
-    // fresh connection, which is safe because nothing of this request reached it.
+    // fresh connection, which is safe because no whole head of this request reached it.
     // The serializer frames a chunked body (and writes its head); a request without a body
     // needs none, and this frame stays small enough for Asio's frame cache.
     std::unique_ptr<beast::http::serializer<true, buffer_body>> request_writer;
@@ -1140,8 +1140,8 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         std::tie(hec, std::ignore) = co_await write_head(io, c.info.head, req.base());
     }
     if (hec && up.reused) {
-        // The backend closed this pooled connection meanwhile; nothing of the request
-        // reached it, so the caller retries on a fresh connection.
+        // The backend closed this pooled connection meanwhile; at most part of the head
+        // reached it, nothing it could act on, so the caller retries on a fresh connection.
         retry = true;
         co_return false;
     }

@@ -25,8 +25,8 @@ using upstream_protocol = net::generic::stream_protocol;
 using upstream_stream = deadline_stream<upstream_protocol>;
 
 /**
- * Sends what the socket takes at once of `buffers` (at most 8), without waiting, and leaves
- * in `buffers` what it did not take. `ec` is set only for a failed socket; a full send
+ * Sends what the socket takes at once of `buffers` (of the first eight non-empty ones),
+ * without waiting, and leaves in `buffers` what it did not take. `ec` is set only for a failed socket; a full send
  * buffer leaves everything in place.
  */
 void send_available(int socket, std::span<net::const_buffer> buffers,

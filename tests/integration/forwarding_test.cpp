@@ -449,6 +449,50 @@ TEST(ForwardingTest, RequestWithBodyIsNotReplayedWhenPooledConnectionDies)
     EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "POST /once"}));
 }
 
+TEST(ForwardingTest, RequestWhosePooledConnectionRefusesTheHeadGoesToAFreshOne)
+{
+    // The backend stops reading its first connection after answering on it (a unix socket
+    // shut for reading, so the next send fails at once with EPIPE), yet nothing arrives on
+    // it: the pooled connection's check finds it quiet and open. The head written to it
+    // fails before any of the request reached the backend, so any request, a POST
+    // included, goes to a fresh connection, once.
+    temp_dir dir;
+    const auto sock = dir.path() / "dev.sock";
+    std::atomic<int> accepted{0};
+    std::mutex mutex;
+    std::vector<std::string> seen;
+    origin backend(sock, [&](origin_connection& c) {
+        const bool first_connection = accepted.fetch_add(1) == 0;
+        while (auto req = c.read_request()) {
+            {
+                std::lock_guard lock(mutex);
+                seen.push_back(std::string(req->method_string()) + " " +
+                               std::string(req->target()) + " " + req->body());
+            }
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            if (first_connection) {
+                ::shutdown(c.socket.native_handle(), SHUT_RD);
+                // Held open and quiet until portico has opened another connection.
+                for (int i = 0; i < 500 && accepted.load() < 2; ++i) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                }
+                return;
+            }
+        }
+    });
+    proxy_harness proxy(
+        fmt::format("routes:\n  - host: app.localhost\n    to: unix:{}\n", sock.string()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/1").body(), "ok");
+    c.write_raw("POST /2 HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 4\r\n\r\nbody");
+    const auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "ok");
+    EXPECT_EQ(accepted.load(), 2);
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(seen, (std::vector<std::string>{"GET /1 ", "POST /2 body"}));
+}
+
 TEST(ForwardingTest, BytesABackendSendsUnaskedDoNotReachTheNextRequest)
 {
     // A backend that answers HEAD with a body, sent after the head: a pooled connection that
