@@ -384,6 +384,7 @@ struct exchange_record {
     const config::route* route = nullptr; ///< named only when a log line is written
     std::string backend;
     std::uint64_t bytes_in = 0;  ///< request body bytes received
+    bool body_unread = false;    ///< the backend stopped taking the body before its end
     std::string_view error;      ///< the condition, when portico answered with an error page
     std::string_view served_by;  ///< route name when no route applies (the admin host)
 };
@@ -1160,6 +1161,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             co_return false;
         }
         request_complete = sent == body_outcome::complete;
+        rec.body_unread = sent == body_outcome::cut_short;
     }
 
     const auto response_header_limit =
@@ -1378,6 +1380,13 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, const request_
         if (release && !c.w.is_draining()) {
             c.info.entry->upstream = nullptr;
             c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
+        }
+        if (!again && (rec.body_unread || c.buffer.size() > 0) &&
+            tcp_of(c.stream).socket().is_open()) {
+            // The client's bytes are not all read (a body the backend stopped taking, a
+            // request sent after this one): closed now, the connection would be reset, and
+            // the reset would drop whatever of the response the client has not yet taken.
+            co_await lingering_close(c);
         }
         co_return again;
     }

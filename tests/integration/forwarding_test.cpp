@@ -16,8 +16,10 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -491,6 +493,97 @@ TEST(ForwardingTest, RequestWhosePooledConnectionRefusesTheHeadGoesToAFreshOne)
     EXPECT_EQ(accepted.load(), 2);
     std::lock_guard lock(mutex);
     EXPECT_EQ(seen, (std::vector<std::string>{"GET /1 ", "POST /2 body"}));
+}
+
+TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
+{
+    // The backend reads an upload's head, answers 413 with a large body and closes without
+    // reading the body, so portico's body write fails. portico relays the answer while
+    // the client is still sending and reads slowly. Closed with the client's bytes unread,
+    // the connection would be reset and the response's unsent end dropped; portico shuts
+    // its side and reads the rest of the body away first.
+    temp_dir dir;
+    const auto sock = dir.path() / "dev.sock";
+    const std::string answer = [] {
+        std::string a(128 * 1024, '\0'); // within what a unix socket holds unread
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            a[i] = static_cast<char>('a' + (i * 7 + i / 331) % 26);
+        }
+        return a;
+    }();
+    origin backend(sock, [&answer](origin_connection& c) {
+        std::string head;
+        std::array<char, 1024> chunk{};
+        while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
+            const auto n = ::recv(c.socket.native_handle(), chunk.data(), chunk.size(), 0);
+            if (n <= 0) {
+                return;
+            }
+            head.append(chunk.data(), static_cast<std::size_t>(n));
+        }
+        c.write_raw(fmt::format("HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n"
+                                "Connection: close\r\n\r\n",
+                                answer.size()));
+        c.write_raw(answer);
+    });
+    proxy_harness proxy(
+        fmt::format("routes:\n  - host: app.localhost\n    to: unix:{}\n", sock.string()));
+    client c(proxy.port());
+    const int fd = c.socket.native_handle();
+    // Small buffers on both ends of the client connection, so that the response's end is
+    // still on its way when portico is done with it.
+    int proxy_fd = -1;
+    for (int i = 0; i < 200 && proxy_fd < 0; ++i) {
+        proxy_fd = proxy_side_of(proxy.port(), c.socket.local_endpoint().port());
+        if (proxy_fd < 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
+    ASSERT_GE(proxy_fd, 0);
+    const int small = 4096;
+    ASSERT_EQ(::setsockopt(proxy_fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+
+    static constexpr std::size_t body_size = 768 * 1024;
+    std::thread uploader([fd] {
+        const std::string head = fmt::format(
+            "POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: {}\r\n\r\n",
+            body_size);
+        const std::string body(body_size, 'b');
+        for (const std::string_view part : {std::string_view(head), std::string_view(body)}) {
+            std::size_t sent = 0;
+            while (sent < part.size()) {
+                const auto n = ::send(fd, part.data() + sent, part.size() - sent, MSG_NOSIGNAL);
+                if (n <= 0) {
+                    return; // reset, or blocked past the socket's 5 s limit
+                }
+                sent += static_cast<std::size_t>(n);
+            }
+        }
+        ::shutdown(fd, SHUT_WR);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::string received;
+    int last_errno = 0;
+    std::array<char, 4096> chunk{};
+    for (int i = 0; i < 10000; ++i) {
+        const auto n = ::recv(fd, chunk.data(), chunk.size(), 0);
+        if (n <= 0) {
+            last_errno = n < 0 ? errno : 0;
+            break;
+        }
+        received.append(chunk.data(), static_cast<std::size_t>(n));
+        if (i % 8 == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    uploader.join();
+    EXPECT_EQ(last_errno, 0) << std::strerror(last_errno);
+    const auto head_end = received.find("\r\n\r\n");
+    ASSERT_NE(head_end, std::string::npos);
+    EXPECT_TRUE(received.starts_with("HTTP/1.1 413 ")) << received.substr(0, head_end);
+    EXPECT_EQ(received.size() - head_end - 4, answer.size());
+    EXPECT_TRUE(received.substr(head_end + 4) == answer);
 }
 
 TEST(ForwardingTest, BytesABackendSendsUnaskedDoNotReachTheNextRequest)
