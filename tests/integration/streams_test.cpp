@@ -26,9 +26,14 @@ struct connected_pair {
     tcp_stream sender{executor(context.get_executor())};
     tcp::socket receiver{context};
 
-    /// `receive_buffer`: the receiver's SO_RCVBUF, set before the connection is made (0: default).
-    explicit connected_pair(int receive_buffer = 0)
+    /**
+     * `small_buffers`: the receiver's SO_RCVBUF (set before the connection is made) and the
+     * sender's SO_SNDBUF at 4 KiB, so that a large send fills them.
+     */
+    explicit connected_pair(bool small_buffers = false)
     {
+        constexpr int small = 4096;
+        const int receive_buffer = small_buffers ? small : 0;
         tcp::acceptor acceptor(context);
         acceptor.open(tcp::v4());
         if (receive_buffer > 0) {
@@ -38,6 +43,9 @@ struct connected_pair {
         acceptor.listen();
         sender.socket().connect(acceptor.local_endpoint());
         acceptor.accept(receiver);
+        if (small_buffers) {
+            sender.socket().set_option(net::socket_base::send_buffer_size(small));
+        }
     }
 
     /// Reads what has arrived, waiting at most `wait_ms` for the first byte.
@@ -52,6 +60,16 @@ struct connected_pair {
         return n > 0 ? std::string(chunk.data(), static_cast<std::size_t>(n)) : std::string();
     }
 };
+
+/// `size` bytes of a pattern that does not repeat within a few hundred bytes.
+std::string patterned(std::size_t size)
+{
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) {
+        s[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+    }
+    return s;
+}
 
 std::size_t left_in(const std::array<net::const_buffer, 2>& buffers)
 {
@@ -77,15 +95,8 @@ TEST(SendAvailableTest, AnIdleSocketTakesEveryBuffer)
 
 TEST(SendAvailableTest, AFullSocketKeepsWhatItDidNotTakeInOrder)
 {
-    connected_pair pair(4096);
-    const int small = 4096;
-    ASSERT_EQ(::setsockopt(pair.sender.socket().native_handle(), SOL_SOCKET, SO_SNDBUF, &small,
-                           sizeof(small)),
-              0);
-    std::string source(1024 * 1024, '\0');
-    for (std::size_t i = 0; i < source.size(); ++i) {
-        source[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
-    }
+    connected_pair pair(/*small_buffers=*/true);
+    const std::string source = patterned(1024 * 1024);
     const std::string_view all(source);
     std::array<net::const_buffer, 2> buffers{net::buffer(all.substr(0, 100)),
                                              net::buffer(all.substr(100))};
@@ -117,18 +128,8 @@ TEST(SendAvailableTest, WhatAFullSocketLeftGoesByAnAsyncWrite)
 {
     // As the proxy does: a direct send first, then an awaited write of the rest on the same
     // stream, with its deadline, while the peer reads.
-    connected_pair pair(4096);
-    const int small = 4096;
-    ASSERT_EQ(::setsockopt(pair.sender.socket().native_handle(), SOL_SOCKET, SO_SNDBUF, &small,
-                           sizeof(small)),
-              0);
-    const std::string source = [] {
-        std::string s(512 * 1024, '\0');
-        for (std::size_t i = 0; i < s.size(); ++i) {
-            s[i] = static_cast<char>('A' + (i * 13 + i / 509) % 26);
-        }
-        return s;
-    }();
+    connected_pair pair(/*small_buffers=*/true);
+    const std::string source = patterned(512 * 1024);
     std::array<net::const_buffer, 2> buffers{net::buffer(source.data(), 40),
                                              net::buffer(source.data() + 40, source.size() - 40)};
     boost::system::error_code ec;
