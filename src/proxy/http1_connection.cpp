@@ -1381,11 +1381,12 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, const request_
             c.info.entry->upstream = nullptr;
             c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
         }
-        if (!again && (rec.body_unread || c.buffer.size() > 0) &&
-            tcp_of(c.stream).socket().is_open()) {
-            // The client's bytes are not all read (a body the backend stopped taking, a
-            // request sent after this one): closed now, the connection would be reset, and
-            // the reset would drop whatever of the response the client has not yet taken.
+        if (rec.body_unread && tcp_of(c.stream).socket().is_open()) {
+            // The rest of the body is still coming: closed now, the connection would be
+            // reset, and the reset would drop whatever of the response the client has not
+            // yet taken. The backend connection is not needed meanwhile.
+            up.reset();
+            c.info.entry->upstream = nullptr;
             co_await lingering_close(c);
         }
         co_return again;
@@ -1595,6 +1596,11 @@ task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
         const bool again = co_await serve_request(c, served == 0);
         ++served;
         if (!again || c.w.is_draining()) {
+            if (c.buffer.size() > 0 && tcp_of(c.stream).socket().is_open()) {
+                // A further request is here already: closed with it unread, the connection
+                // would be reset, and the reset could drop the end of the last response.
+                co_await lingering_close(c);
+            }
             co_return false;
         }
         // Between requests, however the last one ended: shutdown may close it at once.

@@ -495,6 +495,61 @@ TEST(ForwardingTest, RequestWhosePooledConnectionRefusesTheHeadGoesToAFreshOne)
     EXPECT_EQ(seen, (std::vector<std::string>{"GET /1 ", "POST /2 body"}));
 }
 
+/// `size` bytes of a pattern that does not repeat within a few hundred bytes.
+std::string patterned(std::size_t size)
+{
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) {
+        s[i] = static_cast<char>('a' + (i * 7 + i / 331) % 26);
+    }
+    return s;
+}
+
+/**
+ * Shrinks the buffers of `c`'s connection through the in-process proxy to 4 KiB at both
+ * ends (portico's SO_SNDBUF, the client's SO_RCVBUF), so that a response of some size is
+ * still on its way when portico is done with it. False if portico's end was not found.
+ */
+bool shrink_buffers(const proxy_harness& proxy, client& c)
+{
+    int proxy_fd = -1;
+    for (int i = 0; i < 200 && proxy_fd < 0; ++i) {
+        proxy_fd = proxy_side_of(proxy.port(), c.socket.local_endpoint().port());
+        if (proxy_fd < 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
+    const int small = 4096;
+    return proxy_fd >= 0 &&
+           ::setsockopt(proxy_fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) == 0 &&
+           ::setsockopt(c.socket.native_handle(), SOL_SOCKET, SO_RCVBUF, &small,
+                        sizeof(small)) == 0;
+}
+
+/// What a slow reader got from `fd` until EOF or an error, and the error (0 for EOF).
+struct slow_read {
+    std::string received;
+    int error = 0;
+};
+
+slow_read read_slowly(int fd)
+{
+    slow_read out;
+    std::array<char, 4096> chunk{};
+    for (int i = 0; i < 10000; ++i) {
+        const auto n = ::recv(fd, chunk.data(), chunk.size(), 0);
+        if (n <= 0) {
+            out.error = n < 0 ? errno : 0;
+            break;
+        }
+        out.received.append(chunk.data(), static_cast<std::size_t>(n));
+        if (i % 8 == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    return out;
+}
+
 TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
 {
     // The backend reads an upload's head, answers 413 with a large body and closes without
@@ -504,13 +559,7 @@ TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
     // its side and reads the rest of the body away first.
     temp_dir dir;
     const auto sock = dir.path() / "dev.sock";
-    const std::string answer = [] {
-        std::string a(128 * 1024, '\0'); // within what a unix socket holds unread
-        for (std::size_t i = 0; i < a.size(); ++i) {
-            a[i] = static_cast<char>('a' + (i * 7 + i / 331) % 26);
-        }
-        return a;
-    }();
+    const std::string answer = patterned(128 * 1024); // within what a unix socket holds unread
     origin backend(sock, [&answer](origin_connection& c) {
         std::string head;
         std::array<char, 1024> chunk{};
@@ -530,19 +579,7 @@ TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
         fmt::format("routes:\n  - host: app.localhost\n    to: unix:{}\n", sock.string()));
     client c(proxy.port());
     const int fd = c.socket.native_handle();
-    // Small buffers on both ends of the client connection, so that the response's end is
-    // still on its way when portico is done with it.
-    int proxy_fd = -1;
-    for (int i = 0; i < 200 && proxy_fd < 0; ++i) {
-        proxy_fd = proxy_side_of(proxy.port(), c.socket.local_endpoint().port());
-        if (proxy_fd < 0) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-    }
-    ASSERT_GE(proxy_fd, 0);
-    const int small = 4096;
-    ASSERT_EQ(::setsockopt(proxy_fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    ASSERT_TRUE(shrink_buffers(proxy, c));
 
     static constexpr std::size_t body_size = 768 * 1024;
     std::thread uploader([fd] {
@@ -563,25 +600,43 @@ TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
         ::shutdown(fd, SHUT_WR);
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    std::string received;
-    int last_errno = 0;
-    std::array<char, 4096> chunk{};
-    for (int i = 0; i < 10000; ++i) {
-        const auto n = ::recv(fd, chunk.data(), chunk.size(), 0);
-        if (n <= 0) {
-            last_errno = n < 0 ? errno : 0;
-            break;
-        }
-        received.append(chunk.data(), static_cast<std::size_t>(n));
-        if (i % 8 == 0) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-    }
+    const auto [received, error] = read_slowly(fd);
     uploader.join();
-    EXPECT_EQ(last_errno, 0) << std::strerror(last_errno);
+    EXPECT_EQ(error, 0) << std::strerror(error);
     const auto head_end = received.find("\r\n\r\n");
     ASSERT_NE(head_end, std::string::npos);
     EXPECT_TRUE(received.starts_with("HTTP/1.1 413 ")) << received.substr(0, head_end);
+    EXPECT_EQ(received.size() - head_end - 4, answer.size());
+    EXPECT_TRUE(received.substr(head_end + 4) == answer);
+}
+
+TEST(ForwardingTest, LastResponseBeforeRequestsSentAfterItArrivesWhole)
+{
+    // A client pipelines requests after one with `Connection: close`: the first two come
+    // together, a third later, and it reads the large response slowly. Closed with the
+    // third unread, the connection would be reset and the response's unsent end dropped;
+    // portico shuts its side and reads the rest away first.
+    const std::string answer = patterned(128 * 1024);
+    origin backend([&answer](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                    answer.size()));
+            c.write_raw(answer);
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    ASSERT_TRUE(shrink_buffers(proxy, c));
+    c.write_raw("GET /last HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
+                "GET /after HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c.write_raw("GET /later HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto [received, error] = read_slowly(c.socket.native_handle());
+    EXPECT_EQ(error, 0) << std::strerror(error);
+    const auto head_end = received.find("\r\n\r\n");
+    ASSERT_NE(head_end, std::string::npos);
+    EXPECT_TRUE(received.starts_with("HTTP/1.1 200 ")) << received.substr(0, head_end);
     EXPECT_EQ(received.size() - head_end - 4, answer.size());
     EXPECT_TRUE(received.substr(head_end + 4) == answer);
 }
