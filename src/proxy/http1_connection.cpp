@@ -289,7 +289,17 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
 template <typename Stream>
 task<void> lingering_close(connection<Stream>& c)
 {
-    // Discarded bytes need no decryption, so this works on the TCP layer for TLS too.
+    // Discarded bytes need no decryption, so this works on the TCP layer for TLS too; but a
+    // TLS client is first told the stream ends (close_notify, sent if the socket takes it,
+    // not waited for), so that it does not take the end for a truncation.
+    if constexpr (!std::is_same_v<Stream, tcp_stream>) {
+        if (tcp_of(c.stream).socket().is_open()) {
+            ::SSL_shutdown(c.stream.native_handle());
+            if (::ERR_peek_error() != 0) {
+                ::ERR_clear_error();
+            }
+        }
+    }
     auto& tcp = tcp_of(c.stream);
     if (c.w.is_past_shutdown_deadline()) {
         tcp.close(); // the grace period is over: nothing more is waited for

@@ -316,6 +316,33 @@ TEST(TlsTest, SecureWebSocketThroughTunnel)
     }
 }
 
+TEST(TlsTest, ErrorPageEndsWithCloseNotify)
+{
+    // An error page ends the connection: over TLS the client is told so (close_notify), so
+    // the end reads as the end, not as a truncation.
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    net::io_context ctx;
+    net::ssl::context tls_ctx(net::ssl::context::tls_client);
+    tls_ctx.load_verify_file((p.ca_dir / "ca.pem").string());
+    tls_ctx.set_verify_mode(net::ssl::verify_peer);
+    net::ssl::stream<tcp::socket> stream(ctx, tls_ctx);
+    stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), p.proxy.port()));
+    bound_socket_waits(stream.next_layer().native_handle());
+    SSL_set_tlsext_host_name(stream.native_handle(), "app.localhost");
+    stream.handshake(net::ssl::stream_base::client);
+    const std::string request = "GET / HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n";
+    net::write(stream, net::buffer(request));
+    beast::flat_buffer buffer;
+    beast::http::response<beast::http::string_body> res;
+    beast::http::read(stream, buffer, res);
+    EXPECT_EQ(res.result_int(), 404);
+    boost::system::error_code ec;
+    std::array<char, 64> rest{};
+    stream.read_some(net::buffer(rest), ec);
+    EXPECT_EQ(ec, net::error::eof) << ec.message();
+}
+
 /// Handshakes with `sni` over a socket, writing the first flight in `piece`-byte segments
 /// (each its own TCP segment), and returns the peer certificate's subject CN.
 std::string handshake_fragmented(unsigned short port, const std::string& sni, std::size_t piece)
