@@ -550,6 +550,18 @@ slow_read read_slowly(int fd)
     return out;
 }
 
+/// Checks that `received` is one response whose status line starts `status` and whose body
+/// is `body`, whole.
+void expect_whole_response(const std::string& received, std::string_view status,
+                           const std::string& body)
+{
+    const auto head_end = received.find("\r\n\r\n");
+    ASSERT_NE(head_end, std::string::npos);
+    EXPECT_TRUE(received.starts_with(status)) << received.substr(0, head_end);
+    EXPECT_EQ(received.size() - head_end - 4, body.size());
+    EXPECT_TRUE(received.substr(head_end + 4) == body);
+}
+
 TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
 {
     // The backend reads an upload's head, answers 413 with a large body and closes without
@@ -603,11 +615,7 @@ TEST(ForwardingTest, AnswerToAnUploadTheBackendCutShortArrivesWhole)
     const auto [received, error] = read_slowly(fd);
     uploader.join();
     EXPECT_EQ(error, 0) << std::strerror(error);
-    const auto head_end = received.find("\r\n\r\n");
-    ASSERT_NE(head_end, std::string::npos);
-    EXPECT_TRUE(received.starts_with("HTTP/1.1 413 ")) << received.substr(0, head_end);
-    EXPECT_EQ(received.size() - head_end - 4, answer.size());
-    EXPECT_TRUE(received.substr(head_end + 4) == answer);
+    expect_whole_response(received, "HTTP/1.1 413 ", answer);
 }
 
 TEST(ForwardingTest, LastResponseBeforeRequestsSentAfterItArrivesWhole)
@@ -634,11 +642,7 @@ TEST(ForwardingTest, LastResponseBeforeRequestsSentAfterItArrivesWhole)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const auto [received, error] = read_slowly(c.socket.native_handle());
     EXPECT_EQ(error, 0) << std::strerror(error);
-    const auto head_end = received.find("\r\n\r\n");
-    ASSERT_NE(head_end, std::string::npos);
-    EXPECT_TRUE(received.starts_with("HTTP/1.1 200 ")) << received.substr(0, head_end);
-    EXPECT_EQ(received.size() - head_end - 4, answer.size());
-    EXPECT_TRUE(received.substr(head_end + 4) == answer);
+    expect_whole_response(received, "HTTP/1.1 200 ", answer);
 }
 
 TEST(ForwardingTest, BytesABackendSendsUnaskedDoNotReachTheNextRequest)

@@ -95,6 +95,15 @@ std::string served_san(unsigned short port, const std::string& sni)
     return text.out;
 }
 
+/// Connects `stream` to 127.0.0.1:port and completes a TLS handshake with `sni`.
+void connect_tls(net::ssl::stream<tcp::socket>& stream, unsigned short port, const char* sni)
+{
+    stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    bound_socket_waits(stream.next_layer().native_handle());
+    SSL_set_tlsext_host_name(stream.native_handle(), sni);
+    stream.handshake(net::ssl::stream_base::client);
+}
+
 unsigned file_mode(const fs::path& p)
 {
     struct stat st {};
@@ -327,10 +336,7 @@ TEST(TlsTest, ErrorPageEndsWithCloseNotify)
     tls_ctx.load_verify_file((p.ca_dir / "ca.pem").string());
     tls_ctx.set_verify_mode(net::ssl::verify_peer);
     net::ssl::stream<tcp::socket> stream(ctx, tls_ctx);
-    stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), p.proxy.port()));
-    bound_socket_waits(stream.next_layer().native_handle());
-    SSL_set_tlsext_host_name(stream.native_handle(), "app.localhost");
-    stream.handshake(net::ssl::stream_base::client);
+    connect_tls(stream, p.proxy.port(), "app.localhost");
     const std::string request = "GET / HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n";
     net::write(stream, net::buffer(request));
     beast::flat_buffer buffer;
@@ -455,10 +461,7 @@ TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)
     net::ssl::context tls_ctx(net::ssl::context::tls_client);
     tls_ctx.set_verify_mode(net::ssl::verify_none);
     net::ssl::stream<tcp::socket> stream(ctx, tls_ctx);
-    stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), p.proxy.port()));
-    bound_socket_waits(stream.next_layer().native_handle());
-    SSL_set_tlsext_host_name(stream.native_handle(), "db.localhost");
-    stream.handshake(net::ssl::stream_base::client);
+    connect_tls(stream, p.proxy.port(), "db.localhost");
 
     // Shutdown stops accepting but lets the open tunnel carry a whole exchange...
     p.proxy.stop();
