@@ -410,9 +410,7 @@ void append_upstream_request(std::string& out, const request_head& req,
     if (!facts.client_ip.empty()) {
         append_added(out, filter, "X-Forwarded-For", facts.client_ip);
     }
-    if (!filter.is_ruled("X-Forwarded-Proto")) {
-        out += facts.client_tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n";
-    }
+    append_added(out, filter, "X-Forwarded-Proto", facts.client_tls ? "https" : "http");
     if (!facts.original_host.empty()) {
         append_added(out, filter, "X-Forwarded-Host", facts.original_host);
     }
@@ -435,26 +433,20 @@ void append_response(std::string& out, unsigned status, std::string_view reason,
         // A kept line already written as "name: value" CRLF (as good as every line) goes
         // out as received, and consecutive ones in one copy: for a typical head one append
         // instead of four per field. Any other is written anew, as from Beast's fields.
-        std::string_view run;
+        std::string_view run; ///< kept lines, adjacent in the received head, not yet written
         for (const auto& line : res) {
             if (line.name() == field::via || filter.drops(line)) {
-                out.append(run);
-                run = {};
-                continue;
+                continue; // the next kept line is not adjacent to the run: it ends it
             }
-            const auto text = line.text();
-            const auto name = line.name_string();
-            if (text.size() != name.size() + line.value().size() + 4 || text[name.size() + 1] != ' ') {
-                out.append(run);
-                run = {};
-                append_field(out, name, line.value());
-                continue;
-            }
-            if (run.data() + run.size() == text.data()) {
+            const auto text = line.canonical_text();
+            if (!text.empty() && run.data() + run.size() == text.data()) {
                 run = std::string_view(run.data(), run.size() + text.size());
-            } else {
-                out.append(run);
-                run = text;
+                continue;
+            }
+            out.append(run);
+            run = text;
+            if (text.empty()) {
+                append_field(out, line.name_string(), line.value());
             }
         }
         out.append(run);

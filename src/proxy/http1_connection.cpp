@@ -292,15 +292,15 @@ task<void> lingering_close(connection<Stream>& c)
     // Discarded bytes need no decryption, so this works on the TCP layer for TLS too; but a
     // TLS client is first told the stream ends (close_notify, sent if the socket takes it,
     // not waited for), so that it does not take the end for a truncation.
+    auto& tcp = tcp_of(c.stream);
     if constexpr (!std::is_same_v<Stream, tcp_stream>) {
-        if (tcp_of(c.stream).socket().is_open()) {
+        if (tcp.socket().is_open()) {
             ::SSL_shutdown(c.stream.native_handle());
             if (::ERR_peek_error() != 0) {
                 ::ERR_clear_error();
             }
         }
     }
-    auto& tcp = tcp_of(c.stream);
     if (c.w.is_past_shutdown_deadline()) {
         tcp.close(); // the grace period is over: nothing more is waited for
         co_return;
@@ -1190,8 +1190,8 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         boost::system::error_code rhec;
         std::size_t head_length = 0;
         if (up.buffer.size() == 0) {
-            auto [fec, n] =
-                co_await io.async_read_some(up.buffer.prepare(upstream_connection::first_read_size));
+            auto [fec, n] = co_await io.async_read_some(
+                up.buffer.prepare(upstream_connection::first_read_size));
             if (fec) {
                 rhec = head_read_failure(fec, false);
             } else {

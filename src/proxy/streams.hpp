@@ -26,8 +26,8 @@ using upstream_stream = deadline_stream<upstream_protocol>;
 
 /**
  * Sends what the socket takes at once of `buffers` (of the first eight non-empty ones),
- * without waiting, and leaves in `buffers` what it did not take. `ec` is set only for a failed socket; a full send
- * buffer leaves everything in place.
+ * without waiting, and leaves in `buffers` what it did not take. `ec` is set only for a
+ * failed socket; a full send buffer leaves everything in place.
  */
 void send_available(int socket, std::span<net::const_buffer> buffers,
                     boost::system::error_code& ec);

@@ -215,7 +215,8 @@ TEST(SendAvailableTest, AResetPeerIsAnError)
             }
         }
     }));
-    EXPECT_TRUE(ec == boost::system::errc::connection_reset || ec == boost::system::errc::broken_pipe)
+    EXPECT_TRUE(ec == boost::system::errc::connection_reset ||
+                ec == boost::system::errc::broken_pipe)
         << ec.message();
 }
 

@@ -30,8 +30,16 @@ public:
     field name() const noexcept { return known_; }
     std::string_view name_string() const noexcept { return name_; }
     std::string_view value() const noexcept { return value_; }
-    /// The line as received, CRLF included.
-    std::string_view text() const noexcept { return text_; }
+    /**
+     * The line as received (CRLF included) when it is written as portico writes a line,
+     * "name: value" CRLF with one space and no trailing whitespace; empty otherwise.
+     */
+    std::string_view canonical_text() const noexcept
+    {
+        const bool canonical =
+            text_.size() == name_.size() + value_.size() + 4 && text_[name_.size() + 1] == ' ';
+        return canonical ? text_ : std::string_view();
+    }
 
 private:
     field known_ = field::unknown;
