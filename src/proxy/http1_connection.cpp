@@ -1173,6 +1173,12 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         request_complete = sent == body_outcome::complete;
         rec.body_unread = sent == body_outcome::cut_short;
     }
+    if (request_complete && c.buffer.size() == 0 && c.buffer.capacity() > idle_read_size) {
+        // A connection's first read buffer (or one a large head grew) would be given up once
+        // the response is out; it goes now, so that a slow backend, a long poll or an event
+        // stream does not keep it for the whole exchange.
+        c.buffer.shrink_to_fit();
+    }
 
     const auto response_header_limit =
         static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
