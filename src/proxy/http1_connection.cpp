@@ -1104,6 +1104,29 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
 }
 
 /**
+ * Writes a request head that could not go at once: a chunked request's head through its
+ * serializer (`chunked_writer`), which frames the chunks after it; the unsent rest of
+ * `left`, a head serialised for the backend already; or, for any other request, the head
+ * Beast holds.
+ */
+template <typename Upstream>
+task<boost::system::error_code>
+write_request_head(Upstream& io, std::string& scratch, request_parser::value_type& req,
+                   beast::http::serializer<true, buffer_body>* chunked_writer,
+                   std::array<net::const_buffer, 2> left)
+{
+    boost::system::error_code ec;
+    if (chunked_writer != nullptr) {
+        std::tie(ec, std::ignore) = co_await beast::http::async_write_header(io, *chunked_writer);
+    } else if (net::buffer_size(left) > 0) {
+        std::tie(ec, std::ignore) = co_await net::async_write(io, left);
+    } else {
+        std::tie(ec, std::ignore) = co_await write_head(io, scratch, req.base());
+    }
+    co_return ec;
+}
+
+/**
  * Sends the prepared request to one backend connection and relays the response. Sets
  * `retry` when a pooled connection turned out closed before anything was sent (or, for a
  * replayable request, before anything came back), and
@@ -1128,36 +1151,38 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     // Write the head; a pooled connection the backend closed meanwhile gets one retry on a
     // fresh connection, which is safe because no whole head of this request reached it.
     // The serializer frames a chunked body (and writes its head); a request without a body
-    // needs none, and this frame stays small enough for Asio's frame cache.
+    // needs none.
     std::unique_ptr<beast::http::serializer<true, buffer_body>> request_writer;
     if (has_body || chunked) {
         request_writer = std::make_unique<beast::http::serializer<true, buffer_body>>(req);
     }
     tcp_of(io).expires_after(cfg.timeouts.idle);
-    boost::system::error_code hec;
-    if (chunked) {
-        // The serializer frames the chunks that follow, so it writes the head too.
-        std::tie(hec, std::ignore) = co_await beast::http::async_write_header(io, *request_writer);
-    } else if (direct != nullptr) {
+    // One error code and one set of buffers serve every step, and the head write that must
+    // be awaited is a coroutine of its own: a coroutine frame keeps each local and each
+    // awaited operation in a place of its own, and this one is allocated for each request.
+    boost::system::error_code ec;
+    std::array<net::const_buffer, 2> out{};
+    bool head_sent = false;
+    if (!chunked && direct != nullptr) {
         http::append_upstream_request(empty_head(c.info), req.base(), *direct,
                                       rules_of(route.request_headers), expects_continue);
         // Sent at once: the response cannot be there before the backend has run, so the
         // read that follows waits for it either way.
-        auto out = prepared_buffers(c.info.head, {});
-        if (!send_now(io, out, hec)) {
-            std::tie(hec, std::ignore) = co_await net::async_write(io, out);
-        }
-    } else {
-        std::tie(hec, std::ignore) = co_await write_head(io, c.info.head, req.base());
+        out = prepared_buffers(c.info.head, {});
+        head_sent = send_now(io, out, ec);
     }
-    if (hec && up.reused) {
+    if (!head_sent) {
+        ec = co_await write_request_head(io, c.info.head, req,
+                                         chunked ? request_writer.get() : nullptr, out);
+    }
+    if (ec && up.reused) {
         // The backend closed this pooled connection meanwhile; at most part of the head
         // reached it, nothing it could act on, so the caller retries on a fresh connection.
         retry = true;
         co_return false;
     }
-    if (hec) {
-        plan.detail = hec.message();
+    if (ec) {
+        plan.detail = ec.message();
         co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
         co_return false;
     }
@@ -1193,25 +1218,25 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         // which starts from the same buffered bytes.
         // The first read is awaited here: a head that comes whole in it (as good as every
         // one) then needs no coroutine frame for the loop that reads the rest.
-        boost::system::error_code rhec;
         std::size_t head_length = 0;
         if (up.buffer.size() == 0) {
-            auto [fec, n] = co_await io.async_read_some(
+            std::size_t n = 0;
+            std::tie(ec, n) = co_await io.async_read_some(
                 up.buffer.prepare(upstream_connection::first_read_size));
-            if (fec) {
-                rhec = head_read_failure(fec, false);
+            if (ec) {
+                ec = head_read_failure(ec, false);
             } else {
                 up.buffer.commit(n);
                 head_length = complete_head_length(up.buffer);
             }
         }
-        if (!rhec && head_length == 0) {
-            std::tie(rhec, head_length) =
+        if (!ec && head_length == 0) {
+            std::tie(ec, head_length) =
                 co_await read_response_head(io, up.buffer, response_header_limit);
         }
-        if (rhec) {
-            if (response_head_failed(rhec, up, traits, plan, retry)) {
-                co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);
+        if (ec) {
+            if (response_head_failed(ec, up, traits, plan, retry)) {
+                co_await answer_error(c, plan, classify_upstream_failure(ec), json, rec);
             }
             co_return false;
         }
@@ -1227,47 +1252,42 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                                              rules_of(route.response_headers));
             up.buffer.consume(head_length);
             rec.status = simple.status;
-            const auto is_reusable = [&] {
-                return backend_keeps && request_complete && up.buffer.size() == 0;
-            };
             tcp_of(c.stream).expires_after(cfg.timeouts.idle);
-            if (length <= up.buffer.size()) {
-                // The whole body came with the head: both go in one write.
-                const auto body =
-                    net::buffer(up.buffer.data().data(), static_cast<std::size_t>(length));
-                boost::system::error_code ec;
-                auto out = prepared_buffers(c.info.head, body);
-                // The last response on a connection is sent at once, and the connection
-                // closed in the same step, as nginx does. Closed after an awaited write, it
-                // would be closed after the client had read the response and closed its end,
-                // and portico's CPU would complete the client's teardown too (its TIME_WAIT).
-                // A response the connection goes on after is awaited: meanwhile the client
-                // sends its next request, which the read after it then finds (an empty read
-                // costs more than the write's completion).
-                if (keep_alive || !send_now(c.stream, out, ec)) {
-                    std::tie(ec, std::ignore) = co_await net::async_write(c.stream, out);
-                }
+            // When the whole body came with the head, both go in one write.
+            const bool whole = length <= up.buffer.size();
+            out = prepared_buffers(
+                c.info.head, whole ? net::buffer(up.buffer.data().data(),
+                                                 static_cast<std::size_t>(length))
+                                   : net::const_buffer{});
+            // The last response on a connection is sent at once, and the connection
+            // closed in the same step, as nginx does. Closed after an awaited write, it
+            // would be closed after the client had read the response and closed its end,
+            // and portico's CPU would complete the client's teardown too (its TIME_WAIT).
+            // A response the connection goes on after is awaited: meanwhile the client
+            // sends its next request, which the read after it then finds (an empty read
+            // costs more than the write's completion).
+            if (!whole || keep_alive || !send_now(c.stream, out, ec)) {
+                std::tie(ec, std::ignore) = co_await net::async_write(c.stream, out);
+            }
+            if (whole) {
                 up.buffer.consume(static_cast<std::size_t>(length));
                 rec.bytes = length;
+            }
+            if (whole || ec) {
                 write_access_log(c.info, rec);
                 if (ec) {
                     co_return false;
                 }
-                release = is_reusable();
-                co_return keep_alive;
+            } else {
+                tcp_of(io).expires_never();
+                bool read_failed = false;
+                ec = co_await relay_length(io, up.buffer, c.stream, length, cfg.timeouts.idle,
+                                           rec.bytes, read_failed);
+                if (!finish_response_body(c.info, rec, route, ec, read_failed)) {
+                    co_return false;
+                }
             }
-            if (const auto [wec, written] = co_await write_prepared(c.stream, c.info.head); wec) {
-                write_access_log(c.info, rec);
-                co_return false;
-            }
-            tcp_of(io).expires_never();
-            bool read_failed = false;
-            const auto bec = co_await relay_length(io, up.buffer, c.stream, length,
-                                                   cfg.timeouts.idle, rec.bytes, read_failed);
-            if (!finish_response_body(c.info, rec, route, bec, read_failed)) {
-                co_return false;
-            }
-            release = is_reusable();
+            release = backend_keeps && request_complete && up.buffer.size() == 0;
             co_return keep_alive;
         }
     }
@@ -1503,51 +1523,53 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
     co_return true;
 }
 
-/// Reads, checks and serves one request; returns whether to read another.
+/// What `prepare_request` made of a request head, and what `serve_request` does next.
+struct prepared_request {
+    enum class next { answer_error, serve_admin, redirect_https, forward } what = next::forward;
+    errc error = errc::bad_request; ///< for `answer_error`; the page's details are in the plan
+    bool json = false;              ///< the client prefers a JSON error body
+    request_traits traits;          ///< for `forward`
+};
+
+/**
+ * Checks and parses the complete head of `head_length` bytes at the front of `c.buffer` into
+ * `parser`, fills the access record, and plans the request against the routes. It does not
+ * suspend, so what only this step needs stays out of `serve_request`'s coroutine frame: a
+ * frame keeps every local and every awaited operation of its coroutine for the coroutine's
+ * whole life, and one is allocated for each request.
+ */
 template <typename Stream>
-task<bool> serve_request(connection<Stream>& c, bool first_request)
+prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
+                                 const serving_state& state, request_parser& parser,
+                                 request_plan& plan, exchange_record& rec)
 {
-    auto head = co_await read_head(c, first_request);
-    if (head.what == head_result::kind::closed) {
-        co_return false;
-    }
-    c.info.entry->idle = false;
-    // The routes this request was planned with stay alive until it ends, whatever a reload
-    // publishes meanwhile.
-    const auto state = c.w.state();
-    exchange_record rec;
-    request_plan plan;
-    if (head.what == head_result::kind::failed) {
-        co_await answer_error(c, plan, head.error, false, rec);
-        co_return false;
-    }
-
+    prepared_request out;
+    const auto fail = [&out](errc error, std::string detail, request_plan& p) {
+        p.detail = std::move(detail);
+        out.what = prepared_request::next::answer_error;
+        out.error = error;
+        return out;
+    };
     const auto raw = std::string_view(static_cast<const char*>(c.buffer.data().data()),
-                                      head.length);
+                                      head_length);
     if (const auto defect = http::check_head_bytes(raw); defect != http::head_defect::none) {
-        plan.detail = std::string(http::describe(defect));
-        co_await answer_error(c, plan, errc::bad_request, false, rec);
-        co_return false;
+        return fail(errc::bad_request, std::string(http::describe(defect)), plan);
     }
 
-    request_parser parser;
     parser.eager(false);
     parser.body_limit(boost::none);
-    parser.header_limit(static_cast<std::uint32_t>(c.w.state()->cfg.limits.header_bytes));
+    parser.header_limit(static_cast<std::uint32_t>(state.cfg.limits.header_bytes));
     boost::system::error_code pec;
     parser.put(net::buffer(raw.data(), raw.size()), pec);
     if (!pec && !parser.is_header_done()) {
         pec = beast::http::error::partial_message;
     }
     if (pec) {
-        plan.detail = pec.message();
-        co_await answer_error(c, plan,
-                              pec == beast::http::error::header_limit ? errc::header_too_large
-                                                                      : errc::bad_request,
-                              false, rec);
-        co_return false;
+        return fail(pec == beast::http::error::header_limit ? errc::header_too_large
+                                                             : errc::bad_request,
+                    pec.message(), plan);
     }
-    c.buffer.consume(head.length);
+    c.buffer.consume(head_length);
 
     auto& req = parser.get();
     rec.method = std::string(req.method_string());
@@ -1556,25 +1578,21 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     // Views into the head: read them before `forward`, which rewrites it.
     const auto lines = http::scan_request_lines(req.base());
     rec.host = std::string(lines.host);
-    const bool json = lines.prefers_json;
+    out.json = lines.prefers_json;
 
-    if (const auto defect = framing_defect(parser, lines)) {
-        plan.detail = *defect;
-        co_await answer_error(c, plan, errc::bad_request, json, rec);
-        co_return false;
+    if (auto defect = framing_defect(parser, lines)) {
+        return fail(errc::bad_request, std::move(*defect), plan);
     }
     if (req.method() == beast::http::verb::connect) {
-        plan.detail = "CONNECT is not supported: portico is a reverse proxy";
-        co_await answer_error(c, plan, errc::bad_request, json, rec);
-        co_return false;
+        return fail(errc::bad_request, "CONNECT is not supported: portico is a reverse proxy",
+                    plan);
     }
-
     if (c.info.tls_required) {
         plan.host = rec.host;
-        plan.detail = fmt::format("use https://{}{}", rec.host.empty() ? "localhost" : rec.host,
-                                  rec.target.starts_with("/") ? rec.target : "/");
-        co_await answer_error(c, plan, errc::tls_required, json, rec);
-        co_return false;
+        return fail(errc::tls_required,
+                    fmt::format("use https://{}{}", rec.host.empty() ? "localhost" : rec.host,
+                                rec.target.starts_with("/") ? rec.target : "/"),
+                    plan);
     }
 
     request_facts facts;
@@ -1582,21 +1600,90 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     facts.host = rec.host;
     facts.has_host = lines.hosts > 0;
     facts.version = rec.version;
-    plan = plan_request(*state, facts);
+    plan = plan_request(state, facts);
     if (plan.error) {
-        co_await answer_error(c, plan, *plan.error, json, rec);
+        out.what = prepared_request::next::answer_error;
+        out.error = *plan.error;
+    } else if (plan.admin) {
+        out.what = prepared_request::next::serve_admin;
+    } else if (plan.route->redirect_https && !c.info.tls) {
+        out.what = prepared_request::next::redirect_https;
+    } else {
+        out.traits = traits_of(parser, lines);
+    }
+    return out;
+}
+
+/**
+ * The request head already complete in `c.buffer`, as `read_head` would find it without
+ * reading: a keep-alive request read by the wait before it, or a pipelined one. nullopt when
+ * a read is needed.
+ */
+template <typename Stream>
+std::optional<head_result> buffered_head(connection<Stream>& c)
+{
+    const auto limit = static_cast<std::size_t>(c.w.state()->cfg.limits.header_bytes);
+    const auto data =
+        std::string_view(static_cast<const char*>(c.buffer.data().data()), c.buffer.size());
+    const auto end = data.starts_with("\r\n") || data.starts_with("\n")
+                         ? 0
+                         : http::find_head_end(data);
+    if (end == 0) {
+        return std::nullopt; // incomplete, or empty lines first: read_head deals with those
+    }
+    // The connection's deadline was the wait for this request; the exchange sets its own.
+    tcp_of(c.stream).expires_never();
+    head_result r;
+    r.length = end;
+    if (end > limit) {
+        r.what = head_result::kind::failed;
+        r.error = errc::header_too_large;
+    } else {
+        r.what = head_result::kind::head;
+    }
+    return r;
+}
+
+/// Reads, checks and serves one request; returns whether to read another.
+template <typename Stream>
+task<bool> serve_request(connection<Stream>& c, bool first_request)
+{
+    // Most heads are in the buffer already: no coroutine frame to look for them.
+    auto head = buffered_head(c);
+    if (!head) {
+        head = co_await read_head(c, first_request);
+    }
+    if (head->what == head_result::kind::closed) {
         co_return false;
     }
-    if (plan.admin) {
-        const bool again = co_await serve_admin(c, parser, plan, rec, json, *state);
-        co_return again && !c.w.is_draining();
+    c.info.entry->idle = false;
+    // The routes this request was planned with stay alive until it ends, whatever a reload
+    // publishes meanwhile.
+    const auto state = c.w.state();
+    exchange_record rec;
+    request_plan plan;
+    request_parser parser;
+    prepared_request prepared;
+    if (head->what == head_result::kind::failed) {
+        prepared.what = prepared_request::next::answer_error;
+        prepared.error = head->error;
+    } else {
+        prepared = prepare_request(c, head->length, *state, parser, plan, rec);
     }
-    if (plan.route->redirect_https && !c.info.tls) {
+    switch (prepared.what) {
+    case prepared_request::next::answer_error:
+        co_await answer_error(c, plan, prepared.error, prepared.json, rec);
+        co_return false;
+    case prepared_request::next::serve_admin:
+        co_return co_await serve_admin(c, parser, plan, rec, prepared.json, *state) &&
+            !c.w.is_draining();
+    case prepared_request::next::redirect_https:
         co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
+    case prepared_request::next::forward:
+        break;
     }
-    const auto traits = traits_of(parser, lines);
-    const bool again = co_await forward(c, parser, traits, plan, rec, json);
-    co_return again && !c.w.is_draining();
+    co_return co_await forward(c, parser, prepared.traits, plan, rec, prepared.json) &&
+        !c.w.is_draining();
 }
 
 

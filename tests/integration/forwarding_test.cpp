@@ -318,6 +318,41 @@ TEST(ForwardingTest, IdleKeepAliveConnectionIsClosedAfterIdleTimeout)
     EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(1));
 }
 
+TEST(ForwardingTest, SlowAnswerOnAConnectionThatCameBackOutlastsTheIdleTimeout)
+{
+    // The idle deadline bounds the wait for a request, not the backend's answer to it: on a
+    // connection's first request, and on those after it, whose heads are served from what
+    // the wait before them read.
+    origin backend{[](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            if (req->target() == "/slow") {
+                std::this_thread::sleep_for(std::chrono::milliseconds(600));
+            }
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    }};
+    proxy_harness proxy("timeouts: { idle: 200ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    EXPECT_EQ(c.get("app.localhost", "/slow").result_int(), 200);
+    EXPECT_EQ(c.get("app.localhost", "/slow").result_int(), 200);
+}
+
+TEST(ForwardingTest, EmptyLinesBeforeAKeptAliveRequestAreSkipped)
+{
+    // RFC 9112 §2.2: empty lines before a request line are ignored, on the first request
+    // and on any that follows it on the connection, pipelined or not.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("\r\nGET /1 HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+                "\r\n\r\nGET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_EQ(c.read_response().body(), "GET /1 host=app.localhost body=0");
+    EXPECT_EQ(c.read_response().body(), "GET /2 host=app.localhost body=0");
+    c.write_raw("\nGET /3 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_EQ(c.read_response().body(), "GET /3 host=app.localhost body=0");
+}
+
 TEST(ForwardingTest, BodilessResponsesKeepBothConnectionsUsable)
 {
     origin backend([](origin_connection& c) {
