@@ -1317,15 +1317,17 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
 }
 
 /**
- * Forwards one request and its response. Returns whether the client connection may carry
- * another request.
+ * Readies a routed request for its backend without suspending: checks the body limit and a
+ * chunked body's start, and rewrites the head in place unless it will be written straight
+ * from the parsed fields (`direct`, with `facts`). An error to answer, if any.
  */
 template <typename Stream>
-task<bool> forward(connection<Stream>& c, request_parser& parser, const request_traits& traits,
-                   request_plan& plan, exchange_record& rec, bool json)
+std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parser,
+                                    const request_traits& traits, request_plan& plan,
+                                    exchange_record& rec, http::forward_facts& facts,
+                                    bool& direct)
 {
-    const auto& state = c.w.state();
-    const auto& cfg = state->cfg;
+    const auto& cfg = c.w.state()->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();
     rec.route = &route;
@@ -1333,13 +1335,11 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, const request_
 
     if (cfg.limits.body_bytes != 0 && parser.content_length() &&
         *parser.content_length() > cfg.limits.body_bytes) {
-        co_await answer_error(c, plan, errc::body_too_large, json, rec);
-        co_return false;
+        return errc::body_too_large;
     }
 
     const bool has_body = !parser.is_done();
 
-    http::forward_facts facts;
     facts.client_ip = c.info.client_ip;
     facts.client_tls = c.info.tls;
     facts.original_host = plan.host;
@@ -1348,7 +1348,7 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, const request_
     facts.upgrade = traits.upgrade;
     // A head the serializer does not have to frame (no chunked body, no upgrade) is written
     // from the parsed fields as it goes upstream, without rewriting them first.
-    const bool direct = !traits.upgrade && !parser.chunked();
+    direct = !traits.upgrade && !parser.chunked();
     if (!direct) {
         http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
         if (traits.expects_continue) {
@@ -1367,66 +1367,9 @@ task<bool> forward(connection<Stream>& c, request_parser& parser, const request_
         !http::is_chunked_prefix_valid(std::string_view(
             static_cast<const char*>(c.buffer.data().data()), c.buffer.size()))) {
         plan.detail = "malformed chunked body";
-        co_await answer_error(c, plan, errc::bad_request, json, rec);
-        co_return false;
+        return errc::bad_request;
     }
-
-    // A pooled connection is taken without a coroutine of its own: most requests find one.
-    acquire_result acquired;
-    acquired.connection = c.w.pool().take_idle(route.to, route.insecure_skip_verify);
-    if (!acquired.connection) {
-        acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
-    }
-    note_backend_state(c.w, route.to, acquired);
-    if (!acquired.connection) {
-        plan.detail = acquired.detail;
-        co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
-        co_return false;
-    }
-    auto up = std::move(acquired.connection);
-    struct upstream_guard {
-        client_info& info;
-        ~upstream_guard() { info.entry->upstream = nullptr; }
-    } guard{c.info};
-    for (int attempt = 0;; ++attempt) {
-        rec.backend = up->address;
-        c.info.entry->upstream = &up->stream;
-        bool retry = false;
-        bool release = false;
-        bool again = false;
-        if (up->tls) {
-            again = co_await exchange(c, parser, plan, rec, json, traits, direct ? &facts : nullptr,
-                                      *up, *up->tls, retry, release);
-        } else {
-            again = co_await exchange(c, parser, plan, rec, json, traits, direct ? &facts : nullptr,
-                                      *up, up->stream, retry, release);
-        }
-        if (retry && attempt == 0) {
-            auto fresh = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
-            if (!fresh.connection) {
-                plan.detail = fresh.detail;
-                co_await answer_error(c, plan, fresh.error, json, rec, fresh.tried);
-                co_return false;
-            }
-            up = std::move(fresh.connection);
-            continue;
-        }
-        // While draining, the pool was emptied already; a connection put back now would
-        // outlive the shutdown, its deadline timer keeping the worker's loop running.
-        if (release && !c.w.is_draining()) {
-            c.info.entry->upstream = nullptr;
-            c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
-        }
-        if (rec.body_unread && tcp_of(c.stream).socket().is_open()) {
-            // The rest of the body is still coming: closed now, the connection would be
-            // reset, and the reset would drop whatever of the response the client has not
-            // yet taken. The backend connection is not needed meanwhile.
-            up.reset();
-            c.info.entry->upstream = nullptr;
-            co_await lingering_close(c);
-        }
-        co_return again;
-    }
+    return std::nullopt;
 }
 
 /// Answers a plain-HTTP request for a `redirect_https` route with 308 to the https URL.
@@ -1528,12 +1471,14 @@ struct prepared_request {
     enum class next { answer_error, serve_admin, redirect_https, forward } what = next::forward;
     errc error = errc::bad_request; ///< for `answer_error`; the page's details are in the plan
     bool json = false;              ///< the client prefers a JSON error body
-    request_traits traits;          ///< for `forward`
+    request_traits traits;          ///< for forwarding
+    bool direct = false;            ///< for forwarding: see `prepare_forward`
 };
 
 /**
  * Checks and parses the complete head of `head_length` bytes at the front of `c.buffer` into
- * `parser`, fills the access record, and plans the request against the routes. It does not
+ * `parser`, fills the access record, plans the request against the routes and readies one
+ * to forward (`prepare_forward`, which fills `forwarding`). It does not
  * suspend, so what only this step needs stays out of `serve_request`'s coroutine frame: a
  * frame keeps every local and every awaited operation of its coroutine for the coroutine's
  * whole life, and one is allocated for each request.
@@ -1541,7 +1486,8 @@ struct prepared_request {
 template <typename Stream>
 prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
                                  const serving_state& state, request_parser& parser,
-                                 request_plan& plan, exchange_record& rec)
+                                 request_plan& plan, exchange_record& rec,
+                                 http::forward_facts& forwarding)
 {
     prepared_request out;
     const auto fail = [&out](errc error, std::string detail, request_plan& p) {
@@ -1575,7 +1521,7 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     rec.method = std::string(req.method_string());
     rec.target = std::string(req.target());
     rec.version = req.version() == 10 ? 10 : 11;
-    // Views into the head: read them before `forward`, which rewrites it.
+    // Views into the head: read them before `prepare_forward`, which may rewrite it.
     const auto lines = http::scan_request_lines(req.base());
     rec.host = std::string(lines.host);
     out.json = lines.prefers_json;
@@ -1610,6 +1556,11 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
         out.what = prepared_request::next::redirect_https;
     } else {
         out.traits = traits_of(parser, lines);
+        if (const auto error = prepare_forward(c, parser, out.traits, plan, rec, forwarding,
+                                               out.direct)) {
+            out.what = prepared_request::next::answer_error;
+            out.error = *error;
+        }
     }
     return out;
 }
@@ -1663,12 +1614,13 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     exchange_record rec;
     request_plan plan;
     request_parser parser;
+    http::forward_facts facts;
     prepared_request prepared;
     if (head->what == head_result::kind::failed) {
         prepared.what = prepared_request::next::answer_error;
         prepared.error = head->error;
     } else {
-        prepared = prepare_request(c, head->length, *state, parser, plan, rec);
+        prepared = prepare_request(c, head->length, *state, parser, plan, rec, facts);
     }
     switch (prepared.what) {
     case prepared_request::next::answer_error:
@@ -1682,8 +1634,67 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     case prepared_request::next::forward:
         break;
     }
-    co_return co_await forward(c, parser, prepared.traits, plan, rec, prepared.json) &&
-        !c.w.is_draining();
+
+    // Forwarding happens here rather than in a coroutine of its own, whose frame would be
+    // one more allocation for every request. A pooled connection is taken without a
+    // coroutine: most requests find one.
+    const auto& route = *plan.route;
+    acquire_result acquired;
+    acquired.connection = c.w.pool().take_idle(route.to, route.insecure_skip_verify);
+    if (!acquired.connection) {
+        acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+    }
+    note_backend_state(c.w, route.to, acquired);
+    if (!acquired.connection) {
+        plan.detail = acquired.detail;
+        co_await answer_error(c, plan, acquired.error, prepared.json, rec, acquired.tried);
+        co_return false;
+    }
+    struct upstream_guard {
+        client_info& info;
+        ~upstream_guard() { info.entry->upstream = nullptr; }
+    } guard{c.info};
+    const auto* direct = prepared.direct ? &facts : nullptr;
+    for (int attempt = 0;; ++attempt) {
+        auto& up = acquired.connection;
+        rec.backend = up->address;
+        c.info.entry->upstream = &up->stream;
+        bool retry = false;
+        bool release = false;
+        bool again = false;
+        if (up->tls) {
+            again = co_await exchange(c, parser, plan, rec, prepared.json, prepared.traits,
+                                      direct, *up, *up->tls, retry, release);
+        } else {
+            again = co_await exchange(c, parser, plan, rec, prepared.json, prepared.traits,
+                                      direct, *up, up->stream, retry, release);
+        }
+        if (retry && attempt == 0) {
+            acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+            if (!acquired.connection) {
+                plan.detail = acquired.detail;
+                co_await answer_error(c, plan, acquired.error, prepared.json, rec,
+                                      acquired.tried);
+                co_return false;
+            }
+            continue;
+        }
+        // While draining, the pool was emptied already; a connection put back now would
+        // outlive the shutdown, its deadline timer keeping the worker's loop running.
+        if (release && !c.w.is_draining()) {
+            c.info.entry->upstream = nullptr;
+            c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
+        }
+        if (rec.body_unread && tcp_of(c.stream).socket().is_open()) {
+            // The rest of the body is still coming: closed now, the connection would be
+            // reset, and the reset would drop whatever of the response the client has not
+            // yet taken. The backend connection is not needed meanwhile.
+            up.reset();
+            c.info.entry->upstream = nullptr;
+            co_await lingering_close(c);
+        }
+        co_return again && !c.w.is_draining();
+    }
 }
 
 
