@@ -1670,6 +1670,8 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
                                       direct, *up, up->stream, retry, release);
         }
         if (retry && attempt == 0) {
+            // The connection named there goes when the new one (or the failure) is assigned.
+            c.info.entry->upstream = nullptr;
             acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
             if (!acquired.connection) {
                 plan.detail = acquired.detail;

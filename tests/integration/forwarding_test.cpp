@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -436,6 +437,62 @@ TEST(ForwardingTest, IdempotentRequestIsRetriedWhenPooledConnectionDies)
     EXPECT_EQ(res.body(), "ok");
     EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "GET /2", "GET /2"}));
     EXPECT_EQ(backend.server.connections(), 2);
+}
+
+/// Reads from `fd` until a request head has arrived whole (at most five seconds).
+bool read_one_head(int fd)
+{
+    std::string seen;
+    std::array<char, 1024> chunk{};
+    while (seen.find("\r\n\r\n") == std::string::npos) {
+        const auto n = ::recv(fd, chunk.data(), chunk.size(), 0);
+        if (n <= 0) {
+            return false;
+        }
+        seen.append(chunk.data(), static_cast<std::size_t>(n));
+    }
+    return true;
+}
+
+TEST(ForwardingTest, RetryWhoseFreshConnectionIsRefusedEndsCleanlyAtShutdown)
+{
+    // A backend that answers once, stops listening, then drops its connection after the
+    // next request: the retry's fresh connection is refused, and the client gets the 502
+    // page followed by the lingering close. The shutdown deadline passing during that
+    // linger cancels what the connection names as its backend connection, which by then
+    // must not be the one the retry gave up (the sanitizer build sees a use after free).
+    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    ASSERT_EQ(::listen(listener, 4), 0);
+    ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    bound_socket_waits(listener);
+    std::thread backend([listener] {
+        const int fd = ::accept(listener, nullptr, nullptr);
+        ::close(listener);
+        if (fd < 0) {
+            return;
+        }
+        bound_socket_waits(fd);
+        if (read_one_head(fd)) {
+            constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            (void)::send(fd, ok.data(), ok.size(), MSG_NOSIGNAL);
+            (void)read_one_head(fd);
+        }
+        ::close(fd);
+    });
+    proxy_harness proxy("timeouts: { shutdown: 200ms }\n" + route_to(ntohs(addr.sin_port)));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/1").result_int(), 200);
+    EXPECT_EQ(c.get("app.localhost", "/2").result_int(), 502);
+    backend.join();
+    // The client keeps its end open: portico is lingering when the deadline passes.
+    proxy.stop();
+    EXPECT_TRUE(proxy.wait_stopped(std::chrono::seconds(5)));
 }
 
 TEST(ForwardingTest, RequestIsNotReplayedOnceAnyResponseCameBack)
