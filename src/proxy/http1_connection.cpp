@@ -1104,10 +1104,12 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
 }
 
 /**
- * Writes a request head that could not go at once: a chunked request's head through its
- * serializer (`chunked_writer`), which frames the chunks after it; the unsent rest of
- * `left`, a head serialised for the backend already; or, for any other request, the head
- * Beast holds.
+ * Writes a request head that is not sent at once by `exchange`: a chunked request's head
+ * through its serializer (`chunked_writer`), which frames the chunks after it; the rest of
+ * `left`, a head serialised for the backend already, when a plain socket did not take it
+ * all or the backend is reached over TLS; or, for an upgrade, the head Beast holds. A
+ * coroutine of its own, so that `exchange`'s frame does not carry these writes for the
+ * requests that need none of them.
  */
 template <typename Upstream>
 task<boost::system::error_code>
@@ -1567,8 +1569,10 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
 
 /**
  * The request head already complete in `c.buffer`, as `read_head` would find it without
- * reading: a keep-alive request read by the wait before it, or a pipelined one. nullopt when
- * a read is needed.
+ * reading: a new connection's first request (its first read is awaited before this), a
+ * request on a plain connection in use read by the wait before it, or a pipelined one.
+ * nullopt when a read is needed (over TLS, bytes wait inside the TLS stream, so those heads
+ * are read by `read_head`).
  */
 template <typename Stream>
 std::optional<head_result> buffered_head(connection<Stream>& c)
@@ -1582,7 +1586,8 @@ std::optional<head_result> buffered_head(connection<Stream>& c)
     if (end == 0) {
         return std::nullopt; // incomplete, or empty lines first: read_head deals with those
     }
-    // The connection's deadline was the wait for this request; the exchange sets its own.
+    // As `read_head` does once a head has begun: the deadline was for the wait that is over,
+    // and whatever is written to the client next sets its own.
     tcp_of(c.stream).expires_never();
     head_result r;
     r.length = end;

@@ -321,9 +321,9 @@ TEST(ForwardingTest, IdleKeepAliveConnectionIsClosedAfterIdleTimeout)
 
 TEST(ForwardingTest, SlowAnswerOnAConnectionThatCameBackOutlastsTheIdleTimeout)
 {
-    // The idle deadline bounds the wait for a request, not the backend's answer to it: on a
-    // connection's first request, and on those after it, whose heads are served from what
-    // the wait before them read.
+    // The idle deadline bounds the wait for a request, not the backend's answer to it. The
+    // second request is read after the connection was parked, the third from what the
+    // wait in a connection in use read (its head is found in the buffer).
     origin backend{[](origin_connection& c) {
         while (auto req = c.read_request()) {
             if (req->target() == "/slow") {
@@ -471,7 +471,7 @@ TEST(ForwardingTest, RetryWhoseFreshConnectionIsRefusedEndsCleanlyAtShutdown)
     ASSERT_EQ(::listen(listener, 4), 0);
     ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
     bound_socket_waits(listener);
-    std::thread backend([listener] {
+    std::jthread backend([listener] {
         const int fd = ::accept(listener, nullptr, nullptr);
         ::close(listener);
         if (fd < 0) {
