@@ -177,17 +177,42 @@ struct closing_all {
     }
 };
 
-TEST(MemoryTest, RequestWaitingForItsBackendHoldsNoReadBuffer)
+/// One worker, so that the requests measured share one thread's heap, and one route.
+std::string single_worker_route_to(unsigned short port)
 {
+    return fmt::format("workers: 1\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                       port);
+}
+
+/// Connects to `port` and sends a GET on the new connection, which joins `clients`.
+bool send_get_on_new_connection(unsigned short port, closing_all& clients)
+{
+    const int fd = connect_to(port);
+    if (fd < 0) {
+        return false;
+    }
+    clients.fds.push_back(fd);
+    return ::send(fd, get_request.data(), get_request.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(get_request.size());
+}
+
+class MemoryTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
 #if defined(PORTICO_SANITIZE)
-    GTEST_SKIP() << "the sanitizers replace malloc, whose count this reads";
+        GTEST_SKIP() << "the sanitizers replace malloc, whose count this reads";
 #endif
+    }
+};
+
+TEST_F(MemoryTest, RequestWaitingForItsBackendHoldsNoReadBuffer)
+{
     // A long poll, an event stream or a slow backend keeps a request waiting for its answer.
     // The connection's 4 KiB first-read buffer is empty then and is given up; what stays is
     // the request's coroutine frames, its parsed fields, and both connections' objects.
     raw_backend backend(false);
-    proxy_harness proxy(fmt::format("workers: 1\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
-                                    backend.port()));
+    proxy_harness proxy(single_worker_route_to(backend.port()));
     // Each waiting request holds four descriptors in this process (client, portico's two
     // sockets, the backend's): 680 in all, under the common limit of 1,024.
     constexpr std::size_t warm = 20;
@@ -196,11 +221,7 @@ TEST(MemoryTest, RequestWaitingForItsBackendHoldsNoReadBuffer)
     clients.fds.reserve(warm + measured);
     const auto open_waiting = [&](std::size_t count) {
         for (std::size_t i = 0; i < count; ++i) {
-            const int fd = connect_to(proxy.port());
-            ASSERT_GE(fd, 0);
-            clients.fds.push_back(fd);
-            ASSERT_EQ(::send(fd, get_request.data(), get_request.size(), MSG_NOSIGNAL),
-                      static_cast<ssize_t>(get_request.size()));
+            ASSERT_TRUE(send_get_on_new_connection(proxy.port(), clients));
         }
         const auto expected = clients.fds.size();
         ASSERT_TRUE(wait_until([&] { return backend.heads() == expected; }))
@@ -217,16 +238,12 @@ TEST(MemoryTest, RequestWaitingForItsBackendHoldsNoReadBuffer)
     backend.hang_up(); // the waiting requests end (502), so the proxy stops at once
 }
 
-TEST(MemoryTest, ConnectionIdleAfterItsFirstRequestHoldsLittleHeap)
+TEST_F(MemoryTest, ConnectionIdleAfterItsFirstRequestHoldsLittleHeap)
 {
-#if defined(PORTICO_SANITIZE)
-    GTEST_SKIP() << "the sanitizers replace malloc, whose count this reads";
-#endif
     // Browsers open connections and leave most of them idle after one request. Such a
     // connection is parked (decision 0010): no coroutine frame, no buffer, no head string.
     raw_backend backend(true);
-    proxy_harness proxy(fmt::format("workers: 1\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
-                                    backend.port()));
+    proxy_harness proxy(single_worker_route_to(backend.port()));
     constexpr std::size_t warm = 20;
     constexpr std::size_t measured = 300;
     closing_all clients;
@@ -234,11 +251,8 @@ TEST(MemoryTest, ConnectionIdleAfterItsFirstRequestHoldsLittleHeap)
     std::array<char, 512> answer{};
     const auto open_idle = [&](std::size_t count) {
         for (std::size_t i = 0; i < count; ++i) {
-            const int fd = connect_to(proxy.port());
-            ASSERT_GE(fd, 0);
-            clients.fds.push_back(fd);
-            ASSERT_EQ(::send(fd, get_request.data(), get_request.size(), MSG_NOSIGNAL),
-                      static_cast<ssize_t>(get_request.size()));
+            ASSERT_TRUE(send_get_on_new_connection(proxy.port(), clients));
+            const int fd = clients.fds.back();
             // One at a time, so that one pooled backend connection serves them all.
             std::size_t got = 0;
             while (got < answer.size()) {
