@@ -1483,7 +1483,7 @@ struct prepared_request {
  * to forward (`prepare_forward`, which fills `forwarding`). It does not
  * suspend, so what only this step needs stays out of `serve_request`'s coroutine frame: a
  * frame keeps every local and every awaited operation of its coroutine for the coroutine's
- * whole life, and one is allocated for each request.
+ * whole life, and one is allocated for each request (decision 0012).
  */
 template <typename Stream>
 prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
