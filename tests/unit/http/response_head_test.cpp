@@ -136,6 +136,51 @@ std::vector<std::string> canonical(const std::string& head)
     return lines;
 }
 
+TEST(SimpleResponseTest, EveryByteOfLongNamesAndValuesIsChecked)
+{
+    // Names and values are scanned sixteen bytes at a time where the CPU allows: a byte that
+    // decides is checked at every position of a block, across the block's end, and in the
+    // bytes left over after the last whole block.
+    const auto head_with = [](const std::string& name, const std::string& value) {
+        return "HTTP/1.1 200 OK\r\n" + name + ": " + value + "\r\nContent-Length: 0\r\n\r\n";
+    };
+    for (std::size_t at = 0; at < 40; ++at) {
+        simple_response r;
+        std::string value(40, 'v');
+        value[at] = '\x01';
+        EXPECT_FALSE(parse_simple_response(head_with("X-Long", value), r)) << at;
+        value[at] = '\x7f';
+        EXPECT_FALSE(parse_simple_response(head_with("X-Long", value), r)) << at;
+        value[at] = '\t';
+        if (at == 0 || at == 39) {
+            continue; // leading and trailing whitespace is not part of the value
+        }
+        // The parse gives views into the head, which must outlive them.
+        auto head = head_with("X-Long", value);
+        ASSERT_TRUE(parse_simple_response(head, r)) << at;
+        EXPECT_EQ(r.lines[0].value(), value) << at;
+        value[at] = '\xe9'; // obs-text
+        head = head_with("X-Long", value);
+        ASSERT_TRUE(parse_simple_response(head, r)) << at;
+        EXPECT_EQ(r.lines[0].value(), value) << at;
+
+        std::string name(40, 'n');
+        name[at] = '_';
+        head = head_with(name, "v");
+        ASSERT_TRUE(parse_simple_response(head, r)) << at;
+        EXPECT_EQ(r.lines[0].name_string(), name) << at;
+        name[at] = '~';
+        head = head_with(name, "v");
+        ASSERT_TRUE(parse_simple_response(head, r)) << at;
+        EXPECT_EQ(r.lines[0].name_string(), name) << at;
+        for (const char separator : std::string_view("(@[{ \x80", 6)) {
+            name[at] = separator;
+            EXPECT_FALSE(parse_simple_response(head_with(name, "v"), r))
+                << at << " " << static_cast<int>(separator);
+        }
+    }
+}
+
 TEST(SimpleResponseTest, WrittenHeadEqualsTheOneWrittenFromBeastsParse)
 {
     const std::vector<std::string> heads = {
