@@ -175,6 +175,20 @@ struct head_result {
     std::size_t length = 0;
 };
 
+/// A complete head of `length` bytes: served, or refused when it is over `limit`.
+head_result complete_head(std::size_t length, std::size_t limit)
+{
+    head_result r;
+    r.length = length;
+    if (length > limit) {
+        r.what = head_result::kind::failed;
+        r.error = errc::header_too_large;
+    } else {
+        r.what = head_result::kind::head;
+    }
+    return r;
+}
+
 /**
  * Reads some bytes, giving up at `deadline` without closing the socket (unlike the stream's
  * own deadline), so that a 408 page can still be written.
@@ -237,14 +251,7 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
                                            c.buffer.size());
         const auto from = scanned > 3 ? scanned - 3 : 0;
         if (const auto end = http::find_head_end(data.substr(from)); end != 0) {
-            r.length = from + end;
-            if (r.length > limit) {
-                r.what = head_result::kind::failed;
-                r.error = errc::header_too_large;
-                co_return r;
-            }
-            r.what = head_result::kind::head;
-            co_return r;
+            co_return complete_head(from + end, limit);
         }
         scanned = data.size();
         if (data.size() >= limit) {
@@ -1589,15 +1596,7 @@ std::optional<head_result> buffered_head(connection<Stream>& c)
     // As `read_head` does once a head has begun: the deadline was for the wait that is over,
     // and whatever is written to the client next sets its own.
     tcp_of(c.stream).expires_never();
-    head_result r;
-    r.length = end;
-    if (end > limit) {
-        r.what = head_result::kind::failed;
-        r.error = errc::header_too_large;
-    } else {
-        r.what = head_result::kind::head;
-    }
-    return r;
+    return complete_head(end, limit);
 }
 
 /// Reads, checks and serves one request; returns whether to read another.
