@@ -181,7 +181,6 @@ struct server::impl {
     std::shared_ptr<tls::certificate_manager> certificates;
     std::vector<std::unique_ptr<worker>> workers;
     std::vector<bound_listener> listeners;
-    std::optional<net::signal_set> signals; ///< on worker 0, while `run` handles signals
     std::mutex mutex; ///< guards `state`, `certificates` and `listeners` after `bind()`
     bool stopping = false;
 };
@@ -332,8 +331,8 @@ reload_result server::reload(config::config next_cfg)
             modes.emplace_back(l.key, l.cfg.tls);
         }
         auto* wk = impl_->workers[w].get();
-        net::post(wk->context(), [wk, published, certificates, fresh = std::move(fresh),
-                                  modes = std::move(modes), removed]() mutable {
+        wk->inbox().post([wk, published, certificates, fresh = std::move(fresh),
+                          modes = std::move(modes), removed]() mutable {
             wk->set_state(published);
             wk->set_certificates(certificates);
             for (auto& f : fresh) {
@@ -380,14 +379,21 @@ void server::run(bool handle_signals)
     // EPIPE when the client has gone, not end the process.
     std::signal(SIGPIPE, SIG_IGN);
     // Signals are caught before the ready line: a script that signals as soon as it reads
-    // that line must get a graceful stop, not the default action.
+    // that line must get a graceful stop, not the default action. They are caught on a
+    // thread of their own, not a worker's: Asio handles signals on a context without a
+    // scheduler lock only when no other context does, and the reloader's SIGHUP is on its
+    // own context (decision 0013).
+    net::io_context signal_context(1);
+    std::optional<net::signal_set> signals;
+    std::thread signal_thread;
     if (handle_signals) {
-        impl_->signals.emplace(impl_->workers.front()->context(), SIGINT, SIGTERM);
-        impl_->signals->async_wait([this](const boost::system::error_code& ec, int) {
+        signals.emplace(signal_context, SIGINT, SIGTERM);
+        signals->async_wait([this](const boost::system::error_code& ec, int) {
             if (!ec) {
                 stop();
             }
         });
+        signal_thread = std::thread([&signal_context] { signal_context.run(); });
     }
 
     const auto routes = impl_->state->cfg.routes.size();
@@ -416,6 +422,10 @@ void server::run(bool handle_signals)
     for (auto& t : threads) {
         t.join();
     }
+    if (signal_thread.joinable()) {
+        net::post(signal_context, [&signals] { signals->cancel(); });
+        signal_thread.join();
+    }
 }
 
 void server::stop()
@@ -428,14 +438,8 @@ void server::stop()
         impl_->stopping = true;
     }
     for (auto& w : impl_->workers) {
-        net::post(w->context(), [w = w.get()] { w->begin_shutdown(); });
+        w->inbox().post([w = w.get()] { w->begin_shutdown(); });
     }
-    // A pending signal wait would keep worker 0's loop alive after the last connection.
-    net::post(impl_->workers.front()->context(), [this] {
-        if (impl_->signals) {
-            impl_->signals->cancel();
-        }
-    });
 }
 
 } // namespace portico::proxy

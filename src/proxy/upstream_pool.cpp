@@ -2,13 +2,20 @@
 
 #include "portico/tls/client.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/bind_handler.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <fmt/format.h>
 
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <thread>
 
 namespace portico::proxy {
 namespace {
@@ -21,6 +28,46 @@ namespace {
 // connection. nginx's `keepalive 64` in the bench holds the same number.
 constexpr std::size_t max_idle_per_backend = 64;
 
+
+/**
+ * Resolves `host` on a thread of its own, off the worker's event loop, and completes on the
+ * worker's thread through its mailbox. Asio's own resolver cannot serve here: its thread
+ * posts the answer to the context, and a worker's context takes no scheduler lock
+ * (decision 0013).
+ *
+ * The mailbox is open until the worker has no connection left, and a resolve is awaited by
+ * one of them, so the answer always finds it open. (Were it refused, the handler would be
+ * destroyed on the resolving thread, which would post the coroutine's unwinding to the
+ * worker from there.)
+ */
+template <typename Token>
+auto async_resolve_elsewhere(mailbox& inbox, std::string host, std::string service,
+                             Token&& token)
+{
+    using signature = void(boost::system::error_code, std::vector<tcp::endpoint>);
+    return net::async_initiate<Token, signature>(
+        [&inbox](auto handler, std::string name, std::string port) {
+            std::thread([&inbox, handler = std::move(handler), name = std::move(name),
+                         port = std::move(port)]() mutable {
+                boost::system::error_code ec;
+                std::vector<tcp::endpoint> endpoints;
+                {
+                    net::io_context blocking(1);
+                    tcp::resolver resolver(blocking);
+                    for (const auto& entry : resolver.resolve(name, port, ec)) {
+                        endpoints.push_back(entry.endpoint());
+                    }
+                }
+                inbox.post([handler = std::move(handler), ec,
+                            endpoints = std::move(endpoints)]() mutable {
+                    auto ex = net::get_associated_executor(handler);
+                    net::post(ex, beast::bind_front_handler(std::move(handler), ec,
+                                                            std::move(endpoints)));
+                });
+            }).detach();
+        },
+        token, std::move(host), std::move(service));
+}
 
 // A pooled connection is worth reusing only if the backend has not closed it meanwhile:
 // a non-blocking peek returns 0 on EOF, data if the backend sent something unasked (also a
@@ -97,8 +144,8 @@ std::string endpoint_text(const tcp::endpoint& ep)
     return std::string(text, end);
 }
 
-upstream_pool::upstream_pool(executor ex, const config::timeouts& timeouts)
-    : executor_(std::move(ex)), timeouts_(timeouts)
+upstream_pool::upstream_pool(executor ex, mailbox& inbox, const config::timeouts& timeouts)
+    : executor_(std::move(ex)), inbox_(inbox), timeouts_(timeouts)
 {
 }
 
@@ -216,18 +263,15 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
         if (!parse_ec) {
             candidates.emplace_back(address, b.port);
         } else {
-            // A remote backend by name (allowed by allow_remote_backends): resolve it off
-            // the I/O thread, as Asio's resolver does.
-            tcp::resolver::rebind_executor<executor>::other resolver(executor_);
-            auto [rec, results] = co_await resolver.async_resolve(b.host, std::to_string(b.port));
+            // A remote backend by name (allowed by allow_remote_backends).
+            auto [rec, resolved] = co_await async_resolve_elsewhere(
+                inbox_, b.host, std::to_string(b.port), net::as_tuple(net::deferred));
             if (rec) {
                 result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
                 result.detail = rec.message();
                 co_return result;
             }
-            for (const auto& entry : results) {
-                candidates.push_back(entry.endpoint());
-            }
+            candidates = std::move(resolved);
         }
     }
 

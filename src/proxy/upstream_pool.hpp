@@ -1,5 +1,6 @@
 #pragma once
 
+#include "proxy/mailbox.hpp"
 #include "proxy/streams.hpp"
 
 #include "portico/config/config.hpp"
@@ -47,8 +48,9 @@ struct acquire_result {
  */
 class upstream_pool {
 public:
-    /// A pool whose connections run on `ex`.
-    upstream_pool(executor ex, const config::timeouts& timeouts);
+    /// A pool whose connections run on `ex`; names of remote backends are resolved on
+    /// another thread, whose answer comes back through `inbox`.
+    upstream_pool(executor ex, mailbox& inbox, const config::timeouts& timeouts);
 
     /**
      * A pooled connection to `b` that the backend has neither closed nor sent anything on
@@ -87,6 +89,7 @@ private:
     tls::certificate_manager* certificates_ = nullptr;
 
     executor executor_;
+    mailbox& inbox_;
     config::timeouts timeouts_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<upstream_connection>>> idle_;
     /// For `localhost` backends: the address family that answered last, tried first.

@@ -72,7 +72,7 @@ bool is_connection_error(int error)
 worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
                admin::worker_stats& stats, admin::observatory& observatory)
     : index_(index), state_(std::move(state)), stats_(stats), observatory_(observatory),
-      pool_(executor(context_.get_executor()), state_->cfg.timeouts),
+      pool_(executor(context_.get_executor()), inbox_, state_->cfg.timeouts),
       shutdown_timer_(context_.get_executor())
 {
 }
@@ -129,6 +129,7 @@ void worker::set_listener_mode(const std::string& key, config::tls_mode mode)
 void worker::start()
 {
     started_ = true;
+    inbox_.open();
     for (auto it = acceptors_.begin(); it != acceptors_.end(); ++it) {
         net::co_spawn(context_, accept_loop(it), net::detached);
     }
@@ -234,6 +235,7 @@ void worker::unregister_connection(connection_entry& entry) noexcept
     stats_.connection_closed();
     if (draining_ && connections_.empty()) {
         shutdown_timer_.cancel();
+        inbox_.close();
     }
 }
 
@@ -254,7 +256,9 @@ void worker::begin_shutdown()
             c.stream->cancel();
         }
     }
-    if (!connections_.empty()) {
+    if (connections_.empty()) {
+        inbox_.close();
+    } else {
         net::co_spawn(context_, shutdown_deadline(), net::detached);
     }
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "proxy/mailbox.hpp"
 #include "proxy/streams.hpp"
 #include "proxy/upstream_pool.hpp"
 
@@ -54,8 +55,12 @@ public:
     worker(unsigned index, std::shared_ptr<const serving_state> state, admin::worker_stats& stats,
            admin::observatory& observatory);
 
-    /// The worker's event loop.
+    /// The worker's event loop. Only the worker's thread may post to it: other threads hand
+    /// work over through `inbox()`.
     net::io_context& context() noexcept { return context_; }
+
+    /// Where other threads leave work for this worker's thread.
+    mailbox& inbox() noexcept { return inbox_; }
     /// The worker's executor with portico's default completion token.
     executor get_executor() noexcept { return executor(context_.get_executor()); }
 
@@ -98,7 +103,10 @@ public:
     /// Starts accepting on every acceptor.
     void start();
 
-    /// Stops accepting, closes idle connections, and closes the rest after the grace period.
+    /**
+     * Stops accepting, closes idle connections, and closes the rest after the grace period;
+     * once none is left the inbox closes too, and the context runs out of work.
+     */
     void begin_shutdown();
 
     /// True once shutdown began: finished exchanges close their connection.
@@ -137,11 +145,14 @@ private:
     task<void> shutdown_deadline();
 
     unsigned index_;
-    // One thread runs the context. Other threads only post to it, or open a listener's
-    // acceptors on it during a reload (before any operation on them starts); the scheduler
-    // and registration locks this hint keeps cover both, so the reactor's per-socket locks
-    // guard nothing and are dropped.
-    net::io_context context_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+    // One thread runs the context, and nothing else posts to it: other threads leave work
+    // in the mailbox. They do open a listener's acceptors on it during a reload (before any
+    // operation on them starts), which the registration lock this hint keeps covers. So the
+    // scheduler's lock and the reactor's per-socket locks guard nothing and are dropped
+    // (decision 0013).
+    net::io_context context_{static_cast<int>(BOOST_ASIO_CONCURRENCY_HINT_ID |
+                                              BOOST_ASIO_CONCURRENCY_HINT_LOCKING_REACTOR_REGISTRATION)};
+    mailbox inbox_{context_};
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;
     admin::observatory& observatory_;

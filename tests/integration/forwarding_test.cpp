@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -271,6 +272,56 @@ TEST(ForwardingTest, LocalhostBackendOnlyOnIpv6IsReached)
     auto res = c.get("app.localhost", "/six");
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "GET /six host=app.localhost body=0");
+}
+
+TEST(ForwardingTest, BackendNamedByHostNameIsResolvedOffTheWorker)
+{
+    // The machine's own name, when it resolves to loopback addresses only (no query ever
+    // leaves the machine for /etc/hosts names, and the request stays on loopback).
+    std::array<char, 256> name{};
+    ASSERT_EQ(::gethostname(name.data(), name.size() - 1), 0);
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (::getaddrinfo(name.data(), nullptr, &hints, &found) != 0 || found == nullptr) {
+        GTEST_SKIP() << "the host name " << name.data() << " does not resolve here";
+    }
+    std::string address;
+    bool loopback_only = true;
+    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+        const auto* v4 = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+        const auto ip = net::ip::address_v4(ntohl(v4->sin_addr.s_addr));
+        loopback_only = loopback_only && ip.is_loopback();
+        if (address.empty()) {
+            address = ip.to_string();
+        }
+    }
+    ::freeaddrinfo(found);
+    if (!loopback_only) {
+        GTEST_SKIP() << "the host name " << name.data() << " is not a loopback name here";
+    }
+
+    origin backend({}, address);
+    proxy_harness proxy(fmt::format("routes:\n  - host: app.localhost\n    to: {}:{}\n"
+                                    "allow_remote_backends: true\n",
+                                    name.data(), backend.port()));
+    client c(proxy.port());
+    for (int i = 0; i < 3; ++i) {
+        auto res = c.get("app.localhost", "/named");
+        EXPECT_EQ(res.result_int(), 200);
+        EXPECT_EQ(res.body(), "GET /named host=app.localhost body=0");
+    }
+    // A name that resolves but where nothing listens: the 502 names what was tried.
+    refused_port dead;
+    proxy.reload(fmt::format("routes:\n  - host: app.localhost\n    to: {}:{}\n"
+                             "allow_remote_backends: true\n",
+                             name.data(), dead.port()));
+    client fresh(proxy.port());
+    auto res = fresh.get("app.localhost", "/");
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_NE(res.body().find(fmt::format("{}:{}", address, dead.port())), std::string::npos)
+        << res.body();
 }
 
 TEST(ForwardingTest, LocalhostRefusedNamesBothAddresses)
