@@ -11,15 +11,15 @@ namespace portico::proxy {
 
 mailbox::mailbox(net::io_context& context) : wake_(context)
 {
-    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fd < 0) {
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
         throw boost::system::system_error(errno, boost::system::system_category(),
                                           "eventfd");
     }
     boost::system::error_code ec;
-    wake_.assign(fd, ec);
+    wake_.assign(wake_fd_, ec);
     if (ec) {
-        ::close(fd);
+        ::close(wake_fd_);
         throw boost::system::system_error(ec, "eventfd");
     }
 }
@@ -35,20 +35,19 @@ void mailbox::open()
 
 bool mailbox::push(std::unique_ptr<entry> e)
 {
-    bool first = false;
-    {
-        std::lock_guard lock(mutex_);
-        if (closed_) {
-            return false;
-        }
-        first = queue_.empty();
-        queue_.push_back(std::move(e));
+    std::lock_guard lock(mutex_);
+    if (closed_) {
+        return false;
     }
+    const bool first = queue_.empty();
+    queue_.push_back(std::move(e));
     if (first) {
-        // One wake-up per batch: the worker takes the whole queue when it wakes. A failed
-        // write means the counter is full, so a wake-up is pending anyway.
+        // One wake-up per batch: the worker takes the whole queue when it wakes. Written
+        // under the lock: the worker closes the eventfd only after marking the mailbox
+        // closed under it, so the descriptor cannot be closed (or its number reused) here.
+        // The counter cannot overflow: each wake-up's read resets it.
         const std::uint64_t one = 1;
-        [[maybe_unused]] const auto written = ::write(wake_.native_handle(), &one, sizeof one);
+        [[maybe_unused]] const auto written = ::write(wake_fd_, &one, sizeof one);
     }
     return true;
 }
@@ -62,18 +61,31 @@ void mailbox::wait()
                               running_ = true;
                               drain();
                               running_ = false;
-                              bool closed = false;
-                              {
-                                  std::lock_guard lock(mutex_);
-                                  closed = closed_;
+                              if (ec && ec != net::error::operation_aborted) {
+                                  refuse_more(); // the eventfd failed: no wake-up would come
                               }
-                              if (closed || (ec && ec != net::error::operation_aborted)) {
+                              if (is_closed()) {
+                                  drain(); // what came before the close was marked
                                   boost::system::error_code ignored;
                                   wake_.close(ignored);
                                   return;
                               }
                               wait();
                           });
+}
+
+bool mailbox::refuse_more()
+{
+    std::lock_guard lock(mutex_);
+    const bool was_closed = closed_;
+    closed_ = true;
+    return !was_closed;
+}
+
+bool mailbox::is_closed()
+{
+    std::lock_guard lock(mutex_);
+    return closed_;
 }
 
 void mailbox::drain()
@@ -96,16 +108,13 @@ void mailbox::drain()
 
 void mailbox::close()
 {
-    {
-        std::lock_guard lock(mutex_);
-        if (closed_) {
-            return;
-        }
-        closed_ = true;
+    if (!refuse_more()) {
+        return;
     }
     if (waiting_) {
         // The read completes as aborted, runs what is left and closes the eventfd.
-        wake_.cancel();
+        boost::system::error_code ignored;
+        wake_.cancel(ignored);
     } else if (!running_) {
         drain();
         boost::system::error_code ignored;

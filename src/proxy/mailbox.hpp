@@ -60,8 +60,11 @@ private:
     bool push(std::unique_ptr<entry> e);
     void wait();
     void drain();
+    bool refuse_more(); ///< marks the mailbox closed; false if it already was
+    bool is_closed();
 
     net::posix::stream_descriptor wake_;
+    int wake_fd_ = -1; ///< the eventfd, as posting threads write it (never `wake_` itself)
     std::uint64_t wake_count_ = 0; ///< where the eventfd's counter is read (and reset)
     bool waiting_ = false;         ///< a read of the eventfd is pending
     bool running_ = false;         ///< inside the read's completion

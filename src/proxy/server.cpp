@@ -45,7 +45,8 @@ struct bound_listener {
     config::listener cfg;
     std::string key; ///< `cfg.to_string()`: listeners are matched by address across reloads
     std::vector<tcp::endpoint> endpoints;
-    std::vector<std::vector<tcp_acceptor>> per_worker; ///< handed to the workers, then empty
+    /// Bound on the server's binding context, handed to the workers, then empty.
+    std::vector<std::vector<tcp_acceptor>> per_worker;
 };
 
 std::string bind_failure(const tcp::endpoint& ep, const boost::system::error_code& ec)
@@ -82,6 +83,40 @@ bool same_tls(const config::tls_settings& a, const config::tls_settings& b)
     return true;
 }
 
+/**
+ * SIGINT and SIGTERM, caught on a context and thread of their own while it lives. Not on a
+ * worker: Asio handles signals on a context without a scheduler lock only when no other
+ * context does, and the reloader's SIGHUP is on its own context (decision 0013).
+ */
+class signal_watch {
+public:
+    template <typename OnSignal>
+    explicit signal_watch(OnSignal on_signal) : signals_(context_, SIGINT, SIGTERM)
+    {
+        signals_.async_wait(
+            [on_signal = std::move(on_signal)](const boost::system::error_code& ec, int) {
+                if (!ec) {
+                    on_signal();
+                }
+            });
+        thread_ = std::thread([this] { context_.run(); });
+    }
+
+    ~signal_watch()
+    {
+        net::post(context_, [this] { signals_.cancel(); });
+        thread_.join();
+    }
+
+    signal_watch(const signal_watch&) = delete;
+    signal_watch& operator=(const signal_watch&) = delete;
+
+private:
+    net::io_context context_{1};
+    net::signal_set signals_;
+    std::thread thread_;
+};
+
 } // namespace
 
 struct server::impl {
@@ -110,7 +145,7 @@ struct server::impl {
         for (const auto& address : listen_addresses(out.cfg)) {
             tcp::endpoint ep(address, out.cfg.port);
             for (std::size_t w = 0; w < workers.size(); ++w) {
-                tcp_acceptor acceptor(workers[w]->get_executor());
+                tcp_acceptor acceptor(executor(binding.get_executor()));
                 boost::system::error_code ec;
                 acceptor.open(ep.protocol(), ec);
                 if (!ec) {
@@ -175,6 +210,10 @@ struct server::impl {
         }
     }
 
+    // Acceptors are opened and bound here by the control thread, never run: a worker's
+    // context takes no lock, so only its own thread may register a descriptor with it. A
+    // worker moves each acceptor it is handed onto its own context.
+    net::io_context binding{1};
     std::shared_ptr<serving_state> state; ///< mutable until published to the workers
     admin::observatory observatory;
     unsigned worker_count = 1;
@@ -379,35 +418,28 @@ void server::run(bool handle_signals)
     // EPIPE when the client has gone, not end the process.
     std::signal(SIGPIPE, SIG_IGN);
     // Signals are caught before the ready line: a script that signals as soon as it reads
-    // that line must get a graceful stop, not the default action. They are caught on a
-    // thread of their own, not a worker's: Asio handles signals on a context without a
-    // scheduler lock only when no other context does, and the reloader's SIGHUP is on its
-    // own context (decision 0013).
-    net::io_context signal_context(1);
-    std::optional<net::signal_set> signals;
-    std::thread signal_thread;
+    // that line must get a graceful stop, not the default action.
+    std::optional<signal_watch> signals;
     if (handle_signals) {
-        signals.emplace(signal_context, SIGINT, SIGTERM);
-        signals->async_wait([this](const boost::system::error_code& ec, int) {
-            if (!ec) {
-                stop();
-            }
-        });
-        signal_thread = std::thread([&signal_context] { signal_context.run(); });
+        signals.emplace([this] { stop(); });
     }
 
-    const auto routes = impl_->state->cfg.routes.size();
-    for (const auto& l : impl_->listeners) {
-        for (const auto& ep : l.endpoints) {
-            const auto where = endpoint_text(ep);
-            const auto proto = protocols(l.cfg.tls);
-            log::notice("ready",
-                        fmt::format("portico ready: {} on {} ({} route{})", proto, where, routes,
-                                    routes == 1 ? "" : "s"),
-                        {{"listen", where},
-                         {"protocols", proto},
-                         {"routes", routes},
-                         {"workers", impl_->workers.size()}});
+    {
+        // A reload (from the control thread, which may start before this) replaces both.
+        std::lock_guard lock(impl_->mutex);
+        const auto routes = impl_->state->cfg.routes.size();
+        for (const auto& l : impl_->listeners) {
+            for (const auto& ep : l.endpoints) {
+                const auto where = endpoint_text(ep);
+                const auto proto = protocols(l.cfg.tls);
+                log::notice("ready",
+                            fmt::format("portico ready: {} on {} ({} route{})", proto, where,
+                                        routes, routes == 1 ? "" : "s"),
+                            {{"listen", where},
+                             {"protocols", proto},
+                             {"routes", routes},
+                             {"workers", impl_->workers.size()}});
+            }
         }
     }
 
@@ -421,10 +453,6 @@ void server::run(bool handle_signals)
     impl_->workers.front()->context().run();
     for (auto& t : threads) {
         t.join();
-    }
-    if (signal_thread.joinable()) {
-        net::post(signal_context, [&signals] { signals->cancel(); });
-        signal_thread.join();
     }
 }
 

@@ -15,6 +15,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace portico::proxy {
@@ -28,46 +32,6 @@ namespace {
 // connection. nginx's `keepalive 64` in the bench holds the same number.
 constexpr std::size_t max_idle_per_backend = 64;
 
-
-/**
- * Resolves `host` on a thread of its own, off the worker's event loop, and completes on the
- * worker's thread through its mailbox. Asio's own resolver cannot serve here: its thread
- * posts the answer to the context, and a worker's context takes no scheduler lock
- * (decision 0013).
- *
- * The mailbox is open until the worker has no connection left, and a resolve is awaited by
- * one of them, so the answer always finds it open. (Were it refused, the handler would be
- * destroyed on the resolving thread, which would post the coroutine's unwinding to the
- * worker from there.)
- */
-template <typename Token>
-auto async_resolve_elsewhere(mailbox& inbox, std::string host, std::string service,
-                             Token&& token)
-{
-    using signature = void(boost::system::error_code, std::vector<tcp::endpoint>);
-    return net::async_initiate<Token, signature>(
-        [&inbox](auto handler, std::string name, std::string port) {
-            std::thread([&inbox, handler = std::move(handler), name = std::move(name),
-                         port = std::move(port)]() mutable {
-                boost::system::error_code ec;
-                std::vector<tcp::endpoint> endpoints;
-                {
-                    net::io_context blocking(1);
-                    tcp::resolver resolver(blocking);
-                    for (const auto& entry : resolver.resolve(name, port, ec)) {
-                        endpoints.push_back(entry.endpoint());
-                    }
-                }
-                inbox.post([handler = std::move(handler), ec,
-                            endpoints = std::move(endpoints)]() mutable {
-                    auto ex = net::get_associated_executor(handler);
-                    net::post(ex, beast::bind_front_handler(std::move(handler), ec,
-                                                            std::move(endpoints)));
-                });
-            }).detach();
-        },
-        token, std::move(host), std::move(service));
-}
 
 // A pooled connection is worth reusing only if the backend has not closed it meanwhile:
 // a non-blocking peek returns 0 on EOF, data if the backend sent something unasked (also a
@@ -117,6 +81,138 @@ char* write_ipv4(char* out, const net::ip::address_v4& a)
 
 } // namespace
 
+/**
+ * Resolves backend names one at a time on a thread of its own (started on first use), and
+ * answers on the worker's thread through its mailbox. Asio's own resolver cannot serve
+ * here: its thread posts the answer to the context, and a worker's context takes no
+ * scheduler lock (decision 0013). One thread per worker, as Asio's resolver has one per
+ * context: resolves queue behind a slow one rather than each taking a thread.
+ */
+class name_resolver {
+public:
+    explicit name_resolver(mailbox& inbox) : inbox_(inbox) {}
+
+    /// Waits for the resolve in progress, if any; what is queued is dropped.
+    ~name_resolver()
+    {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_one();
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+
+    name_resolver(const name_resolver&) = delete;
+    name_resolver& operator=(const name_resolver&) = delete;
+
+    /// Resolves `host` and `port`; completes on the caller's executor. On the worker's thread.
+    template <typename Token>
+    auto async_resolve(std::string host, std::string port, Token&& token)
+    {
+        using signature = void(boost::system::error_code, std::vector<tcp::endpoint>);
+        return net::async_initiate<Token, signature>(
+            [this](auto handler, std::string name, std::string service) {
+                job j{std::move(name), std::move(service),
+                      std::make_unique<answer_to<decltype(handler)>>(std::move(handler))};
+                try {
+                    enqueue(j);
+                } catch (const std::system_error& e) {
+                    // No thread to resolve on (a thread limit): the request fails, not the
+                    // worker.
+                    j.to->give(boost::system::error_code(e.code().value(),
+                                                         boost::system::system_category()),
+                               {});
+                }
+            },
+            token, std::move(host), std::move(port));
+    }
+
+private:
+    struct answer {
+        virtual ~answer() = default;
+        /// Completes the resolve: on the worker's thread.
+        virtual void give(boost::system::error_code ec, std::vector<tcp::endpoint> found) = 0;
+    };
+    template <typename Handler>
+    struct answer_to final : answer {
+        explicit answer_to(Handler h) : handler(std::move(h)) {}
+        void give(boost::system::error_code ec, std::vector<tcp::endpoint> found) override
+        {
+            auto ex = net::get_associated_executor(handler);
+            net::post(ex, beast::bind_front_handler(std::move(handler), ec, std::move(found)));
+        }
+        Handler handler;
+    };
+    struct job {
+        std::string host;
+        std::string port;
+        std::unique_ptr<answer> to;
+    };
+
+    /// Queues `j`, starting the thread first if needed; `j` is left as it was if that throws.
+    void enqueue(job& j)
+    {
+        {
+            std::lock_guard lock(mutex_);
+            if (!thread_.joinable()) {
+                thread_ = std::thread([this] { run(); });
+            }
+            jobs_.push_back(std::move(j));
+        }
+        wake_.notify_one();
+    }
+
+    void run()
+    {
+        for (;;) {
+            job j;
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+                if (stopping_) {
+                    return;
+                }
+                j = std::move(jobs_.front());
+                jobs_.pop_front();
+            }
+            boost::system::error_code ec;
+            std::vector<tcp::endpoint> found;
+            {
+                net::io_context blocking(1);
+                tcp::resolver resolver(blocking);
+                for (const auto& entry : resolver.resolve(j.host, j.port, ec)) {
+                    found.push_back(entry.endpoint());
+                }
+            }
+            // The answer holds the waiting coroutine. Destroyed here, it would post the
+            // coroutine's unwinding to the worker from this thread; so a closed mailbox's
+            // refusal (not expected: a resolve is awaited by a connection, and the mailbox
+            // stays open while one is left) keeps it until this object goes, after the
+            // worker's loop has ended.
+            auto* to = j.to.release();
+            const bool taken = inbox_.post([to, ec, found = std::move(found)]() mutable {
+                std::unique_ptr<answer>(to)->give(ec, std::move(found));
+            });
+            if (!taken) {
+                std::lock_guard lock(mutex_);
+                refused_.emplace_back(to);
+            }
+        }
+    }
+
+    mailbox& inbox_;
+    std::mutex mutex_; ///< guards what follows, shared with the resolving thread
+    std::condition_variable wake_;
+    std::deque<job> jobs_;
+    std::vector<std::unique_ptr<answer>> refused_;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+
 // Every client connection formats its peer's address twice (with and without the port);
 // inet_ntop goes through sprintf, which for IPv4 costs more than the four numbers are worth.
 std::string address_text(const net::ip::address& a)
@@ -148,6 +244,8 @@ upstream_pool::upstream_pool(executor ex, mailbox& inbox, const config::timeouts
     : executor_(std::move(ex)), inbox_(inbox), timeouts_(timeouts)
 {
 }
+
+upstream_pool::~upstream_pool() = default;
 
 const std::string& upstream_pool::key_of(const config::backend& b, bool skip_verify)
 {
@@ -264,8 +362,11 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
             candidates.emplace_back(address, b.port);
         } else {
             // A remote backend by name (allowed by allow_remote_backends).
-            auto [rec, resolved] = co_await async_resolve_elsewhere(
-                inbox_, b.host, std::to_string(b.port), net::as_tuple(net::deferred));
+            if (!resolver_) {
+                resolver_ = std::make_unique<name_resolver>(inbox_);
+            }
+            auto [rec, resolved] = co_await resolver_->async_resolve(
+                b.host, std::to_string(b.port), net::as_tuple(net::deferred));
             if (rec) {
                 result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
                 result.detail = rec.message();

@@ -17,6 +17,8 @@
 
 namespace portico::proxy {
 
+class name_resolver;
+
 /// One connection to a backend, with the bytes read from it but not yet parsed.
 struct upstream_connection {
     /// The first read of a response head, and what `buffer` keeps while the connection is
@@ -51,6 +53,7 @@ public:
     /// A pool whose connections run on `ex`; names of remote backends are resolved on
     /// another thread, whose answer comes back through `inbox`.
     upstream_pool(executor ex, mailbox& inbox, const config::timeouts& timeouts);
+    ~upstream_pool();
 
     /**
      * A pooled connection to `b` that the backend has neither closed nor sent anything on
@@ -90,6 +93,7 @@ private:
 
     executor executor_;
     mailbox& inbox_;
+    std::unique_ptr<name_resolver> resolver_; ///< started for the first backend named by host
     config::timeouts timeouts_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<upstream_connection>>> idle_;
     /// For `localhost` backends: the address family that answered last, tried first.

@@ -93,10 +93,22 @@ void worker::set_certificates(std::shared_ptr<tls::certificate_manager> c)
     pool_.set_certificates(*certificates_);
 }
 
-void worker::add_acceptor(tcp_acceptor acceptor, config::tls_mode mode, std::string key)
+void worker::add_acceptor(tcp_acceptor bound, config::tls_mode mode, std::string key)
 {
     boost::system::error_code ec;
-    const auto local = acceptor.local_endpoint(ec);
+    const auto local = bound.local_endpoint(ec);
+    // Registered with this worker's reactor here, on its thread (see `context_`).
+    tcp_acceptor acceptor(get_executor());
+    if (const int fd = bound.release(ec); !ec) {
+        acceptor.assign(local.protocol(), fd, ec);
+        if (ec) {
+            ::close(fd);
+        }
+    }
+    if (ec) {
+        PORTICO_LOG(log::level::error, "accept_failed", {"listen", key}, {"error", ec.message()});
+        return;
+    }
     acceptors_.push_back(listening{std::move(acceptor), mode, std::move(key), local,
                                    local.address().is_unspecified(), false,
                                    steady_timer(get_executor())});

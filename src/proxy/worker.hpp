@@ -86,8 +86,9 @@ public:
     upstream_pool& pool() noexcept { return pool_; }
 
     /**
-     * Adds an acceptor bound by the server for the listener named `key`; accepting starts
-     * with `start()`, or at once when the worker already runs.
+     * Adds an acceptor bound by the server (on a context of its own) for the listener named
+     * `key`, moving it onto this worker's context; accepting starts with `start()`, or at
+     * once when the worker already runs. On the worker's thread, or before it runs.
      */
     void add_acceptor(tcp_acceptor acceptor, config::tls_mode mode, std::string key);
 
@@ -145,13 +146,12 @@ private:
     task<void> shutdown_deadline();
 
     unsigned index_;
-    // One thread runs the context, and nothing else posts to it: other threads leave work
-    // in the mailbox. They do open a listener's acceptors on it during a reload (before any
-    // operation on them starts), which the registration lock this hint keeps covers. So the
-    // scheduler's lock and the reactor's per-socket locks guard nothing and are dropped
-    // (decision 0013).
-    net::io_context context_{static_cast<int>(BOOST_ASIO_CONCURRENCY_HINT_ID |
-                                              BOOST_ASIO_CONCURRENCY_HINT_LOCKING_REACTOR_REGISTRATION)};
+    // One thread runs the context, and no other thread touches it once that thread runs:
+    // other threads leave work in the mailbox, and acceptors bound elsewhere are registered
+    // here by `add_acceptor`. So every lock Asio would take for it (the scheduler's, the
+    // reactor's registration and timer lock, the per-socket ones) guards nothing and is
+    // dropped (decision 0013).
+    net::io_context context_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
     mailbox inbox_{context_};
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;

@@ -115,11 +115,17 @@ TEST(MailboxTest, ClosedWhileWaitingRunsWhatWasLeftAndLetsTheContextFinish)
     proxy::mailbox inbox(context);
     inbox.open();
     // Closed from the worker's own thread while the mailbox waits: from a timer, as the
-    // worker closes it when its last connection ends.
+    // worker closes it when its last connection ends. Work left just before, whose wake-up
+    // the wait has not yet seen, still runs.
+    int ran = 0;
     net::steady_timer timer(context, 50ms);
-    timer.async_wait([&](const boost::system::error_code&) { inbox.close(); });
+    timer.async_wait([&](const boost::system::error_code&) {
+        ASSERT_TRUE(inbox.post([&] { ++ran; }));
+        inbox.close();
+    });
     running_context runner(context);
     ASSERT_TRUE(runner.finishes_within(10s)) << "the pending wait kept the context running";
+    EXPECT_EQ(ran, 1);
     EXPECT_FALSE(inbox.post([] {}));
 }
 
