@@ -72,8 +72,8 @@ bool is_connection_error(int error)
 worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
                admin::worker_stats& stats, admin::observatory& observatory)
     : index_(index), state_(std::move(state)), stats_(stats), observatory_(observatory),
-      pool_(executor(context_.get_executor()), inbox_, state_->cfg.timeouts),
-      shutdown_timer_(context_.get_executor())
+      shutdown_timer_(context_.get_executor()),
+      pool_(executor(context_.get_executor()), inbox_, state_->cfg.timeouts)
 {
 }
 
@@ -99,7 +99,9 @@ void worker::add_acceptor(tcp_acceptor bound, config::tls_mode mode, std::string
     const auto local = bound.local_endpoint(ec);
     // Registered with this worker's reactor here, on its thread (see `context_`).
     tcp_acceptor acceptor(get_executor());
-    if (const int fd = bound.release(ec); !ec) {
+    if (ec) {
+        // Not a listening socket any more; nothing to accept on.
+    } else if (const int fd = bound.release(ec); !ec) {
         acceptor.assign(local.protocol(), fd, ec);
         if (ec) {
             ::close(fd);

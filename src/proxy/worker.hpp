@@ -156,7 +156,6 @@ private:
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;
     admin::observatory& observatory_;
-    upstream_pool pool_;
     std::shared_ptr<tls::certificate_manager> certificates_;
     std::list<listening> acceptors_;
     bool started_ = false;
@@ -167,6 +166,9 @@ private:
     bool draining_ = false;
     bool past_deadline_ = false;
     steady_timer shutdown_timer_;
+    // Last, so it goes first: its resolver thread is joined, and an answer it still holds
+    // (only if the loop ended with a resolve pending) unwinds into a worker still whole.
+    upstream_pool pool_;
 };
 
 /// Completes a connection's coroutine: logs an exception that escaped it.
