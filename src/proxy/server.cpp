@@ -99,13 +99,20 @@ public:
                     on_signal();
                 }
             });
+    }
+
+    /// Starts handling the signals caught since construction, and those to come.
+    void start()
+    {
         thread_ = std::thread([this] { context_.run(); });
     }
 
     ~signal_watch()
     {
-        net::post(context_, [this] { signals_.cancel(); });
-        thread_.join();
+        if (thread_.joinable()) {
+            net::post(context_, [this] { signals_.cancel(); });
+            thread_.join();
+        }
     }
 
     signal_watch(const signal_watch&) = delete;
@@ -418,7 +425,8 @@ void server::run(bool handle_signals)
     // EPIPE when the client has gone, not end the process.
     std::signal(SIGPIPE, SIG_IGN);
     // Signals are caught before the ready line: a script that signals as soon as it reads
-    // that line must get a graceful stop, not the default action.
+    // that line must get a graceful stop, not the default action. The thread that acts on
+    // them starts after the line, which is not kept waiting for it.
     std::optional<signal_watch> signals;
     if (handle_signals) {
         signals.emplace([this] { stop(); });
@@ -443,6 +451,9 @@ void server::run(bool handle_signals)
         }
     }
 
+    if (signals) {
+        signals->start();
+    }
     for (auto& w : impl_->workers) {
         w->start();
     }
