@@ -80,10 +80,12 @@ origin::origin(const std::filesystem::path& path, origin_handler handler)
 origin::~origin()
 {
     stopping_ = true;
+    // shutdown(2) wakes the blocked accept; the descriptor is closed only once the accept
+    // thread has left it, so that its number cannot be reused under that thread.
     ::shutdown(acceptor_->native_handle(), SHUT_RDWR);
+    accept_thread_.join();
     boost::system::error_code ec;
     acceptor_->close(ec);
-    accept_thread_.join();
     std::vector<std::thread> threads;
     {
         std::lock_guard lock(mutex_);

@@ -20,10 +20,11 @@ struct tls_origin::impl {
     ~impl()
     {
         stopping = true;
+        // As in ~origin: wake the accept, and close once its thread has left it.
         ::shutdown(acceptor.native_handle(), SHUT_RDWR);
+        thread.join();
         boost::system::error_code ec;
         acceptor.close(ec);
-        thread.join();
         std::vector<std::thread> done;
         {
             std::lock_guard lock(mutex);
