@@ -1,11 +1,14 @@
 #include "proxy/mailbox.hpp"
 
+#include "portico/core/log.hpp"
+
 #include <boost/system/system_error.hpp>
 
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <exception>
 
 namespace portico::proxy {
 
@@ -100,7 +103,13 @@ void mailbox::drain()
             batch.swap(queue_);
         }
         for (auto& e : batch) {
-            e->run();
+            // A failed item must not take the mailbox (and the items after it) down with
+            // it: the worker would no longer hear of reloads or of shutdown.
+            try {
+                e->run();
+            } catch (const std::exception& ex) {
+                PORTICO_LOG(log::level::error, "worker_task_failed", {"what", ex.what()});
+            }
         }
         batch.clear();
     }

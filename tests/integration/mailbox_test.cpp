@@ -12,6 +12,7 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -127,6 +128,24 @@ TEST(MailboxTest, ClosedWhileWaitingRunsWhatWasLeftAndLetsTheContextFinish)
     ASSERT_TRUE(runner.finishes_within(10s)) << "the pending wait kept the context running";
     EXPECT_EQ(ran, 1);
     EXPECT_FALSE(inbox.post([] {}));
+}
+
+TEST(MailboxTest, FailedWorkDoesNotStopTheWorkAfterIt)
+{
+    net::io_context context(unlocked_hint);
+    proxy::mailbox inbox(context);
+    inbox.open();
+    int ran = 0;
+    ASSERT_TRUE(inbox.post([] { throw std::runtime_error("reload could not be applied"); }));
+    ASSERT_TRUE(inbox.post([&] { ++ran; }));
+    running_context runner(context);
+    // Work left after the failure, in a later wake-up, still reaches the worker.
+    ASSERT_TRUE(inbox.post([&] {
+        ++ran;
+        inbox.close();
+    }));
+    ASSERT_TRUE(runner.finishes_within(10s)) << "the mailbox stopped after a failed item";
+    EXPECT_EQ(ran, 2);
 }
 
 TEST(MailboxTest, RefusedWorkIsDestroyedOnThePostingThread)
