@@ -217,9 +217,9 @@ struct server::impl {
         }
     }
 
-    // Acceptors are opened and bound here by the control thread, never run: a worker's
-    // context takes no lock, so only its own thread may register a descriptor with it. A
-    // worker moves each acceptor it is handed onto its own context.
+    // Where the control thread opens and binds acceptors; it never runs. A worker's context
+    // takes no lock, so only its own thread may register a descriptor with it: a worker
+    // moves each acceptor it is handed onto its own context.
     net::io_context binding{1};
     std::shared_ptr<serving_state> state; ///< mutable until published to the workers
     admin::observatory observatory;
