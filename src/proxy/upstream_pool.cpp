@@ -7,9 +7,9 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/bind_handler.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <fmt/format.h>
 
 #include <sys/socket.h>
@@ -167,6 +167,9 @@ private:
 
     void run()
     {
+        // Asio's resolver, used blocking: its context never runs, so it is made once.
+        net::io_context blocking(1);
+        tcp::resolver resolver(blocking);
         for (;;) {
             job j;
             {
@@ -180,12 +183,8 @@ private:
             }
             boost::system::error_code ec;
             std::vector<tcp::endpoint> found;
-            {
-                net::io_context blocking(1);
-                tcp::resolver resolver(blocking);
-                for (const auto& entry : resolver.resolve(j.host, j.port, ec)) {
-                    found.push_back(entry.endpoint());
-                }
+            for (const auto& entry : resolver.resolve(j.host, j.port, ec)) {
+                found.push_back(entry.endpoint());
             }
             // The answer holds the waiting coroutine. Destroyed here, it would post the
             // coroutine's unwinding to the worker from this thread; so a closed mailbox's
@@ -211,7 +210,6 @@ private:
     bool stopping_ = false;
     std::thread thread_;
 };
-
 
 // Every client connection formats its peer's address twice (with and without the port);
 // inet_ntop goes through sprintf, which for IPv4 costs more than the four numbers are worth.
