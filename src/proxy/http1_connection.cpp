@@ -473,14 +473,27 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
 }
 
 /**
+ * How long a body relay waits for each step. A read waits at most `read` for its first byte
+ * (0: under whatever deadline the source already has; a response body from a backend is not
+ * bounded, dev servers stream and stall), a write at most `write` to complete, so a body of
+ * any size takes as long as it needs while its bytes keep moving. While a bounded read is
+ * awaited the destination has no deadline: nothing is being written to it, and a wait for
+ * its answer (`watch_for_early_response`) must outlast a slow client.
+ */
+struct step_timeouts {
+    std::chrono::milliseconds read{0};
+    std::chrono::milliseconds write{0};
+};
+
+/**
  * Copies exactly `length` body bytes: first those already buffered, then from the socket,
  * each read written out before the next (bounded memory, streaming preserved).
  */
 template <typename From, typename To>
 task<boost::system::error_code>
 relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
-            char* chunk, std::size_t chunk_size, std::chrono::milliseconds write_timeout,
-            std::uint64_t& relayed, bool& read_failed)
+            char* chunk, std::size_t chunk_size, step_timeouts timeouts, std::uint64_t& relayed,
+            bool& read_failed)
 {
     while (length > 0) {
         std::size_t n = 0;
@@ -489,6 +502,10 @@ relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t l
                                  from_buffer.data());
             from_buffer.consume(n);
         } else {
+            if (timeouts.read.count() > 0) {
+                tcp_of(from).expires_after(timeouts.read);
+                tcp_of(to).expires_never();
+            }
             auto [ec, got] = co_await from.async_read_some(
                 net::buffer(chunk, std::min<std::uint64_t>(chunk_size, length)));
             if (ec) {
@@ -497,7 +514,7 @@ relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t l
             }
             n = got;
         }
-        tcp_of(to).expires_after(write_timeout);
+        tcp_of(to).expires_after(timeouts.write);
         auto [wec, written] = co_await net::async_write(to, net::buffer(chunk, n));
         if (wec) {
             co_return wec;
@@ -676,14 +693,14 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
 template <typename From, typename To>
 task<boost::system::error_code>
 relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
-             std::chrono::milliseconds write_timeout, std::uint64_t& relayed, bool& read_failed)
+             step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed)
 {
     read_failed = false;
     if constexpr (std::is_same_v<From, upstream_stream> && std::is_same_v<To, tcp_stream>) {
         // A pipe costs four system calls to make and close: worth it for a large body.
         if (length > body_chunk_size) {
             bool unsupported = false;
-            auto ec = co_await splice_exact(from, from_buffer, to, length, write_timeout, relayed,
+            auto ec = co_await splice_exact(from, from_buffer, to, length, timeouts.write, relayed,
                                             read_failed, unsupported);
             if (!unsupported) {
                 co_return ec;
@@ -694,7 +711,7 @@ relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t 
     // first.
     const auto size = static_cast<std::size_t>(std::min<std::uint64_t>(length, body_chunk_size));
     auto chunk = std::make_unique_for_overwrite<char[]>(size);
-    auto ec = co_await relay_exact(from, from_buffer, to, length, chunk.get(), size, write_timeout,
+    auto ec = co_await relay_exact(from, from_buffer, to, length, chunk.get(), size, timeouts,
                                    relayed, read_failed);
     co_return ec;
 }
@@ -710,12 +727,12 @@ task<boost::system::error_code>
 relay_body(From& from, beast::flat_buffer& from_buffer,
            beast::http::parser<IsRequest, buffer_body>& parser, To& to,
            beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
-           std::chrono::milliseconds write_timeout, std::uint64_t& relayed, bool& read_failed)
+           step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed)
 {
     auto& body = parser.get().body();
     read_failed = false;
     if (const auto remaining = parser.content_length_remaining(); remaining && !parser.chunked()) {
-        auto ec = co_await relay_length(from, from_buffer, to, *remaining, write_timeout, relayed,
+        auto ec = co_await relay_length(from, from_buffer, to, *remaining, timeouts, relayed,
                                         read_failed);
         co_return ec;
     }
@@ -726,6 +743,10 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
         if (!parser.is_done()) {
             body.data = chunk.get();
             body.size = body_chunk_size;
+            if (timeouts.read.count() > 0) {
+                tcp_of(from).expires_after(timeouts.read);
+                tcp_of(to).expires_never();
+            }
             auto [ec, n] = co_await beast::http::async_read_some(from, from_buffer, parser);
             if (ec == beast::http::error::need_buffer) {
                 ec = {};
@@ -751,7 +772,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
             body.size = 0;
             body.more = false;
         }
-        tcp_of(to).expires_after(write_timeout);
+        tcp_of(to).expires_after(timeouts.write);
         auto [wec, wn] = co_await beast::http::async_write(to, serializer);
         if (wec == beast::http::error::need_buffer) {
             wec = {};
@@ -928,14 +949,66 @@ enum class body_outcome {
 };
 
 /**
+ * Whether a backend's first bytes leave the request unanswered: nothing but interim
+ * responses (100 Continue, 103 Early Hints, sent before a backend reads the body), the last
+ * of them perhaps still incomplete. A final status, or anything that is not a response head,
+ * answers it (the parser then says what is wrong with it).
+ */
+bool only_interim_responses(std::string_view bytes)
+{
+    while (!bytes.empty()) {
+        // "HTTP/1.x NNN": a head whose status is not there yet is still undecided.
+        if (bytes.size() < 12) {
+            return std::string_view("HTTP/1.").starts_with(bytes.substr(0, 7));
+        }
+        const bool interim = bytes.starts_with("HTTP/1.") && bytes[9] == '1' &&
+                             bytes.substr(9, 3) != "101" && bytes[8] == ' ';
+        if (!interim) {
+            return false;
+        }
+        const auto end = bytes.find("\r\n\r\n");
+        if (end == std::string_view::npos) {
+            return bytes.size() < head_read_size;
+        }
+        bytes.remove_prefix(end + 4);
+    }
+    return true;
+}
+
+/**
+ * Waits for the backend to answer (or close) while the request body is still on its way:
+ * the bytes read go to `buffer`, where the response is read from afterwards. Interim
+ * responses do not end the wait. Sets `spoke` unless the wait was cancelled because the
+ * body was all sent first.
+ */
+template <typename Upstream>
+task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bool& spoke)
+{
+    for (;;) {
+        auto [ec, n] = co_await io.async_read_some(
+            buffer.prepare(upstream_connection::first_read_size));
+        buffer.commit(n);
+        if (ec || !only_interim_responses(std::string_view(
+                      static_cast<const char*>(buffer.data().data()), buffer.size()))) {
+            spoke = n > 0 || ec != net::error::operation_aborted;
+            co_return;
+        }
+    }
+}
+
+/**
  * Sends a request's body to the backend (after `100 Continue` when the client waits for
- * it), re-framed by `writer` when chunked. A coroutine of its own so that a bodiless
- * request's exchange frame stays small.
+ * it), re-framed by `writer` when chunked. A backend may answer before it has read the whole
+ * body (a 413, a 401, a redirect) and stop reading: the body is then cut short and that
+ * response relayed at once, as nginx does, instead of waiting for a deadline with the client
+ * on the other end of a stalled upload. A coroutine of its own so that a bodiless request's
+ * exchange frame stays small.
  */
 template <typename Stream, typename Upstream>
 task<body_outcome> send_request_body(connection<Stream>& c, request_parser& parser,
                                      request_plan& plan, exchange_record& rec, bool json,
                                      bool send_continue, Upstream& io,
+                                     beast::flat_buffer& response_buffer,
                                      beast::http::serializer<true, buffer_body>& writer)
 {
     const auto& cfg = c.w.state()->cfg;
@@ -948,19 +1021,48 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     }
     std::uint64_t sent = 0;
     bool read_failed = false;
-    tcp_of(c.stream).expires_after(cfg.timeouts.idle);
-    auto bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
-                                   cfg.timeouts.idle, sent, read_failed);
+    bool backend_spoke = false;
+    // Each read of the body waits up to `timeouts.idle` for the client, so an upload of any
+    // length goes on as long as its bytes keep coming.
+    const step_timeouts timeouts{.read = cfg.timeouts.idle, .write = cfg.timeouts.idle};
+    boost::system::error_code bec;
+    const auto remaining = parser.content_length_remaining();
+    if (remaining && !parser.chunked() && *remaining <= c.buffer.size() &&
+        *remaining <= inline_body_size) {
+        // A small body that came whole with its head goes out in one write the socket takes
+        // at once: there is no wait for a response to cut short.
+        bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
+                                  timeouts, sent, read_failed);
+    } else {
+        auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
+                                          cfg.limits.body_bytes, timeouts, sent, read_failed) ||
+                               watch_for_early_response(io, response_buffer, backend_spoke));
+        if (first.index() == 0) {
+            bec = std::get<0>(first);
+        } else {
+            // The body was cancelled in whatever step it was in, the client's read included.
+            rec.bytes_in = sent;
+            co_return body_outcome::cut_short;
+        }
+    }
+    if (bec && backend_spoke) {
+        rec.bytes_in = sent;
+        co_return body_outcome::cut_short;
+    }
     if (bec == errc::body_too_large) {
         co_await answer_error(c, plan, errc::body_too_large, json, rec);
         co_return body_outcome::answered;
     }
     if (bec && read_failed) {
-        // The client sent a broken body or went away: the backend gets a truncated request
-        // and the connection, nothing else.
-        rec.status = 400;
+        // The client sent a broken body, went away or went quiet: the backend gets a
+        // truncated request and the connection, nothing else. A client that is still there
+        // is told why; either way the request is logged (408 for the quiet one, as nginx).
+        rec.bytes_in = sent;
+        rec.status = bec == beast::error::timeout ? 408 : 400;
         if (!is_quiet_close(bec)) {
             co_await answer_error(c, plan, errc::bad_request, json, rec);
+        } else {
+            write_access_log(c.info, rec);
         }
         co_return body_outcome::answered;
     }
@@ -1101,8 +1203,9 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     }
     tcp_of(io).expires_never();
     bool read_failed = false;
-    auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer,
-                                    0, cfg.timeouts.idle, rec.bytes, read_failed);
+    auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
+                                    step_timeouts{.write = cfg.timeouts.idle}, rec.bytes,
+                                    read_failed);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }
@@ -1199,7 +1302,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     bool request_complete = !has_body && !upgrade;
     if (has_body || chunked) {
         const auto sent = co_await send_request_body(c, parser, plan, rec, json,
-                                                     expects_continue && has_body, io,
+                                                     expects_continue && has_body, io, up.buffer,
                                                      *request_writer);
         if (sent == body_outcome::answered) {
             co_return false;
@@ -1290,8 +1393,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             } else {
                 tcp_of(io).expires_never();
                 bool read_failed = false;
-                ec = co_await relay_length(io, up.buffer, c.stream, length, cfg.timeouts.idle,
-                                           rec.bytes, read_failed);
+                ec = co_await relay_length(io, up.buffer, c.stream, length,
+                                           step_timeouts{.write = cfg.timeouts.idle}, rec.bytes,
+                                           read_failed);
                 if (!finish_response_body(c.info, rec, route, ec, read_failed)) {
                     co_return false;
                 }

@@ -5,6 +5,7 @@
 #include "support/proxy_harness.hpp"
 
 #include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -14,6 +15,8 @@
 #include <boost/beast/websocket/stream.hpp>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <sys/socket.h>
 
 #include <atomic>
 #include <thread>
@@ -195,6 +198,144 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
         EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << head;
         EXPECT_EQ(res.body().find("hello"), std::string::npos) << head;
     }
+}
+
+/// The statuses the proxy recorded for requests to `target`, oldest first.
+std::vector<unsigned> statuses_of(proxy_harness& proxy, std::string_view target)
+{
+    std::vector<unsigned> out;
+    for (const auto& sample : proxy.observatory().recent()) {
+        if (sample.target == target) {
+            out.push_back(sample.status);
+        }
+    }
+    return out;
+}
+
+TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
+{
+    // Dev servers refuse an upload from its head (413, 401) and stop reading it. Their
+    // answer must reach the client at once, not after timeouts.idle with a 504 in its place.
+    std::atomic<bool> finished{false};
+    origin backend([&finished](origin_connection& c) {
+        boost::system::error_code ec;
+        std::string head;
+        net::read_until(c.socket, net::dynamic_buffer(head), "\r\n\r\n", ec);
+        if (ec) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large");
+        // The connection stays open and the body unread.
+        wait_until([&finished] { return finished.load(); }, std::chrono::seconds(10));
+    });
+    proxy_harness proxy("timeouts: { idle: 60s }\n" + route_to(backend.port()));
+    for (const bool chunked : {false, true}) {
+        client c(proxy.port());
+        const auto started = std::chrono::steady_clock::now();
+        c.write_raw(fmt::format("POST /upload HTTP/1.1\r\nHost: app.localhost\r\n{}\r\n",
+                                chunked ? "Transfer-Encoding: chunked\r\n"
+                                        : "Content-Length: 8388608\r\n"));
+        // 8 MiB, more than the sockets on the way hold, sent while the answer is awaited.
+        std::thread uploader([fd = c.socket.native_handle(), chunked] {
+            const std::string piece(64 * 1024, 'x');
+            const std::string framed = chunked ? "10000\r\n" + piece + "\r\n" : piece;
+            for (int i = 0; i < 128; ++i) {
+                if (::send(fd, framed.data(), framed.size(), MSG_NOSIGNAL) < 0) {
+                    return; // closed by the proxy once it has answered, or the 5 s bound
+                }
+            }
+        });
+        response res;
+        EXPECT_NO_THROW(res = c.read_response()) << "chunked " << chunked;
+        const auto waited = std::chrono::steady_clock::now() - started;
+        uploader.join();
+        EXPECT_EQ(res.result_int(), 413) << "chunked " << chunked;
+        EXPECT_EQ(res.body(), "too large");
+        EXPECT_LT(waited, std::chrono::seconds(3)) << "chunked " << chunked;
+        // The body was not all read: the connection is not kept for another request.
+        EXPECT_TRUE(c.is_closed_by_peer());
+    }
+    finished = true;
+    EXPECT_TRUE(wait_until([&] { return statuses_of(proxy, "/upload").size() == 2; }));
+    EXPECT_EQ(statuses_of(proxy, "/upload"), (std::vector<unsigned>{413, 413}));
+}
+
+TEST(StreamingTest, InterimResponsesBeforeTheBodyDoNotCutTheUploadShort)
+{
+    // A backend may send 100 Continue or 103 Early Hints as soon as it has the head, and then
+    // read the body: those are not its answer, and the whole body must still reach it.
+    for (const std::string interim : {"HTTP/1.1 100 Continue\r\n\r\n",
+                                      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"}) {
+        origin backend([&interim](origin_connection& c) {
+            // Beast's parser reads the head only; the body follows after the interim response.
+            beast::http::request_parser<beast::http::string_body> parser;
+            parser.body_limit(16 * 1024 * 1024);
+            boost::system::error_code ec;
+            beast::http::read_header(c.socket, c.buffer, parser, ec);
+            if (ec) {
+                return;
+            }
+            c.write_raw(interim);
+            beast::http::read(c.socket, c.buffer, parser, ec);
+            response res{beast::http::status::ok, 11};
+            res.body() = ec ? ec.message() : std::to_string(parser.get().body().size());
+            res.prepare_payload();
+            c.write(res);
+        });
+        proxy_harness proxy(route_to(backend.port()));
+        client c(proxy.port());
+        request req{beast::http::verb::post, "/upload", 11};
+        req.set(beast::http::field::host, "app.localhost");
+        req.body() = std::string(4 * 1024 * 1024, 'u');
+        req.prepare_payload();
+        auto res = c.send(req);
+        EXPECT_EQ(res.result_int(), 200) << interim;
+        EXPECT_EQ(res.body(), std::to_string(4 * 1024 * 1024)) << interim;
+    }
+}
+
+TEST(StreamingTest, SlowUploadOutlastsTheIdleTimeout)
+{
+    // `timeouts.idle` bounds each wait for the client's next bytes, not the whole upload:
+    // here the body takes three times as long as the timeout, each piece well within it.
+    origin backend([](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            response res{beast::http::status::ok, 11};
+            res.body() = std::to_string(req->body().size());
+            res.prepare_payload();
+            c.write(res);
+        }
+    });
+    proxy_harness proxy("timeouts: { idle: 400ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /slow HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 2000\r\n\r\n");
+    for (int i = 0; i < 8; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        c.write_raw(std::string(250, 'b'));
+    }
+    auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "2000");
+    // And the connection goes on.
+    EXPECT_EQ(c.get("app.localhost", "/next").result_int(), 200);
+}
+
+TEST(StreamingTest, ClientGoingQuietMidUploadIsClosedAndLogged408)
+{
+    std::atomic<int> truncated{0};
+    origin backend([&truncated](origin_connection& c) {
+        if (!c.read_request()) {
+            ++truncated;
+        }
+    });
+    proxy_harness proxy("timeouts: { idle: 300ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /quiet HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000\r\n\r\n"
+                "0123456789");
+    EXPECT_TRUE(c.is_closed_by_peer());
+    EXPECT_TRUE(wait_until([&] { return !statuses_of(proxy, "/quiet").empty(); }));
+    EXPECT_EQ(statuses_of(proxy, "/quiet"), std::vector<unsigned>{408});
+    EXPECT_TRUE(wait_until([&] { return truncated.load() == 1; }));
 }
 
 TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)

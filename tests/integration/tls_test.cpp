@@ -511,5 +511,28 @@ TEST(TlsBackendTest, HttpsBackendVerifiedOrSkipped)
     EXPECT_EQ(l.get("loose.localhost", "/again").body(), "tls-backend GET /again");
 }
 
+TEST(TlsBackendTest, UploadsToHttpsBackendKeepThePooledConnectionUsable)
+{
+    // A body larger than what comes with the head is sent while a read waits on the TLS
+    // backend for an early answer; that read is cancelled once the body is out, and the
+    // connection must still carry the response and the requests after it.
+    self_signed_origin backend("localhost", "self signed backend");
+    ASSERT_TRUE(backend.made) << backend.error;
+    tls_proxy p(fmt::format("routes:\n  - host: up.localhost\n    to: https://localhost:{}\n"
+                            "    insecure_skip_verify: true\n",
+                            backend.port()));
+    client c(p.proxy.port());
+    for (int i = 0; i < 3; ++i) {
+        request req{beast::http::verb::post, "/upload" + std::to_string(i), 11};
+        req.set(beast::http::field::host, "up.localhost");
+        req.body() = std::string(512 * 1024 + i, 'u');
+        req.prepare_payload();
+        auto res = c.send(req);
+        EXPECT_EQ(res.result_int(), 200) << i;
+        EXPECT_EQ(res.body(), "tls-backend POST /upload" + std::to_string(i));
+        EXPECT_EQ(c.get("up.localhost", "/after").body(), "tls-backend GET /after") << i;
+    }
+}
+
 } // namespace
 } // namespace portico::test
