@@ -45,7 +45,7 @@ void bulk_backend(origin_connection& c)
         beast::http::request_parser<beast::http::buffer_body> parser;
         parser.body_limit(boost::none);
         boost::system::error_code ec;
-        beast::http::read_header(c.socket, c.buffer, parser, ec);
+        beast::http::read_header(c.stream, c.buffer, parser, ec);
         if (ec) {
             return;
         }
@@ -54,7 +54,7 @@ void bulk_backend(origin_connection& c)
         while (!parser.is_done()) {
             parser.get().body().data = sink.data();
             parser.get().body().size = sink.size();
-            beast::http::read_some(c.socket, c.buffer, parser, ec);
+            beast::http::read_some(c.stream, c.buffer, parser, ec);
             if (ec == beast::http::error::need_buffer) {
                 ec = {};
             }

@@ -42,7 +42,7 @@ response head_request(client& c, std::string_view target)
     c.write_raw(fmt::format("HEAD {} HTTP/1.1\r\nHost: app.localhost\r\n\r\n", target));
     beast::http::response_parser<beast::http::string_body> parser;
     parser.skip(true);
-    beast::http::read(c.socket, c.buffer, parser);
+    beast::http::read(c.stream, c.buffer, parser);
     return parser.release();
 }
 

@@ -100,9 +100,8 @@ TEST(ReloadTest, RemovedRouteAnswers404WhileItsOpenWebSocketKeepsWorking)
     origin backend(websocket_echo);
     proxy_harness proxy(routes({route("app.localhost", backend.port())}));
     net::io_context ctx;
-    beast::websocket::stream<tcp::socket> ws(ctx);
-    ws.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), proxy.port()));
-    bound_socket_waits(ws.next_layer().native_handle());
+    auto socket = connect_loopback(ctx, proxy.port());
+    beast::websocket::stream<bounded_stream> ws(socket);
     ws.handshake("app.localhost", "/ws");
 
     ASSERT_TRUE(proxy.reload("routes: []\n").ok);

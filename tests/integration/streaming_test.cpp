@@ -34,9 +34,8 @@ TEST(TunnelTest, WebSocketEchoesThousandMessages)
     origin backend(websocket_echo);
     proxy_harness proxy(route_to(backend.port()));
     net::io_context ctx;
-    beast::websocket::stream<tcp::socket> ws(ctx);
-    ws.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), proxy.port()));
-    bound_socket_waits(ws.next_layer().native_handle());
+    auto socket = connect_loopback(ctx, proxy.port());
+    beast::websocket::stream<bounded_stream> ws(socket);
     ws.handshake("app.localhost", "/hmr");
     beast::flat_buffer buffer;
     for (int i = 0; i < 1000; ++i) {
@@ -82,7 +81,7 @@ TEST(StreamingTest, ServerSentEventArrivesWhileResponseStaysOpen)
     client c(proxy.port());
     c.write_raw("GET /events HTTP/1.1\r\nHost: app.localhost\r\nAccept: text/event-stream\r\n\r\n");
     beast::http::response_parser<beast::http::buffer_body> parser;
-    beast::http::read_header(c.socket, c.buffer, parser);
+    beast::http::read_header(c.stream, c.buffer, parser);
     EXPECT_EQ(parser.get().result_int(), 200);
     std::string received;
     char chunk[256];
@@ -90,7 +89,7 @@ TEST(StreamingTest, ServerSentEventArrivesWhileResponseStaysOpen)
         parser.get().body().data = chunk;
         parser.get().body().size = sizeof(chunk);
         boost::system::error_code ec;
-        beast::http::read_some(c.socket, c.buffer, parser, ec);
+        beast::http::read_some(c.stream, c.buffer, parser, ec);
         if (ec == beast::http::error::need_buffer) {
             ec = {};
         }
@@ -143,7 +142,7 @@ TEST(StreamingTest, ClientLeavingMidLargeBodyLeavesProxyServing)
             const std::string chunk(256 * 1024, 'x');
             boost::system::error_code ec;
             for (int i = 0; i < 256 && !ec; ++i) {
-                net::write(c.socket, net::buffer(chunk), ec);
+                net::write(c.stream, net::buffer(chunk), ec);
             }
             return;
         }
@@ -157,7 +156,7 @@ TEST(StreamingTest, ClientLeavingMidLargeBodyLeavesProxyServing)
         client c(proxy.port());
         c.write_raw("GET /big HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
         std::string some(512 * 1024, '\0');
-        net::read(c.socket, net::buffer(some));
+        net::read(c.stream, net::buffer(some));
         EXPECT_TRUE(some.starts_with("HTTP/1.1 200 "));
     }
     client c(proxy.port());
@@ -220,7 +219,7 @@ TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
     origin backend([&finished](origin_connection& c) {
         boost::system::error_code ec;
         std::string head;
-        net::read_until(c.socket, net::dynamic_buffer(head), "\r\n\r\n", ec);
+        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
         if (ec) {
             return;
         }
@@ -271,12 +270,12 @@ TEST(StreamingTest, InterimResponsesBeforeTheBodyDoNotCutTheUploadShort)
             beast::http::request_parser<beast::http::string_body> parser;
             parser.body_limit(16 * 1024 * 1024);
             boost::system::error_code ec;
-            beast::http::read_header(c.socket, c.buffer, parser, ec);
+            beast::http::read_header(c.stream, c.buffer, parser, ec);
             if (ec) {
                 return;
             }
             c.write_raw(interim);
-            beast::http::read(c.socket, c.buffer, parser, ec);
+            beast::http::read(c.stream, c.buffer, parser, ec);
             response res{beast::http::status::ok, 11};
             res.body() = ec ? ec.message() : std::to_string(parser.get().body().size());
             res.prepare_payload();
@@ -344,7 +343,7 @@ TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
         c.read_request();
         std::array<char, 16> sink{};
         boost::system::error_code ec;
-        c.socket.read_some(net::buffer(sink), ec); // waits until the proxy gives up
+        c.stream.read_some(net::buffer(sink), ec); // waits until the proxy gives up
     });
     proxy_harness proxy("timeouts: { upstream: 200ms }\n" + route_to(backend.port()));
     client c(proxy.port());
@@ -462,7 +461,7 @@ TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
         c.read_request();
         std::array<char, 16> sink{};
         boost::system::error_code ec;
-        c.socket.read_some(net::buffer(sink), ec);
+        c.stream.read_some(net::buffer(sink), ec);
     });
     proxy_harness proxy("timeouts: { shutdown: 300ms }\n" + route_to(backend.port()));
     client c(proxy.port());

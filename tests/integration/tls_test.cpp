@@ -95,11 +95,9 @@ std::string served_san(unsigned short port, const std::string& sni)
     return text.out;
 }
 
-/// Connects `stream` to 127.0.0.1:port and completes a TLS handshake with `sni`.
-void connect_tls(net::ssl::stream<tcp::socket>& stream, unsigned short port, const char* sni)
+/// Completes a TLS handshake with `sni` on `stream`, over a connected socket.
+void handshake_tls(net::ssl::stream<bounded_stream>& stream, const char* sni)
 {
-    stream.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-    bound_socket_waits(stream.next_layer().native_handle());
     SSL_set_tlsext_host_name(stream.native_handle(), sni);
     stream.handshake(net::ssl::stream_base::client);
 }
@@ -307,10 +305,8 @@ TEST(TlsTest, SecureWebSocketThroughTunnel)
     net::ssl::context tls_ctx(net::ssl::context::tls_client);
     tls_ctx.load_verify_file((p.ca_dir / "ca.pem").string());
     tls_ctx.set_verify_mode(net::ssl::verify_peer);
-    beast::websocket::stream<net::ssl::stream<tcp::socket>> ws(ctx, tls_ctx);
-    beast::get_lowest_layer(ws).connect(
-        tcp::endpoint(net::ip::make_address("127.0.0.1"), p.proxy.port()));
-    bound_socket_waits(beast::get_lowest_layer(ws).native_handle());
+    auto socket = connect_loopback(ctx, p.proxy.port());
+    beast::websocket::stream<net::ssl::stream<bounded_stream>> ws(socket, tls_ctx);
     SSL_set_tlsext_host_name(ws.next_layer().native_handle(), "app.localhost");
     ws.next_layer().set_verify_callback(net::ssl::host_name_verification("app.localhost"));
     ws.next_layer().handshake(net::ssl::stream_base::client);
@@ -335,8 +331,9 @@ TEST(TlsTest, ErrorPageEndsWithCloseNotify)
     net::ssl::context tls_ctx(net::ssl::context::tls_client);
     tls_ctx.load_verify_file((p.ca_dir / "ca.pem").string());
     tls_ctx.set_verify_mode(net::ssl::verify_peer);
-    net::ssl::stream<tcp::socket> stream(ctx, tls_ctx);
-    connect_tls(stream, p.proxy.port(), "app.localhost");
+    auto socket = connect_loopback(ctx, p.proxy.port());
+    net::ssl::stream<bounded_stream> stream(socket, tls_ctx);
+    handshake_tls(stream, "app.localhost");
     const std::string request = "GET / HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n";
     net::write(stream, net::buffer(request));
     beast::flat_buffer buffer;
@@ -358,6 +355,7 @@ std::string handshake_fragmented(unsigned short port, const std::string& sni, st
     socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
     socket.set_option(tcp::no_delay(true));
     bound_socket_waits(socket.native_handle());
+    bounded_stream stream(socket);
     SSL_CTX* raw_ctx = SSL_CTX_new(TLS_client_method());
     SSL* ssl = SSL_new(raw_ctx);
     BIO* in = BIO_new(BIO_s_mem());
@@ -375,7 +373,7 @@ std::string handshake_fragmented(unsigned short port, const std::string& sni, st
             const std::string_view bytes(chunk.data(), static_cast<std::size_t>(pending));
             for (std::size_t at = 0; at < bytes.size();
                  at += first_flight ? piece : bytes.size()) {
-                net::write(socket, net::buffer(bytes.substr(at, first_flight ? piece
+                net::write(stream, net::buffer(bytes.substr(at, first_flight ? piece
                                                                              : bytes.size())));
                 if (first_flight) {
                     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -397,7 +395,7 @@ std::string handshake_fragmented(unsigned short port, const std::string& sni, st
             break;
         }
         boost::system::error_code ec;
-        const auto n = socket.read_some(net::buffer(chunk), ec);
+        const auto n = stream.read_some(net::buffer(chunk), ec);
         if (ec) {
             break;
         }
@@ -460,8 +458,9 @@ TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)
     net::io_context ctx;
     net::ssl::context tls_ctx(net::ssl::context::tls_client);
     tls_ctx.set_verify_mode(net::ssl::verify_none);
-    net::ssl::stream<tcp::socket> stream(ctx, tls_ctx);
-    connect_tls(stream, p.proxy.port(), "db.localhost");
+    auto socket = connect_loopback(ctx, p.proxy.port());
+    net::ssl::stream<bounded_stream> stream(socket, tls_ctx);
+    handshake_tls(stream, "db.localhost");
 
     // Shutdown stops accepting but lets the open tunnel carry a whole exchange...
     p.proxy.stop();
@@ -474,8 +473,8 @@ TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)
     // ...and ends as soon as the tunnel does, not at `timeouts.shutdown`.
     const auto start = std::chrono::steady_clock::now();
     boost::system::error_code ignored;
-    stream.next_layer().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.next_layer().close(ignored);
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
     EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }

@@ -36,7 +36,7 @@ std::optional<request> origin_connection::read_request()
     beast::http::request_parser<beast::http::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
     boost::system::error_code ec;
-    beast::http::read(socket, buffer, parser, ec);
+    beast::http::read(stream, buffer, parser, ec);
     if (ec) {
         return std::nullopt;
     }
@@ -46,13 +46,13 @@ std::optional<request> origin_connection::read_request()
 void origin_connection::write(response& res)
 {
     boost::system::error_code ec;
-    beast::http::write(socket, res, ec);
+    beast::http::write(stream, res, ec);
 }
 
 void origin_connection::write_raw(std::string_view bytes)
 {
     boost::system::error_code ec;
-    net::write(socket, net::buffer(bytes.data(), bytes.size()), ec);
+    net::write(stream, net::buffer(bytes.data(), bytes.size()), ec);
 }
 
 origin::origin(origin_handler handler, const std::string& address) : handler_(std::move(handler))
@@ -158,7 +158,7 @@ void origin::accept_loop()
         open_fds_.push_back(socket->native_handle());
         connection_threads_.emplace_back([this, socket] {
             beast::flat_buffer buffer;
-            origin_connection c{*socket, buffer};
+            origin_connection c{*socket, buffer, bounded_stream(*socket)};
             if (handler_) {
                 handler_(c);
             } else {
@@ -177,13 +177,14 @@ std::string raw_exchange(unsigned short port, std::string_view bytes,
     tcp::socket s(ctx);
     s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
     bound_socket_waits(s.native_handle(), limit);
+    bounded_stream stream(s);
     boost::system::error_code ec;
-    net::write(s, net::buffer(bytes.data(), bytes.size()), ec);
+    net::write(stream, net::buffer(bytes.data(), bytes.size()), ec);
     std::string received;
     std::array<char, 16384> chunk{};
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
-        const auto n = s.read_some(net::buffer(chunk), ec);
+        const auto n = stream.read_some(net::buffer(chunk), ec);
         if (ec) {
             break;
         }
@@ -192,11 +193,15 @@ std::string raw_exchange(unsigned short port, std::string_view bytes,
     return received;
 }
 
-client::client(unsigned short port) : socket(context)
+tcp::socket connect_loopback(net::io_context& context, unsigned short port)
 {
+    tcp::socket socket(context);
     socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
     bound_socket_waits(socket.native_handle());
+    return socket;
 }
+
+client::client(unsigned short port) : socket(connect_loopback(context, port)), stream(socket) {}
 
 client::~client()
 {
@@ -206,7 +211,7 @@ client::~client()
 
 response client::send(request& req)
 {
-    beast::http::write(socket, req);
+    beast::http::write(stream, req);
     return read_response();
 }
 
@@ -223,14 +228,14 @@ response client::get(std::string_view host, std::string_view target,
 
 void client::write_raw(std::string_view bytes)
 {
-    net::write(socket, net::buffer(bytes.data(), bytes.size()));
+    net::write(stream, net::buffer(bytes.data(), bytes.size()));
 }
 
 response client::read_response()
 {
     beast::http::response_parser<beast::http::string_body> parser;
     parser.body_limit(256 * 1024 * 1024);
-    beast::http::read(socket, buffer, parser);
+    beast::http::read(stream, buffer, parser);
     return parser.release();
 }
 
@@ -240,7 +245,7 @@ bool client::is_closed_by_peer()
     std::array<char, 256> chunk{};
     boost::system::error_code ec;
     for (int i = 0; i < 64; ++i) {
-        socket.read_some(net::buffer(chunk), ec);
+        stream.read_some(net::buffer(chunk), ec);
         if (ec) {
             return ec == net::error::eof || ec == net::error::connection_reset;
         }

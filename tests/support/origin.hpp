@@ -1,9 +1,11 @@
 #pragma once
 
 // Real backends and clients for integration tests: blocking Beast code on loopback sockets,
-// one thread per connection, every read bounded by a socket timeout.
+// one thread per connection, every read and write bounded by a socket timeout (through a
+// bounded_stream: the Asio socket's own blocking calls would ignore it).
 
 #include <boost/asio/generic/stream_protocol.hpp>
+#include "support/bounded_stream.hpp"
 #include "support/process.hpp"
 
 #include <boost/asio/basic_socket_acceptor.hpp>
@@ -34,13 +36,19 @@ using tcp = net::ip::tcp;
 using request = beast::http::request<beast::http::string_body>;
 using response = beast::http::response<beast::http::string_body>;
 
-/// Sets send and receive timeouts on a socket so that no test read blocks for long.
+/**
+ * Sets send and receive timeouts on a socket so that no test read or write blocks for long.
+ * They bound reads and writes made through a bounded_stream (or ::recv/::send), not those
+ * made through the Asio socket itself.
+ */
 void bound_socket_waits(int fd, std::chrono::milliseconds limit = std::chrono::seconds(5));
 
 /// A connection as a backend's handler sees it.
 struct origin_connection {
     net::generic::stream_protocol::socket& socket;
     beast::flat_buffer& buffer;
+    /// The socket's blocking reads and writes, each bounded (10 s); use it, not `socket`.
+    bounded_stream stream;
 
     /// Reads one whole request (body up to 64 MiB); nullopt on EOF or error.
     std::optional<request> read_request();
@@ -99,6 +107,10 @@ private:
     std::vector<request> seen_;
 };
 
+/// A socket connected to 127.0.0.1:port with its waits bounded (5 s); read and write it
+/// through a bounded_stream.
+tcp::socket connect_loopback(net::io_context& context, unsigned short port);
+
 /// Sends raw bytes to 127.0.0.1:port and returns everything received until the peer closes
 /// or `limit` passes.
 std::string raw_exchange(unsigned short port, std::string_view bytes,
@@ -125,6 +137,9 @@ public:
 
     net::io_context context;
     tcp::socket socket;
+    /// The socket's blocking reads and writes, each bounded (5 s unless bound_socket_waits
+    /// says otherwise); use it, not `socket`, to read or write.
+    bounded_stream stream;
     beast::flat_buffer buffer;
 };
 

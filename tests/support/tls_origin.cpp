@@ -56,7 +56,7 @@ struct tls_origin::impl {
 
     void serve(tcp::socket socket)
     {
-        net::ssl::stream<tcp::socket> stream(std::move(socket), context);
+        net::ssl::stream<bounded_stream> stream(socket, context);
         boost::system::error_code ec;
         stream.handshake(net::ssl::stream_base::server, ec);
         beast::flat_buffer buffer;

@@ -10,7 +10,7 @@ void websocket_echo(origin_connection& c)
     if (!req) {
         return;
     }
-    beast::websocket::stream<net::generic::stream_protocol::socket&> ws(c.socket);
+    beast::websocket::stream<bounded_stream> ws(c.stream);
     boost::system::error_code ec;
     ws.accept(*req, ec);
     beast::flat_buffer buffer;
