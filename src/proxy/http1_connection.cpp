@@ -918,6 +918,15 @@ bool finish_response_body(const client_info& info, const exchange_record& rec,
     return false;
 }
 
+/// Fills `plan.detail` for a backend that failed before its response head was complete.
+void explain_upstream_failure(const boost::system::error_code& failure, request_plan& plan)
+{
+    plan.detail = classify_upstream_failure(failure) == errc::upstream_timeout
+                      ? std::string()
+                      : fmt::format("the backend closed or broke the connection ({})",
+                                    failure.message());
+}
+
 /**
  * What a failure to read a response head means. Sets `retry` and returns false when the
  * request may be sent again: a pooled connection the backend closed after the pool checked
@@ -933,11 +942,7 @@ bool response_head_failed(boost::system::error_code failure, const upstream_conn
         retry = true;
         return false;
     }
-    const auto why = classify_upstream_failure(failure);
-    plan.detail = why == errc::upstream_timeout
-                      ? std::string()
-                      : fmt::format("the backend closed or broke the connection ({})",
-                                    failure.message());
+    explain_upstream_failure(failure, plan);
     return true;
 }
 
@@ -979,18 +984,29 @@ bool only_interim_responses(std::string_view bytes)
  * Waits for the backend to answer (or close) while the request body is still on its way:
  * the bytes read go to `buffer`, where the response is read from afterwards. Interim
  * responses do not end the wait. Sets `spoke` unless the wait was cancelled because the
- * body was all sent first.
+ * body was all sent first, and `failure` when the backend closed or broke the connection
+ * instead: Asio's reactor then reads that socket again only on a new event, which a closed
+ * connection does not give, so that failure must be answered without another read.
  */
 template <typename Upstream>
-task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bool& spoke)
+task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bool& spoke,
+                                    boost::system::error_code& failure)
 {
     for (;;) {
         auto [ec, n] = co_await io.async_read_some(
             buffer.prepare(upstream_connection::first_read_size));
         buffer.commit(n);
-        if (ec || !only_interim_responses(std::string_view(
-                      static_cast<const char*>(buffer.data().data()), buffer.size()))) {
-            spoke = n > 0 || ec != net::error::operation_aborted;
+        if (ec == net::error::operation_aborted && n == 0) {
+            co_return;
+        }
+        if (ec) {
+            spoke = true;
+            failure = ec;
+            co_return;
+        }
+        if (!only_interim_responses(std::string_view(
+                static_cast<const char*>(buffer.data().data()), buffer.size()))) {
+            spoke = true;
             co_return;
         }
     }
@@ -1022,6 +1038,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     std::uint64_t sent = 0;
     bool read_failed = false;
     bool backend_spoke = false;
+    boost::system::error_code backend_failure;
     // Each read of the body waits up to `timeouts.idle` for the client, so an upload of any
     // length goes on as long as its bytes keep coming.
     const step_timeouts timeouts{.read = cfg.timeouts.idle, .write = cfg.timeouts.idle};
@@ -1036,17 +1053,21 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     } else {
         auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
                                           cfg.limits.body_bytes, timeouts, sent, read_failed) ||
-                               watch_for_early_response(io, response_buffer, backend_spoke));
-        if (first.index() == 0) {
-            bec = std::get<0>(first);
-        } else {
-            // The body was cancelled in whatever step it was in, the client's read included.
-            rec.bytes_in = sent;
-            co_return body_outcome::cut_short;
-        }
+                               watch_for_early_response(io, response_buffer, backend_spoke,
+                                                        backend_failure));
+        // When the watch ended first, the body was cancelled in whatever step it was in, the
+        // client's read included.
+        bec = first.index() == 0 ? std::get<0>(first)
+                                 : make_error_code(net::error::operation_aborted);
+    }
+    rec.bytes_in = sent;
+    if (backend_failure) {
+        const auto failure = head_read_failure(backend_failure, response_buffer.size() > 0);
+        explain_upstream_failure(failure, plan);
+        co_await answer_error(c, plan, classify_upstream_failure(failure), json, rec);
+        co_return body_outcome::answered;
     }
     if (bec && backend_spoke) {
-        rec.bytes_in = sent;
         co_return body_outcome::cut_short;
     }
     if (bec == errc::body_too_large) {
@@ -1057,7 +1078,6 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // The client sent a broken body, went away or went quiet: the backend gets a
         // truncated request and the connection, nothing else. A client that is still there
         // is told why; either way the request is logged (408 for the quiet one, as nginx).
-        rec.bytes_in = sent;
         rec.status = bec == beast::error::timeout ? 408 : 400;
         if (!is_quiet_close(bec)) {
             co_await answer_error(c, plan, errc::bad_request, json, rec);
@@ -1066,7 +1086,6 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         }
         co_return body_outcome::answered;
     }
-    rec.bytes_in = sent;
     co_return bec ? body_outcome::cut_short : body_outcome::complete;
 }
 

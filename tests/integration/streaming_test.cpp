@@ -259,6 +259,40 @@ TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
     EXPECT_EQ(statuses_of(proxy, "/upload"), (std::vector<unsigned>{413, 413}));
 }
 
+TEST(StreamingTest, BackendClosingMidUploadGets502AtOnce)
+{
+    // The backend takes the head, then closes (a reset: the body it did not read is still
+    // on its socket) while the client is between two pieces of its body. The wait for an
+    // early answer reads that close; the client gets the 502 page then, not never.
+    origin backend([](origin_connection& c) {
+        std::string head;
+        boost::system::error_code ec;
+        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    const auto started = std::chrono::steady_clock::now();
+    c.write_raw("POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 100000\r\n\r\n" +
+                std::string(20000, 'a'));
+    std::thread uploader([fd = c.socket.native_handle()] {
+        const std::string piece(10000, 'b');
+        for (int i = 0; i < 8; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
+                return;
+            }
+        }
+    });
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    const auto waited = std::chrono::steady_clock::now() - started;
+    uploader.join();
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_LT(waited, std::chrono::seconds(3));
+    EXPECT_TRUE(wait_until([&] { return statuses_of(proxy, "/upload").size() == 1; }));
+}
+
 TEST(StreamingTest, InterimResponsesBeforeTheBodyDoNotCutTheUploadShort)
 {
     // A backend may send 100 Continue or 103 Early Hints as soon as it has the head, and then
