@@ -60,11 +60,7 @@ public:
     std::size_t read_some(const MutableBufferSequence& buffers)
     {
         boost::system::error_code ec;
-        const auto n = read_some(buffers, ec);
-        if (ec) {
-            throw boost::system::system_error(ec, "bounded_stream::read_some");
-        }
-        return n;
+        return checked(read_some(buffers, ec), ec, "bounded_stream::read_some");
     }
 
     template <class ConstBufferSequence>
@@ -79,14 +75,20 @@ public:
     std::size_t write_some(const ConstBufferSequence& buffers)
     {
         boost::system::error_code ec;
-        const auto n = write_some(buffers, ec);
+        return checked(write_some(buffers, ec), ec, "bounded_stream::write_some");
+    }
+
+private:
+    /// `n`, or the exception the throwing overloads report `ec` with.
+    static std::size_t checked(std::size_t n, const boost::system::error_code& ec,
+                               const char* what)
+    {
         if (ec) {
-            throw boost::system::system_error(ec, "bounded_stream::write_some");
+            throw boost::system::system_error(ec, what);
         }
         return n;
     }
 
-private:
     // As many buffers as Asio itself hands to one system call.
     using io_vectors = std::array<iovec, 64>;
 
