@@ -28,6 +28,9 @@
 #include <fmt/format.h>
 
 #include <fcntl.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <array>
@@ -61,9 +64,14 @@ constexpr std::size_t body_chunk_size = 64 * 1024;
 // in one buffer: one write, and over TLS one record instead of two.
 constexpr std::size_t inline_body_size = 16 * 1024;
 // After an error response the client may still be sending (a large upload): read and
-// discard for this long or this many bytes so it sees the page instead of a reset.
+// discard for this long or this many bytes so it sees the page instead of a reset. A client
+// stops an upload when it reads the answer; what it sent meanwhile at loopback speed is
+// several megabytes.
 constexpr auto lingering_close_time = std::chrono::seconds(2);
-constexpr std::size_t lingering_close_bytes = 1024 * 1024;
+constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
+// A backend that has answered and then not taken a byte of the request body for this long,
+// its socket full, has stopped reading it: the rest of the body is not sent.
+constexpr auto stalled_body_grace = std::chrono::seconds(1);
 
 /// What is known about a client connection, whatever protocol it speaks.
 struct client_info {
@@ -954,45 +962,72 @@ enum class body_outcome {
 };
 
 /**
- * Whether a backend's first bytes leave the request unanswered: nothing but interim
- * responses (100 Continue, 103 Early Hints, sent before a backend reads the body), the last
- * of them perhaps still incomplete. A final status, or anything that is not a response head,
- * answers it (the parser then says what is wrong with it).
+ * The length of the complete interim response (100 Continue, 103 Early Hints: sent before a
+ * backend reads the body) at the start of `bytes`, or 0 when they start with anything else:
+ * a final status, a head not complete yet, or bytes that are no response head (the parser
+ * says what is wrong with them later).
  */
-bool only_interim_responses(std::string_view bytes)
+std::size_t interim_response_length(std::string_view bytes)
 {
-    while (!bytes.empty()) {
-        // "HTTP/1.x NNN": a head whose status is not there yet is still undecided.
-        if (bytes.size() < 12) {
-            return std::string_view("HTTP/1.").starts_with(bytes.substr(0, 7));
-        }
-        const bool interim = bytes.starts_with("HTTP/1.") && bytes[9] == '1' &&
-                             bytes.substr(9, 3) != "101" && bytes[8] == ' ';
-        if (!interim) {
-            return false;
-        }
-        const auto end = bytes.find("\r\n\r\n");
-        if (end == std::string_view::npos) {
-            return bytes.size() < head_read_size;
-        }
-        bytes.remove_prefix(end + 4);
+    // "HTTP/1.x 1NN", not 101: that one switches protocols.
+    if (bytes.size() < 12 || !bytes.starts_with("HTTP/1.") || bytes[8] != ' ' ||
+        bytes[9] != '1' || bytes.substr(9, 3) == "101") {
+        return 0;
     }
-    return true;
+    const auto end = bytes.find("\r\n\r\n");
+    return end == std::string_view::npos ? 0 : end + 4;
+}
+
+/// Whether the backend has stopped taking bytes from `io`'s socket, or is gone: bytes sit in
+/// its send queue, no fewer than `queued` (updated), and none was written since `sent`.
+template <typename Upstream>
+bool backend_stopped_reading(Upstream& io, std::uint64_t sent_before, std::uint64_t sent,
+                             int& queued)
+{
+    const int fd = tcp_of(io).socket().native_handle();
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0) {
+        return true;
+    }
+    int now = 0;
+    if (::ioctl(fd, SIOCOUTQ, &now) != 0) {
+        return false;
+    }
+    const bool stalled = now > 0 && now >= queued && sent == sent_before;
+    queued = now;
+    return stalled;
 }
 
 /**
- * Waits for the backend to answer (or close) while the request body is still on its way:
- * the bytes read go to `buffer`, where the response is read from afterwards. Interim
- * responses do not end the wait. Sets `spoke` unless the wait was cancelled because the
- * body was all sent first, and `failure` when the backend closed or broke the connection
- * instead: Asio's reactor then reads that socket again only on a new event, which a closed
- * connection does not give, so that failure must be answered without another read.
+ * Watches the backend while the request body is on its way. Interim responses are read and
+ * dropped (portico answers the client's `Expect` itself). When a final response begins, its
+ * bytes stay in `buffer`, `spoke` is set, and the watch goes on until the backend stops
+ * taking the body (`stalled_body_grace`), when it ends and so cuts the body short: a
+ * backend may answer first and read the body after (a handler that sends its head at once,
+ * a streaming upload), or answer and stop reading (a 413, a 401). Sets `failure` when the
+ * backend closed or broke the connection instead: Asio's reactor then reads that socket
+ * again only on a new event, which a closed connection does not give, so that failure must
+ * be answered without another read. Cancelled when the body is all sent first.
  */
 template <typename Upstream>
-task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bool& spoke,
+task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer,
+                                    const std::uint64_t& sent, bool& spoke,
                                     boost::system::error_code& failure)
 {
     for (;;) {
+        const auto bytes =
+            std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
+        if (const auto interim = interim_response_length(bytes)) {
+            buffer.consume(interim);
+            continue;
+        }
+        // Twelve bytes tell an interim status from a final one; a head that grows past the
+        // size of a response head without ending is final for this purpose (the parser
+        // refuses it).
+        if (bytes.size() >= 12 && (!bytes.starts_with("HTTP/1.") || bytes[9] != '1' ||
+                                   bytes.substr(9, 3) == "101" || bytes.size() > head_read_size)) {
+            break;
+        }
         auto [ec, n] = co_await io.async_read_some(
             buffer.prepare(upstream_connection::first_read_size));
         buffer.commit(n);
@@ -1004,9 +1039,15 @@ task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bo
             failure = ec;
             co_return;
         }
-        if (!only_interim_responses(std::string_view(
-                static_cast<const char*>(buffer.data().data()), buffer.size()))) {
-            spoke = true;
+    }
+    spoke = true;
+    steady_timer grace(tcp_of(io).get_executor());
+    int queued = 0;
+    for (;;) {
+        const auto sent_before = sent;
+        grace.expires_after(stalled_body_grace);
+        auto [ec] = co_await grace.async_wait(as_task);
+        if (ec || backend_stopped_reading(io, sent_before, sent, queued)) {
             co_return;
         }
     }
@@ -1023,7 +1064,7 @@ task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bo
 template <typename Stream, typename Upstream>
 task<body_outcome> send_request_body(connection<Stream>& c, request_parser& parser,
                                      request_plan& plan, exchange_record& rec, bool json,
-                                     bool send_continue, Upstream& io,
+                                     bool send_continue, bool upgrade, Upstream& io,
                                      beast::flat_buffer& response_buffer,
                                      beast::http::serializer<true, buffer_body>& writer)
 {
@@ -1044,16 +1085,17 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     const step_timeouts timeouts{.read = cfg.timeouts.idle, .write = cfg.timeouts.idle};
     boost::system::error_code bec;
     const auto remaining = parser.content_length_remaining();
-    if (remaining && !parser.chunked() && *remaining <= c.buffer.size() &&
-        *remaining <= inline_body_size) {
+    if (upgrade || (remaining && !parser.chunked() && *remaining <= c.buffer.size() &&
+                    *remaining <= inline_body_size)) {
         // A small body that came whole with its head goes out in one write the socket takes
-        // at once: there is no wait for a response to cut short.
+        // at once: there is no wait for a response to cut short. The body of an upgrade
+        // request is sent whole before the tunnel, which carries what follows it.
         bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
                                   timeouts, sent, read_failed);
     } else {
         auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
                                           cfg.limits.body_bytes, timeouts, sent, read_failed) ||
-                               watch_for_early_response(io, response_buffer, backend_spoke,
+                               watch_for_early_response(io, response_buffer, sent, backend_spoke,
                                                         backend_failure));
         // When the watch ended first, the body was cancelled in whatever step it was in, the
         // client's read included.
@@ -1062,17 +1104,21 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     }
     rec.bytes_in = sent;
     if (backend_failure) {
-        const auto failure = head_read_failure(backend_failure, response_buffer.size() > 0);
+        // Bytes of a head received and then a close make a broken response; the write
+        // deadline, a backend that took none of the body for `timeouts.idle`, stays a timeout.
+        const auto failure = head_read_failure(
+            backend_failure,
+            response_buffer.size() > 0 && backend_failure != beast::error::timeout);
         explain_upstream_failure(failure, plan);
         co_await answer_error(c, plan, classify_upstream_failure(failure), json, rec);
         co_return body_outcome::answered;
     }
-    if (bec && backend_spoke) {
-        co_return body_outcome::cut_short;
-    }
     if (bec == errc::body_too_large) {
         co_await answer_error(c, plan, errc::body_too_large, json, rec);
         co_return body_outcome::answered;
+    }
+    if (bec && backend_spoke) {
+        co_return body_outcome::cut_short;
     }
     if (bec && read_failed) {
         // The client sent a broken body, went away or went quiet: the backend gets a
@@ -1321,8 +1367,8 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     bool request_complete = !has_body && !upgrade;
     if (has_body || chunked) {
         const auto sent = co_await send_request_body(c, parser, plan, rec, json,
-                                                     expects_continue && has_body, io, up.buffer,
-                                                     *request_writer);
+                                                     expects_continue && has_body, upgrade, io,
+                                                     up.buffer, *request_writer);
         if (sent == body_outcome::answered) {
             co_return false;
         }

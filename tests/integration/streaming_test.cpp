@@ -211,19 +211,24 @@ std::vector<unsigned> statuses_of(proxy_harness& proxy, std::string_view target)
     return out;
 }
 
-TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
+TEST(StreamingTest, BackendAnsweringAndNotReadingTheUploadIsRelayedWhole)
 {
     // Dev servers refuse an upload from its head (413, 401) and stop reading it. Their
-    // answer must reach the client at once, not after timeouts.idle with a 504 in its place.
+    // answer must reach the client once the backend has stopped taking the body (about a
+    // second), not after timeouts.idle with a 504 in its place; and whole, although the
+    // client goes on sending for a while after the proxy stopped forwarding.
     std::atomic<bool> finished{false};
-    origin backend([&finished](origin_connection& c) {
+    const std::string answer(300000, 'n');
+    origin backend([&finished, &answer](origin_connection& c) {
         boost::system::error_code ec;
         std::string head;
         net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
         if (ec) {
             return;
         }
-        c.write_raw("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large");
+        c.write_raw(fmt::format("HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n\r\n",
+                                answer.size()));
+        c.write_raw(answer);
         // The connection stays open and the body unread.
         wait_until([&finished] { return finished.load(); }, std::chrono::seconds(10));
     });
@@ -233,12 +238,12 @@ TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
         const auto started = std::chrono::steady_clock::now();
         c.write_raw(fmt::format("POST /upload HTTP/1.1\r\nHost: app.localhost\r\n{}\r\n",
                                 chunked ? "Transfer-Encoding: chunked\r\n"
-                                        : "Content-Length: 8388608\r\n"));
-        // 8 MiB, more than the sockets on the way hold, sent while the answer is awaited.
+                                        : "Content-Length: 16777216\r\n"));
+        // 16 MiB, more than the sockets on the way hold, sent while the answer is awaited.
         std::thread uploader([fd = c.socket.native_handle(), chunked] {
             const std::string piece(64 * 1024, 'x');
             const std::string framed = chunked ? "10000\r\n" + piece + "\r\n" : piece;
-            for (int i = 0; i < 128; ++i) {
+            for (int i = 0; i < 256; ++i) {
                 if (::send(fd, framed.data(), framed.size(), MSG_NOSIGNAL) < 0) {
                     return; // closed by the proxy once it has answered, or the 5 s bound
                 }
@@ -249,7 +254,7 @@ TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
         const auto waited = std::chrono::steady_clock::now() - started;
         uploader.join();
         EXPECT_EQ(res.result_int(), 413) << "chunked " << chunked;
-        EXPECT_EQ(res.body(), "too large");
+        EXPECT_EQ(res.body().size(), answer.size()) << "chunked " << chunked;
         EXPECT_LT(waited, std::chrono::seconds(3)) << "chunked " << chunked;
         // The body was not all read: the connection is not kept for another request.
         EXPECT_TRUE(c.is_closed_by_peer());
@@ -257,6 +262,48 @@ TEST(StreamingTest, BackendAnsweringBeforeTheUploadEndsIsRelayedAtOnce)
     finished = true;
     EXPECT_TRUE(wait_until([&] { return statuses_of(proxy, "/upload").size() == 2; }));
     EXPECT_EQ(statuses_of(proxy, "/upload"), (std::vector<unsigned>{413, 413}));
+}
+
+TEST(StreamingTest, BackendSendingItsHeadBeforeReadingTheUploadGetsTheWholeBody)
+{
+    // A handler may send its response head at once and read the body after (a streaming
+    // upload, Node's flushHeaders): the body must go on to the end, and the rest of the
+    // response follow it, even though the client sends its body slowly.
+    static constexpr std::size_t body_size = 1024 * 1024;
+    origin backend([](origin_connection& c) {
+        beast::http::request_parser<beast::http::string_body> parser;
+        parser.body_limit(16 * 1024 * 1024);
+        boost::system::error_code ec;
+        beast::http::read_header(c.stream, c.buffer, parser, ec);
+        if (ec) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        beast::http::read(c.stream, c.buffer, parser, ec);
+        const auto line = ec ? ec.message() : "received " + std::to_string(parser.get().body().size());
+        c.write_raw(fmt::format("{:x}\r\n{}\r\n0\r\n\r\n", line.size(), line));
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw(fmt::format("PUT /stream HTTP/1.1\r\nHost: app.localhost\r\n"
+                            "Content-Length: {}\r\n\r\n",
+                            body_size));
+    std::thread uploader([fd = c.socket.native_handle()] {
+        // In 16 pieces 150 ms apart: the proxy waits on the client far longer than the
+        // backend takes to read.
+        const std::string piece(body_size / 16, 'p');
+        for (int i = 0; i < 16; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(150));
+            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
+                return;
+            }
+        }
+    });
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    uploader.join();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "received " + std::to_string(body_size));
 }
 
 TEST(StreamingTest, BackendClosingMidUploadGets502AtOnce)
