@@ -136,6 +136,12 @@ std::string base_message(const error_details& d)
                            "that the dev server is running and accepting connections.",
                            the_backend(d), for_subject(d));
     case errc::upstream_timeout:
+        if (d.body_not_taken) {
+            return fmt::format("The request body went unread: {}{} took none of it within "
+                               "timeouts.idle and did not answer. Check that the dev server "
+                               "reads uploads, or raise timeouts.idle.",
+                               the_backend(d), for_subject(d));
+        }
         return fmt::format("No response from {}{} within timeouts.upstream: check the dev "
                            "server, or raise timeouts.upstream (0 means no limit).",
                            the_backend(d), for_subject(d));

@@ -30,6 +30,7 @@ struct request_plan {
     std::optional<errc> error;       ///< set when the request is answered by portico
     bool admin = false;              ///< for the admin host: dashboard, API, metrics
     std::string detail;              ///< extra words for the error page
+    bool body_not_taken = false;     ///< a timeout was the backend not reading the body
     std::string host;                ///< effective host as sent (Host or absolute-form authority)
     const config::route* route = nullptr;
     std::string upstream_target;     ///< origin-form target for the backend (or the admin page)

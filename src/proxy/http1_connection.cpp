@@ -1110,6 +1110,8 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
             backend_failure,
             response_buffer.size() > 0 && backend_failure != beast::error::timeout);
         explain_upstream_failure(failure, plan);
+        // The backend's deadline runs only while a write of the body waits.
+        plan.body_not_taken = failure == beast::error::timeout;
         co_await answer_error(c, plan, classify_upstream_failure(failure), json, rec);
         co_return body_outcome::answered;
     }

@@ -418,6 +418,37 @@ TEST(StreamingTest, ClientGoingQuietMidUploadIsClosedAndLogged408)
     EXPECT_TRUE(wait_until([&] { return truncated.load() == 1; }));
 }
 
+TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTimeout)
+{
+    std::atomic<bool> finished{false};
+    origin backend([&finished](origin_connection& c) {
+        std::string head;
+        boost::system::error_code ec;
+        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
+        wait_until([&finished] { return finished.load(); }, std::chrono::seconds(10));
+    });
+    proxy_harness proxy("timeouts: { idle: 300ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 16777216\r\n"
+                "Accept: application/json\r\n\r\n");
+    std::thread uploader([fd = c.socket.native_handle()] {
+        const std::string piece(64 * 1024, 'x');
+        for (int i = 0; i < 256; ++i) {
+            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
+                return;
+            }
+        }
+    });
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    uploader.join();
+    finished = true;
+    EXPECT_EQ(res.result_int(), 504);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_timeout");
+    EXPECT_NE(res.body().find("timeouts.idle"), std::string::npos) << res.body();
+    EXPECT_EQ(res.body().find("timeouts.upstream"), std::string::npos) << res.body();
+}
+
 TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
 {
     origin backend([](origin_connection& c) {

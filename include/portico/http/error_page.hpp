@@ -25,6 +25,9 @@ struct error_details {
     /// Addresses tried, e.g. {"127.0.0.1:5173", "[::1]:5173"}, for `upstream_refused`.
     std::span<const std::string> tried;
     std::string_view detail;  ///< one extra sentence (e.g. the TLS verification error)
+    /// For `upstream_timeout`: the backend stopped taking the request body (`timeouts.idle`
+    /// passed on a write) rather than not answering within `timeouts.upstream`.
+    bool body_not_taken = false;
     /// For `no_route`: hosts to list. Exact hosts become links built from `scheme` and `port`.
     std::span<const std::string> exact_hosts;
     std::span<const std::string> wildcard_hosts;

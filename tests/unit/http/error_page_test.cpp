@@ -287,6 +287,18 @@ TEST(ErrorPageTest, MessagesNameTheSettingToChange)
     }
 }
 
+TEST(ErrorPageTest, BackendNotReadingTheBodyIsToldApartFromNoAnswer)
+{
+    error_details d;
+    d.error = errc::upstream_timeout;
+    d.backend = "127.0.0.1:8000";
+    d.body_not_taken = true;
+    const auto message = error_message(d);
+    EXPECT_TRUE(contains(message, "took none of it within timeouts.idle")) << message;
+    EXPECT_TRUE(contains(message, "127.0.0.1:8000")) << message;
+    EXPECT_FALSE(contains(message, "timeouts.upstream")) << message;
+}
+
 TEST(ErrorPageTest, TlsRequiredSaysToUseHttps)
 {
     error_details d;
