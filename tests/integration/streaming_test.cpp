@@ -211,6 +211,24 @@ std::vector<unsigned> statuses_of(proxy_harness& proxy, std::string_view target)
     return out;
 }
 
+/**
+ * Sends `count` copies of `piece` on `fd` from a thread of its own, waiting `pause` before
+ * each; stops at the first send that fails (the proxy closed the connection, or the
+ * socket's 5 s bound passed).
+ */
+std::thread send_pieces(int fd, std::string piece, int count,
+                        std::chrono::milliseconds pause = std::chrono::milliseconds(0))
+{
+    return std::thread([fd, piece = std::move(piece), count, pause] {
+        for (int i = 0; i < count; ++i) {
+            std::this_thread::sleep_for(pause);
+            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
+                return;
+            }
+        }
+    });
+}
+
 TEST(StreamingTest, BackendAnsweringAndNotReadingTheUploadIsRelayedWhole)
 {
     // Dev servers refuse an upload from its head (413, 401) and stop reading it. Their
@@ -240,15 +258,9 @@ TEST(StreamingTest, BackendAnsweringAndNotReadingTheUploadIsRelayedWhole)
                                 chunked ? "Transfer-Encoding: chunked\r\n"
                                         : "Content-Length: 16777216\r\n"));
         // 16 MiB, more than the sockets on the way hold, sent while the answer is awaited.
-        std::thread uploader([fd = c.socket.native_handle(), chunked] {
-            const std::string piece(64 * 1024, 'x');
-            const std::string framed = chunked ? "10000\r\n" + piece + "\r\n" : piece;
-            for (int i = 0; i < 256; ++i) {
-                if (::send(fd, framed.data(), framed.size(), MSG_NOSIGNAL) < 0) {
-                    return; // closed by the proxy once it has answered, or the 5 s bound
-                }
-            }
-        });
+        const std::string piece(64 * 1024, 'x');
+        auto uploader = send_pieces(c.socket.native_handle(),
+                                    chunked ? "10000\r\n" + piece + "\r\n" : piece, 256);
         response res;
         EXPECT_NO_THROW(res = c.read_response()) << "chunked " << chunked;
         const auto waited = std::chrono::steady_clock::now() - started;
@@ -288,17 +300,10 @@ TEST(StreamingTest, BackendSendingItsHeadBeforeReadingTheUploadGetsTheWholeBody)
     c.write_raw(fmt::format("PUT /stream HTTP/1.1\r\nHost: app.localhost\r\n"
                             "Content-Length: {}\r\n\r\n",
                             body_size));
-    std::thread uploader([fd = c.socket.native_handle()] {
-        // In 16 pieces 150 ms apart: the proxy waits on the client far longer than the
-        // backend takes to read.
-        const std::string piece(body_size / 16, 'p');
-        for (int i = 0; i < 16; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(150));
-            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
-                return;
-            }
-        }
-    });
+    // In 16 pieces 150 ms apart: the proxy waits on the client far longer than the backend
+    // takes to read.
+    auto uploader = send_pieces(c.socket.native_handle(), std::string(body_size / 16, 'p'), 16,
+                                std::chrono::milliseconds(150));
     response res;
     EXPECT_NO_THROW(res = c.read_response());
     uploader.join();
@@ -322,15 +327,8 @@ TEST(StreamingTest, BackendClosingMidUploadGets502AtOnce)
     const auto started = std::chrono::steady_clock::now();
     c.write_raw("POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 100000\r\n\r\n" +
                 std::string(20000, 'a'));
-    std::thread uploader([fd = c.socket.native_handle()] {
-        const std::string piece(10000, 'b');
-        for (int i = 0; i < 8; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
-                return;
-            }
-        }
-    });
+    auto uploader = send_pieces(c.socket.native_handle(), std::string(10000, 'b'), 8,
+                                std::chrono::milliseconds(100));
     response res;
     EXPECT_NO_THROW(res = c.read_response());
     const auto waited = std::chrono::steady_clock::now() - started;
@@ -431,14 +429,7 @@ TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTi
     client c(proxy.port());
     c.write_raw("POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 16777216\r\n"
                 "Accept: application/json\r\n\r\n");
-    std::thread uploader([fd = c.socket.native_handle()] {
-        const std::string piece(64 * 1024, 'x');
-        for (int i = 0; i < 256; ++i) {
-            if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) < 0) {
-                return;
-            }
-        }
-    });
+    auto uploader = send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'x'), 256);
     response res;
     EXPECT_NO_THROW(res = c.read_response());
     uploader.join();
