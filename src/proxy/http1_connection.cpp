@@ -69,9 +69,10 @@ constexpr std::size_t inline_body_size = 16 * 1024;
 // several megabytes.
 constexpr auto lingering_close_time = std::chrono::seconds(2);
 constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
-// A backend that has answered and then not taken a byte of the request body for this long,
-// its socket full, has stopped reading it: the rest of the body is not sent.
-constexpr auto stalled_body_grace = std::chrono::seconds(1);
+// A backend that has answered and then, at this many checks in a row this far apart, took
+// none of the request body queued for it has stopped reading it: the rest is not sent.
+constexpr auto stalled_body_check = std::chrono::seconds(1);
+constexpr int stalled_body_checks = 2;
 
 /// What is known about a client connection, whatever protocol it speaks.
 struct client_info {
@@ -978,31 +979,36 @@ std::size_t interim_response_length(std::string_view bytes)
     return end == std::string_view::npos ? 0 : end + 4;
 }
 
-/// Whether the backend has stopped taking bytes from `io`'s socket, or is gone: bytes sit in
-/// its send queue, no fewer than `queued` (updated), and none was written since `sent`.
+/// Bytes written to `fd` that its peer has not taken yet (0 when the system cannot say).
+int queued_bytes(int fd)
+{
+    int queued = 0;
+    return ::ioctl(fd, SIOCOUTQ, &queued) == 0 ? queued : 0;
+}
+
+/// Whether the backend took nothing from `io`'s socket since the last check, or is gone:
+/// bytes sit in its send queue, no fewer than `queued` (updated), and no write completed
+/// since `sent_before`.
 template <typename Upstream>
-bool backend_stopped_reading(Upstream& io, std::uint64_t sent_before, std::uint64_t sent,
-                             int& queued)
+bool backend_took_nothing(Upstream& io, std::uint64_t sent_before, std::uint64_t sent,
+                          int& queued)
 {
     const int fd = tcp_of(io).socket().native_handle();
     pollfd p{fd, POLLOUT, 0};
     if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0) {
         return true;
     }
-    int now = 0;
-    if (::ioctl(fd, SIOCOUTQ, &now) != 0) {
-        return false;
-    }
-    const bool stalled = now > 0 && now >= queued && sent == sent_before;
+    const int now = queued_bytes(fd);
+    const bool none = now > 0 && now >= queued && sent == sent_before;
     queued = now;
-    return stalled;
+    return none;
 }
 
 /**
  * Watches the backend while the request body is on its way. Interim responses are read and
  * dropped (portico answers the client's `Expect` itself). When a final response begins, its
  * bytes stay in `buffer`, `spoke` is set, and the watch goes on until the backend stops
- * taking the body (`stalled_body_grace`), when it ends and so cuts the body short: a
+ * taking the body (`stalled_body_checks`), when it ends and so cuts the body short: a
  * backend may answer first and read the body after (a handler that sends its head at once,
  * a streaming upload), or answer and stop reading (a 413, a 401). Sets `failure` when the
  * backend closed or broke the connection instead: Asio's reactor then reads that socket
@@ -1041,15 +1047,18 @@ task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer,
         }
     }
     spoke = true;
-    steady_timer grace(tcp_of(io).get_executor());
-    int queued = 0;
-    for (;;) {
+    steady_timer check(tcp_of(io).get_executor());
+    int queued = queued_bytes(tcp_of(io).socket().native_handle());
+    int checks_taking_nothing = 0;
+    while (checks_taking_nothing < stalled_body_checks) {
         const auto sent_before = sent;
-        grace.expires_after(stalled_body_grace);
-        auto [ec] = co_await grace.async_wait(as_task);
-        if (ec || backend_stopped_reading(io, sent_before, sent, queued)) {
+        check.expires_after(stalled_body_check);
+        auto [ec] = co_await check.async_wait(as_task);
+        if (ec) {
             co_return;
         }
+        checks_taking_nothing =
+            backend_took_nothing(io, sent_before, sent, queued) ? checks_taking_nothing + 1 : 0;
     }
 }
 
@@ -1101,6 +1110,13 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // client's read included.
         bec = first.index() == 0 ? std::get<0>(first)
                                  : make_error_code(net::error::operation_aborted);
+        if (bec && backend_spoke && !backend_failure) {
+            // The body ends here: a backend still reading it (slowly, or after a pause the
+            // watch took for a stop) sees its end and finishes, instead of waiting for the
+            // rest while the response is read with no deadline.
+            boost::system::error_code ignored;
+            tcp_of(io).socket().shutdown(net::socket_base::shutdown_send, ignored);
+        }
     }
     rec.bytes_in = sent;
     if (backend_failure) {
