@@ -771,7 +771,10 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
                 co_return make_error_code(errc::body_too_large);
             }
             body.size = produced;
-            body.data = chunk.get();
+            // No bytes is no buffer: Beast's chunked serializer frames an empty buffer as a
+            // chunk of its own, "0\r\n\r\n", which ahead of the last chunk ends the body
+            // twice, and the peer reads the second as the start of the next message.
+            body.data = produced > 0 ? chunk.get() : nullptr;
             body.more = !parser.is_done();
             if (produced == 0 && body.more) {
                 continue;

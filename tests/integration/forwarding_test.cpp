@@ -225,10 +225,47 @@ TEST(ForwardingTest, ChunkedUploadIsStreamedAndReframed)
     origin backend;
     proxy_harness proxy(route_to(backend.port()));
     client c(proxy.port());
-    c.write_raw("POST /up HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
-                "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
-    auto res = c.read_response();
-    EXPECT_EQ(res.body(), "POST /up host=app.localhost body=11");
+    // Twice on one connection, then a request without a body: each re-framed body ends with
+    // one last chunk, or the backend would read the rest as the start of the next request.
+    for (int i = 0; i < 2; ++i) {
+        c.write_raw("POST /up HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        auto res = c.read_response();
+        EXPECT_EQ(res.result_int(), 200) << i;
+        EXPECT_EQ(res.body(), "POST /up host=app.localhost body=11") << i;
+    }
+    EXPECT_EQ(c.get("app.localhost", "/after").result_int(), 200);
+    EXPECT_EQ(backend.connections(), 1);
+    EXPECT_EQ(backend.seen(), (std::vector<std::string>{"POST /up", "POST /up", "GET /after"}));
+}
+
+TEST(ForwardingTest, ChunkedResponsesEndOnceOnAKeptAliveConnection)
+{
+    // Each re-chunked response ends with one last chunk: a second one would be read by the
+    // client as the start of the next response on the connection.
+    origin backend([](origin_connection& c) {
+        while (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n0\r\n\r\n");
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("GET /1 HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+                "GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    std::string received;
+    std::array<char, 4096> chunk{};
+    const std::string one = "HTTP/1.1 200 OK\r\nVia: 1.1 portico\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5\r\nhello\r\n0\r\n\r\n";
+    while (received.size() < 2 * one.size()) {
+        boost::system::error_code ec;
+        const auto n = c.stream.read_some(net::buffer(chunk), ec);
+        if (ec) {
+            break;
+        }
+        received.append(chunk.data(), n);
+    }
+    EXPECT_EQ(received, one + one);
 }
 
 TEST(ForwardingTest, UnknownHostGets404ListingRoutesAndIsNotForwarded)
