@@ -966,16 +966,20 @@ enum class body_outcome {
 };
 
 /**
- * The length of the complete interim response (100 Continue, 103 Early Hints: sent before a
- * backend reads the body) at the start of `bytes`, or 0 when they start with anything else:
- * a final status, a head not complete yet, or bytes that are no response head (the parser
- * says what is wrong with them later).
+ * Whether `bytes` begin with the status line of an interim response (100 Continue, 103
+ * Early Hints: sent before a backend reads the body): "HTTP/1.x 1NN", not 101, which
+ * switches protocols. Twelve bytes tell; fewer never do.
  */
+bool starts_interim_response(std::string_view bytes)
+{
+    return bytes.size() >= 12 && bytes.starts_with("HTTP/1.") && bytes[8] == ' ' &&
+           bytes[9] == '1' && bytes.substr(9, 3) != "101";
+}
+
+/// The length of the complete interim response at the start of `bytes`, or 0.
 std::size_t interim_response_length(std::string_view bytes)
 {
-    // "HTTP/1.x 1NN", not 101: that one switches protocols.
-    if (bytes.size() < 12 || !bytes.starts_with("HTTP/1.") || bytes[8] != ' ' ||
-        bytes[9] != '1' || bytes.substr(9, 3) == "101") {
+    if (!starts_interim_response(bytes)) {
         return 0;
     }
     const auto end = bytes.find("\r\n\r\n");
@@ -1030,11 +1034,11 @@ task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer,
             buffer.consume(interim);
             continue;
         }
-        // Twelve bytes tell an interim status from a final one; a head that grows past the
-        // size of a response head without ending is final for this purpose (the parser
-        // refuses it).
-        if (bytes.size() >= 12 && (!bytes.starts_with("HTTP/1.") || bytes[9] != '1' ||
-                                   bytes.substr(9, 3) == "101" || bytes.size() > head_read_size)) {
+        // Anything but an interim response (a final status, bytes that are no response
+        // head, or an interim head that grows past any real one without ending) answers
+        // the request; the parser says what is wrong with it, if anything.
+        if (bytes.size() >= 12 &&
+            (!starts_interim_response(bytes) || bytes.size() > head_read_size)) {
             break;
         }
         auto [ec, n] = co_await io.async_read_some(
@@ -1068,10 +1072,10 @@ task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer,
 /**
  * Sends a request's body to the backend (after `100 Continue` when the client waits for
  * it), re-framed by `writer` when chunked. A backend may answer before it has read the whole
- * body (a 413, a 401, a redirect) and stop reading: the body is then cut short and that
- * response relayed at once, as nginx does, instead of waiting for a deadline with the client
- * on the other end of a stalled upload. A coroutine of its own so that a bodiless request's
- * exchange frame stays small.
+ * body: the body goes on while the backend takes it, and is cut short once it stops (a 413,
+ * a 401), so that its answer is relayed instead of a deadline's 504 with the client on the
+ * other end of a stalled upload (decision 0014). A coroutine of its own so that a bodiless
+ * request's exchange frame stays small.
  */
 template <typename Stream, typename Upstream>
 task<body_outcome> send_request_body(connection<Stream>& c, request_parser& parser,
