@@ -1120,7 +1120,10 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         if (bec && backend_spoke && !backend_failure) {
             // The body ends here: a backend still reading it (slowly, or after a pause the
             // watch took for a stop) sees its end and finishes, instead of waiting for the
-            // rest while the response is read with no deadline.
+            // rest. Under TLS the write cut off mid-record makes the backend's next read
+            // fail instead, and it cannot answer; a backend that needs the rest of the body
+            // to answer loses its answer either way, and this way it ends at once rather
+            // than at the response's read deadline (`exchange`).
             boost::system::error_code ignored;
             tcp_of(io).socket().shutdown(net::socket_base::shutdown_send, ignored);
         }
@@ -1294,7 +1297,10 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     tcp_of(io).expires_never();
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
-                                    step_timeouts{.write = cfg.timeouts.idle}, rec.bytes,
+                                    step_timeouts{.read = rec.body_unread ? cfg.timeouts.idle
+                                                                          : std::chrono::milliseconds(0),
+                                                  .write = cfg.timeouts.idle},
+                                    rec.bytes,
                                     read_failed);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
@@ -1409,7 +1415,13 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 
     const auto response_header_limit =
         static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
-    if (cfg.timeouts.upstream.count() > 0) {
+    // After a body cut short, a backend that the cut misjudged may still wait for the rest of
+    // it: each read of its response then waits at most `timeouts.idle`.
+    const std::chrono::milliseconds cut_read_limit =
+        rec.body_unread ? cfg.timeouts.idle : std::chrono::milliseconds(0);
+    if (cut_read_limit.count() > 0) {
+        tcp_of(io).expires_after(cut_read_limit);
+    } else if (cfg.timeouts.upstream.count() > 0) {
         tcp_of(io).expires_after(cfg.timeouts.upstream);
     } else {
         tcp_of(io).expires_never();
@@ -1484,7 +1496,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                 tcp_of(io).expires_never();
                 bool read_failed = false;
                 ec = co_await relay_length(io, up.buffer, c.stream, length,
-                                           step_timeouts{.write = cfg.timeouts.idle}, rec.bytes,
+                                           step_timeouts{.read = cut_read_limit,
+                                                         .write = cfg.timeouts.idle},
+                                           rec.bytes,
                                            read_failed);
                 if (!finish_response_body(c.info, rec, route, ec, read_failed)) {
                     co_return false;

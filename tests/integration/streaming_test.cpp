@@ -372,6 +372,40 @@ TEST(StreamingTest, BackendTakenToHaveStoppedSeesTheEndOfTheBodyAndFinishes)
     EXPECT_EQ(res.body(), "partial message") << res.body();
 }
 
+TEST(StreamingTest, ResponseOfABackendWhoseBodyWasCutEndsAtTheIdleTimeout)
+{
+    // A backend that answered, stopped reading, and then neither sends the rest of its
+    // response nor closes (the end of the body it was shown changes nothing): after the cut,
+    // each read of its response waits at most timeouts.idle, so the exchange ends.
+    std::atomic<bool> finished{false};
+    origin backend([&finished](origin_connection& c) {
+        std::string head;
+        boost::system::error_code ec;
+        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+        wait_until([&finished] { return finished.load(); }, std::chrono::seconds(20));
+    });
+    proxy_harness proxy("timeouts: { idle: 4s }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("PUT /cut HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 16777216\r\n\r\n");
+    auto uploader = send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'c'), 256);
+    std::string received;
+    std::array<char, 4096> chunk{};
+    const auto started = std::chrono::steady_clock::now();
+    boost::system::error_code ec;
+    while (!ec && std::chrono::steady_clock::now() - started < std::chrono::seconds(15)) {
+        const auto n = c.stream.read_some(net::buffer(chunk), ec);
+        received.append(chunk.data(), n);
+    }
+    uploader.join();
+    finished = true;
+    // The head and the chunk that came went out; then the connection closed, unfinished.
+    EXPECT_TRUE(ec == net::error::eof || ec == net::error::connection_reset) << ec.message();
+    EXPECT_NE(received.find("5\r\nfirst\r\n"), std::string::npos) << received;
+    EXPECT_EQ(received.find("0\r\n\r\n"), std::string::npos) << received;
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(12));
+}
+
 TEST(StreamingTest, BackendClosingMidUploadGets502AtOnce)
 {
     // The backend takes the head, then closes (a reset: the body it did not read is still
