@@ -494,6 +494,28 @@ struct step_timeouts {
     std::chrono::milliseconds write{0};
 };
 
+/// Starts a step's read from `from` under `timeouts` (see `step_timeouts`).
+template <typename From, typename To>
+void before_read_step(From& from, To& to, const step_timeouts& timeouts)
+{
+    if (timeouts.read.count() > 0) {
+        tcp_of(from).expires_after(timeouts.read);
+        tcp_of(to).expires_never();
+    }
+}
+
+/**
+ * The steps of relaying a response: each write to the client bounded by `timeouts.idle`;
+ * each read from the backend unbounded, unless the request's body was cut short: a backend
+ * the cut misjudged may still be waiting for the rest, so each read waits at most
+ * `timeouts.idle`.
+ */
+step_timeouts response_steps(const config::config& cfg, const exchange_record& rec)
+{
+    return {.read = rec.body_unread ? cfg.timeouts.idle : std::chrono::milliseconds(0),
+            .write = cfg.timeouts.idle};
+}
+
 /**
  * Copies exactly `length` body bytes: first those already buffered, then from the socket,
  * each read written out before the next (bounded memory, streaming preserved).
@@ -511,10 +533,7 @@ relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t l
                                  from_buffer.data());
             from_buffer.consume(n);
         } else {
-            if (timeouts.read.count() > 0) {
-                tcp_of(from).expires_after(timeouts.read);
-                tcp_of(to).expires_never();
-            }
+            before_read_step(from, to, timeouts);
             auto [ec, got] = co_await from.async_read_some(
                 net::buffer(chunk, std::min<std::uint64_t>(chunk_size, length)));
             if (ec) {
@@ -752,10 +771,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
         if (!parser.is_done()) {
             body.data = chunk.get();
             body.size = body_chunk_size;
-            if (timeouts.read.count() > 0) {
-                tcp_of(from).expires_after(timeouts.read);
-                tcp_of(to).expires_never();
-            }
+            before_read_step(from, to, timeouts);
             auto [ec, n] = co_await beast::http::async_read_some(from, from_buffer, parser);
             if (ec == beast::http::error::need_buffer) {
                 ec = {};
@@ -1297,11 +1313,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     tcp_of(io).expires_never();
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
-                                    step_timeouts{.read = rec.body_unread ? cfg.timeouts.idle
-                                                                          : std::chrono::milliseconds(0),
-                                                  .write = cfg.timeouts.idle},
-                                    rec.bytes,
-                                    read_failed);
+                                    response_steps(cfg, rec), rec.bytes, read_failed);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }
@@ -1415,12 +1427,8 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 
     const auto response_header_limit =
         static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
-    // After a body cut short, a backend that the cut misjudged may still wait for the rest of
-    // it: each read of its response then waits at most `timeouts.idle`.
-    const std::chrono::milliseconds cut_read_limit =
-        rec.body_unread ? cfg.timeouts.idle : std::chrono::milliseconds(0);
-    if (cut_read_limit.count() > 0) {
-        tcp_of(io).expires_after(cut_read_limit);
+    if (const auto after_cut = response_steps(cfg, rec).read; after_cut.count() > 0) {
+        tcp_of(io).expires_after(after_cut);
     } else if (cfg.timeouts.upstream.count() > 0) {
         tcp_of(io).expires_after(cfg.timeouts.upstream);
     } else {
@@ -1496,10 +1504,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                 tcp_of(io).expires_never();
                 bool read_failed = false;
                 ec = co_await relay_length(io, up.buffer, c.stream, length,
-                                           step_timeouts{.read = cut_read_limit,
-                                                         .write = cfg.timeouts.idle},
-                                           rec.bytes,
-                                           read_failed);
+                                           response_steps(cfg, rec), rec.bytes, read_failed);
                 if (!finish_response_body(c.info, rec, route, ec, read_failed)) {
                     co_return false;
                 }

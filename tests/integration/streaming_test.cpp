@@ -406,6 +406,25 @@ TEST(StreamingTest, ResponseOfABackendWhoseBodyWasCutEndsAtTheIdleTimeout)
     EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(12));
 }
 
+TEST(StreamingTest, ChunkedUploadOverTheLimitGets413EvenAfterAnEarlyAnswer)
+{
+    // limits.body_bytes: a chunked body over it gets 413 when no response has started to the
+    // client; an answer the backend sent early and the proxy holds has not started.
+    origin backend(sends_before_reading_body("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                                             [](const std::string&) { return std::string(); }));
+    proxy_harness proxy("limits: { body_bytes: 100000 }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /big HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    auto uploader =
+        send_pieces(c.socket.native_handle(), "4000\r\n" + std::string(0x4000, 'l') + "\r\n", 16,
+                    std::chrono::milliseconds(20));
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    uploader.join();
+    EXPECT_EQ(res.result_int(), 413);
+    EXPECT_EQ(res["X-Portico-Error"], "body_too_large");
+}
+
 TEST(StreamingTest, BackendClosingMidUploadGets502AtOnce)
 {
     // The backend takes the head, then closes (a reset: the body it did not read is still
