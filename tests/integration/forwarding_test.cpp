@@ -634,7 +634,7 @@ TEST(ForwardingTest, RequestWithBodyIsNotReplayedWhenPooledConnectionDies)
 
 TEST(ForwardingTest, RequestWhosePooledConnectionRefusesTheHeadGoesToAFreshOne)
 {
-    // The backend stops reading its first connection after answering on it (a unix socket
+    // The backend stops reading its first connection as it answers on it (a unix socket
     // shut for reading, so the next send fails at once with EPIPE), yet nothing arrives on
     // it: the pooled connection's check finds it quiet and open. The head written to it
     // fails before any of the request reached the backend, so any request, a POST
@@ -652,9 +652,13 @@ TEST(ForwardingTest, RequestWhosePooledConnectionRefusesTheHeadGoesToAFreshOne)
                 seen.push_back(std::string(req->method_string()) + " " +
                                std::string(req->target()) + " " + req->body());
             }
+            if (first_connection) {
+                // Shut before the answer: once portico has the answer it may pool the
+                // connection and write the next head, which must then fail.
+                ::shutdown(c.socket.native_handle(), SHUT_RD);
+            }
             c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
             if (first_connection) {
-                ::shutdown(c.socket.native_handle(), SHUT_RD);
                 // Held open and quiet until portico has opened another connection.
                 for (int i = 0; i < 500 && accepted.load() < 2; ++i) {
                     std::this_thread::sleep_for(std::chrono::milliseconds(10));
