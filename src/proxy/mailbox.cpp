@@ -65,7 +65,12 @@ void mailbox::wait()
                               drain();
                               running_ = false;
                               if (ec && ec != net::error::operation_aborted) {
-                                  refuse_more(); // the eventfd failed: no wake-up would come
+                                  // The eventfd failed: no wake-up would come, so reloads
+                                  // and shutdown would no longer reach this worker. Said
+                                  // once, loudly, and later posts are refused.
+                                  PORTICO_LOG(log::level::error, "worker_mailbox_failed",
+                                              {"error", ec.message()});
+                                  refuse_more();
                               }
                               if (is_closed()) {
                                   drain(); // what came before the close was marked

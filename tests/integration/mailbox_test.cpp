@@ -9,8 +9,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <future>
+#include <set>
+#include <string>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -157,6 +163,52 @@ TEST(MailboxTest, RefusedWorkIsDestroyedOnThePostingThread)
     std::weak_ptr<int> watch = token;
     EXPECT_FALSE(inbox.post([t = std::move(token)] { ++*t; }));
     EXPECT_TRUE(watch.expired());
+}
+
+/// The process's eventfd descriptors, from /proc/self/fd.
+std::set<int> eventfds()
+{
+    std::set<int> found;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+        const auto target = std::filesystem::read_symlink(e.path(), ec);
+        if (!ec && target.string() == "anon_inode:[eventfd]") {
+            found.insert(std::stoi(e.path().filename().string()));
+        }
+    }
+    return found;
+}
+
+TEST(MailboxTest, UnreadableWakeUpIsLoggedAndRefusesLaterWork)
+{
+    // A worker whose wake-up descriptor fails would no longer hear of reloads or shutdown:
+    // that is said in the log, and later posts are refused rather than lost unseen. The
+    // mailbox's eventfd is swapped for a directory, whose read fails (EISDIR).
+    net::io_context context(unlocked_hint);
+    // The reactor, and the eventfd it wakes itself with, come with the first timer.
+    net::steady_timer reactor_made(context);
+    const auto before = eventfds();
+    proxy::mailbox inbox(context);
+    std::set<int> added;
+    for (const int fd : eventfds()) {
+        if (!before.contains(fd)) {
+            added.insert(fd);
+        }
+    }
+    ASSERT_EQ(added.size(), 1u) << "the mailbox's own eventfd";
+    const int dir = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(dir, 0);
+    ASSERT_EQ(::dup2(dir, *added.begin()), *added.begin());
+    ::close(dir);
+
+    testing::internal::CaptureStderr();
+    inbox.open();
+    running_context runner(context);
+    const bool finished = runner.finishes_within(10s);
+    const auto logged = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(finished) << "a failed mailbox kept the context waiting";
+    EXPECT_NE(logged.find("worker_mailbox_failed"), std::string::npos) << logged;
+    EXPECT_FALSE(inbox.post([] {})) << "posts after the failure are refused";
 }
 
 } // namespace
