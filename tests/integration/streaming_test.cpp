@@ -340,6 +340,10 @@ TEST(StreamingTest, BackendPausingAfterItsHeadThenReadingGetsTheWholeBody)
                                              last_chunk, std::chrono::milliseconds(1800)));
     proxy_harness proxy(route_to(backend.port()));
     client c(proxy.port());
+    // The response comes only once the backend has read all 16 MiB after its pause: the
+    // client's one read waits for the pause and the whole transfer, which a slowed
+    // (sanitized, loaded, traced) run can take past the default 5 s bound.
+    bound_socket_waits(c.socket.native_handle(), std::chrono::seconds(30));
     c.write_raw(fmt::format("PUT /paused HTTP/1.1\r\nHost: app.localhost\r\n"
                             "Content-Length: {}\r\n\r\n",
                             body_size));
