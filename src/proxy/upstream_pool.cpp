@@ -3,6 +3,8 @@
 #include "portico/tls/client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -15,14 +17,18 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 
 namespace portico::proxy {
 namespace {
+
+using namespace net::experimental::awaitable_operators;
 
 // Idle connections kept per backend and worker: more than the concurrent requests a
 // browser keeps in flight (six per host over HTTP/1.1), so that a busy backend is not
@@ -115,8 +121,19 @@ public:
         using signature = void(boost::system::error_code, std::vector<tcp::endpoint>);
         return net::async_initiate<Token, signature>(
             [this](auto handler, std::string name, std::string service) {
-                job j{std::move(name), std::move(service),
-                      std::make_unique<answer_to<decltype(handler)>>(std::move(handler))};
+                auto to = std::make_unique<answer_to<decltype(handler)>>(std::move(handler));
+                auto slot = net::get_associated_cancellation_slot(*to->handler);
+                if (slot.is_connected()) {
+                    // Cancelled (a deadline): the waiting request goes on at once; the
+                    // thread, stuck in the system's resolver, drops the answer when it
+                    // comes, and skips the job if it has not started it.
+                    slot.assign([a = to.get()](net::cancellation_type type) {
+                        if (type != net::cancellation_type::none) {
+                            a->cancel();
+                        }
+                    });
+                }
+                job j{std::move(name), std::move(service), std::move(to)};
                 try {
                     enqueue(j);
                 } catch (const std::system_error& e) {
@@ -133,18 +150,44 @@ public:
 private:
     struct answer {
         virtual ~answer() = default;
-        /// Completes the resolve: on the worker's thread.
+        /// Completes the resolve, unless it was cancelled: on the worker's thread.
         virtual void give(boost::system::error_code ec, std::vector<tcp::endpoint> found) = 0;
+        /// Set on the worker's thread, read on the resolving one.
+        std::atomic<bool> cancelled{false};
     };
     template <typename Handler>
     struct answer_to final : answer {
         explicit answer_to(Handler h) : handler(std::move(h)) {}
+        ~answer_to() override
+        {
+            if (handler) {
+                // Dropped unanswered (the worker is going): nothing may cancel it later.
+                net::get_associated_cancellation_slot(*handler).clear();
+            }
+        }
         void give(boost::system::error_code ec, std::vector<tcp::endpoint> found) override
         {
-            auto ex = net::get_associated_executor(handler);
-            net::post(ex, beast::bind_front_handler(std::move(handler), ec, std::move(found)));
+            if (handler) {
+                complete(ec, std::move(found));
+            }
         }
-        Handler handler;
+        /// On the worker's thread, from the handler's cancellation slot.
+        void cancel()
+        {
+            cancelled = true;
+            if (handler) {
+                complete(net::error::operation_aborted, {});
+            }
+        }
+        void complete(boost::system::error_code ec, std::vector<tcp::endpoint> found)
+        {
+            Handler h = std::move(*handler);
+            handler.reset();
+            net::get_associated_cancellation_slot(h).clear();
+            auto ex = net::get_associated_executor(h);
+            net::post(ex, beast::bind_front_handler(std::move(h), ec, std::move(found)));
+        }
+        std::optional<Handler> handler;
     };
     struct job {
         std::string host;
@@ -183,8 +226,14 @@ private:
             }
             boost::system::error_code ec;
             std::vector<tcp::endpoint> found;
-            for (const auto& entry : resolver.resolve(j.host, j.port, ec)) {
-                found.push_back(entry.endpoint());
+            if (j.to->cancelled) {
+                // Its request stopped waiting while it queued behind a slow resolve: no
+                // reason to wait for the system's resolver again.
+                ec = net::error::operation_aborted;
+            } else {
+                for (const auto& entry : resolver.resolve(j.host, j.port, ec)) {
+                    found.push_back(entry.endpoint());
+                }
             }
             // The answer holds the waiting coroutine. Destroyed here, it would post the
             // coroutine's unwinding to the worker from this thread; so a closed mailbox's
@@ -363,13 +412,27 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
             if (!resolver_) {
                 resolver_ = std::make_unique<name_resolver>(inbox_);
             }
-            auto [rec, resolved] = co_await resolver_->async_resolve(
-                b.host, std::to_string(b.port), net::as_tuple(net::deferred));
+            // The system's resolver may wait far longer than a developer would (5 s per
+            // try and name server by default): the name gets `timeouts.connect`, as a
+            // connection does, and each address found its own after it.
+            steady_timer deadline(executor_);
+            deadline.expires_after(timeouts_.connect);
+            auto outcome = co_await (
+                resolver_->async_resolve(b.host, std::to_string(b.port), as_task) ||
+                deadline.async_wait(as_task));
+            result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
+            if (outcome.index() == 1) {
+                result.error = errc::upstream_connect_timeout;
+                result.detail = fmt::format("no address for {} from the name resolver",
+                                            b.host);
+                co_return result;
+            }
+            auto [rec, resolved] = std::move(std::get<0>(outcome));
             if (rec) {
-                result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
                 result.detail = rec.message();
                 co_return result;
             }
+            result.tried.pop_back();
             candidates = std::move(resolved);
         }
     }

@@ -13,11 +13,17 @@
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -191,6 +197,54 @@ TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
     EXPECT_EQ(status, 200);
     portico.process->signal(SIGTERM);
     EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
+{
+    // A backend named by host whose name server never answers: each request ends at
+    // timeouts.connect with a 504 that names the host, not when the system's resolver gives
+    // up (3 s here, 5 s a try by default), and one still waiting for the name does not hold
+    // up the next. portico runs in a mount namespace of its own, whose /etc/resolv.conf
+    // names a silent server on loopback.
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "a mount namespace and port 53 need root";
+    }
+    const int dns = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(dns, 0);
+    sockaddr_in silent{};
+    silent.sin_family = AF_INET;
+    silent.sin_port = htons(53);
+    ASSERT_EQ(::inet_pton(AF_INET, "127.0.83.53", &silent.sin_addr), 1);
+    if (::bind(dns, reinterpret_cast<const sockaddr*>(&silent), sizeof silent) != 0) {
+        ::close(dns);
+        GTEST_SKIP() << "127.0.83.53:53 is taken: " << std::strerror(errno);
+    }
+    temp_dir dir;
+    const auto resolv_conf = dir.path() / "resolv.conf";
+    std::ofstream(resolv_conf) << "nameserver 127.0.83.53\noptions timeout:3 attempts:1\n";
+    if (std::system("unshare -m true 2>/dev/null") != 0) {
+        ::close(dns);
+        GTEST_SKIP() << "no mount namespace here";
+    }
+    running_portico portico("timeouts: { connect: 300ms }\nallow_remote_backends: true\n"
+                            "routes:\n  - host: app.localhost\n"
+                            "    to: dev-server.portico-test.invalid:8080\n",
+                            {},
+                            {"/usr/bin/unshare", "-m", "/bin/sh", "-c",
+                             R"(mount --bind "$0" /etc/resolv.conf && exec "$@")",
+                             resolv_conf.string()});
+    for (int i = 0; i < 2; ++i) {
+        client c(portico.port);
+        const auto start = std::chrono::steady_clock::now();
+        auto res = c.get("app.localhost", "/");
+        const auto took = std::chrono::steady_clock::now() - start;
+        EXPECT_EQ(res.result_int(), 504);
+        EXPECT_EQ(res["X-Portico-Error"], "upstream_connect_timeout");
+        EXPECT_NE(res.body().find("dev-server.portico-test.invalid"), std::string::npos)
+            << res.body();
+        EXPECT_LT(took, std::chrono::milliseconds(2500)) << "request " << i;
+    }
+    ::close(dns);
 }
 
 TEST(BinaryTest, SigintStopsGracefullyWithExitZero)

@@ -9,7 +9,8 @@
 namespace portico::test {
 
 running_portico::running_portico(const std::string& routes_yaml,
-                                 std::vector<std::string> extra_args)
+                                 std::vector<std::string> extra_args,
+                                 std::vector<std::string> launcher)
 {
     std::ofstream(dir.path() / "portico.yaml")
         << "listen: [127.0.0.1:0]\nworkers: 1\ntls: { ca_dir: " << ca_dir().string() << " }\n"
@@ -17,6 +18,7 @@ running_portico::running_portico(const std::string& routes_yaml,
     std::vector<std::string> argv{PORTICO_BINARY, "run", "-c",
                                   (dir.path() / "portico.yaml").string()};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    argv.insert(argv.begin(), launcher.begin(), launcher.end());
     process = std::make_unique<child>(
         argv, std::map<std::string, std::string>{{"ASAN_OPTIONS", "quarantine_size_mb=16"}});
     const auto ready = process->wait_for_line("ready");

@@ -20,10 +20,13 @@ struct running_portico {
      * @param routes_yaml appended to a configuration that listens on 127.0.0.1:0 with one
      *        worker and keeps its local CA in `ca_dir()`.
      * @param extra_args appended to `portico run -c FILE`.
+     * @param launcher a command that runs portico, which is appended to it (for example,
+     *        in a namespace of its own); empty for none.
      * @throws std::runtime_error with everything portico printed when no ready line arrives.
      */
     explicit running_portico(const std::string& routes_yaml,
-                             std::vector<std::string> extra_args = {});
+                             std::vector<std::string> extra_args = {},
+                             std::vector<std::string> launcher = {});
 
     /// The `tls.ca_dir` of this instance; portico creates `ca.pem` and `ca-key.pem` there.
     std::filesystem::path ca_dir() const;
