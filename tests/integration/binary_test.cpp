@@ -222,9 +222,12 @@ TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
     temp_dir dir;
     const auto resolv_conf = dir.path() / "resolv.conf";
     std::ofstream(resolv_conf) << "nameserver 127.0.83.53\noptions timeout:3 attempts:1\n";
-    if (std::system("unshare -m true 2>/dev/null") != 0) {
+    const auto mount_resolv_conf = fmt::format(
+        "/usr/bin/unshare -m /bin/sh -c 'mount --bind \"$0\" /etc/resolv.conf' '{}' 2>/dev/null",
+        resolv_conf.string());
+    if (std::system(mount_resolv_conf.c_str()) != 0) {
         ::close(dns);
-        GTEST_SKIP() << "no mount namespace here";
+        GTEST_SKIP() << "no mount namespace with a resolv.conf of its own here";
     }
     running_portico portico("timeouts: { connect: 300ms }\nallow_remote_backends: true\n"
                             "routes:\n  - host: app.localhost\n"
