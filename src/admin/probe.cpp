@@ -1,5 +1,7 @@
 #include "portico/admin/probe.hpp"
 
+#include "core/name_resolver.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -119,7 +121,8 @@ task<bool> try_connect(const typename Protocol::endpoint& ep, std::chrono::milli
     co_return !ec;
 }
 
-task<bool> is_listening(const config::backend& b, std::chrono::milliseconds timeout)
+task<bool> is_listening(const config::backend& b, std::chrono::milliseconds timeout,
+                        name_resolver& resolver)
 {
     if (b.scheme == config::backend_scheme::unix_socket) {
         co_return co_await try_connect<unix_protocol>(
@@ -134,13 +137,12 @@ task<bool> is_listening(const config::backend& b, std::chrono::milliseconds time
         if (!ec) {
             addresses.push_back(a);
         } else {
-            auto ex = co_await net::this_coro::executor;
-            tcp::resolver::rebind_executor<executor>::other resolver(ex);
-            auto [rec, results] = co_await resolver.async_resolve(b.host, std::to_string(b.port));
-            if (!rec) {
-                for (const auto& r : results) {
-                    addresses.push_back(r.endpoint().address());
-                }
+            // Bounded like a connect: a name server that does not answer must not stall
+            // the round, nor hold up shutdown (see `name_resolver`).
+            const auto r =
+                co_await resolve_within(resolver, b.host, std::to_string(b.port), timeout);
+            for (const auto& ep : r.found) {
+                addresses.push_back(ep.address());
             }
         }
     }
@@ -295,7 +297,15 @@ probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds 
         std::map<std::string, bool> listening;
         std::size_t pending = 0;
         steady_timer done;
-        explicit shared(executor e) : done(e) {}
+        // Gone with the round's last coroutine, on this thread, before the context.
+        name_resolver resolver;
+        explicit shared(executor e)
+            : done(e), resolver([e](std::function<void()> f) {
+                  net::post(e, std::move(f));
+                  return true;
+              })
+        {
+        }
     };
     auto state = std::make_shared<shared>(executor(ex));
     state->pending = backends.size();
@@ -304,7 +314,7 @@ probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds 
         net::co_spawn(
             ex,
             [b, timeout, state]() -> task<void> {
-                const bool up = co_await is_listening(b, timeout);
+                const bool up = co_await is_listening(b, timeout, state->resolver);
                 state->listening[b.text] = up;
                 if (--state->pending == 0) {
                     state->done.cancel();

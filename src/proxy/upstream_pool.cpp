@@ -1,10 +1,9 @@
 #include "proxy/upstream_pool.hpp"
 
+#include "core/name_resolver.hpp"
 #include "portico/tls/client.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -17,18 +16,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <optional>
 #include <system_error>
-#include <thread>
 
 namespace portico::proxy {
 namespace {
-
-using namespace net::experimental::awaitable_operators;
 
 // Idle connections kept per backend and worker: more than the concurrent requests a
 // browser keeps in flight (six per host over HTTP/1.1), so that a busy backend is not
@@ -87,178 +78,6 @@ char* write_ipv4(char* out, const net::ip::address_v4& a)
 
 } // namespace
 
-/**
- * Resolves backend names one at a time on a thread of its own (started on first use), and
- * answers on the worker's thread through its mailbox. Asio's own resolver cannot serve
- * here: its thread posts the answer to the context, and a worker's context takes no
- * scheduler lock (decision 0013). One thread per worker, as Asio's resolver has one per
- * context: resolves queue behind a slow one rather than each taking a thread.
- */
-class name_resolver {
-public:
-    explicit name_resolver(mailbox& inbox) : inbox_(inbox) {}
-
-    /// Waits for the resolve in progress, if any; what is queued is dropped.
-    ~name_resolver()
-    {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-        }
-        wake_.notify_one();
-        if (thread_.joinable()) {
-            thread_.join();
-        }
-    }
-
-    name_resolver(const name_resolver&) = delete;
-    name_resolver& operator=(const name_resolver&) = delete;
-
-    /// Resolves `host` and `port`; completes on the caller's executor. On the worker's thread.
-    template <typename Token>
-    auto async_resolve(std::string host, std::string port, Token&& token)
-    {
-        using signature = void(boost::system::error_code, std::vector<tcp::endpoint>);
-        return net::async_initiate<Token, signature>(
-            [this](auto handler, std::string name, std::string service) {
-                auto to = std::make_unique<answer_to<decltype(handler)>>(std::move(handler));
-                auto slot = net::get_associated_cancellation_slot(*to->handler);
-                if (slot.is_connected()) {
-                    // Cancelled (a deadline): the waiting request goes on at once; the
-                    // thread, stuck in the system's resolver, drops the answer when it
-                    // comes, and skips the job if it has not started it.
-                    slot.assign([a = to.get()](net::cancellation_type type) {
-                        if (type != net::cancellation_type::none) {
-                            a->cancel();
-                        }
-                    });
-                }
-                job j{std::move(name), std::move(service), std::move(to)};
-                try {
-                    enqueue(j);
-                } catch (const std::system_error& e) {
-                    // No thread to resolve on (a thread limit): the request fails, not the
-                    // worker.
-                    j.to->give(boost::system::error_code(e.code().value(),
-                                                         boost::system::system_category()),
-                               {});
-                }
-            },
-            token, std::move(host), std::move(port));
-    }
-
-private:
-    struct answer {
-        virtual ~answer() = default;
-        /// Completes the resolve, unless it was cancelled: on the worker's thread.
-        virtual void give(boost::system::error_code ec, std::vector<tcp::endpoint> found) = 0;
-        /// Set on the worker's thread, read on the resolving one.
-        std::atomic<bool> cancelled{false};
-    };
-    template <typename Handler>
-    struct answer_to final : answer {
-        explicit answer_to(Handler h) : handler(std::move(h)) {}
-        ~answer_to() override
-        {
-            if (handler) {
-                // Dropped unanswered (the worker is going): nothing may cancel it later.
-                net::get_associated_cancellation_slot(*handler).clear();
-            }
-        }
-        void give(boost::system::error_code ec, std::vector<tcp::endpoint> found) override
-        {
-            if (handler) {
-                complete(ec, std::move(found));
-            }
-        }
-        /// On the worker's thread, from the handler's cancellation slot.
-        void cancel()
-        {
-            cancelled = true;
-            if (handler) {
-                complete(net::error::operation_aborted, {});
-            }
-        }
-        void complete(boost::system::error_code ec, std::vector<tcp::endpoint> found)
-        {
-            Handler h = std::move(*handler);
-            handler.reset();
-            net::get_associated_cancellation_slot(h).clear();
-            auto ex = net::get_associated_executor(h);
-            net::post(ex, beast::bind_front_handler(std::move(h), ec, std::move(found)));
-        }
-        std::optional<Handler> handler;
-    };
-    struct job {
-        std::string host;
-        std::string port;
-        std::unique_ptr<answer> to;
-    };
-
-    /// Queues `j`, starting the thread first if needed; `j` is left as it was if that throws.
-    void enqueue(job& j)
-    {
-        {
-            std::lock_guard lock(mutex_);
-            if (!thread_.joinable()) {
-                thread_ = std::thread([this] { run(); });
-            }
-            jobs_.push_back(std::move(j));
-        }
-        wake_.notify_one();
-    }
-
-    void run()
-    {
-        // Asio's resolver, used blocking: its context never runs, so it is made once.
-        net::io_context blocking(1);
-        tcp::resolver resolver(blocking);
-        for (;;) {
-            job j;
-            {
-                std::unique_lock lock(mutex_);
-                wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-                if (stopping_) {
-                    return;
-                }
-                j = std::move(jobs_.front());
-                jobs_.pop_front();
-            }
-            boost::system::error_code ec;
-            std::vector<tcp::endpoint> found;
-            if (j.to->cancelled) {
-                // Its request stopped waiting while it queued behind a slow resolve: no
-                // reason to wait for the system's resolver again.
-                ec = net::error::operation_aborted;
-            } else {
-                for (const auto& entry : resolver.resolve(j.host, j.port, ec)) {
-                    found.push_back(entry.endpoint());
-                }
-            }
-            // The answer holds the waiting coroutine. Destroyed here, it would post the
-            // coroutine's unwinding to the worker from this thread; so a closed mailbox's
-            // refusal (not expected: a resolve is awaited by a connection, and the mailbox
-            // stays open while one is left) keeps it until this object goes, after the
-            // worker's loop has ended.
-            auto* to = j.to.release();
-            const bool taken = inbox_.post([to, ec, found = std::move(found)]() mutable {
-                std::unique_ptr<answer>(to)->give(ec, std::move(found));
-            });
-            if (!taken) {
-                std::lock_guard lock(mutex_);
-                refused_.emplace_back(to);
-            }
-        }
-    }
-
-    mailbox& inbox_;
-    std::mutex mutex_; ///< guards what follows, shared with the resolving thread
-    std::condition_variable wake_;
-    std::deque<job> jobs_;
-    std::vector<std::unique_ptr<answer>> refused_;
-    bool stopping_ = false;
-    std::thread thread_;
-};
 
 // Every client connection formats its peer's address twice (with and without the port);
 // inet_ntop goes through sprintf, which for IPv4 costs more than the four numbers are worth.
@@ -410,30 +229,25 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
         } else {
             // A remote backend by name (allowed by allow_remote_backends).
             if (!resolver_) {
-                resolver_ = std::make_unique<name_resolver>(inbox_);
+                resolver_ = std::make_unique<name_resolver>(
+                    [&inbox = inbox_](std::function<void()> f) { return inbox.post(std::move(f)); });
             }
-            // The system's resolver may wait far longer than a developer would (5 s per
-            // try and name server by default): the name gets `timeouts.connect`, as a
-            // connection does, and each address found its own after it.
-            steady_timer deadline(executor_);
-            deadline.expires_after(timeouts_.connect);
-            auto outcome = co_await (
-                resolver_->async_resolve(b.host, std::to_string(b.port), as_task) ||
-                deadline.async_wait(as_task));
-            result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
-            if (outcome.index() == 1) {
-                result.error = errc::upstream_connect_timeout;
-                result.detail = fmt::format("no address for {} from the name resolver",
-                                            b.host);
+            // A name gets `timeouts.connect`, as a connection does, and each address found
+            // its own after it.
+            auto r = co_await resolve_within(*resolver_, b.host, std::to_string(b.port),
+                                             timeouts_.connect);
+            if (r.error) {
+                result.tried.push_back(fmt::format("{}:{}", b.host, b.port));
+                if (r.timed_out) {
+                    result.error = errc::upstream_connect_timeout;
+                    result.detail =
+                        fmt::format("no address for {} from the name resolver", b.host);
+                } else {
+                    result.detail = r.error.message();
+                }
                 co_return result;
             }
-            auto [rec, resolved] = std::move(std::get<0>(outcome));
-            if (rec) {
-                result.detail = rec.message();
-                co_return result;
-            }
-            result.tried.pop_back();
-            candidates = std::move(resolved);
+            candidates = std::move(r.found);
         }
     }
 
@@ -505,6 +319,13 @@ void upstream_pool::clear()
 {
     last_lookup_.list = nullptr;
     idle_.clear();
+}
+
+void upstream_pool::cancel_resolves()
+{
+    if (resolver_) {
+        resolver_->cancel_all();
+    }
 }
 
 } // namespace portico::proxy

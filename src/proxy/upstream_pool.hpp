@@ -15,9 +15,12 @@
 #include <unordered_map>
 #include <vector>
 
+namespace portico {
+class name_resolver;
+}
+
 namespace portico::proxy {
 
-class name_resolver;
 
 /// One connection to a backend, with the bytes read from it but not yet parsed.
 struct upstream_connection {
@@ -51,7 +54,7 @@ struct acquire_result {
 class upstream_pool {
 public:
     /// A pool whose connections run on `ex`; names of remote backends are resolved on
-    /// another thread, whose answer comes back through `inbox`.
+    /// other threads, whose answers come back through `inbox`.
     upstream_pool(executor ex, mailbox& inbox, const config::timeouts& timeouts);
     ~upstream_pool();
 
@@ -80,6 +83,9 @@ public:
 
     /// Closes every idle connection (shutdown).
     void clear();
+
+    /// Ends every wait for a backend's name with `operation_aborted` (the shutdown deadline).
+    void cancel_resolves();
 
 private:
     task<acquire_result> connect_socket(const config::backend& b);

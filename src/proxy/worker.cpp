@@ -293,6 +293,8 @@ task<void> worker::shutdown_deadline()
             c.upstream->cancel();
         }
     }
+    // A request still waiting for a backend's name has no upstream to cancel yet.
+    pool_.cancel_resolves();
 }
 
 } // namespace portico::proxy

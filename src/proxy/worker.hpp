@@ -166,8 +166,8 @@ private:
     bool draining_ = false;
     bool past_deadline_ = false;
     steady_timer shutdown_timer_;
-    // Last, so it goes first: its resolver thread is joined, and an answer it still holds
-    // (only if the loop ended with a resolve pending) unwinds into a worker still whole.
+    // Last, so it goes first: a resolve still awaited (only if the loop ended with one
+    // pending) unwinds into a worker still whole.
     upstream_pool pool_;
 };
 

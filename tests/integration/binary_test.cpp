@@ -203,8 +203,9 @@ TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
 {
     // A backend named by host whose name server never answers: each request ends at
     // timeouts.connect with a 504 that names the host, not when the system's resolver gives
-    // up (3 s here, 5 s a try by default), and one still waiting for the name does not hold
-    // up the next. portico runs in a mount namespace of its own, whose /etc/resolv.conf
+    // up (3 s here, 5 s a try by default); a name that resolves at once (from the hosts
+    // file) is not held up meanwhile; and portico stops at once on SIGTERM though a resolve
+    // is still stuck. portico runs in a mount namespace of its own, whose /etc/resolv.conf
     // names a silent server on loopback.
     if (::geteuid() != 0) {
         GTEST_SKIP() << "a mount namespace and port 53 need root";
@@ -221,32 +222,54 @@ TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
     }
     temp_dir dir;
     const auto resolv_conf = dir.path() / "resolv.conf";
+    const auto hosts = dir.path() / "hosts";
     std::ofstream(resolv_conf) << "nameserver 127.0.83.53\noptions timeout:3 attempts:1\n";
-    const auto mount_resolv_conf = fmt::format(
-        "/usr/bin/unshare -m /bin/sh -c 'mount --bind \"$0\" /etc/resolv.conf' '{}' 2>/dev/null",
-        resolv_conf.string());
-    if (std::system(mount_resolv_conf.c_str()) != 0) {
+    std::ofstream(hosts) << "127.0.0.1 localhost\n127.0.0.1 fast-dev.portico-test\n";
+    const std::string mounts =
+        R"(mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts)";
+    const auto try_mounts = fmt::format("/usr/bin/unshare -m /bin/sh -c '{}' '{}' '{}' 2>/dev/null",
+                                        mounts, resolv_conf.string(), hosts.string());
+    if (std::system(try_mounts.c_str()) != 0) {
         ::close(dns);
-        GTEST_SKIP() << "no mount namespace with a resolv.conf of its own here";
+        GTEST_SKIP() << "no mount namespace with files of its own here";
     }
-    running_portico portico("timeouts: { connect: 300ms }\nallow_remote_backends: true\n"
-                            "routes:\n  - host: app.localhost\n"
-                            "    to: dev-server.portico-test.invalid:8080\n",
-                            {},
-                            {"/usr/bin/unshare", "-m", "/bin/sh", "-c",
-                             R"(mount --bind "$0" /etc/resolv.conf && exec "$@")",
-                             resolv_conf.string()});
+    origin backend;
+    running_portico portico(
+        fmt::format("timeouts: {{ connect: 300ms, shutdown: 5s }}\n"
+                    "allow_remote_backends: true\nroutes:\n"
+                    "  - host: app.localhost\n    to: dev-server.portico-test.invalid:8080\n"
+                    "  - host: fast.localhost\n    to: fast-dev.portico-test:{}\n",
+                    backend.port()),
+        {},
+        {"/usr/bin/unshare", "-m", "/bin/sh", "-c", mounts + R"( && shift && exec "$@")",
+         resolv_conf.string(), hosts.string()});
+    const auto took_since = [](std::chrono::steady_clock::time_point start) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - start);
+    };
     for (int i = 0; i < 2; ++i) {
         client c(portico.port);
         const auto start = std::chrono::steady_clock::now();
         auto res = c.get("app.localhost", "/");
-        const auto took = std::chrono::steady_clock::now() - start;
         EXPECT_EQ(res.result_int(), 504);
         EXPECT_EQ(res["X-Portico-Error"], "upstream_connect_timeout");
         EXPECT_NE(res.body().find("dev-server.portico-test.invalid"), std::string::npos)
             << res.body();
-        EXPECT_LT(took, std::chrono::milliseconds(2500)) << "request " << i;
+        EXPECT_LT(took_since(start), std::chrono::milliseconds(2500)) << "request " << i;
     }
+    {
+        // The silent name's resolve is still stuck (3 s from the first request).
+        client c(portico.port);
+        const auto start = std::chrono::steady_clock::now();
+        auto res = c.get("fast.localhost", "/fast");
+        EXPECT_EQ(res.result_int(), 200) << res.body();
+        EXPECT_LT(took_since(start), std::chrono::milliseconds(1500));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
+    EXPECT_LT(took_since(start), std::chrono::milliseconds(1500))
+        << "shutdown waited for the stuck resolve";
     ::close(dns);
 }
 
