@@ -288,8 +288,20 @@ std::vector<config::backend> backends_of(const std::vector<config::route>& route
     return out;
 }
 
+namespace {
+
+/// A resolver whose answers are posted to `ex`'s context.
+std::shared_ptr<name_resolver> resolver_posting_to(executor ex)
+{
+    return std::make_shared<name_resolver>([ex](std::function<void()> f) {
+        net::post(ex, std::move(f));
+        return true;
+    });
+}
+
 task<std::map<std::string, backend_state>>
-probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds timeout)
+probe_backends_with(std::vector<config::backend> backends, std::chrono::milliseconds timeout,
+                    std::shared_ptr<name_resolver> resolver)
 {
     // One coroutine per backend, all in flight at once, so a slow one costs one timeout.
     auto ex = co_await net::this_coro::executor;
@@ -297,24 +309,17 @@ probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds 
         std::map<std::string, bool> listening;
         std::size_t pending = 0;
         steady_timer done;
-        // Gone with the round's last coroutine, on this thread, before the context.
-        name_resolver resolver;
-        explicit shared(executor e)
-            : done(e), resolver([e](std::function<void()> f) {
-                  net::post(e, std::move(f));
-                  return true;
-              })
-        {
-        }
+        std::shared_ptr<name_resolver> resolver;
+        shared(executor e, std::shared_ptr<name_resolver> r) : done(e), resolver(std::move(r)) {}
     };
-    auto state = std::make_shared<shared>(executor(ex));
+    auto state = std::make_shared<shared>(executor(ex), std::move(resolver));
     state->pending = backends.size();
     state->done.expires_at(steady_timer::time_point::max());
     for (const auto& b : backends) {
         net::co_spawn(
             ex,
             [b, timeout, state]() -> task<void> {
-                const bool up = co_await is_listening(b, timeout, state->resolver);
+                const bool up = co_await is_listening(b, timeout, *state->resolver);
                 state->listening[b.text] = up;
                 if (--state->pending == 0) {
                     state->done.cancel();
@@ -341,6 +346,16 @@ probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds 
     co_return out;
 }
 
+} // namespace
+
+task<std::map<std::string, backend_state>>
+probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds timeout)
+{
+    auto ex = co_await net::this_coro::executor;
+    co_return co_await probe_backends_with(std::move(backends), timeout,
+                                           resolver_posting_to(executor(ex)));
+}
+
 std::map<std::string, backend_state> probe_backends_now(std::vector<config::backend> backends,
                                                         std::chrono::milliseconds timeout)
 {
@@ -354,9 +369,11 @@ backend_monitor::backend_monitor(executor ex, observatory& obs, backend_source s
                                  std::chrono::milliseconds interval,
                                  std::chrono::milliseconds timeout)
     : executor_(ex), observatory_(obs), source_(std::move(source)), interval_(interval),
-      timeout_(timeout), timer_(ex)
+      timeout_(timeout), timer_(ex), resolver_(resolver_posting_to(ex))
 {
 }
+
+backend_monitor::~backend_monitor() = default;
 
 void backend_monitor::start() { net::co_spawn(executor_, loop(), net::detached); }
 
@@ -371,7 +388,9 @@ void backend_monitor::stop()
 task<void> backend_monitor::loop()
 {
     while (!stopped_) {
-        const auto states = co_await probe_backends(source_(), timeout_);
+        // One resolver for every round: a round finds a name still stuck from the last
+        // one being resolved, and waits for that rather than starting it again.
+        const auto states = co_await probe_backends_with(source_(), timeout_, resolver_);
         if (stopped_) {
             break;
         }

@@ -86,9 +86,10 @@ void name_resolver::run(std::shared_ptr<shared_state> s)
     std::unique_lock lock(s->mutex);
     for (;;) {
         ++s->idle;
-        s->wake.wait(lock, [&] { return !s->owned || !s->queue.empty(); });
+        const bool woken = s->wake.wait_for(lock, idle_thread_time,
+                                            [&] { return !s->owned || !s->queue.empty(); });
         --s->idle;
-        if (!s->owned) {
+        if (!s->owned || !woken) {
             --s->threads;
             return;
         }

@@ -31,7 +31,8 @@
 namespace portico {
 
 /**
- * Resolves names on threads of its own (started on demand, at most `max_threads`) and
+ * Resolves names on threads of its own (started on demand, at most `max_threads`, gone
+ * after `idle_thread_time` without work) and
  * answers on its owner's thread, through `deliver`. Requests for a name already being
  * resolved share that resolve, and other names go on other threads meanwhile. A resolve is
  * cancellable (per-operation cancellation, as by a deadline: see `resolve_within`); its
@@ -90,8 +91,12 @@ public:
     /// Completes every resolve still awaited with `operation_aborted`.
     void cancel_all();
 
-    /// Threads that may wait in the system's resolver at once.
-    static constexpr std::size_t max_threads = 4;
+    /// Threads that may wait in the system's resolver at once: names stuck at once
+    /// beyond this hold up the others. Requests for one name share a thread, so this is a
+    /// bound on distinct names, of which a configuration has few.
+    static constexpr std::size_t max_threads = 32;
+    /// How long a thread with nothing to resolve stays for the next name.
+    static constexpr std::chrono::seconds idle_thread_time{30};
 
 private:
     using name_key = std::pair<std::string, std::string>; ///< host, port

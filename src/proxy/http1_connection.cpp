@@ -1861,6 +1861,11 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     if (!acquired.connection) {
         acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
     }
+    if (!acquired.connection && c.w.is_past_shutdown_deadline()) {
+        // Cut short by the shutdown deadline (a connect or a name's resolve cancelled), not
+        // by the backend: no page blames it, and it is not marked down.
+        co_return false;
+    }
     note_backend_state(c.w, route.to, acquired);
     if (!acquired.connection) {
         plan.detail = acquired.detail;

@@ -11,11 +11,16 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace portico {
+class name_resolver;
+}
 
 namespace portico::admin {
 
@@ -65,6 +70,7 @@ public:
     backend_monitor(executor ex, observatory& obs, backend_source source,
                     std::chrono::milliseconds interval = std::chrono::seconds(2),
                     std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
+    ~backend_monitor();
 
     /// Starts probing at once, then every interval.
     void start();
@@ -82,6 +88,7 @@ private:
     std::chrono::milliseconds interval_;
     std::chrono::milliseconds timeout_;
     steady_timer timer_;
+    std::shared_ptr<name_resolver> resolver_; ///< for backends named by host
     bool stopped_ = false;
 };
 
