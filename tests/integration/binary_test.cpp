@@ -202,13 +202,14 @@ TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
 }
 
 /**
- * A name server on loopback that never answers, and the launcher that runs a process in a
+ * A name server on `address` (a loopback one of the test's own: tests run side by side)
+ * that never answers, and the launcher that runs a process in a
  * mount namespace of its own whose /etc/resolv.conf names it (5 s a try, one try) and whose
  * /etc/hosts names fast-dev.portico-test. `unusable` says why not, where this cannot be set
  * up (it needs root).
  */
 struct silent_name_server {
-    silent_name_server()
+    explicit silent_name_server(const std::string& address)
     {
         if (::geteuid() != 0) {
             unusable = "a mount namespace and port 53 need root";
@@ -218,14 +219,15 @@ struct silent_name_server {
         sockaddr_in silent{};
         silent.sin_family = AF_INET;
         silent.sin_port = htons(53);
-        ::inet_pton(AF_INET, "127.0.83.53", &silent.sin_addr);
+        ::inet_pton(AF_INET, address.c_str(), &silent.sin_addr);
         if (fd < 0 || ::bind(fd, reinterpret_cast<const sockaddr*>(&silent), sizeof silent) != 0) {
-            unusable = std::string("127.0.83.53:53 is taken: ") + std::strerror(errno);
+            unusable = address + ":53 is taken: " + std::strerror(errno);
             return;
         }
         const auto resolv_conf = dir.path() / "resolv.conf";
         const auto hosts = dir.path() / "hosts";
-        std::ofstream(resolv_conf) << "nameserver 127.0.83.53\noptions timeout:5 attempts:1\n";
+        std::ofstream(resolv_conf) << "nameserver " << address
+                                   << "\noptions timeout:5 attempts:1\n";
         std::ofstream(hosts) << "127.0.0.1 localhost\n127.0.0.1 fast-dev.portico-test\n";
         const std::string mounts =
             R"(mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts)";
@@ -267,7 +269,7 @@ TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
     // up (5 s here, a try per server); a name that resolves at once (from the hosts file) is
     // not held up meanwhile, by the server or by `portico routes`; and portico stops at once
     // on SIGTERM though resolves are still stuck.
-    silent_name_server dns;
+    silent_name_server dns("127.0.83.61");
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
@@ -334,7 +336,7 @@ TEST(BinaryTest, ShutdownDeadlineEndsAWaitForANameWithoutBlamingTheBackend)
     // A request still waiting for a backend's name when the shutdown deadline passes is
     // closed, like every request cut there: no 502 page says the backend is not listening,
     // and portico exits at the deadline, not at timeouts.connect.
-    silent_name_server dns;
+    silent_name_server dns("127.0.83.62");
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
