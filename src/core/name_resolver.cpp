@@ -98,19 +98,21 @@ void name_resolver::run(std::shared_ptr<shared_state> s)
         const auto& waiting = s->pending[name];
         const bool wanted = std::any_of(waiting.begin(), waiting.end(),
                                         [](const auto& a) { return !a->settled; });
-        lock.unlock();
         boost::system::error_code ec = net::error::operation_aborted;
         std::vector<tcp::endpoint> found;
         if (wanted) {
+            // Skipped names keep the lock throughout, so that no request joins a name
+            // whose answer is already "aborted".
+            lock.unlock();
             for (const auto& entry : resolver.resolve(name.first, name.second, ec)) {
                 found.push_back(entry.endpoint());
             }
-        }
-        lock.lock();
-        if (!s->owned) {
-            // The owner let go meanwhile, and took what was pending with it.
-            --s->threads;
-            return;
+            lock.lock();
+            if (!s->owned) {
+                // The owner let go meanwhile, and took what was pending with it.
+                --s->threads;
+                return;
+            }
         }
         auto answers = std::move(s->pending[name]);
         s->pending.erase(name);

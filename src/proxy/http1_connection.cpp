@@ -1895,6 +1895,9 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
             // The connection named there goes when the new one (or the failure) is assigned.
             c.info.entry->upstream = nullptr;
             acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+            if (!acquired.connection && c.w.is_past_shutdown_deadline()) {
+                co_return false; // as for the first connection, above
+            }
             if (!acquired.connection) {
                 plan.detail = acquired.detail;
                 co_await answer_error(c, plan, acquired.error, prepared.json, rec,

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -359,6 +360,47 @@ TEST(BinaryTest, ShutdownDeadlineEndsAWaitForANameWithoutBlamingTheBackend)
     EXPECT_FALSE(status) << "answered " << *status;
     EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
     EXPECT_LT(took_since(start), std::chrono::milliseconds(3000));
+}
+
+TEST(BinaryTest, ShutdownDeadlineEndsARetrysWaitForANameWithoutBlamingTheBackend)
+{
+    // The same for the fresh connection a request is retried on when its pooled one turns
+    // out closed: the name resolved from the hosts file the first time, and is then taken
+    // out of it (the bind mount shows the same file), so the retry's resolve is stuck.
+    silent_name_server dns("127.0.83.63");
+    if (!dns.unusable.empty()) {
+        GTEST_SKIP() << dns.unusable;
+    }
+    std::atomic<int> requests{0};
+    origin backend([&](origin_connection& c) {
+        while (c.read_request()) {
+            if (requests.fetch_add(1) > 0) {
+                return; // closes the pooled connection instead of answering
+            }
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    running_portico portico(fmt::format("timeouts: {{ connect: 5s, shutdown: 500ms }}\n"
+                                        "allow_remote_backends: true\nroutes:\n"
+                                        "  - host: app.localhost\n"
+                                        "    to: fast-dev.portico-test:{}\n",
+                                        backend.port()),
+                            {}, dns.launcher);
+    client c(portico.port);
+    ASSERT_EQ(c.get("app.localhost", "/1").result_int(), 200);
+    std::ofstream(dns.dir.path() / "hosts", std::ios::trunc) << "127.0.0.1 localhost\n";
+    c.write_raw("GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    portico.process->signal(SIGTERM);
+    std::optional<int> status;
+    try {
+        status = c.read_response().result_int();
+    } catch (const std::exception&) {
+        // Closed without an answer.
+    }
+    EXPECT_EQ(requests.load(), 2) << "the second request reached the pooled connection";
+    EXPECT_FALSE(status) << "answered " << *status;
+    EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
 }
 
 TEST(BinaryTest, SigintStopsGracefullyWithExitZero)
