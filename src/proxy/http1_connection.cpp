@@ -1527,6 +1527,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 void note_backend_state(worker& w, const config::backend& to, const acquire_result& acquired)
 {
     if (!acquired.connection) {
+        if (w.is_past_shutdown_deadline()) {
+            return; // the deadline cancelled the connect: nothing learnt about the backend
+        }
         if (acquired.error == errc::upstream_refused ||
             acquired.error == errc::upstream_connect_timeout) {
             w.observatory().observe_backend(to.text, admin::backend_state::down);
@@ -1536,6 +1539,24 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
             w.observatory().observe_backend(to.text, admin::backend_state::up);
         }
     }
+}
+
+/**
+ * Answers a request for which no backend connection could be had: the error page that
+ * says why. Past the shutdown deadline the failure is the deadline's (a connect or a name's
+ * resolve cancelled), not the backend's: the request is logged with no status and its
+ * connection closed, as no page blames the backend.
+ */
+template <typename Stream>
+task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
+                              const acquire_result& acquired, bool json, exchange_record& rec)
+{
+    if (c.w.is_past_shutdown_deadline()) {
+        write_access_log(c.info, rec);
+        co_return;
+    }
+    plan.detail = acquired.detail;
+    co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
 }
 
 /**
@@ -1861,15 +1882,9 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     if (!acquired.connection) {
         acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
     }
-    if (!acquired.connection && c.w.is_past_shutdown_deadline()) {
-        // Cut short by the shutdown deadline (a connect or a name's resolve cancelled), not
-        // by the backend: no page blames it, and it is not marked down.
-        co_return false;
-    }
     note_backend_state(c.w, route.to, acquired);
     if (!acquired.connection) {
-        plan.detail = acquired.detail;
-        co_await answer_error(c, plan, acquired.error, prepared.json, rec, acquired.tried);
+        co_await answer_unconnected(c, plan, acquired, prepared.json, rec);
         co_return false;
     }
     struct upstream_guard {
@@ -1895,13 +1910,8 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
             // The connection named there goes when the new one (or the failure) is assigned.
             c.info.entry->upstream = nullptr;
             acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
-            if (!acquired.connection && c.w.is_past_shutdown_deadline()) {
-                co_return false; // as for the first connection, above
-            }
             if (!acquired.connection) {
-                plan.detail = acquired.detail;
-                co_await answer_error(c, plan, acquired.error, prepared.json, rec,
-                                      acquired.tried);
+                co_await answer_unconnected(c, plan, acquired, prepared.json, rec);
                 co_return false;
             }
             continue;

@@ -3,20 +3,14 @@
 #include "core/name_resolver.hpp"
 #include "portico/tls/client.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/deferred.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/beast/core/bind_handler.hpp>
 #include <fmt/format.h>
 
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <system_error>
 
 namespace portico::proxy {
 namespace {
@@ -77,7 +71,6 @@ char* write_ipv4(char* out, const net::ip::address_v4& a)
 }
 
 } // namespace
-
 
 // Every client connection formats its peer's address twice (with and without the port);
 // inet_ntop goes through sprintf, which for IPv4 costs more than the four numbers are worth.

@@ -21,7 +21,6 @@ class name_resolver;
 
 namespace portico::proxy {
 
-
 /// One connection to a backend, with the bytes read from it but not yet parsed.
 struct upstream_connection {
     /// The first read of a response head, and what `buffer` keeps while the connection is

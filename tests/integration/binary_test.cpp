@@ -358,6 +358,8 @@ TEST(BinaryTest, ShutdownDeadlineEndsAWaitForANameWithoutBlamingTheBackend)
         // Closed without an answer.
     }
     EXPECT_FALSE(status) << "answered " << *status;
+    // Logged as a request that got no answer.
+    EXPECT_TRUE(portico.process->wait_for_line(R"("GET / HTTP/1.1" 0 0 )"));
     EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
     EXPECT_LT(took_since(start), std::chrono::milliseconds(3000));
 }
@@ -400,6 +402,7 @@ TEST(BinaryTest, ShutdownDeadlineEndsARetrysWaitForANameWithoutBlamingTheBackend
     }
     EXPECT_EQ(requests.load(), 2) << "the second request reached the pooled connection";
     EXPECT_FALSE(status) << "answered " << *status;
+    EXPECT_TRUE(portico.process->wait_for_line(R"("GET /2 HTTP/1.1" 0 0 )"));
     EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
 }
 

@@ -260,6 +260,27 @@ origin_handler sends_before_reading_body(std::string first,
     };
 }
 
+/**
+ * A backend that takes a request's head, sends `answer` (nothing when empty), and then
+ * neither reads the body nor closes until `finished` is set (or `limit` passes).
+ */
+origin_handler stalls_after_head(std::string answer, std::atomic<bool>& finished,
+                                 std::chrono::seconds limit)
+{
+    return [answer = std::move(answer), &finished, limit](origin_connection& c) {
+        std::string head;
+        boost::system::error_code ec;
+        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
+        if (ec) {
+            return;
+        }
+        if (!answer.empty()) {
+            c.write_raw(answer);
+        }
+        wait_until([&finished] { return finished.load(); }, limit);
+    };
+}
+
 TEST(StreamingTest, BackendAnsweringAndNotReadingTheUploadIsRelayedWhole)
 {
     // Dev servers refuse an upload from its head (413, 401) and stop reading it. Their
@@ -268,19 +289,11 @@ TEST(StreamingTest, BackendAnsweringAndNotReadingTheUploadIsRelayedWhole)
     // client goes on sending for a while after the proxy stopped forwarding.
     std::atomic<bool> finished{false};
     const std::string answer(300000, 'n');
-    origin backend([&finished, &answer](origin_connection& c) {
-        boost::system::error_code ec;
-        std::string head;
-        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
-        if (ec) {
-            return;
-        }
-        c.write_raw(fmt::format("HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n\r\n",
-                                answer.size()));
-        c.write_raw(answer);
-        // The connection stays open and the body unread.
-        wait_until([&finished] { return finished.load(); }, std::chrono::seconds(10));
-    });
+    // The connection stays open and the body unread.
+    origin backend(stalls_after_head(
+        fmt::format("HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n\r\n{}",
+                    answer.size(), answer),
+        finished, std::chrono::seconds(10)));
     proxy_harness proxy("timeouts: { idle: 60s }\n" + route_to(backend.port()));
     for (const bool chunked : {false, true}) {
         client c(proxy.port());
@@ -382,13 +395,9 @@ TEST(StreamingTest, ResponseOfABackendWhoseBodyWasCutEndsAtTheIdleTimeout)
     // response nor closes (the end of the body it was shown changes nothing): after the cut,
     // each read of its response waits at most timeouts.idle, so the exchange ends.
     std::atomic<bool> finished{false};
-    origin backend([&finished](origin_connection& c) {
-        std::string head;
-        boost::system::error_code ec;
-        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
-        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
-        wait_until([&finished] { return finished.load(); }, std::chrono::seconds(20));
-    });
+    origin backend(stalls_after_head(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n", finished,
+        std::chrono::seconds(20)));
     proxy_harness proxy("timeouts: { idle: 4s }\n" + route_to(backend.port()));
     client c(proxy.port());
     c.write_raw("PUT /cut HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 16777216\r\n\r\n");
@@ -525,12 +534,7 @@ TEST(StreamingTest, ClientGoingQuietMidUploadIsClosedAndLogged408)
 TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTimeout)
 {
     std::atomic<bool> finished{false};
-    origin backend([&finished](origin_connection& c) {
-        std::string head;
-        boost::system::error_code ec;
-        net::read_until(c.stream, net::dynamic_buffer(head), "\r\n\r\n", ec);
-        wait_until([&finished] { return finished.load(); }, std::chrono::seconds(10));
-    });
+    origin backend(stalls_after_head("", finished, std::chrono::seconds(10)));
     proxy_harness proxy("timeouts: { idle: 300ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     c.write_raw("POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 16777216\r\n"
