@@ -107,6 +107,11 @@ void append_detail(std::string& message, std::string_view detail)
 std::string refused_message(const error_details& d)
 {
     const auto address = backend_address(d);
+    if (d.name_unresolved) {
+        return fmt::format("The name in {}{} did not resolve to an address: check the host "
+                           "name in the route's `to`, or give it a line in /etc/hosts.",
+                           address, for_subject(d));
+    }
     if (address.empty()) {
         return fmt::format("The backend{} refused the connection: start your dev server.",
                            for_subject(d));

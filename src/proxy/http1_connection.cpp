@@ -457,11 +457,23 @@ void write_access_log(const client_info& info, const exchange_record& rec)
     }
 }
 
-/// Answers with an error page, logs the request, and closes the connection gracefully.
+/**
+ * Answers with an error page, logs the request, and closes the connection gracefully.
+ * Past the shutdown deadline whatever failed was cut by the deadline (a connect, a name's
+ * resolve, a wait for the response, a body), not by the backend or the client: no page
+ * blames either, the request is logged with no status and the connection closed, as the
+ * deadline closes everything still open.
+ */
 template <typename Stream>
 task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc error, bool json,
                         exchange_record& rec, std::span<const std::string> tried = {})
 {
+    if (c.w.is_past_shutdown_deadline()) {
+        rec.status = 0;
+        rec.bytes = 0;
+        write_access_log(c.info, rec);
+        co_return;
+    }
     const auto& state = c.w.state();
     auto details = describe_error(*state, plan, error, c.info.tls ? "https" : "http", c.info.local_port);
     std::string route_name;
@@ -1168,8 +1180,9 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // The client sent a broken body, went away or went quiet: the backend gets a
         // truncated request and the connection, nothing else. A client that is still there
         // is told why; either way the request is logged (408 for the quiet one, as nginx).
+        // The shutdown deadline's cut is no fault of the client's (`answer_error`).
         rec.status = bec == beast::error::timeout ? 408 : 400;
-        if (!is_quiet_close(bec)) {
+        if (!is_quiet_close(bec) || c.w.is_past_shutdown_deadline()) {
             co_await answer_error(c, plan, errc::bad_request, json, rec);
         } else {
             write_access_log(c.info, rec);
@@ -1541,21 +1554,13 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
     }
 }
 
-/**
- * Answers a request for which no backend connection could be had: the error page that
- * says why. Past the shutdown deadline the failure is the deadline's (a connect or a name's
- * resolve cancelled), not the backend's: the request is logged with no status and its
- * connection closed, as no page blames the backend.
- */
+/// Answers a request for which no backend connection could be had: the error page that says why.
 template <typename Stream>
 task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
                               const acquire_result& acquired, bool json, exchange_record& rec)
 {
-    if (c.w.is_past_shutdown_deadline()) {
-        write_access_log(c.info, rec);
-        co_return;
-    }
     plan.detail = acquired.detail;
+    plan.name_unresolved = acquired.unresolved;
     co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
 }
 

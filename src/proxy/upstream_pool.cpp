@@ -236,6 +236,7 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
                     result.detail =
                         fmt::format("no address for {} from the name resolver", b.host);
                 } else {
+                    result.unresolved = true;
                     result.detail = r.error.message();
                 }
                 co_return result;

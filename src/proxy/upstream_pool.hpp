@@ -43,6 +43,7 @@ struct acquire_result {
     errc error = errc::upstream_refused;             ///< why, when `connection` is null
     std::vector<std::string> tried;                  ///< addresses tried, for the 502 page
     std::string detail;                              ///< the system's words for the failure
+    bool unresolved = false; ///< the backend's host name did not resolve (`upstream_refused`)
 };
 
 /**

@@ -685,6 +685,8 @@ TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
     EXPECT_TRUE(proxy.wait_stopped(std::chrono::seconds(5)));
     // Closed at the deadline, without the lingering close an error page otherwise gets.
     EXPECT_LT(std::chrono::steady_clock::now() - stop_time, std::chrono::milliseconds(1500));
+    // And with no page: the deadline cut the wait, the backend did not break it.
+    EXPECT_EQ(c.read_until_closed(), "");
 }
 
 } // namespace

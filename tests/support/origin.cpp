@@ -253,6 +253,19 @@ bool client::is_closed_by_peer()
     return false;
 }
 
+std::string client::read_until_closed()
+{
+    std::string received(static_cast<const char*>(buffer.data().data()), buffer.size());
+    buffer.consume(buffer.size());
+    std::array<char, 4096> chunk{};
+    boost::system::error_code ec;
+    while (!ec && received.size() < 1024 * 1024) {
+        const auto n = stream.read_some(net::buffer(chunk), ec);
+        received.append(chunk.data(), n);
+    }
+    return received;
+}
+
 refused_port::refused_port()
 {
     // Bound but not listening: the kernel refuses connections, and the port stays taken.

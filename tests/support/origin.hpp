@@ -134,6 +134,8 @@ public:
     response read_response();
     /// True when the server closed the connection (reads EOF within a second).
     bool is_closed_by_peer();
+    /// What the server sends until it closes the connection (at most 1 MiB, 5 s per read).
+    std::string read_until_closed();
 
     net::io_context context;
     tcp::socket socket;

@@ -28,6 +28,8 @@ struct error_details {
     /// For `upstream_timeout`: the backend stopped taking the request body (`timeouts.idle`
     /// passed on a write) rather than not answering within `timeouts.upstream`.
     bool body_not_taken = false;
+    /// For `upstream_refused`: the backend's host name did not resolve, so nothing was tried.
+    bool name_unresolved = false;
     /// For `no_route`: hosts to list. Exact hosts become links built from `scheme` and `port`.
     std::span<const std::string> exact_hosts;
     std::span<const std::string> wildcard_hosts;

@@ -233,6 +233,21 @@ TEST(ErrorPageTest, RefusedMessageNamesAddressAndRoute)
               "on 127.0.0.1:5173.");
 }
 
+TEST(ErrorPageTest, UnresolvedNameIsNotCalledNothingListening)
+{
+    // Nothing was tried: the name had no address, and the page says so instead of asking
+    // for a dev server to be started.
+    const std::vector<std::string> tried{"dev-box.lan:8080"};
+    auto d = refused_details(tried);
+    d.backend = "http://dev-box.lan:8080";
+    d.name_unresolved = true;
+    d.detail = "Host not found (authoritative)";
+    EXPECT_EQ(error_message(d),
+              "The name in dev-box.lan:8080 for app.localhost did not resolve to an address: "
+              "check the host name in the route's `to`, or give it a line in /etc/hosts. Host "
+              "not found (authoritative).");
+}
+
 TEST(ErrorPageTest, RefusedMessageNamesEveryAddressTried)
 {
     const std::vector<std::string> tried{"127.0.0.1:5173", "[::1]:5173"};
