@@ -2,24 +2,25 @@
 
 #include "cli/config_source.hpp"
 #include "cli/hosts.hpp"
+#include "core/name_resolver.hpp"
 #include "portico/admin/probe.hpp"
 #include "portico/cli/app.hpp"
 #include "portico/core/net.hpp"
 #include "portico/tls/certificates.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <fmt/format.h>
 
-#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <functional>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -185,6 +186,35 @@ void check_ca(const config::config& cfg, report& say)
     }
 }
 
+/// How long `doctor` waits for the system's resolver to answer for a name.
+constexpr std::chrono::milliseconds name_answer_limit{3000};
+
+/**
+ * Resolves every name at once, each for at most `limit`: a name server that does not answer
+ * costs the command one limit, not the system resolver's timeout for every name in turn.
+ */
+std::vector<resolve_outcome> resolve_all(const std::vector<std::string>& names,
+                                         std::chrono::milliseconds limit)
+{
+    std::vector<resolve_outcome> outcomes(names.size());
+    net::io_context io(1);
+    // Declared after `io`, so gone before it: answers that come later are dropped.
+    name_resolver resolver([ex = io.get_executor()](std::function<void()> f) {
+        net::post(ex, std::move(f));
+        return true;
+    });
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        net::co_spawn(
+            io,
+            [&, i]() -> task<void> {
+                outcomes[i] = co_await resolve_within(resolver, names[i], "0", limit);
+            },
+            net::detached);
+    }
+    io.run();
+    return outcomes;
+}
+
 void check_names(const config::config& cfg, report& say)
 {
     std::vector<std::string> names;
@@ -195,34 +225,37 @@ void check_names(const config::config& cfg, report& say)
     }
     names.push_back(cfg.admin);
     const auto outside = names_needing_hosts_entries(cfg);
-    for (const auto& name : names) {
-        addrinfo hints{};
-        hints.ai_socktype = SOCK_STREAM;
-        addrinfo* found = nullptr;
-        const int rc = ::getaddrinfo(name.c_str(), nullptr, &hints, &found);
-        if (rc != 0) {
+    const auto outcomes = resolve_all(names, name_answer_limit);
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        const auto& name = names[i];
+        const auto& outcome = outcomes[i];
+        if (outcome.error) {
+            const auto why =
+                outcome.timed_out
+                    ? fmt::format(" within {} s (the name server did not answer)",
+                                  std::chrono::duration_cast<std::chrono::seconds>(
+                                      name_answer_limit)
+                                      .count())
+                    : std::string{};
             if (std::find(outside.begin(), outside.end(), name) != outside.end()) {
-                say(verdict::fail, fmt::format("{} does not resolve: `sudo portico hosts --apply` "
-                                               "adds it to /etc/hosts",
-                                               name));
+                say(verdict::fail, fmt::format("{} does not resolve{}: `sudo portico hosts "
+                                               "--apply` adds it to /etc/hosts",
+                                               name, why));
             } else {
                 say(verdict::warn,
-                    fmt::format("{} does not resolve for this system's tools (browsers and curl "
-                                "resolve .localhost themselves; install libnss-myhostname for "
-                                "the rest)",
-                                name));
+                    fmt::format("{} does not resolve{} for this system's tools (browsers and "
+                                "curl resolve .localhost themselves; install libnss-myhostname "
+                                "for the rest)",
+                                name, why));
             }
             continue;
         }
         std::vector<std::string> foreign;
-        for (auto* a = found; a != nullptr; a = a->ai_next) {
-            tcp::endpoint ep;
-            std::memcpy(ep.data(), a->ai_addr, a->ai_addrlen);
+        for (const auto& ep : outcome.found) {
             if (!ep.address().is_loopback()) {
                 foreign.push_back(ep.address().to_string());
             }
         }
-        ::freeaddrinfo(found);
         if (foreign.empty()) {
             say(verdict::ok, fmt::format("{} resolves to this machine", name));
         } else {

@@ -2,6 +2,7 @@
 // memory measured from /proc while gigabytes stream through.
 
 #include "support/child.hpp"
+#include "support/name_server.hpp"
 #include "support/origin.hpp"
 #include "support/portico_process.hpp"
 #include "support/process.hpp"
@@ -202,61 +203,6 @@ TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
     EXPECT_EQ(portico.process->wait(), 0);
 }
 
-/**
- * A name server on `address` (a loopback one of the test's own: tests run side by side)
- * that never answers, and the launcher that runs a process in a
- * mount namespace of its own whose /etc/resolv.conf names it (5 s a try, one try) and whose
- * /etc/hosts names fast-dev.portico-test. `unusable` says why not, where this cannot be set
- * up (it needs root).
- */
-struct silent_name_server {
-    explicit silent_name_server(const std::string& address)
-    {
-        if (::geteuid() != 0) {
-            unusable = "a mount namespace and port 53 need root";
-            return;
-        }
-        fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_in silent{};
-        silent.sin_family = AF_INET;
-        silent.sin_port = htons(53);
-        ::inet_pton(AF_INET, address.c_str(), &silent.sin_addr);
-        if (fd < 0 || ::bind(fd, reinterpret_cast<const sockaddr*>(&silent), sizeof silent) != 0) {
-            unusable = address + ":53 is taken: " + std::strerror(errno);
-            return;
-        }
-        const auto resolv_conf = dir.path() / "resolv.conf";
-        const auto hosts = dir.path() / "hosts";
-        std::ofstream(resolv_conf) << "nameserver " << address
-                                   << "\noptions timeout:5 attempts:1\n";
-        std::ofstream(hosts) << "127.0.0.1 localhost\n127.0.0.1 fast-dev.portico-test\n";
-        const std::string mounts =
-            R"(mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts)";
-        const auto try_mounts =
-            fmt::format("/usr/bin/unshare -m /bin/sh -c '{}' '{}' '{}' 2>/dev/null", mounts,
-                        resolv_conf.string(), hosts.string());
-        if (std::system(try_mounts.c_str()) != 0) {
-            unusable = "no mount namespace with files of its own here";
-            return;
-        }
-        launcher = {"/usr/bin/unshare", "-m", "/bin/sh", "-c",
-                    mounts + R"( && shift && exec "$@")", resolv_conf.string(), hosts.string()};
-    }
-    ~silent_name_server()
-    {
-        if (fd >= 0) {
-            ::close(fd);
-        }
-    }
-    silent_name_server(const silent_name_server&) = delete;
-    silent_name_server& operator=(const silent_name_server&) = delete;
-
-    std::string unusable;
-    temp_dir dir;
-    std::vector<std::string> launcher;
-    int fd = -1;
-};
-
 std::chrono::milliseconds took_since(std::chrono::steady_clock::time_point start)
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -270,7 +216,7 @@ TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
     // up (5 s here, a try per server); a name that resolves at once (from the hosts file) is
     // not held up meanwhile, by the server or by `portico routes`; and portico stops at once
     // on SIGTERM though resolves are still stuck.
-    silent_name_server dns("127.0.83.61");
+    test_name_server dns("127.0.83.61");
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
@@ -332,12 +278,41 @@ TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
         << "shutdown waited for the stuck resolve";
 }
 
+TEST(BinaryTest, BackendNameThatDoesNotResolveGets502SayingSo)
+{
+    // A lookup that fails (the name server refuses at once) is a 502 at once that says the
+    // name did not resolve, with the resolver's words: nothing was connected to, so the
+    // page does not say that nothing listens there.
+    test_name_server dns("127.0.83.64", test_name_server::absent);
+    if (!dns.unusable.empty()) {
+        GTEST_SKIP() << dns.unusable;
+    }
+    running_portico portico("timeouts: { connect: 4s }\n"
+                            "allow_remote_backends: true\nroutes:\n"
+                            "  - host: app.localhost\n"
+                            "    to: dev-box.portico-test.invalid:8080\n",
+                            {}, dns.launcher);
+    client c(portico.port);
+    const auto start = std::chrono::steady_clock::now();
+    auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
+    EXPECT_LT(took_since(start), std::chrono::milliseconds(2000));
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_refused");
+    EXPECT_NE(res.body().find("dev-box.portico-test.invalid:8080 for app.localhost did not "
+                              "resolve to an address"),
+              std::string::npos)
+        << res.body();
+    EXPECT_EQ(res.body().find("Nothing is listening"), std::string::npos) << res.body();
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
+}
+
 TEST(BinaryTest, ShutdownDeadlineEndsAWaitForANameWithoutBlamingTheBackend)
 {
     // A request still waiting for a backend's name when the shutdown deadline passes is
     // closed, like every request cut there: no 502 page says the backend is not listening,
     // and portico exits at the deadline, not at timeouts.connect.
-    silent_name_server dns("127.0.83.62");
+    test_name_server dns("127.0.83.62");
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
@@ -369,7 +344,7 @@ TEST(BinaryTest, ShutdownDeadlineEndsARetrysWaitForANameWithoutBlamingTheBackend
     // The same for the fresh connection a request is retried on when its pooled one turns
     // out closed: the name resolved from the hosts file the first time, and is then taken
     // out of it (the bind mount shows the same file), so the retry's resolve is stuck.
-    silent_name_server dns("127.0.83.63");
+    test_name_server dns("127.0.83.63");
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
@@ -390,7 +365,7 @@ TEST(BinaryTest, ShutdownDeadlineEndsARetrysWaitForANameWithoutBlamingTheBackend
                             {}, dns.launcher);
     client c(portico.port);
     ASSERT_EQ(c.get("app.localhost", "/1").result_int(), 200);
-    std::ofstream(dns.dir.path() / "hosts", std::ios::trunc) << "127.0.0.1 localhost\n";
+    std::ofstream(dns.hosts_file(), std::ios::trunc) << "127.0.0.1 localhost\n";
     c.write_raw("GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     portico.process->signal(SIGTERM);

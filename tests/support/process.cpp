@@ -112,7 +112,8 @@ process_result binary_test::portico(const std::vector<std::string>& args, env_ov
     env.try_emplace("PORTICO_CONFIG", std::nullopt);
     env.try_emplace("HOME", dir_.string());
     env.try_emplace("XDG_DATA_HOME", (dir_ / "data").string());
-    std::vector<std::string> argv{binary()};
+    std::vector<std::string> argv = launcher_;
+    argv.push_back(binary());
     argv.insert(argv.end(), args.begin(), args.end());
     return run_process(argv, dir_, child_environment(env), deadline);
 }

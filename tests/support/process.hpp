@@ -82,6 +82,8 @@ protected:
     virtual const char* binary() const = 0;
 
     std::filesystem::path dir_;
+    /// Put before the binary in `portico`'s command line (e.g. a `test_name_server`'s).
+    std::vector<std::string> launcher_;
 };
 
 } // namespace portico::test

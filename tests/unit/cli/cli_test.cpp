@@ -2,6 +2,7 @@
 // configuration files written to a fresh temporary directory, and each test checks its exit
 // code, stdout and stderr.
 
+#include "support/name_server.hpp"
 #include "support/process.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -47,6 +48,25 @@ std::string single_route_yaml(std::string_view host)
 class CliTest : public portico::test::binary_test {
 protected:
     const char* binary() const override { return PORTICO_BINARY; }
+};
+
+/**
+ * `doctor` resolves the routes' names through the system: its tests run it where names
+ * are looked up in a hosts file and at a name server on a loopback address of the test's
+ * own, so that no query leaves the machine.
+ */
+class DoctorTest : public CliTest {
+protected:
+    void SetUp() override
+    {
+        CliTest::SetUp();
+        if (!dns_.unusable.empty()) {
+            GTEST_SKIP() << dns_.unusable;
+        }
+        launcher_ = dns_.launcher;
+    }
+
+    portico::test::test_name_server dns_{"127.0.83.71", portico::test::test_name_server::absent};
 };
 
 TEST_F(CliTest, HelpOnEveryVerbExitsZero)
@@ -227,7 +247,7 @@ struct doctor_sockets {
     unsigned short down() const { return refusing.local_endpoint().port(); }
 };
 
-TEST_F(CliTest, DoctorPassesAHealthySetupAndReportsBackends)
+TEST_F(DoctorTest, DoctorPassesAHealthySetupAndReportsBackends)
 {
     const doctor_sockets s;
     write_file("portico.yaml",
@@ -247,7 +267,7 @@ TEST_F(CliTest, DoctorPassesAHealthySetupAndReportsBackends)
     EXPECT_FALSE(fs::exists(dir_ / "ca")) << "doctor must not create the CA";
 }
 
-TEST_F(CliTest, DoctorFailsOnAPortAnotherProgramHolds)
+TEST_F(DoctorTest, DoctorFailsOnAPortAnotherProgramHolds)
 {
     const doctor_sockets s;
     write_file("portico.yaml", fmt::format("listen: [127.0.0.1:{}]\n", s.up()));
@@ -257,7 +277,7 @@ TEST_F(CliTest, DoctorFailsOnAPortAnotherProgramHolds)
         << r;
 }
 
-TEST_F(CliTest, DoctorFailsOnANameThatDoesNotResolve)
+TEST_F(DoctorTest, DoctorFailsOnANameThatDoesNotResolve)
 {
     write_file("portico.yaml", "routes:\n  - host: nothing-here.invalid\n    to: 127.0.0.1:9\n");
     const auto r = portico({"doctor"});
@@ -265,6 +285,30 @@ TEST_F(CliTest, DoctorFailsOnANameThatDoesNotResolve)
     EXPECT_TRUE(contains(r.out, "fail  nothing-here.invalid does not resolve: `sudo portico hosts "
                                 "--apply`"))
         << r;
+}
+
+TEST_F(CliTest, DoctorWaitsForNamesAtOnceAndBoundsTheWait)
+{
+    // A name server that never answers: each name is given up after 3 s, all of them at
+    // once, instead of the system's 5 s a name one after another (15 s here).
+    const portico::test::test_name_server dns("127.0.83.72");
+    if (!dns.unusable.empty()) {
+        GTEST_SKIP() << dns.unusable;
+    }
+    launcher_ = dns.launcher;
+    write_file("portico.yaml", "routes:\n  - host: app.localhost\n    to: 127.0.0.1:9\n"
+                               "  - host: api.localhost\n    to: 127.0.0.1:9\n");
+    const auto start = std::chrono::steady_clock::now();
+    const auto r = portico({"doctor"}, {}, std::chrono::seconds(20));
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_FALSE(r.timed_out) << r;
+    EXPECT_LT(took, std::chrono::milliseconds(4500)) << r;
+    for (const auto* name : {"app.localhost", "api.localhost", "portico.localhost"}) {
+        EXPECT_TRUE(contains(r.out, fmt::format("warn  {} does not resolve within 3 s (the name "
+                                                "server did not answer)",
+                                                name)))
+            << r;
+    }
 }
 
 TEST(SubprocessTest, AChildPastItsDeadlineIsKilled)
