@@ -97,22 +97,22 @@ public:
     auto async_read_some(const MutableBuffers& buffers, Token&& token = default_token{})
     {
         return net::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-            [](auto handler, state* s, const MutableBuffers& b) {
-                start(s);
-                s->socket.async_read_some(b, guarded(std::move(handler), s));
+            [](auto handler, const state_ref& s, const MutableBuffers& b) {
+                start(s.get());
+                s->socket.async_read_some(b, guarded(std::move(handler), s.get()));
             },
-            token, s_.get(), buffers);
+            token, s_, buffers);
     }
 
     template <typename ConstBuffers, typename Token = default_token>
     auto async_write_some(const ConstBuffers& buffers, Token&& token = default_token{})
     {
         return net::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-            [](auto handler, state* s, const ConstBuffers& b) {
-                start(s);
-                s->socket.async_write_some(b, guarded(std::move(handler), s));
+            [](auto handler, const state_ref& s, const ConstBuffers& b) {
+                start(s.get());
+                s->socket.async_write_some(b, guarded(std::move(handler), s.get()));
             },
-            token, s_.get(), buffers);
+            token, s_, buffers);
     }
 
     /// Completes when the socket has bytes to read (or EOF), without reading them: a wait
@@ -134,11 +134,11 @@ public:
     auto async_connect(const endpoint_type& ep, Token&& token = default_token{})
     {
         return net::async_initiate<Token, void(boost::system::error_code)>(
-            [](auto handler, state* s, const endpoint_type& to) {
-                start(s);
-                s->socket.async_connect(to, guarded(std::move(handler), s));
+            [](auto handler, const state_ref& s, const endpoint_type& to) {
+                start(s.get());
+                s->socket.async_connect(to, guarded(std::move(handler), s.get()));
             },
-            token, s_.get(), ep);
+            token, s_, ep);
     }
 
 private:
@@ -146,11 +146,11 @@ private:
     auto async_wait(net::socket_base::wait_type what, Token&& token)
     {
         return net::async_initiate<Token, void(boost::system::error_code)>(
-            [](auto handler, state* s, net::socket_base::wait_type w) {
-                start(s);
-                s->socket.async_wait(w, guarded(std::move(handler), s));
+            [](auto handler, const state_ref& s, net::socket_base::wait_type w) {
+                start(s.get());
+                s->socket.async_wait(w, guarded(std::move(handler), s.get()));
             },
-            token, s_.get(), what);
+            token, s_, what);
     }
 
     using timer_type = net::steady_timer::rebind_executor<io_executor>::other;
@@ -165,10 +165,11 @@ private:
         std::uint64_t generation = 0; ///< tells a wait from one a re-arm replaced
         unsigned pending = 0;         ///< operations in flight
         bool expired = false;         ///< the deadline closed the socket
-        /// Held by the stream and by each pending operation and timer wait. Not atomic:
-        /// a stream and its operations live on one worker's thread, and the atomic
-        /// increments and decrements of a shared_ptr, several per operation, cost about
-        /// 1 % of a small request's CPU time.
+        /// Held by the stream, by each operation from its creation (a deferred one may
+        /// start after the stream is gone) and by each timer wait. Not atomic: a stream
+        /// and its operations live on one worker's thread, and the atomic increments and
+        /// decrements of a shared_ptr, several per operation, cost about 1 % of a small
+        /// request's CPU time.
         unsigned refs = 0;
 
         friend void intrusive_ptr_add_ref(state* s) noexcept { ++s->refs; }

@@ -472,6 +472,7 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
         rec.status = 0;
         rec.bytes = 0;
         write_access_log(c.info, rec);
+        tcp_of(c.stream).close(); // nothing more is waited for, a TLS close_notify included
         co_return;
     }
     const auto& state = c.w.state();
@@ -2090,6 +2091,9 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
     }
     co_await serve_requests(connection<tls_server_stream<tcp_stream>>{info, tls_stream, buffer, w},
                             0);
+    if (!tcp.socket().is_open() || w.is_past_shutdown_deadline()) {
+        co_return;
+    }
     // close_notify, bounded: a client that already left must not hold the coroutine.
     tcp.expires_after(lingering_close_time);
     co_await tls_stream.async_shutdown();

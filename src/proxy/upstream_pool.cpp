@@ -236,7 +236,10 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
                     result.detail =
                         fmt::format("no address for {} from the name resolver", b.host);
                 } else {
-                    result.unresolved = true;
+                    // The system resolver's answer, not a failure to ask it (no thread).
+                    result.unresolved =
+                        r.error.category() == net::error::get_netdb_category() ||
+                        r.error.category() == net::error::get_addrinfo_category();
                     result.detail = r.error.message();
                 }
                 co_return result;

@@ -257,6 +257,38 @@ TEST(TlsTest, ConnectionIdleAfterARedirectIsClosedAtOnceOnShutdown)
     EXPECT_TRUE(c.is_closed_by_peer());
 }
 
+TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
+{
+    // Over TLS as over plain HTTP: at the deadline the request waiting for its backend is
+    // closed with no page, and nothing more is waited for, not even the client's
+    // close_notify (this client never sends one).
+    origin backend([](origin_connection& c) {
+        c.read_request();
+        std::array<char, 16> sink{};
+        boost::system::error_code ec;
+        c.stream.read_some(net::buffer(sink), ec);
+    });
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}), "timeouts: { shutdown: 300ms }\n");
+    net::io_context ctx;
+    net::ssl::context tls_ctx(net::ssl::context::tls_client);
+    tls_ctx.set_verify_mode(net::ssl::verify_none);
+    auto socket = connect_loopback(ctx, p.proxy.port());
+    net::ssl::stream<bounded_stream> stream(socket, tls_ctx);
+    handshake_tls(stream, "app.localhost");
+    const std::string request = "GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
+    net::write(stream, net::buffer(request));
+    ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    const auto stop_time = std::chrono::steady_clock::now();
+    p.proxy.stop();
+    EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
+    EXPECT_LT(std::chrono::steady_clock::now() - stop_time, std::chrono::milliseconds(1500));
+    std::array<char, 256> chunk{};
+    boost::system::error_code ec;
+    const auto n = stream.read_some(net::buffer(chunk), ec);
+    EXPECT_EQ(n, 0U) << std::string_view(chunk.data(), n);
+    EXPECT_TRUE(ec) << "no end of the connection";
+}
+
 TEST(TlsTest, RedirectHttpsGoesToTheTlsOnlyListener)
 {
     origin backend;

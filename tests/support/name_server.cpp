@@ -43,21 +43,26 @@ test_name_server::test_name_server(const std::string& address, kind what)
     }
     dir_ = dir_template;
     const auto resolv_conf = dir_ / "resolv.conf";
+    const auto nsswitch_conf = dir_ / "nsswitch.conf";
     std::ofstream(resolv_conf) << "nameserver " << address << "\noptions timeout:5 attempts:1\n";
     std::ofstream(hosts_file()) << "127.0.0.1 localhost\n127.0.0.1 fast-dev.portico-test\n";
-    const std::string mounts =
-        R"(mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts)";
+    // Only the hosts file and DNS: a system that asks systemd-resolved or myhostname
+    // would answer (or ask its own servers) without the files above.
+    std::ofstream(nsswitch_conf) << "hosts: files dns\n";
+    const std::string mounts = R"(mount --bind "$0" /etc/resolv.conf && )"
+                               R"(mount --bind "$1" /etc/hosts && )"
+                               R"(mount --bind "$2" /etc/nsswitch.conf)";
     const std::string namespaces = root ? "-m" : "-rm";
-    const auto try_mounts = fmt::format("/usr/bin/unshare {} /bin/sh -c '{}' '{}' '{}' 2>/dev/null",
-                                        namespaces, mounts, resolv_conf.string(),
-                                        hosts_file().string());
+    const auto try_mounts =
+        fmt::format("/usr/bin/unshare {} /bin/sh -c '{}' '{}' '{}' '{}' 2>/dev/null", namespaces,
+                    mounts, resolv_conf.string(), hosts_file().string(), nsswitch_conf.string());
     if (std::system(try_mounts.c_str()) != 0) {
         unusable = "no mount namespace with files of its own here";
         return;
     }
     launcher = {"/usr/bin/unshare", namespaces, "/bin/sh", "-c",
-                mounts + R"( && shift && exec "$@")", resolv_conf.string(),
-                hosts_file().string()};
+                mounts + R"( && shift 2 && exec "$@")", resolv_conf.string(),
+                hosts_file().string(), nsswitch_conf.string()};
 }
 
 test_name_server::~test_name_server()

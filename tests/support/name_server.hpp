@@ -13,9 +13,10 @@ namespace portico::test {
 /**
  * A name server on `address` (a loopback address of the test's own: tests run side by side)
  * that never answers (`silent`: it needs root, for port 53), or none there, so that every
- * query is refused at once (`absent`: an address no silent server uses); and the launcher that runs a process in a mount
- * namespace of its own (a user namespace too, when not root) whose /etc/resolv.conf names
- * it (5 s a try, one try) and whose /etc/hosts names localhost and fast-dev.portico-test.
+ * query is refused at once (`absent`: an address no silent server uses); and the launcher
+ * that runs a process in a mount namespace of its own (a user namespace too, when not root)
+ * whose /etc/resolv.conf names it (5 s a try, one try), whose /etc/hosts names localhost and
+ * fast-dev.portico-test and whose /etc/nsswitch.conf looks names up there and nowhere else.
  * `unusable` says why not, where this cannot be set up.
  */
 class test_name_server {
