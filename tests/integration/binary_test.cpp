@@ -209,6 +209,17 @@ std::chrono::milliseconds took_since(std::chrono::steady_clock::time_point start
         std::chrono::steady_clock::now() - start);
 }
 
+/// portico with `timeouts` and one route, app.localhost to `backend` (a name, remote
+/// backends allowed), looking names up where `dns` says.
+running_portico portico_naming(const test_name_server& dns, std::string_view timeouts,
+                               std::string_view backend)
+{
+    return running_portico(fmt::format("timeouts: {{ {} }}\nallow_remote_backends: true\n"
+                                       "routes:\n  - host: app.localhost\n    to: {}\n",
+                                       timeouts, backend),
+                           {}, dns.launcher);
+}
+
 TEST(BinaryTest, BackendNameTheResolverDoesNotAnswerGets504AtTheConnectTimeout)
 {
     // A backend named by host whose name server never answers: each request ends at
@@ -287,11 +298,7 @@ TEST(BinaryTest, BackendNameThatDoesNotResolveGets502SayingSo)
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
-    running_portico portico("timeouts: { connect: 4s }\n"
-                            "allow_remote_backends: true\nroutes:\n"
-                            "  - host: app.localhost\n"
-                            "    to: dev-box.portico-test.invalid:8080\n",
-                            {}, dns.launcher);
+    auto portico = portico_naming(dns, "connect: 4s", "dev-box.portico-test.invalid:8080");
     client c(portico.port);
     const auto start = std::chrono::steady_clock::now();
     auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
@@ -316,11 +323,8 @@ TEST(BinaryTest, ShutdownDeadlineEndsAWaitForANameWithoutBlamingTheBackend)
     if (!dns.unusable.empty()) {
         GTEST_SKIP() << dns.unusable;
     }
-    running_portico portico("timeouts: { connect: 5s, shutdown: 500ms }\n"
-                            "allow_remote_backends: true\nroutes:\n"
-                            "  - host: app.localhost\n"
-                            "    to: dev-server.portico-test.invalid:8080\n",
-                            {}, dns.launcher);
+    auto portico = portico_naming(dns, "connect: 5s, shutdown: 500ms",
+                                  "dev-server.portico-test.invalid:8080");
     client c(portico.port);
     c.write_raw("GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -357,12 +361,8 @@ TEST(BinaryTest, ShutdownDeadlineEndsARetrysWaitForANameWithoutBlamingTheBackend
             c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         }
     });
-    running_portico portico(fmt::format("timeouts: {{ connect: 5s, shutdown: 500ms }}\n"
-                                        "allow_remote_backends: true\nroutes:\n"
-                                        "  - host: app.localhost\n"
-                                        "    to: fast-dev.portico-test:{}\n",
-                                        backend.port()),
-                            {}, dns.launcher);
+    auto portico = portico_naming(dns, "connect: 5s, shutdown: 500ms",
+                                  fmt::format("fast-dev.portico-test:{}", backend.port()));
     client c(portico.port);
     ASSERT_EQ(c.get("app.localhost", "/1").result_int(), 200);
     std::ofstream(dns.hosts_file(), std::ios::trunc) << "127.0.0.1 localhost\n";

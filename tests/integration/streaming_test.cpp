@@ -552,12 +552,7 @@ TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTi
 
 TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
 {
-    origin backend([](origin_connection& c) {
-        c.read_request();
-        std::array<char, 16> sink{};
-        boost::system::error_code ec;
-        c.stream.read_some(net::buffer(sink), ec); // waits until the proxy gives up
-    });
+    origin backend(never_answers);
     proxy_harness proxy("timeouts: { upstream: 200ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     auto res = c.get("app.localhost", "/slow");
@@ -670,12 +665,7 @@ TEST(ShutdownTest, IdleConnectionsAreClosedAtOnceWhateverTheyServed)
 
 TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
 {
-    origin backend([](origin_connection& c) {
-        c.read_request();
-        std::array<char, 16> sink{};
-        boost::system::error_code ec;
-        c.stream.read_some(net::buffer(sink), ec);
-    });
+    origin backend(never_answers);
     proxy_harness proxy("timeouts: { shutdown: 300ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     c.write_raw("GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n");

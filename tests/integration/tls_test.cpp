@@ -102,6 +102,30 @@ void handshake_tls(net::ssl::stream<bounded_stream>& stream, const char* sni)
     stream.handshake(net::ssl::stream_base::client);
 }
 
+/// A TLS connection to `port` with `sni`, its handshake done; it verifies the certificate
+/// against `ca` when one is given, nothing otherwise.
+struct tls_connection {
+    tls_connection(unsigned short port, const char* sni, const fs::path& ca = {})
+        : socket(connect_loopback(ctx, port)), stream(socket, client_context(ca))
+    {
+        handshake_tls(stream, sni);
+    }
+
+    net::ssl::context& client_context(const fs::path& ca)
+    {
+        if (!ca.empty()) {
+            tls_ctx.load_verify_file(ca.string());
+        }
+        tls_ctx.set_verify_mode(ca.empty() ? net::ssl::verify_none : net::ssl::verify_peer);
+        return tls_ctx;
+    }
+
+    net::io_context ctx;
+    net::ssl::context tls_ctx{net::ssl::context::tls_client};
+    tcp::socket socket;
+    net::ssl::stream<bounded_stream> stream;
+};
+
 unsigned file_mode(const fs::path& p)
 {
     struct stat st {};
@@ -262,21 +286,11 @@ TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
     // Over TLS as over plain HTTP: at the deadline the request waiting for its backend is
     // closed with no page, and nothing more is waited for, not even the client's
     // close_notify (this client never sends one).
-    origin backend([](origin_connection& c) {
-        c.read_request();
-        std::array<char, 16> sink{};
-        boost::system::error_code ec;
-        c.stream.read_some(net::buffer(sink), ec);
-    });
+    origin backend(never_answers);
     tls_proxy p(routes_to(backend.port(), {"app.localhost"}), "timeouts: { shutdown: 300ms }\n");
-    net::io_context ctx;
-    net::ssl::context tls_ctx(net::ssl::context::tls_client);
-    tls_ctx.set_verify_mode(net::ssl::verify_none);
-    auto socket = connect_loopback(ctx, p.proxy.port());
-    net::ssl::stream<bounded_stream> stream(socket, tls_ctx);
-    handshake_tls(stream, "app.localhost");
+    tls_connection tls(p.proxy.port(), "app.localhost");
     const std::string request = "GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
-    net::write(stream, net::buffer(request));
+    net::write(tls.stream, net::buffer(request));
     ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
     const auto stop_time = std::chrono::steady_clock::now();
     p.proxy.stop();
@@ -284,7 +298,7 @@ TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
     EXPECT_LT(std::chrono::steady_clock::now() - stop_time, std::chrono::milliseconds(1500));
     std::array<char, 256> chunk{};
     boost::system::error_code ec;
-    const auto n = stream.read_some(net::buffer(chunk), ec);
+    const auto n = tls.stream.read_some(net::buffer(chunk), ec);
     EXPECT_EQ(n, 0U) << std::string_view(chunk.data(), n);
     EXPECT_TRUE(ec) << "no end of the connection";
 }
@@ -359,22 +373,16 @@ TEST(TlsTest, ErrorPageEndsWithCloseNotify)
     // the end reads as the end, not as a truncation.
     origin backend;
     tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
-    net::io_context ctx;
-    net::ssl::context tls_ctx(net::ssl::context::tls_client);
-    tls_ctx.load_verify_file((p.ca_dir / "ca.pem").string());
-    tls_ctx.set_verify_mode(net::ssl::verify_peer);
-    auto socket = connect_loopback(ctx, p.proxy.port());
-    net::ssl::stream<bounded_stream> stream(socket, tls_ctx);
-    handshake_tls(stream, "app.localhost");
+    tls_connection tls(p.proxy.port(), "app.localhost", p.ca_dir / "ca.pem");
     const std::string request = "GET / HTTP/1.1\r\nHost: nowhere.localhost\r\n\r\n";
-    net::write(stream, net::buffer(request));
+    net::write(tls.stream, net::buffer(request));
     beast::flat_buffer buffer;
     beast::http::response<beast::http::string_body> res;
-    beast::http::read(stream, buffer, res);
+    beast::http::read(tls.stream, buffer, res);
     EXPECT_EQ(res.result_int(), 404);
     boost::system::error_code ec;
     std::array<char, 64> rest{};
-    stream.read_some(net::buffer(rest), ec);
+    tls.stream.read_some(net::buffer(rest), ec);
     EXPECT_EQ(ec, net::error::eof) << ec.message();
 }
 
@@ -487,26 +495,21 @@ TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)
                             "    to: 127.0.0.1:{}\n",
                             backend.port()),
                 "timeouts: { shutdown: 30s }\n");
-    net::io_context ctx;
-    net::ssl::context tls_ctx(net::ssl::context::tls_client);
-    tls_ctx.set_verify_mode(net::ssl::verify_none);
-    auto socket = connect_loopback(ctx, p.proxy.port());
-    net::ssl::stream<bounded_stream> stream(socket, tls_ctx);
-    handshake_tls(stream, "db.localhost");
+    tls_connection tls(p.proxy.port(), "db.localhost");
 
     // Shutdown stops accepting but lets the open tunnel carry a whole exchange...
     p.proxy.stop();
     const std::string request = "GET /late HTTP/1.1\r\nHost: db.localhost\r\n\r\n";
-    net::write(stream, net::buffer(request));
+    net::write(tls.stream, net::buffer(request));
     beast::flat_buffer buffer;
     response res;
-    beast::http::read(stream, buffer, res);
+    beast::http::read(tls.stream, buffer, res);
     EXPECT_EQ(res.body(), "tls-backend GET /late");
     // ...and ends as soon as the tunnel does, not at `timeouts.shutdown`.
     const auto start = std::chrono::steady_clock::now();
     boost::system::error_code ignored;
-    socket.shutdown(tcp::socket::shutdown_both, ignored);
-    socket.close(ignored);
+    tls.socket.shutdown(tcp::socket::shutdown_both, ignored);
+    tls.socket.close(ignored);
     EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }

@@ -253,6 +253,14 @@ bool client::is_closed_by_peer()
     return false;
 }
 
+void never_answers(origin_connection& c)
+{
+    c.read_request();
+    std::array<char, 16> sink{};
+    boost::system::error_code ec;
+    c.stream.read_some(net::buffer(sink), ec);
+}
+
 std::string client::read_until_closed()
 {
     std::string received(static_cast<const char*>(buffer.data().data()), buffer.size());

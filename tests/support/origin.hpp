@@ -67,6 +67,10 @@ using origin_handler = std::function<void(origin_connection&)>;
 /// A handler that accepts a WebSocket upgrade and echoes every message back.
 void websocket_echo(origin_connection& c);
 
+/// A handler that reads a request and never answers it: it waits until the proxy gives up
+/// on the connection (or its own 10 s bound).
+void never_answers(origin_connection& c);
+
 /// A backend listening on loopback (or a unix socket) for the lifetime of the object.
 class origin {
 public:
