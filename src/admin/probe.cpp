@@ -290,15 +290,6 @@ std::vector<config::backend> backends_of(const std::vector<config::route>& route
 
 namespace {
 
-/// A resolver whose answers are posted to `ex`'s context.
-std::shared_ptr<name_resolver> resolver_posting_to(executor ex)
-{
-    return std::make_shared<name_resolver>([ex](std::function<void()> f) {
-        net::post(ex, std::move(f));
-        return true;
-    });
-}
-
 task<std::map<std::string, backend_state>>
 probe_backends_with(std::vector<config::backend> backends, std::chrono::milliseconds timeout,
                     std::shared_ptr<name_resolver> resolver)
@@ -353,7 +344,7 @@ probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds 
 {
     auto ex = co_await net::this_coro::executor;
     co_return co_await probe_backends_with(std::move(backends), timeout,
-                                           resolver_posting_to(executor(ex)));
+                                           std::make_shared<name_resolver>(deliver_by_post(ex)));
 }
 
 std::map<std::string, backend_state> probe_backends_now(std::vector<config::backend> backends,
@@ -369,7 +360,7 @@ backend_monitor::backend_monitor(executor ex, observatory& obs, backend_source s
                                  std::chrono::milliseconds interval,
                                  std::chrono::milliseconds timeout)
     : executor_(ex), observatory_(obs), source_(std::move(source)), interval_(interval),
-      timeout_(timeout), timer_(ex), resolver_(resolver_posting_to(ex))
+      timeout_(timeout), timer_(ex), resolver_(std::make_shared<name_resolver>(deliver_by_post(ex)))
 {
 }
 

@@ -187,22 +187,19 @@ void check_ca(const config::config& cfg, report& say)
 }
 
 /// How long `doctor` waits for the system's resolver to answer for a name.
-constexpr std::chrono::milliseconds name_answer_limit{3000};
+constexpr std::chrono::seconds name_answer_limit{3};
 
 /**
  * Resolves every name at once, each for at most `limit`: a name server that does not answer
  * costs the command one limit, not the system resolver's timeout for every name in turn.
  */
 std::vector<resolve_outcome> resolve_all(const std::vector<std::string>& names,
-                                         std::chrono::milliseconds limit)
+                                         std::chrono::seconds limit)
 {
     std::vector<resolve_outcome> outcomes(names.size());
     net::io_context io(1);
     // Declared after `io`, so gone before it: answers that come later are dropped.
-    name_resolver resolver([ex = io.get_executor()](std::function<void()> f) {
-        net::post(ex, std::move(f));
-        return true;
-    });
+    name_resolver resolver(deliver_by_post(io.get_executor()));
     for (std::size_t i = 0; i < names.size(); ++i) {
         net::co_spawn(
             io,
@@ -230,13 +227,10 @@ void check_names(const config::config& cfg, report& say)
         const auto& name = names[i];
         const auto& outcome = outcomes[i];
         if (outcome.error) {
-            const auto why =
-                outcome.timed_out
-                    ? fmt::format(" within {} s (the name server did not answer)",
-                                  std::chrono::duration_cast<std::chrono::seconds>(
-                                      name_answer_limit)
-                                      .count())
-                    : std::string{};
+            const auto why = outcome.timed_out
+                                 ? fmt::format(" within {} s (the name server did not answer)",
+                                               name_answer_limit.count())
+                                 : std::string{};
             if (std::find(outside.begin(), outside.end(), name) != outside.end()) {
                 say(verdict::fail, fmt::format("{} does not resolve{}: `sudo portico hosts "
                                                "--apply` adds it to /etc/hosts",

@@ -1,8 +1,9 @@
 #pragma once
 
-// Host names resolved off the event loop, without Asio's resolver, whose one thread per
-// context is joined when the context goes: a name server that does not answer would hold
-// up shutdown for as long as the system's resolver waits (5 s a try and server by default).
+// Host names resolved off the event loop, without Asio's asynchronous resolver, whose one
+// thread per context is joined when the context goes: a name server that does not answer
+// would hold up shutdown for as long as the system's resolver waits (5 s a try and server
+// by default). The threads here call Asio's resolver blocking, and are not joined.
 
 #include "portico/core/net.hpp"
 
@@ -173,6 +174,16 @@ private:
     std::shared_ptr<shared_state> shared_;
     std::set<answer*> waiting_; ///< answers whose handler still waits; the owner's thread only
 };
+
+/// Delivery for an owner whose context takes posts from other threads (not a worker's:
+/// decision 0013, the worker's mailbox delivers there).
+inline name_resolver::deliver_fn deliver_by_post(io_executor ex)
+{
+    return [ex](std::function<void()> f) {
+        net::post(ex, std::move(f));
+        return true;
+    };
+}
 
 /// What `resolve_within` found: the addresses, or why there are none.
 struct resolve_outcome {
