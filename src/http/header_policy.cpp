@@ -629,8 +629,15 @@ request_lines scan_request_lines(const request_head& req)
     std::string_view upgrade;
     bool json = false;
     bool html = false;
+    unsigned content_lengths = 0;
     for (const auto& line : req) {
         switch (line.name()) {
+        case field::content_length:
+            ++content_lengths;
+            lines.content_length_repeated =
+                lines.content_length_repeated || content_lengths > 1 ||
+                line.value().find(',') != beast::string_view::npos;
+            break;
         case field::host:
             if (lines.hosts++ == 0) {
                 lines.host = line.value();

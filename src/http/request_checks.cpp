@@ -9,8 +9,19 @@ namespace portico::http {
 
 std::size_t find_head_end(std::string_view data) noexcept
 {
-    const auto pos = data.find("\r\n\r\n");
-    return pos == std::string_view::npos ? 0 : pos + 4;
+    // The empty line ends the head; one written with bare LFs must end it too, so that
+    // `check_head_bytes` refuses the head at once instead of its reader waiting for a CRLF
+    // that never comes until `timeouts.header`.
+    for (auto lf = data.find('\n'); lf != std::string_view::npos; lf = data.find('\n', lf + 1)) {
+        const auto rest = data.substr(lf + 1);
+        if (rest.starts_with('\n')) {
+            return lf + 2;
+        }
+        if (rest.starts_with("\r\n")) {
+            return lf + 3;
+        }
+    }
+    return 0;
 }
 
 head_defect check_head_bytes(std::string_view head) noexcept
@@ -97,8 +108,9 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept
         if (size == 0) {
             return true; // trailers follow; Beast validates them
         }
-        if (body.size() < size + 2) {
-            return true;
+        // (`size + 2` would overflow for the largest sizes 16 digits can write.)
+        if (body.size() < 2 || body.size() - 2 < size) {
+            return true; // the chunk's data has not all arrived
         }
         if (body.substr(size, 2) != "\r\n") {
             return false;

@@ -925,6 +925,7 @@ struct request_traits {
     bool expects_continue = false;
     bool replayable = false; ///< may be sent again on another connection (no body, idempotent)
     bool head = false;       ///< a HEAD request: the response has no body whatever it says
+    bool restate_length = false; ///< Content-Length must go upstream as one value
 };
 
 request_traits traits_of(const request_parser& parser, const http::request_lines& lines)
@@ -936,6 +937,7 @@ request_traits traits_of(const request_parser& parser, const http::request_lines
     traits.expects_continue = beast::iequals(lines.expect, "100-continue");
     traits.replayable = parser.is_done() && is_idempotent(req.method());
     traits.head = req.method() == beast::http::verb::head;
+    traits.restate_length = lines.content_length_repeated;
     return traits;
 }
 
@@ -1597,9 +1599,12 @@ std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parse
     facts.upgrade = traits.upgrade;
     // A head the serializer does not have to frame (no chunked body, no upgrade) is written
     // from the parsed fields as it goes upstream, without rewriting them first.
-    direct = !traits.upgrade && !parser.chunked();
+    direct = !traits.upgrade && !parser.chunked() && !traits.restate_length;
     if (!direct) {
         http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
+        if (traits.restate_length && parser.content_length()) {
+            req.content_length(*parser.content_length()); // replaces every line with one
+        }
         if (traits.expects_continue) {
             // portico answers 100 Continue itself (below) and streams the body; the backend
             // then sees an ordinary request.

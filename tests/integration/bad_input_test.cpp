@@ -92,6 +92,12 @@ INSTANTIATE_TEST_SUITE_P(
                          "GET / HTTP/1.1\r\nHost: app.localhost\r\nHost: other.localhost\r\n\r\n",
                          400, "bad_request"},
         bad_request_case{"MissingHostInHttp11", "GET / HTTP/1.1\r\n\r\n", 400, "bad_request"},
+        // Refused at once: its head has no CRLFCRLF to wait for (raw_exchange waits 5 s,
+        // timeouts.header is 10 s).
+        bad_request_case{"BareLfLineEndsThroughout", "GET / HTTP/1.1\nHost: app.localhost\n\n",
+                         400, "bad_request"},
+        bad_request_case{"BareLfBeforeTheEmptyLine",
+                         "GET / HTTP/1.1\r\nHost: app.localhost\n\r\n", 400, "bad_request"},
         bad_request_case{"GarbageRequestLine", "HELLO\r\n\r\n", 400, "bad_request"},
         bad_request_case{"BadPercentEncoding",
                          "GET /%zz HTTP/1.1\r\nHost: app.localhost\r\n\r\n", 400, "bad_request"},
@@ -146,6 +152,47 @@ TEST(BodyLimitTest, ChunkedBodyOverLimitGets413)
                                   "chunked\r\n\r\n6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n");
     EXPECT_TRUE(raw.starts_with("HTTP/1.1 413 ")) << raw;
     EXPECT_TRUE(backend.seen().empty());
+}
+
+TEST(BadInputChunkTest, LargestChunkSizesAreStreamedNotACrash)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                                    backend.port()));
+    for (const auto* size : {"FFFFFFFFFFFFFFFF", "FFFFFFFFFFFFFFFE"}) {
+        // A chunk that could never end: the client leaves, and the proxy goes on serving.
+        const auto raw = raw_exchange(
+            proxy.port(),
+            fmt::format("POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: "
+                        "chunked\r\n\r\n{}\r\nx\r\n",
+                        size),
+            std::chrono::milliseconds(300));
+        EXPECT_EQ(raw, "") << size;
+        client c(proxy.port());
+        EXPECT_EQ(c.get("app.localhost", "/after").result_int(), 200) << size;
+    }
+}
+
+TEST(ContentLengthTest, RepeatedValuesGoUpstreamAsOne)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                                    backend.port()));
+    // Agreeing values are one length (RFC 9110 §8.6), but a strict backend refuses the
+    // list or the second line, so exactly one line goes upstream.
+    for (const auto* lengths : {"Content-Length: 3, 3\r\n", "Content-Length: 3\r\nContent-Length: 3\r\n"}) {
+        client c(proxy.port());
+        c.write_raw(fmt::format("POST /upload HTTP/1.1\r\nHost: app.localhost\r\n{}\r\nabc",
+                                lengths));
+        EXPECT_EQ(c.read_response().result_int(), 200) << lengths;
+    }
+    const auto seen = backend.seen_requests();
+    ASSERT_EQ(seen.size(), 2U);
+    for (const auto& req : seen) {
+        EXPECT_EQ(req.count(beast::http::field::content_length), 1U);
+        EXPECT_EQ(req[beast::http::field::content_length], "3");
+        EXPECT_EQ(req.body(), "abc");
+    }
 }
 
 } // namespace

@@ -92,6 +92,10 @@ struct request_lines {
     std::string_view host; ///< the first Host line's value
     unsigned transfer_encodings = 0;
     std::string_view transfer_encoding; ///< the last Transfer-Encoding line's value
+    /// Content-Length came as more than one line or as a list ("3, 3"), which the parser
+    /// accepts when the values agree; such a head must not be forwarded as it came
+    /// (RFC 9110 §8.6).
+    bool content_length_repeated = false;
     bool has_expect = false;
     std::string_view expect;     ///< the first Expect line's value
     /// The request asks for a protocol switch portico tunnels (any but `h2c`).

@@ -18,9 +18,10 @@ enum class head_defect {
 };
 
 /**
- * Finds the end of a request head: the index just past the first CRLFCRLF in `data`.
- * Leading empty lines before the request line are allowed (RFC 9112 §2.2) and belong to
- * the head. @return 0 when the head is not complete yet.
+ * Finds the end of a request head: the index just past its empty line, the first CRLFCRLF
+ * in `data`, or earlier where a line ends in a bare LF and the next line is empty (a head
+ * that `check_head_bytes` refuses). Leading empty lines before the request line are allowed
+ * (RFC 9112 §2.2) and belong to the head. @return 0 when the head is not complete yet.
  */
 std::size_t find_head_end(std::string_view data) noexcept;
 

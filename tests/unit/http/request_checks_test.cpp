@@ -58,5 +58,36 @@ TEST(RequestChecksTest, LineEndsWithoutTheirPair)
     EXPECT_EQ(check_head_bytes("GET / HTTP/1.1\r\nHost: a\r\n\r"), head_defect::bare_cr);
 }
 
+TEST(RequestChecksTest, HeadEndsAtItsEmptyLineWhateverItsLinesEndWith)
+{
+    EXPECT_EQ(find_head_end(clean), clean.size());
+    EXPECT_EQ(find_head_end(clean + "body"), clean.size());
+    EXPECT_EQ(find_head_end(clean.substr(0, clean.size() - 1)), 0U);
+    EXPECT_EQ(find_head_end("GET / HTTP/1.1\r\nHost: a\r\n"), 0U);
+    // Bare LFs end a head too, so that it is refused at once rather than waited on.
+    const std::string bare = "GET / HTTP/1.1\nHost: a\n\n";
+    EXPECT_EQ(find_head_end(bare), bare.size());
+    EXPECT_EQ(check_head_bytes(bare), head_defect::bare_lf);
+    const std::string mixed = "GET / HTTP/1.1\r\nHost: a\n\r\nrest";
+    EXPECT_EQ(find_head_end(mixed), mixed.size() - 4);
+    EXPECT_EQ(check_head_bytes(mixed.substr(0, find_head_end(mixed))), head_defect::bare_lf);
+}
+
+TEST(RequestChecksTest, ChunkedPrefixes)
+{
+    EXPECT_TRUE(is_chunked_prefix_valid("5\r\nhello\r\n0\r\n\r\n"));
+    EXPECT_TRUE(is_chunked_prefix_valid("5;ext=1\r\nhel"));
+    EXPECT_TRUE(is_chunked_prefix_valid("A\r\n"));
+    EXPECT_FALSE(is_chunked_prefix_valid("5\r\nhelloXY"));
+    EXPECT_FALSE(is_chunked_prefix_valid("zz\r\nhello\r\n"));
+    EXPECT_FALSE(is_chunked_prefix_valid("11111111111111111\r\n"));
+    // The largest sizes that 16 digits write are incomplete chunks, not an overflow.
+    EXPECT_TRUE(is_chunked_prefix_valid("FFFFFFFFFFFFFFFF\r\nx\r\n"));
+    EXPECT_TRUE(is_chunked_prefix_valid("FFFFFFFFFFFFFFFE\r\nx\r\n"));
+    EXPECT_TRUE(is_chunked_prefix_valid("FFFFFFFFFFFFFFFD\r\nx\r\n"));
+    EXPECT_TRUE(is_chunked_prefix_valid("1\r\nx"));
+    EXPECT_TRUE(is_chunked_prefix_valid("1\r\nx\r"));
+}
+
 } // namespace
 } // namespace portico::http
