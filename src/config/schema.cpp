@@ -148,6 +148,12 @@ private:
                            const std::string& prefix, std::string_view section,
                            std::string_view verb);
     void check_route_conflicts(const route& r, const source_location& host_at);
+    /// Whether a listener serves TLS (`listen` is read before the routes).
+    bool serves_tls() const
+    {
+        return std::any_of(cfg_.listen.begin(), cfg_.listen.end(),
+                           [](const listener& l) { return l.tls != tls_mode::off; });
+    }
     void warn_outside_permitted(const std::string& host, const source_location& at,
                                 std::string_view prefix);
     std::optional<fs::path> expand(const entry& e, std::string_view subject);
@@ -594,6 +600,18 @@ void loader::read_route(const entry& item, std::size_t number)
     if (const auto* e = m->find("redirect_https")) {
         r.redirect_https =
             read_bool(ctx_, *e, subject_of(prefix, "redirect_https")).value_or(false);
+        if (r.redirect_https && !serves_tls()) {
+            ctx_.warning(e->value_at, fmt::format("{}redirect_https has no effect: every listener "
+                                                  "is tls: off, so none serves https",
+                                                  prefix));
+        }
+    }
+    if (r.tls_passthrough && !serves_tls()) {
+        if (const auto* e = m->find("tls_passthrough")) {
+            ctx_.warning(e->value_at, fmt::format("{}tls_passthrough cannot be reached: every "
+                                                  "listener is tls: off",
+                                                  prefix));
+        }
     }
     if (const auto* e = m->find("insecure_skip_verify")) {
         r.insecure_skip_verify =

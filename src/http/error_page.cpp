@@ -129,6 +129,32 @@ std::string the_backend(const error_details& d)
     return address.empty() ? std::string{"the backend"} : fmt::format("the backend {}", address);
 }
 
+std::string tls_required_message(const error_details& d)
+{
+    if (!d.passthrough) {
+        return d.https_url.empty()
+                   ? std::string{"This address only serves HTTPS."}
+                   : fmt::format("This address only serves HTTPS: use {} instead.", d.https_url);
+    }
+    const auto host = d.host.empty() ? std::string_view("This host") : d.host;
+    if (d.scheme == "https") {
+        // SNI chose this connection's route before any request: another name, or none.
+        return fmt::format("{} is passed through to its backend as TLS (tls_passthrough), "
+                           "chosen by the name in the TLS handshake, and this connection's "
+                           "handshake named another host or none: open {} in a connection "
+                           "of its own.",
+                           host, d.https_url.empty() ? std::string_view("it") : d.https_url);
+    }
+    if (d.https_url.empty()) {
+        return fmt::format("{} is passed through to its backend as TLS (tls_passthrough), but "
+                           "no listener serves TLS: set tls: auto or tls: only on one.",
+                           host);
+    }
+    return fmt::format("{} is passed through to its backend as TLS (tls_passthrough) and is "
+                       "not served over plain HTTP: use {}.",
+                       host, d.https_url);
+}
+
 std::string base_message(const error_details& d)
 {
     switch (d.error) {
@@ -167,11 +193,7 @@ std::string base_message(const error_details& d)
     case errc::header_timeout:
         return "The request head did not arrive within timeouts.header: the client sent it too "
                "slowly or stopped sending.";
-    case errc::tls_required:
-        return d.host.empty()
-                   ? std::string{"This address only serves HTTPS: use https:// instead."}
-                   : fmt::format("This address only serves HTTPS: use https://{}/ instead.",
-                                 d.host);
+    case errc::tls_required: return tls_required_message(d);
     case errc::forbidden_origin:
         return "The portico admin refuses requests sent from another origin (a guard against "
                "DNS rebinding and cross-site requests): open it directly in the browser.";

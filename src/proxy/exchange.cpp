@@ -85,8 +85,7 @@ request_plan plan_request(const serving_state& state, const request_facts& facts
     const auto& r = *match.route;
     plan.route = &r;
     if (r.tls_passthrough) {
-        plan.error = errc::tls_required;
-        plan.detail = "this host is passed through as TLS; use https://";
+        plan.error = errc::tls_required; // the page says why (error_details::passthrough)
         return plan;
     }
     plan.upstream_target = routing::upstream_target(r, *split);
@@ -111,6 +110,8 @@ http::error_details describe_error(const serving_state& state, const request_pla
     d.detail = plan.detail;
     d.body_not_taken = plan.body_not_taken;
     d.name_unresolved = plan.name_unresolved;
+    d.passthrough = error == errc::tls_required && plan.route != nullptr &&
+                    plan.route->tls_passthrough;
     d.exact_hosts = state.table.exact_hosts();
     d.wildcard_hosts = state.table.wildcard_hosts();
     d.scheme = scheme;

@@ -83,6 +83,7 @@ struct client_info {
     std::string local_port;
     bool tls = false;          ///< requests arrive over TLS
     bool tls_required = false; ///< plain HTTP on a `tls: only` listener
+    bool listener_serves_tls = true; ///< not accepted on a `tls: off` listener
     bool loopback_listener = true; ///< accepted on a loopback address
     connection_entry* entry;
     std::string head; ///< serialised heads, reused so that a request does not allocate one
@@ -128,6 +129,7 @@ struct client_connection {
                std::to_string(local.port()),
                false,
                false,
+               true,
                local.address().is_loopback(),
                &registration,
                {}}
@@ -458,6 +460,28 @@ void write_access_log(const client_info& info, const exchange_record& rec)
 }
 
 /**
+ * The port where a request on this connection works over https: its own if it came over
+ * TLS; else a `tls: only` listener's, else its own if its listener serves TLS, else a
+ * `tls: auto` listener's; "" when no listener serves TLS.
+ */
+std::string_view https_port_for(const client_info& info, const serving_state& state)
+{
+    return info.tls ? std::string_view(info.local_port)
+                    : state.https_port_from(info.local_port, info.listener_serves_tls);
+}
+
+/// `https://host:port/target` for the host as the client sent it (the port left out for 443).
+std::string https_url(std::string_view port, std::string_view host_as_sent,
+                      std::string_view target)
+{
+    const auto host = uri::normalize_host(host_as_sent).value_or("localhost");
+    const bool is_v6 = host.find(':') != std::string::npos;
+    return fmt::format("https://{}{}{}{}{}", is_v6 ? "[" : "", host, is_v6 ? "]" : "",
+                       port == "443" ? "" : fmt::format(":{}", port),
+                       target.starts_with("/") ? target : "/");
+}
+
+/**
  * Answers with an error page, logs the request, and closes the connection gracefully.
  * Past the shutdown deadline whatever failed was cut by the deadline (a connect, a name's
  * resolve, a wait for the response, a body), not by the backend or the client: no page
@@ -483,6 +507,13 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
         details.route = route_name;
     }
     details.tried = tried;
+    std::string url;
+    if (error == errc::tls_required) {
+        if (const auto port = https_port_for(c.info, *state); !port.empty()) {
+            url = https_url(port, plan.host, rec.target);
+            details.https_url = url;
+        }
+    }
     rec.error = to_string(error);
     auto res = http::make_error_response(details, json, rec.version);
     rec.status = res.result_int();
@@ -1631,14 +1662,11 @@ template <typename Stream>
 task<bool> redirect_to_https(connection<Stream>& c, const request_plan& plan,
                              exchange_record& rec, bool keep_alive)
 {
-    const auto host = uri::normalize_host(plan.host).value_or("localhost");
-    const auto& https_port = c.w.state()->https_port;
-    const auto& port = https_port.empty() ? c.info.local_port : https_port;
-    const bool is_v6 = host.find(':') != std::string::npos;
-    const auto location =
-        fmt::format("https://{}{}{}{}{}", is_v6 ? "[" : "", host, is_v6 ? "]" : "",
-                    port == "443" ? "" : ":" + port,
-                    rec.target.starts_with("/") ? rec.target : "/");
+    auto port = https_port_for(c.info, *c.w.state());
+    if (port.empty()) {
+        port = c.info.local_port; // no listener serves TLS (the configuration warned)
+    }
+    const auto location = https_url(port, plan.host, rec.target);
     auto res = http::make_redirect_response(location, rec.version, keep_alive);
     rec.status = res.result_int();
     rec.bytes = res.body().size();
@@ -1789,10 +1817,7 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     }
     if (c.info.tls_required) {
         plan.host = rec.host;
-        return fail(errc::tls_required,
-                    fmt::format("use https://{}{}", rec.host.empty() ? "localhost" : rec.host,
-                                rec.target.starts_with("/") ? rec.target : "/"),
-                    plan);
+        return fail(errc::tls_required, {}, plan); // the page names the https URL
     }
 
     request_facts facts;
@@ -2161,6 +2186,7 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     }
     if (opened.first == opening::plain) {
         conn.info.tls_required = mode == config::tls_mode::only;
+        conn.info.listener_serves_tls = mode != config::tls_mode::off;
         if (co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, w},
                                     0)) {
             park(std::move(owned));

@@ -200,18 +200,22 @@ struct server::impl {
             error);
     }
 
-    /// The ports and the redirect target of `listeners`, recorded in `s`.
+    /// The ports and the https targets of `listeners`, recorded in `s`.
     static void describe_listeners(serving_state& s, const std::vector<bound_listener>& listeners)
     {
         s.listener_ports.clear();
         s.listen_addresses.clear();
         s.https_port.clear();
+        s.auto_port.clear();
         for (const auto& l : listeners) {
             for (const auto& ep : l.endpoints) {
                 s.listener_ports.push_back(ep.port());
                 s.listen_addresses.push_back(endpoint_text(ep));
                 if (l.cfg.tls == config::tls_mode::only && s.https_port.empty()) {
                     s.https_port = std::to_string(ep.port());
+                }
+                if (l.cfg.tls == config::tls_mode::automatic && s.auto_port.empty()) {
+                    s.auto_port = std::to_string(ep.port());
                 }
             }
         }

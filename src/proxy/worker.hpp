@@ -32,7 +32,21 @@ struct serving_state {
     routing::route_table table;
     std::vector<std::uint16_t> listener_ports; ///< bound ports, for the admin Origin check
     std::vector<std::string> listen_addresses; ///< bound addresses, for the dashboard
-    std::string https_port; ///< where `redirect_https` sends clients ("" = their own port)
+    std::string https_port; ///< the first `tls: only` listener's port, "" when none
+    std::string auto_port;  ///< the first `tls: auto` listener's port, "" when none
+
+    /**
+     * Where a plain request that arrived on `local_port` should go for https: a `tls: only`
+     * listener, else its own listener unless that is `tls: off`, else a `tls: auto` one; ""
+     * when no listener serves TLS.
+     */
+    std::string_view https_port_from(std::string_view local_port, bool listener_serves_tls) const
+    {
+        if (!https_port.empty()) {
+            return https_port;
+        }
+        return listener_serves_tls ? local_port : std::string_view(auto_port);
+    }
 };
 
 /// A live client connection as the worker's registry sees it. It lives inside the connection,

@@ -281,6 +281,27 @@ TEST(TlsTest, ConnectionIdleAfterARedirectIsClosedAtOnceOnShutdown)
     EXPECT_TRUE(c.is_closed_by_peer());
 }
 
+TEST(TlsTest, RedirectHttpsFromATlsOffListenerGoesToOneThatServesTls)
+{
+    origin backend;
+    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                            "    redirect_https: true\n",
+                            backend.port()),
+                "listen:\n  - address: 127.0.0.1:0\n    tls: off\n  - 127.0.0.1:0\n");
+    const auto ports = p.proxy.ports();
+    ASSERT_EQ(ports.size(), 2U);
+    client off(ports[0]);
+    auto res = off.get("app.localhost:" + std::to_string(ports[0]), "/x");
+    EXPECT_EQ(res.result_int(), 308);
+    EXPECT_EQ(res[beast::http::field::location],
+              fmt::format("https://app.localhost:{}/x", ports[1]));
+    // From the listener that serves both, the redirect stays on its port.
+    client both(ports[1]);
+    res = both.get("app.localhost:" + std::to_string(ports[1]), "/y");
+    EXPECT_EQ(res[beast::http::field::location],
+              fmt::format("https://app.localhost:{}/y", ports[1]));
+}
+
 TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
 {
     // Over TLS as over plain HTTP: at the deadline the request waiting for its backend is
@@ -485,6 +506,45 @@ TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
     auto res = plain.get("db.localhost", "/");
     EXPECT_EQ(res.result_int(), 400);
     EXPECT_EQ(res["X-Portico-Error"], "tls_required");
+}
+
+TEST(TlsPassthroughTest, PlainOrMisnamedRequestsForThePassthroughHostAreToldWhereItIs)
+{
+    self_signed_origin backend("db.localhost", "backend own certificate");
+    ASSERT_TRUE(backend.made) << backend.error;
+    origin web;
+    tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
+                            "    to: 127.0.0.1:{}\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                            backend.port(), web.port()),
+                "listen:\n  - address: 127.0.0.1:0\n    tls: off\n  - 127.0.0.1:0\n");
+    const auto ports = p.proxy.ports();
+    ASSERT_EQ(ports.size(), 2U);
+    const auto message = [](const response& res) {
+        EXPECT_EQ(res.result_int(), 400);
+        EXPECT_EQ(res["X-Portico-Error"], "tls_required");
+        return res.body(); // JSON: the message needs no escaping
+    };
+    const std::vector<std::pair<std::string, std::string>> json = {{"Accept", "application/json"}};
+    // On the tls: off listener: the port that serves TLS, not this one.
+    client off(ports[0]);
+    const auto from_off = message(off.get("db.localhost", "/q", json));
+    EXPECT_NE(from_off.find(fmt::format("use https://db.localhost:{}/q", ports[1])),
+              std::string::npos)
+        << from_off;
+    EXPECT_EQ(from_off.find("only serves HTTPS"), std::string::npos) << from_off;
+    client both(ports[1]);
+    const auto from_both = message(both.get("db.localhost", "/q", json));
+    EXPECT_NE(from_both.find(fmt::format("use https://db.localhost:{}/q", ports[1])),
+              std::string::npos)
+        << from_both;
+    // Over TLS opened for another name, "use https" would not help: the handshake's name
+    // picks a passthrough route.
+    const auto via_curl = run_process(
+        {"curl", "-sS", "-k", "-H", "Host: db.localhost", "-H", "Accept: application/json",
+         "--resolve", fmt::format("app.localhost:{}:127.0.0.1", ports[1]),
+         fmt::format("https://app.localhost:{}/q", ports[1])});
+    EXPECT_NE(via_curl.out.find("handshake named another host or none"), std::string::npos)
+        << via_curl.out << via_curl.err;
 }
 
 TEST(TlsPassthroughTest, OpenTunnelGetsTheShutdownGracePeriod)

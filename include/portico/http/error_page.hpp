@@ -30,6 +30,12 @@ struct error_details {
     bool body_not_taken = false;
     /// For `upstream_refused`: the backend's host name did not resolve, so nothing was tried.
     bool name_unresolved = false;
+    /// For `tls_required`: the host is a `tls_passthrough` route, reached only by a TLS
+    /// handshake that names it.
+    bool passthrough = false;
+    /// For `tls_required`: where the request works over https ("" when no listener serves
+    /// TLS).
+    std::string_view https_url;
     /// For `no_route`: hosts to list. Exact hosts become links built from `scheme` and `port`.
     std::span<const std::string> exact_hosts;
     std::span<const std::string> wildcard_hosts;

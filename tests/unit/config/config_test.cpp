@@ -1106,6 +1106,24 @@ TEST(ConfigRouteTest, RedirectHttps)
     EXPECT_FALSE(one_route("    to: 127.0.0.1:1\n").redirect_https);
 }
 
+TEST(ConfigRouteTest, HttpsOnlyRoutesWithoutATlsListenerAreWarnedAbout)
+{
+    const std::string off = "listen:\n  - address: 127.0.0.1:7080\n    tls: off\n";
+    EXPECT_EQ(warnings(off + "routes:\n  - host: app.localhost\n    to: 127.0.0.1:1\n"
+                             "    redirect_https: true\n"),
+              messages{"portico.yaml:7:21: route 1: redirect_https has no effect: every listener "
+                       "is tls: off, so none serves https"});
+    EXPECT_EQ(warnings(off + "routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
+                             "    to: 127.0.0.1:1\n"),
+              messages{"portico.yaml:6:22: route 1: tls_passthrough cannot be reached: every "
+                       "listener is tls: off"});
+    // One listener that serves TLS is enough, whatever its place in the file.
+    EXPECT_TRUE(warnings("routes:\n  - host: app.localhost\n    to: 127.0.0.1:1\n"
+                         "    redirect_https: true\n" +
+                         off + "  - address: 127.0.0.1:7443\n    tls: only\n")
+                    .empty());
+}
+
 // ---------------------------------------------------------------- TLS passthrough
 
 TEST(ConfigRouteTest, PassthroughRoute)

@@ -318,8 +318,33 @@ TEST(ErrorPageTest, TlsRequiredSaysToUseHttps)
 {
     error_details d;
     d.error = errc::tls_required;
-    d.host = "db.localhost:7080";
-    EXPECT_TRUE(contains(error_message(d), "use https://db.localhost:7080/"));
+    d.host = "app.localhost:7080";
+    d.https_url = "https://app.localhost:7443/x";
+    EXPECT_EQ(error_message(d),
+              "This address only serves HTTPS: use https://app.localhost:7443/x instead.");
+}
+
+TEST(ErrorPageTest, TlsRequiredForAPassthroughHostSaysWhy)
+{
+    error_details d;
+    d.error = errc::tls_required;
+    d.passthrough = true;
+    d.host = "db.localhost";
+    d.https_url = "https://db.localhost:7443/";
+    const auto plain = error_message(d);
+    EXPECT_TRUE(contains(plain, "db.localhost is passed through to its backend as TLS")) << plain;
+    EXPECT_TRUE(contains(plain, "use https://db.localhost:7443/.")) << plain;
+    EXPECT_FALSE(contains(plain, "only serves HTTPS")) << plain;
+
+    d.scheme = "https";
+    const auto over_tls = error_message(d);
+    EXPECT_TRUE(contains(over_tls, "handshake named another host or none")) << over_tls;
+    EXPECT_TRUE(contains(over_tls, "open https://db.localhost:7443/ in a connection")) << over_tls;
+
+    d.scheme = "http";
+    d.https_url = {};
+    const auto nowhere = error_message(d);
+    EXPECT_TRUE(contains(nowhere, "no listener serves TLS")) << nowhere;
 }
 
 TEST(ErrorPageTest, BadRequestAppendsDetail)
