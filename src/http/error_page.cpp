@@ -177,6 +177,12 @@ std::string base_message(const error_details& d)
                            "server, or raise timeouts.upstream (0 means no limit).",
                            the_backend(d), for_subject(d));
     case errc::upstream_tls:
+        if (!d.certificate_rejected) {
+            return fmt::format("The TLS handshake with {}{} failed: check that it serves https "
+                               "on that port (a dev server that speaks plain HTTP needs "
+                               "http:// in the route's `to`).",
+                               the_backend(d), for_subject(d));
+        }
         return fmt::format("TLS to {}{} failed: if the backend uses a self-signed or private "
                            "certificate, set insecure_skip_verify: true on the route to skip "
                            "verification.",

@@ -1595,6 +1595,7 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
 {
     plan.detail = acquired.detail;
     plan.name_unresolved = acquired.unresolved;
+    plan.certificate_rejected = acquired.certificate_rejected;
     co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
 }
 

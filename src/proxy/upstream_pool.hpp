@@ -44,6 +44,9 @@ struct acquire_result {
     std::vector<std::string> tried;                  ///< addresses tried, for the 502 page
     std::string detail;                              ///< the system's words for the failure
     bool unresolved = false; ///< the backend's host name did not resolve (`upstream_refused`)
+    /// The https backend's certificate did not verify (`upstream_tls`), as opposed to a
+    /// handshake that failed otherwise (a backend that does not speak TLS).
+    bool certificate_rejected = false;
 };
 
 /**

@@ -605,6 +605,21 @@ TEST(TlsBackendTest, HttpsBackendVerifiedOrSkipped)
     EXPECT_EQ(l.get("loose.localhost", "/again").body(), "tls-backend GET /again");
 }
 
+TEST(TlsBackendTest, PlainBackendBehindHttpsIsNotBlamedOnVerification)
+{
+    origin plain;
+    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: https://127.0.0.1:{}\n"
+                            "    insecure_skip_verify: true\n",
+                            plain.port()));
+    client c(p.proxy.port());
+    const auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_tls");
+    EXPECT_NE(res.body().find("needs http:// in the route's `to`"), std::string::npos)
+        << res.body();
+    EXPECT_EQ(res.body().find("set insecure_skip_verify"), std::string::npos) << res.body();
+}
+
 TEST(TlsBackendTest, UploadsToHttpsBackendKeepThePooledConnectionUsable)
 {
     // A body larger than what comes with the head is sent while a read waits on the TLS

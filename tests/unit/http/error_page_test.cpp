@@ -277,6 +277,7 @@ TEST(ErrorPageTest, UpstreamTlsNamesInsecureSkipVerify)
     d.route = "secure.localhost";
     d.backend = "https://127.0.0.1:3443";
     d.detail = "certificate verify failed (self-signed certificate)";
+    d.certificate_rejected = true;
 
     const auto message = error_message(d);
 
@@ -284,6 +285,19 @@ TEST(ErrorPageTest, UpstreamTlsNamesInsecureSkipVerify)
     EXPECT_TRUE(contains(message, "https://127.0.0.1:3443"));
     EXPECT_TRUE(contains(message, "Certificate verify failed (self-signed certificate)."));
     EXPECT_TRUE(contains(make_error_response(d, false, 11).body(), "insecure_skip_verify"));
+}
+
+TEST(ErrorPageTest, UpstreamTlsHandshakeFailureSaysToCheckTheScheme)
+{
+    error_details d;
+    d.error = errc::upstream_tls;
+    d.backend = "https://127.0.0.1:5173";
+    d.detail = "wrong version number";
+    const auto message = error_message(d);
+    EXPECT_TRUE(contains(message, "check that it serves https")) << message;
+    EXPECT_TRUE(contains(message, "http:// in the route's `to`")) << message;
+    EXPECT_TRUE(contains(message, "Wrong version number.")) << message;
+    EXPECT_FALSE(contains(message, "insecure_skip_verify")) << message;
 }
 
 TEST(ErrorPageTest, MessagesNameTheSettingToChange)
