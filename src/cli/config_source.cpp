@@ -1,6 +1,7 @@
 #include "cli/config_source.hpp"
 
 #include "portico/core/log.hpp"
+#include "portico/tls/certificates.hpp"
 
 #include <fmt/format.h>
 
@@ -40,6 +41,27 @@ void report_failure(const std::string& name, std::size_t errors)
     fmt::print(stderr, "portico: {} {} in {}\n", errors, errors == 1 ? "error" : "errors", name);
 }
 
+/**
+ * A parsed file's checks that need more than the file: the user certificates it names
+ * must load as serving would load them. Adds what they find to `result`.
+ */
+void check_beyond_the_file(config::load_result& result)
+{
+    if (!result.ok() || !result.value) {
+        return;
+    }
+    auto found = tls::check_user_certificates(result.value->tls);
+    for (auto& w : found.warnings) {
+        result.warnings.push_back(std::move(w));
+    }
+    for (auto& e : found.errors) {
+        result.errors.push_back(std::move(e));
+    }
+    if (!result.ok()) {
+        result.value.reset(); // as `load_result` promises: a value only without errors
+    }
+}
+
 } // namespace
 
 std::string loaded_config::display_name() const
@@ -67,6 +89,7 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
     }
 
     auto result = config::load_file(*loaded.where.file, env);
+    check_beyond_the_file(result);
     for (const auto& w : result.warnings) {
         report(log::level::warn, "config_warning", w);
     }
@@ -84,6 +107,7 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
 std::optional<config::config> load_again(const loaded_config& previous, std::string& errors)
 {
     auto result = config::load_file(*previous.where.file, config::environment::process());
+    check_beyond_the_file(result);
     for (const auto& w : result.warnings) {
         report(log::level::warn, "config_warning", w);
     }

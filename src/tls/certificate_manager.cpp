@@ -463,6 +463,36 @@ std::uint64_t certificate_manager::certificates_issued() const noexcept
     return impl_->issued.load(std::memory_order_relaxed);
 }
 
+user_certificate_report check_user_certificates(const config::tls_settings& settings)
+{
+    user_certificate_report report;
+    for (const auto& entry : settings.certificates) {
+        std::string error;
+        try {
+            const auto key = load_certified_key(entry.cert, entry.key, error);
+            if (!key) {
+                report.errors.push_back({entry.where, error});
+                continue;
+            }
+            for (const auto& host : entry.hosts) {
+                const auto name = normalize_server_name(host);
+                // A wildcard entry serves any one label under its base: try one such name.
+                const auto sample = name.starts_with("*.") ? "name" + name.substr(1) : name;
+                if (!covers(key->leaf.get(), sample)) {
+                    report.warnings.push_back(
+                        {entry.where,
+                         fmt::format("{} does not name '{}': clients will refuse it for that "
+                                     "host",
+                                     entry.cert.string(), host)});
+                }
+            }
+        } catch (const openssl_error& e) {
+            report.errors.push_back({entry.where, e.what()});
+        }
+    }
+    return report;
+}
+
 std::string requested_server_name(SSL* connection)
 {
     return sni_of(connection);

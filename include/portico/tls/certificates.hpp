@@ -128,6 +128,18 @@ private:
     std::unique_ptr<impl> impl_;
 };
 
+/// What loading the `tls.certificates` entries found, each at its entry in the file.
+struct user_certificate_report {
+    /// A file that does not load, a key that does not belong to its certificate.
+    std::vector<config::diagnostic> errors;
+    /// A host that its certificate does not name: clients would refuse it there.
+    std::vector<config::diagnostic> warnings;
+};
+
+/// Loads each user certificate and key as serving would, without opening the CA, so that
+/// `check` and a reload refuse what `run` would (see `certificate_manager::create`).
+user_certificate_report check_user_certificates(const config::tls_settings& settings);
+
 /// The server name (SNI) the client sent in this connection's handshake, lower case without
 /// a trailing dot; "" when it sent none (the certificate for `localhost` was served then).
 /// Pass `stream.native_handle()` of an `ssl::stream` after its handshake.

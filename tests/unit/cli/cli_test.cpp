@@ -508,6 +508,46 @@ TEST_F(CliTest, WarningsDoNotFailCheck)
     EXPECT_TRUE(contains(r.out, "app.localhost")) << r;
 }
 
+TEST_F(CliTest, UserCertificatesAreCheckedAsRunLoadsThem)
+{
+    // Two certificates: one whose key is the other's, and one that names none of its hosts.
+    for (const auto* name : {"one", "two"}) {
+        const auto made = portico::test::run_process(
+            {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "2", "-subj", fmt::format("/CN={}", name), "-addext",
+             fmt::format("subjectAltName=DNS:{}.test", name), "-keyout",
+             (dir_ / fmt::format("{}-key.pem", name)).string(), "-out",
+             (dir_ / fmt::format("{}.pem", name)).string()});
+        ASSERT_EQ(made.exit_code, 0) << made;
+    }
+    write_file("mismatch.yaml", R"(tls:
+  certificates:
+    - hosts: [one.test]
+      cert: one.pem
+      key: two-key.pem
+)");
+    for (const auto* verb : {"check", "run"}) {
+        const auto r = portico({verb, "-c", "mismatch.yaml"});
+        EXPECT_EQ(r.exit_code, 1) << verb << r;
+        EXPECT_TRUE(contains(r.err, "mismatch.yaml:3:7: ")) << verb << r;
+        EXPECT_TRUE(contains(r.err, "does not belong to the certificate")) << verb << r;
+        EXPECT_TRUE(contains(r.err, "1 error in mismatch.yaml")) << verb << r;
+    }
+
+    write_file("uncovered.yaml", R"(tls:
+  certificates:
+    - hosts: [one.test, "*.one.test", other.test]
+      cert: one.pem
+      key: one-key.pem
+)");
+    const auto r = portico({"check", "-c", "uncovered.yaml"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(lines_of(r.err).size(), 2U) << r;
+    EXPECT_TRUE(contains(r.err, "uncovered.yaml:3:7: ")) << r;
+    EXPECT_TRUE(contains(r.err, "does not name '*.one.test'")) << r;
+    EXPECT_TRUE(contains(r.err, "does not name 'other.test'")) << r;
+}
+
 TEST_F(CliTest, RunOnBrokenFileExitsOne)
 {
     write_file("bad.yaml", two_errors_yaml);
