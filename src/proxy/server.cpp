@@ -140,9 +140,42 @@ struct server::impl {
     }
 
     /**
+     * Whether another socket listens on `ep`. SO_REUSEPORT lets any process of the same
+     * user bind a port that is listened on with it: a second portico started on the same
+     * port would bind and take a share of its connections, with routes of its own. A socket
+     * bound without SO_REUSEPORT (SO_REUSEADDR still passes TIME_WAIT leftovers) fails
+     * where anything listens, this process's acceptors included.
+     */
+    boost::system::error_code probe_listened(const tcp::endpoint& ep)
+    {
+        boost::system::error_code ec;
+        net::basic_stream_socket<tcp, net::io_context::executor_type> probe(binding);
+        probe.open(ep.protocol(), ec);
+        if (!ec) {
+            probe.set_option(net::socket_base::reuse_address(true), ec);
+        }
+        if (!ec && ep.address().is_v6()) {
+            probe.set_option(net::ip::v6_only(true), ec);
+        }
+        if (!ec) {
+            probe.bind(ep, ec);
+        }
+        return ec;
+    }
+
+    /// Whether this process already listens on `ep` (a reload that renames a listener).
+    bool listens_on(const tcp::endpoint& ep) const
+    {
+        return std::any_of(listeners.begin(), listeners.end(), [&ep](const bound_listener& l) {
+            return std::find(l.endpoints.begin(), l.endpoints.end(), ep) != l.endpoints.end();
+        });
+    }
+
+    /**
      * Binds every address of `l` once per worker (SO_REUSEPORT: the kernel spreads
-     * connections and none crosses threads). With port 0 the first acceptor picks the port
-     * and the others follow it. On failure nothing stays bound.
+     * connections and none crosses threads), unless another process listens there. With
+     * port 0 the first acceptor picks the port and the others follow it. On failure nothing
+     * stays bound.
      */
     std::optional<std::string> bind_listener(bound_listener& out)
     {
@@ -151,6 +184,12 @@ struct server::impl {
         out.per_worker.resize(workers.size());
         for (const auto& address : listen_addresses(out.cfg)) {
             tcp::endpoint ep(address, out.cfg.port);
+            if (ep.port() != 0 && !listens_on(ep)) {
+                if (const auto ec = probe_listened(ep)) {
+                    out.per_worker.clear();
+                    return bind_failure(ep, ec);
+                }
+            }
             for (std::size_t w = 0; w < workers.size(); ++w) {
                 tcp_acceptor acceptor(executor(binding.get_executor()));
                 boost::system::error_code ec;

@@ -153,6 +153,27 @@ TEST(BinaryTest, PortInUseExitsThreeNamingThePort)
     EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
 }
 
+TEST(BinaryTest, SecondPorticoOnTheSamePortExitsThree)
+{
+    // Its listeners use SO_REUSEPORT, which would let a second instance of the same user
+    // bind beside the first and take a share of its connections.
+    origin backend;
+    running_portico first(route_to(backend.port()));
+    temp_dir dir;
+    std::ofstream(dir.path() / "portico.yaml")
+        << fmt::format("listen: [127.0.0.1:{}]\ntls: {{ ca_dir: {} }}\n", first.port,
+                       (dir.path() / "ca").string());
+    const auto second =
+        run_process({PORTICO_BINARY, "run", "-c", (dir.path() / "portico.yaml").string()},
+                    std::chrono::seconds(5));
+    EXPECT_EQ(second.exit_code, 3) << second.err;
+    EXPECT_NE(second.err.find(fmt::format("port {} is already in use", first.port)),
+              std::string::npos)
+        << second.err;
+    client c(first.port);
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+}
+
 TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
 {
 #if defined(PORTICO_SANITIZE)

@@ -184,6 +184,21 @@ TEST(ReloadTest, AddedListenerIsBoundAndRemovedOneCloses)
     }));
 }
 
+TEST(ReloadTest, ListenerWrittenAnotherWayOnItsOwnPortIsBoundAgain)
+{
+    // The new spelling binds the port this process already listens on: allowed, unlike a
+    // port another process listens on.
+    origin backend;
+    const auto body = routes({route("app.localhost", backend.port())});
+    proxy_harness proxy(body);
+    const auto port = proxy.port();
+    const auto result = proxy.reload(
+        fmt::format("listen:\n  - address: 127.0.0.1:{}\n    tls: auto\n{}", port, body));
+    EXPECT_TRUE(result.ok) << result.message;
+    client c(port);
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+}
+
 TEST(ReloadTest, ListenerThatCannotBindKeepsTheOldConfiguration)
 {
     origin a;
