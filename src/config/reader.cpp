@@ -179,6 +179,14 @@ std::optional<std::chrono::milliseconds> read_duration(context& ctx, const entry
         ctx.error(e.value_at, fmt::format("{} must be greater than 0", subject));
         return std::nullopt;
     }
+    // Deadlines are points on a nanosecond clock, which a few centuries overflow into the
+    // past: a huge value meant as "never" would time out at once.
+    constexpr std::chrono::hours longest{24 * 365};
+    if (*value > longest) {
+        ctx.error(e.value_at, fmt::format("{} must be at most 8760h (a year){}", subject,
+                                          allow_zero ? "; 0 means no limit" : ""));
+        return std::nullopt;
+    }
     return value;
 }
 

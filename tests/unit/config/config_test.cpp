@@ -813,6 +813,16 @@ TEST(ConfigTest, TimeoutErrors)
     EXPECT_EQ(valid("timeouts:\n  upstream: 0\n").timeouts.upstream, 0ms);
 }
 
+TEST(ConfigTest, TimeoutsThatWouldOverflowADeadlineAreRefused)
+{
+    // 2562048h is past what a nanosecond deadline holds: it would time out at once.
+    EXPECT_EQ(errors("timeouts:\n  upstream: 2562048h\n  header: 9223372036854775807ms\n"),
+              (messages{"portico.yaml:2:13: 'timeouts.upstream' must be at most 8760h (a year); "
+                        "0 means no limit",
+                        "portico.yaml:3:11: 'timeouts.header' must be at most 8760h (a year)"}));
+    EXPECT_EQ(valid("timeouts:\n  idle: 8760h\n").timeouts.idle, 8760h);
+}
+
 TEST(ConfigTest, LimitErrors)
 {
     const auto c = valid("limits:\n  header_bytes: 1024\n  body_bytes: 1GiB\n");
