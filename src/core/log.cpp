@@ -175,9 +175,14 @@ void write(level lv, std::string_view event, std::initializer_list<field> fields
 
 void notice(std::string_view event, std::string_view message, std::initializer_list<field> fields)
 {
-    if (!enabled(level::info)) {
-        return;
+    if (enabled(level::info)) {
+        announce(event, message, fields);
     }
+}
+
+void announce(std::string_view event, std::string_view message,
+              std::initializer_list<field> fields)
+{
     std::string line;
     if (encoding == format::json) {
         line += "{\"time\":";

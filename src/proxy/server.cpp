@@ -66,6 +66,13 @@ std::string bind_failure(const tcp::endpoint& ep, const boost::system::error_cod
     return fmt::format("cannot listen on {}: {}", where, ec.message());
 }
 
+/// "portico ready: http+https on 127.0.0.1:7080 (3 routes)", as SPEC words it.
+std::string ready_message(std::string_view protocols, std::string_view where, std::size_t routes)
+{
+    return fmt::format("portico ready: {} on {} ({} route{})", protocols, where, routes,
+                       routes == 1 ? "" : "s");
+}
+
 /// Same CA, same constraints, same user certificates (by file name).
 bool same_tls(const config::tls_settings& a, const config::tls_settings& b)
 {
@@ -439,17 +446,32 @@ reload_result server::reload(config::config next_cfg)
         l.per_worker.clear();
     }
 
+    const auto routes = next->cfg.routes.size();
     for (const auto i : added) {
         for (const auto& ep : listeners[i].endpoints) {
             const auto where = endpoint_text(ep);
             const auto proto = protocols(listeners[i].cfg.tls);
-            log::notice("listener_added", fmt::format("portico ready: {} on {}", proto, where),
-                        {{"listen", where}, {"protocols", proto}});
+            log::announce("listener_added", ready_message(proto, where, routes),
+                          {{"listen", where}, {"protocols", proto}, {"routes", routes}});
         }
     }
-    for (const auto& key : removed) {
-        log::notice("listener_removed", fmt::format("portico stopped listening on {}", key),
-                    {{"listen", key}});
+    // By address, not by listener: one written another way (127.0.0.1:P as localhost:P)
+    // still listens on the addresses the two share.
+    for (const auto& old : impl_->listeners) {
+        if (std::find(removed.begin(), removed.end(), old.key) == removed.end()) {
+            continue;
+        }
+        for (const auto& ep : old.endpoints) {
+            if (!std::any_of(listeners.begin(), listeners.end(), [&ep](const bound_listener& l) {
+                    return std::find(l.endpoints.begin(), l.endpoints.end(), ep) !=
+                           l.endpoints.end();
+                })) {
+                const auto where = endpoint_text(ep);
+                log::notice("listener_removed",
+                            fmt::format("portico stopped listening on {}", where),
+                            {{"listen", where}});
+            }
+        }
     }
     if (new_certificates) {
         impl_->observatory.set_certificate_counter(
@@ -483,13 +505,11 @@ void server::run(bool handle_signals)
             for (const auto& ep : l.endpoints) {
                 const auto where = endpoint_text(ep);
                 const auto proto = protocols(l.cfg.tls);
-                log::notice("ready",
-                            fmt::format("portico ready: {} on {} ({} route{})", proto, where,
-                                        routes, routes == 1 ? "" : "s"),
-                            {{"listen", where},
-                             {"protocols", proto},
-                             {"routes", routes},
-                             {"workers", impl_->workers.size()}});
+                log::announce("ready", ready_message(proto, where, routes),
+                              {{"listen", where},
+                               {"protocols", proto},
+                               {"routes", routes},
+                               {"workers", impl_->workers.size()}});
             }
         }
     }

@@ -93,6 +93,35 @@ struct started {
     unsigned short port = 0;
 };
 
+TEST(ReloadBinaryTest, ReadyLinesAreWrittenAtEveryLogLevel)
+{
+    // Scripts wait for them, whatever the log level; a listener added by a reload gets the
+    // same line, and one written another way on the same port is not said to have stopped.
+    origin a;
+    temp_dir dir;
+    const auto file = dir.path() / "portico.yaml";
+    const auto route = fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                                   a.port());
+    write_in_place(file, config_text(dir.path() / "ca", route));
+    child process({PORTICO_BINARY, "run", "-c", file.string(), "--log-level", "warn"});
+    const auto ready = process.wait_for_line("portico ready:");
+    ASSERT_TRUE(ready) << "no ready line at --log-level warn";
+    EXPECT_TRUE(ready->ends_with("(1 route)")) << *ready;
+    const auto port = port_from_ready_line(*ready);
+
+    write_in_place(file, fmt::format("listen: [localhost:{}]\nworkers: 1\ntls: {{ ca_dir: {} }}\n{}",
+                                     port, (dir.path() / "ca").string(), route));
+    const auto added = process.wait_for_line(fmt::format("[::1]:{}", port), std::chrono::seconds(5));
+    ASSERT_TRUE(added) << "no ready line for the reload's listener";
+    EXPECT_EQ(*added, fmt::format("portico ready: http+https on [::1]:{} (1 route)", port));
+    EXPECT_EQ(status_of(port, "app.localhost"), 200);
+    process.signal(SIGTERM);
+    EXPECT_EQ(process.wait(), 0);
+    for (const auto& line : process.lines()) {
+        EXPECT_EQ(line.find("stopped listening"), std::string::npos) << line;
+    }
+}
+
 TEST(ReloadBinaryTest, SaveInPlaceIsAppliedWithinASecond)
 {
     origin a;

@@ -71,6 +71,10 @@ void write(level lv, std::string_view event, std::initializer_list<field> fields
  */
 void notice(std::string_view event, std::string_view message, std::initializer_list<field> fields);
 
+/// As `notice`, but written at every log level: the ready lines, which scripts wait for.
+void announce(std::string_view event, std::string_view message,
+              std::initializer_list<field> fields);
+
 /// One proxied request, as the access log and the admin's recent-requests list see it.
 struct access_record {
     std::chrono::system_clock::time_point time;

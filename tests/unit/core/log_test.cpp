@@ -223,6 +223,16 @@ TEST_F(LogTest, NoticePrintsMessageInTextAndFieldsInJson)
     EXPECT_EQ(v.at("routes").to_number<int>(), 3);
 }
 
+TEST_F(LogTest, AnnounceIsWrittenWhereNoticeIsFilteredOut)
+{
+    configure(level::warn, format::text);
+    testing::internal::CaptureStderr();
+    notice("config", "config: portico.yaml (1 route)", {});
+    announce("ready", "portico ready: http on 127.0.0.1:7080 (1 route)", {{"routes", 1}});
+    EXPECT_EQ(testing::internal::GetCapturedStderr(),
+              "portico ready: http on 127.0.0.1:7080 (1 route)\n");
+}
+
 TEST_F(LogTest, AccessWritesTheConfiguredFormatAtInfo)
 {
     configure(level::info, format::text);
