@@ -1595,6 +1595,10 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
 {
     plan.detail = acquired.detail;
     plan.name_unresolved = acquired.unresolved;
+    if (acquired.error == errc::upstream_refused ||
+        acquired.error == errc::upstream_connect_timeout) {
+        rec.backend.clear(); // logged as "-": no backend was reached (the page names it)
+    }
     plan.certificate_rejected = acquired.certificate_rejected;
     co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
 }

@@ -425,6 +425,18 @@ TEST(BinaryTest, TextAccessLogLine)
     EXPECT_TRUE(std::regex_match(*line, shape)) << *line;
 }
 
+TEST(BinaryTest, AccessLineOfARefusedConnectionNamesNoBackend)
+{
+    // SPEC: BACKEND is "-" when no backend was reached; the page names the address.
+    refused_port nothing;
+    running_portico portico(route_to(nothing.port()));
+    client c(portico.port);
+    ASSERT_EQ(c.get("app.localhost", "/refused").result_int(), 502);
+    const auto line = portico.process->wait_for_line("\"GET /refused HTTP/1.1\"");
+    ASSERT_TRUE(line) << "no access line";
+    EXPECT_TRUE(line->ends_with(" -> -")) << *line;
+}
+
 TEST(BinaryTest, JsonLogFormatForReadyAndAccessLines)
 {
     origin backend;
