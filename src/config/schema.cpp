@@ -136,7 +136,8 @@ private:
     void read_routes(const entry& e);
     void read_route(const entry& item, std::size_t number);
     bool read_route_host(const mapping& m, const std::string& prefix, route& r);
-    void read_route_path(const entry& e, const std::string& prefix, route& r);
+    /// False when the path is refused (the route is then left out of conflict checks).
+    bool read_route_path(const entry& e, const std::string& prefix, route& r);
     void read_route_target(const mapping& m, const std::string& prefix, bool passthrough, route& r);
     void read_host_header(const entry& e, const std::string& prefix, route& r);
     void read_headers(const entry& e, const std::string& prefix, route& r);
@@ -147,7 +148,9 @@ private:
     bool check_header_name(const std::string& header, const source_location& at,
                            const std::string& prefix, std::string_view section,
                            std::string_view verb);
-    void check_route_conflicts(const route& r, const source_location& host_at);
+    /// `path_known`: false when the path was refused and left at '/', which must then not
+    /// be reported as taken.
+    void check_route_conflicts(const route& r, const source_location& host_at, bool path_known);
     /// Whether a listener serves TLS (`listen` is read before the routes).
     bool serves_tls() const
     {
@@ -584,8 +587,9 @@ void loader::read_route(const entry& item, std::size_t number)
         }
     }
     const bool host_ok = read_route_host(*m, prefix, r);
+    bool path_ok = true;
     if (const auto* e = m->find("path"); e && !r.tls_passthrough) {
-        read_route_path(*e, prefix, r);
+        path_ok = read_route_path(*e, prefix, r);
     }
     read_route_target(*m, prefix, r.tls_passthrough, r);
     if (const auto* e = m->find("strip_prefix"); e && !r.tls_passthrough) {
@@ -624,7 +628,7 @@ void loader::read_route(const entry& item, std::size_t number)
     }
     if (host_ok) {
         const auto& host_at = m->find("host")->value_at;
-        check_route_conflicts(r, host_at);
+        check_route_conflicts(r, host_at, path_ok);
         if (!r.tls_passthrough) {
             warn_outside_permitted(r.host, host_at, prefix);
         }
@@ -655,30 +659,31 @@ bool loader::read_route_host(const mapping& m, const std::string& prefix, route&
     return true;
 }
 
-void loader::read_route_path(const entry& e, const std::string& prefix, route& r)
+bool loader::read_route_path(const entry& e, const std::string& prefix, route& r)
 {
     const auto subject = subject_of(prefix, "path");
     const auto text = read_scalar(ctx_, e, subject, "a path such as /api");
     if (!text) {
-        return;
+        return false;
     }
     if (!text->starts_with('/')) {
         ctx_.error(e.value_at, fmt::format("{} must start with '/', e.g. /api", subject));
-        return;
+        return false;
     }
     if (text->find_first_of("?#") != std::string::npos) {
         ctx_.error(e.value_at,
                    fmt::format("{} must not contain a query or fragment ('?', '#')", subject));
-        return;
+        return false;
     }
     auto path = uri::normalize_prefix(*text);
     if (!path) {
         ctx_.error(e.value_at, fmt::format("{} must be a URL path such as /api (no spaces, control "
                                            "characters or malformed %-escapes)",
                                            subject));
-        return;
+        return false;
     }
     r.path = std::move(*path);
+    return true;
 }
 
 void loader::read_route_target(const mapping& m, const std::string& prefix, bool passthrough,
@@ -843,7 +848,8 @@ bool loader::check_header_name(const std::string& header, const source_location&
     return true;
 }
 
-void loader::check_route_conflicts(const route& r, const source_location& host_at)
+void loader::check_route_conflicts(const route& r, const source_location& host_at,
+                                   bool path_known)
 {
     const auto prefix = fmt::format("route {}: ", r.number);
     if (!r.is_wildcard() && r.host == cfg_.admin) {
@@ -859,6 +865,9 @@ void loader::check_route_conflicts(const route& r, const source_location& host_a
         ctx_.error(r.where, fmt::format("{}host '{}' cannot have both tls_passthrough and "
                                         "regular routes (see route {})",
                                         prefix, r.host, seen->second.number));
+        return;
+    }
+    if (!path_known) {
         return;
     }
     const auto [earlier, inserted] = host_paths_.emplace(std::pair(r.host, r.path), r.number);

@@ -940,6 +940,13 @@ TEST(ConfigRouteTest, PathErrors)
     EXPECT_EQ(path_error("/a%zz"), invalid);
 }
 
+TEST(ConfigRouteTest, RefusedPathIsNotAlsoCalledADuplicate)
+{
+    EXPECT_EQ(errors("routes:\n  - host: z.localhost\n    to: 127.0.0.1:1\n"
+                     "  - host: z.localhost\n    path: api\n    to: 127.0.0.1:2\n"),
+              messages{"portico.yaml:5:11: route 2: 'path' must start with '/', e.g. /api"});
+}
+
 TEST(ConfigRouteTest, BackendForms)
 {
     const auto to = [](const std::string& target) {
