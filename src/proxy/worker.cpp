@@ -124,6 +124,24 @@ void worker::remove_acceptors(const std::string& key)
     for (auto& l : acceptors_) {
         if (l.key == key && !l.removed) {
             l.removed = true;
+            // Connections already queued on this socket would be reset by its close; the
+            // listener that replaces it (or another worker's) takes the ones to come.
+            boost::system::error_code mode_ec;
+            l.acceptor.non_blocking(true, mode_ec); // its loop may not have set it yet
+            for (std::size_t taken = 0; taken < max_drained_on_removal && !mode_ec; ++taken) {
+                tcp::endpoint remote;
+                socklen_t length = static_cast<socklen_t>(remote.capacity());
+                const int fd = ::accept4(l.acceptor.native_handle(), remote.data(), &length,
+                                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                    if (is_connection_error(errno)) {
+                        continue;
+                    }
+                    break; // none left (or no resources: those left are reset as before)
+                }
+                remote.resize(length);
+                serve_accepted(l, fd, remote);
+            }
             boost::system::error_code ec;
             l.acceptor.close(ec);
             l.pause.cancel();
@@ -149,11 +167,31 @@ void worker::start()
     }
 }
 
+void worker::serve_accepted(const listening& l, int fd, const tcp::endpoint& remote)
+{
+    boost::system::error_code ec;
+    tcp_socket socket(get_executor());
+    socket.assign(l.local.protocol(), fd, ec);
+    if (ec) {
+        ::close(fd);
+        PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
+        return;
+    }
+    accepted_socket_access::mark_fresh_non_blocking(socket);
+    const std::uint64_t id = (std::uint64_t{index_} << 48) | next_connection_id_++;
+    tcp::endpoint local = l.local;
+    if (l.wildcard) {
+        boost::system::error_code lec;
+        local = socket.local_endpoint(lec);
+    }
+    net::co_spawn(context_, serve_connection(*this, std::move(socket), remote, local, id, l.mode),
+                  connection_done{id});
+}
+
 task<void> worker::accept_loop(std::list<listening>::iterator it)
 {
     auto& l = *it;
     const int listen_fd = l.acceptor.native_handle();
-    const auto protocol = l.local.protocol();
     bool failing = false; ///< the last accept failed for want of resources
     boost::system::error_code mode_ec;
     l.acceptor.non_blocking(true, mode_ec); // accept4 below must not block the worker
@@ -197,24 +235,7 @@ task<void> worker::accept_loop(std::list<listening>::iterator it)
         }
         failing = false;
         remote.resize(length);
-        boost::system::error_code ec;
-        tcp_socket socket(get_executor());
-        socket.assign(protocol, fd, ec);
-        if (ec) {
-            ::close(fd);
-            PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
-            continue;
-        }
-        accepted_socket_access::mark_fresh_non_blocking(socket);
-        const std::uint64_t id = (std::uint64_t{index_} << 48) | next_connection_id_++;
-        tcp::endpoint local = l.local;
-        if (l.wildcard) {
-            boost::system::error_code lec;
-            local = socket.local_endpoint(lec);
-        }
-        net::co_spawn(context_,
-                      serve_connection(*this, std::move(socket), remote, local, id, l.mode),
-                      connection_done{id});
+        serve_accepted(l, fd, remote);
         // The new connection ran up to its first read; let the work queued meanwhile (its
         // request, those of others) run before taking the next one: a backlog taken in
         // one go would have every new connection's request in flight at once.

@@ -157,6 +157,10 @@ private:
     };
 
     task<void> accept_loop(std::list<listening>::iterator l);
+    /// Serves a connection `accept4` took from `l`.
+    void serve_accepted(const listening& l, int fd, const tcp::endpoint& remote);
+    /// At most this many queued connections are taken from a listener a reload removes.
+    static constexpr std::size_t max_drained_on_removal = 4096;
     task<void> shutdown_deadline();
 
     unsigned index_;
