@@ -1,5 +1,6 @@
 #include "proxy/exchange.hpp"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 
 namespace portico::proxy {
@@ -10,11 +11,11 @@ namespace {
 bool split_absolute_form(std::string_view target, std::string_view& authority,
                          std::string_view& origin)
 {
+    // The scheme is case-insensitive (RFC 9110 §4.2.3).
     std::size_t scheme_len = 0;
-    if (target.size() > 7 && (target.substr(0, 7) == "http://" || target.substr(0, 7) == "HTTP://")) {
+    if (target.size() > 7 && beast::iequals(target.substr(0, 7), "http://")) {
         scheme_len = 7;
-    } else if (target.size() > 8 &&
-               (target.substr(0, 8) == "https://" || target.substr(0, 8) == "HTTPS://")) {
+    } else if (target.size() > 8 && beast::iequals(target.substr(0, 8), "https://")) {
         scheme_len = 8;
     } else {
         return false;
@@ -46,10 +47,13 @@ request_plan plan_request(const serving_state& state, const request_facts& facts
         plan.detail = "the request target must be a path or an absolute http URL";
         return plan;
     }
+    // "http://a.localhost?q=1" has an empty path, which is "/" (RFC 9110 §4.2.3).
+    std::string rooted;
     if (origin.front() == '?') {
-        plan.error = errc::bad_request;
-        plan.detail = "the request target has no path";
-        return plan;
+        rooted.reserve(origin.size() + 1);
+        rooted += '/';
+        rooted += origin;
+        origin = rooted;
     }
 
     auto split = routing::split_request_target(origin);
@@ -76,6 +80,13 @@ request_plan plan_request(const serving_state& state, const request_facts& facts
     if (match.kind == routing::match_kind::admin) {
         plan.admin = true;
         plan.upstream_target = split->path + split->query;
+        return plan;
+    }
+    if (match.kind == routing::match_kind::invalid_host) {
+        plan.error = errc::bad_request;
+        plan.detail = authority.empty() ? "the Host header is not a valid host name or address"
+                                        : "the request target's host is not a valid host name "
+                                          "or address";
         return plan;
     }
     if (match.kind != routing::match_kind::route) {

@@ -965,7 +965,10 @@ request_traits traits_of(const request_parser& parser, const http::request_lines
     request_traits traits;
     traits.keep_alive = parser.keep_alive();
     traits.upgrade = lines.tunnel_upgrade;
-    traits.expects_continue = beast::iequals(lines.expect, "100-continue");
+    // An HTTP/1.0 client is never sent a 1xx; it ignores the expectation (RFC 9110 §10.1.1,
+    // §15.2) and sends its body anyway.
+    traits.expects_continue =
+        req.version() >= 11 && beast::iequals(lines.expect, "100-continue");
     traits.replayable = parser.is_done() && is_idempotent(req.method());
     traits.head = req.method() == beast::http::verb::head;
     traits.restate_length = lines.content_length_repeated;

@@ -201,7 +201,7 @@ route_match route_table::match(std::string_view host, std::string_view path) con
 {
     const auto name = request_host(host);
     if (!name) {
-        return {};
+        return {match_kind::invalid_host, nullptr};
     }
     // Host specificity decides first, but a host whose routes all miss the path falls back
     // to the next host that covers the name (e.g. `app.localhost` with only `/api`, under

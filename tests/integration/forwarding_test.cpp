@@ -1007,6 +1007,19 @@ TEST(ForwardingTest, HeaderNamesInAnyCaseFrameAndRouteTheRequest)
                                 "5\r\nhello\r\n0\r\n\r\n");
 }
 
+TEST(ForwardingTest, Http10ClientIsNotSentAnInterimResponse)
+{
+    // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client, which sends its body at once.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw = raw_exchange(proxy.port(),
+                                  "POST /e HTTP/1.0\r\nHost: app.localhost\r\n"
+                                  "Content-Length: 5\r\nExpect: 100-continue\r\n\r\nhello");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.0 200 OK\r\n")) << raw;
+    EXPECT_EQ(raw.find(" 100 "), std::string::npos) << raw;
+    EXPECT_TRUE(raw.ends_with("POST /e host=app.localhost body=5")) << raw;
+}
+
 TEST(ForwardingTest, ChunkedResponseToHttp10ClientIsCloseDelimited)
 {
     origin backend([](origin_connection& c) {

@@ -597,6 +597,24 @@ TEST(RewriteTest, AbsoluteFormTargetWinsOverHost)
     EXPECT_NE(raw.find("GET /abs host=app.localhost"), std::string::npos) << raw;
 }
 
+TEST(RewriteTest, AbsoluteFormSchemeInAnyCaseAndAnEmptyPath)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    // The scheme is case-insensitive, and an empty path is "/" (RFC 9110 §4.2.3).
+    for (const auto& [target, seen] :
+         {std::pair{"Http://app.localhost/x", "GET /x host=app.localhost"},
+          std::pair{"hTTp://app.localhost?q=1", "GET /?q=1 host=app.localhost"},
+          std::pair{"http://app.localhost", "GET / host=app.localhost"}}) {
+        const auto raw = raw_exchange(
+            proxy.port(),
+            fmt::format("GET {} HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+                        target));
+        EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 ")) << target << raw;
+        EXPECT_NE(raw.find(seen), std::string::npos) << target << raw;
+    }
+}
+
 TEST(RewriteTest, DotSegmentsAreNormalisedBeforeRouting)
 {
     origin backend;

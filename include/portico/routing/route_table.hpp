@@ -19,6 +19,9 @@ enum class match_kind {
     route, ///< a configured route
     admin, ///< the admin host (or localhost / a loopback literal with no route of its own)
     none,  ///< nothing: answer 404 `no_route`, never forward
+    /// The host is not a host name or address (a bad port, a list, a '*'): answer 400
+    /// (RFC 9112 §3.2), never forward.
+    invalid_host,
 };
 
 /// The result of a lookup; `route` points into the table that produced it.
