@@ -998,8 +998,19 @@ bool finish_response_body(const client_info& info, const exchange_record& rec,
 /// Fills `plan.detail` for a backend that failed before its response head was complete.
 void explain_upstream_failure(const boost::system::error_code& failure, request_plan& plan)
 {
-    plan.detail = classify_upstream_failure(failure) == errc::upstream_timeout
-                      ? std::string()
+    if (classify_upstream_failure(failure) == errc::upstream_timeout) {
+        plan.detail.clear();
+        return;
+    }
+    // The parser's own errors, but for an early end, mean the head came and was refused.
+    const bool refused_head =
+        failure.category() ==
+            make_error_code(beast::http::error::end_of_stream).category() &&
+        failure != beast::http::error::end_of_stream &&
+        failure != beast::http::error::partial_message;
+    plan.detail = refused_head
+                      ? fmt::format("its response head is not valid HTTP/1.1 ({})",
+                                    failure.message())
                       : fmt::format("the backend closed or broke the connection ({})",
                                     failure.message());
 }

@@ -173,6 +173,8 @@ TEST(StreamingTest, BackendClosingWithoutResponseGets502)
     auto res = c.get("app.localhost", "/");
     EXPECT_EQ(res.result_int(), 502);
     EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol");
+    EXPECT_NE(res.body().find("closed or broke the connection"), std::string::npos)
+        << res.body();
 }
 
 TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
@@ -197,6 +199,10 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
         EXPECT_EQ(res.result_int(), 502) << head;
         EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << head;
         EXPECT_EQ(res.body().find("hello"), std::string::npos) << head;
+        // The backend sent a head, and kept the connection: the page must not say otherwise.
+        EXPECT_NE(res.body().find("response head is not valid HTTP/1.1"), std::string::npos)
+            << head << res.body();
+        EXPECT_EQ(res.body().find("closed or broke"), std::string::npos) << head << res.body();
     }
 }
 
