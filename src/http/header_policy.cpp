@@ -619,7 +619,39 @@ bool names_tunnelled_protocol(std::string_view upgrade)
     return !beast::iequals(name, "h2c");
 }
 
+/// Notes whether an Accept value names JSON and HTML (items refused with q=0 do not count).
+void weigh_accept(std::string_view value, bool& json, bool& html)
+{
+    for_each_item(value, [&](std::string_view item) {
+        if (!is_refused(item)) {
+            const auto media = item_name(item);
+            json = json || beast::iequals(media, "application/json");
+            html = html || beast::iequals(media, "text/html");
+        }
+        return false;
+    });
+}
+
 } // namespace
+
+bool prefers_json_in_raw_head(std::string_view bytes)
+{
+    constexpr std::string_view name = "accept:";
+    bool json = false;
+    bool html = false;
+    while (!bytes.empty()) {
+        const auto end = bytes.find('\n');
+        auto line = bytes.substr(0, end);
+        bytes = end == std::string_view::npos ? std::string_view{} : bytes.substr(end + 1);
+        if (line.size() > name.size() && beast::iequals(line.substr(0, name.size()), name)) {
+            if (line.ends_with('\r')) {
+                line.remove_suffix(1);
+            }
+            weigh_accept(line.substr(name.size()), json, html);
+        }
+    }
+    return json && !html;
+}
 
 request_lines scan_request_lines(const request_head& req)
 {
@@ -664,14 +696,7 @@ request_lines scan_request_lines(const request_head& req)
             }
             break;
         case field::accept:
-            for_each_item(line.value(), [&](std::string_view item) {
-                if (!is_refused(item)) {
-                    const auto media = item_name(item);
-                    json = json || beast::iequals(media, "application/json");
-                    html = html || beast::iequals(media, "text/html");
-                }
-                return false;
-            });
+            weigh_accept(line.value(), json, html);
             break;
         default:
             break;

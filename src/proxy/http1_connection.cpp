@@ -1799,8 +1799,13 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     };
     const auto raw = std::string_view(static_cast<const char*>(c.buffer.data().data()),
                                       head_length);
+    // Refused before parsing, a head still says what its client reads.
+    const auto refuse_unparsed = [&](errc error, std::string detail) {
+        out.json = http::prefers_json_in_raw_head(raw);
+        return fail(error, std::move(detail), plan);
+    };
     if (const auto defect = http::check_head_bytes(raw); defect != http::head_defect::none) {
-        return fail(errc::bad_request, std::string(http::describe(defect)), plan);
+        return refuse_unparsed(errc::bad_request, std::string(http::describe(defect)));
     }
 
     parser.eager(false);
@@ -1812,9 +1817,9 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
         pec = beast::http::error::partial_message;
     }
     if (pec) {
-        return fail(pec == beast::http::error::header_limit ? errc::header_too_large
-                                                             : errc::bad_request,
-                    pec.message(), plan);
+        return refuse_unparsed(pec == beast::http::error::header_limit ? errc::header_too_large
+                                                                        : errc::bad_request,
+                               pec.message());
     }
     c.buffer.consume(head_length);
 
@@ -1912,6 +1917,8 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     if (head->what == head_result::kind::failed) {
         prepared.what = prepared_request::next::answer_error;
         prepared.error = head->error;
+        prepared.json = http::prefers_json_in_raw_head(std::string_view(
+            static_cast<const char*>(c.buffer.data().data()), c.buffer.size()));
     } else {
         prepared = prepare_request(c, head->length, *state, parser, plan, rec, facts);
     }

@@ -115,6 +115,28 @@ INSTANTIATE_TEST_SUITE_P(
                          "no_route"}),
     [](const ::testing::TestParamInfo<bad_request_case>& param_info) { return std::string(param_info.param.name); });
 
+TEST(BadInputJsonTest, HeadsRefusedBeforeParsingStillGetJsonWhenAskedFor)
+{
+    origin backend;
+    proxy_harness proxy(fmt::format(
+        "limits: {{ header_bytes: 2048 }}\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+        backend.port()));
+    const std::string too_large = "GET / HTTP/1.1\r\nHost: app.localhost\r\naccept: application/json\r\n"
+                                  "Cookie: " + std::string(4096, 'c') + "\r\n\r\n";
+    const std::string folded = "GET / HTTP/1.1\r\nHost: app.localhost\r\nAccept: application/json\r\n"
+                               "X-A: one\r\n two\r\n\r\n";
+    const std::string browser = "GET / HTTP/1.1\r\nHost: app.localhost\r\n"
+                                "Accept: text/html,application/json\r\nX-A: one\r\n two\r\n\r\n";
+    for (const auto& [bytes, status, type] :
+         {std::tuple{too_large, 431, "application/json"}, std::tuple{folded, 400, "application/json"},
+          std::tuple{browser, 400, "text/html"}}) {
+        const auto raw = raw_exchange(proxy.port(), bytes);
+        EXPECT_EQ(raw.substr(9, 3), std::to_string(status)) << raw;
+        EXPECT_NE(raw.find(fmt::format("Content-Type: {}", type)), std::string::npos) << raw;
+    }
+    EXPECT_TRUE(backend.seen().empty());
+}
+
 TEST(BadInputTimeoutTest, SlowHeadGets408)
 {
     origin backend;

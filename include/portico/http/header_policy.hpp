@@ -106,4 +106,10 @@ struct request_lines {
 
 request_lines scan_request_lines(const request_head& req);
 
+/**
+ * `request_lines::prefers_json` for the raw bytes of a head, complete or not, that was
+ * refused before it was parsed (too large, malformed): Accept lines are found as text.
+ */
+bool prefers_json_in_raw_head(std::string_view bytes);
+
 } // namespace portico::http

@@ -547,6 +547,17 @@ TEST(HeaderPolicyTest, SeveralAcceptFieldsCombine)
     EXPECT_FALSE(prefers_json_for({"application/json", "text/html"}));
 }
 
+TEST(HeaderPolicyTest, RawHeadsAreWeighedAsParsedOnes)
+{
+    EXPECT_TRUE(prefers_json_in_raw_head("GET / HTTP/1.1\r\nACCEPT: application/json\r\n"));
+    EXPECT_TRUE(prefers_json_in_raw_head("GET / HTTP/1.1\r\nAccept:application/json\r\nX: y"));
+    EXPECT_FALSE(prefers_json_in_raw_head("GET / HTTP/1.1\r\nAccept: application/json\r\n"
+                                          "Accept: text/html\r\n\r\n"));
+    EXPECT_FALSE(prefers_json_in_raw_head("GET / HTTP/1.1\r\nX-Accept: application/json\r\n"));
+    EXPECT_FALSE(prefers_json_in_raw_head("GET /accept:application/json HTTP/1.1\r\n\r\n"));
+    EXPECT_FALSE(prefers_json_in_raw_head(""));
+}
+
 TEST(HeaderPolicyTest, QuotedCommaDoesNotSplitAcceptList)
 {
     // The comma inside the quoted parameter must not start a new media range "text/html".
