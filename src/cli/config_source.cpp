@@ -5,6 +5,9 @@
 
 #include <fmt/format.h>
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 #include <vector>
@@ -42,13 +45,48 @@ void report_failure(const std::string& name, std::size_t errors)
 }
 
 /**
- * A parsed file's checks that need more than the file: the user certificates it names
- * must load as serving would load them. Adds what they find to `result`.
+ * A warning when the CA already in `ca_dir` was made with other names than the file's
+ * `tls.ca_permitted_names`: its constraints are fixed, so a routed name outside them gets
+ * no certificate, which nothing else would say.
  */
-void check_beyond_the_file(config::load_result& result)
+std::optional<config::diagnostic> permitted_names_drift(const config::tls_settings& tls,
+                                                        const std::filesystem::path& file)
+{
+    auto existing = tls::existing_ca_permitted_names(tls.ca_dir);
+    if (!existing) {
+        return std::nullopt;
+    }
+    auto wanted = tls.ca_permitted_names;
+    std::sort(existing->begin(), existing->end());
+    std::sort(wanted.begin(), wanted.end());
+    if (*existing == wanted) {
+        return std::nullopt;
+    }
+    auto at = tls.permitted_names_at;
+    if (at.file.empty()) {
+        at.file = file.string();
+    }
+    return config::diagnostic{
+        at, fmt::format("tls.ca_permitted_names is [{}], but the CA in {} was created for [{}] "
+                        "and keeps those names: certificates are issued only under them. To "
+                        "use the new names, move that directory aside so that a new CA is made "
+                        "(and trust it again with 'portico ca install')",
+                        fmt::join(tls.ca_permitted_names, ", "), tls.ca_dir.string(),
+                        fmt::join(*existing, ", "))};
+}
+
+/**
+ * A parsed file's checks that need more than the file: the user certificates it names
+ * must load as serving would load them, and an existing CA must have the names the file
+ * asks for. Adds what they find to `result`.
+ */
+void check_beyond_the_file(config::load_result& result, const std::filesystem::path& file)
 {
     if (!result.ok() || !result.value) {
         return;
+    }
+    if (auto drift = permitted_names_drift(result.value->tls, file)) {
+        result.warnings.push_back(std::move(*drift));
     }
     auto found = tls::check_user_certificates(result.value->tls);
     for (auto& w : found.warnings) {
@@ -89,7 +127,7 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
     }
 
     auto result = config::load_file(*loaded.where.file, env);
-    check_beyond_the_file(result);
+    check_beyond_the_file(result, *loaded.where.file);
     for (const auto& w : result.warnings) {
         report(log::level::warn, "config_warning", w);
     }
@@ -107,7 +145,7 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
 std::optional<config::config> load_again(const loaded_config& previous, std::string& errors)
 {
     auto result = config::load_file(*previous.where.file, config::environment::process());
-    check_beyond_the_file(result);
+    check_beyond_the_file(result, *previous.where.file);
     for (const auto& w : result.warnings) {
         report(log::level::warn, "config_warning", w);
     }

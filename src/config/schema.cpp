@@ -312,6 +312,7 @@ void loader::read_permitted_names(const entry& e)
         return;
     }
     cfg_.tls.ca_permitted_names.clear();
+    cfg_.tls.permitted_names_at = e.value_at;
     for (const auto& item : *items) {
         const auto text = read_scalar(ctx_, item, subject, expected);
         if (!text) {

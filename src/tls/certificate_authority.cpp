@@ -336,7 +336,52 @@ bool is_current_crl(std::string_view pem, X509* ca_cert)
     return remaining > crl_validity / 2;
 }
 
+/// The permitted subtrees of a CA certificate's name constraints: DNS suffixes (lower case)
+/// and IP ranges.
+void read_permitted_subtrees(X509* cert, std::vector<std::string>& dns,
+                             std::vector<ip_subtree>& ip)
+{
+    int critical = 0;
+    const name_constraints_ptr nc(static_cast<NAME_CONSTRAINTS*>(
+        X509_get_ext_d2i(cert, NID_name_constraints, &critical, nullptr)));
+    if (!nc || nc->permittedSubtrees == nullptr) {
+        return;
+    }
+    for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->permittedSubtrees); ++i) {
+        const GENERAL_NAME* base = sk_GENERAL_SUBTREE_value(nc->permittedSubtrees, i)->base;
+        if (base->type == GEN_DNS) {
+            const ASN1_STRING* s = base->d.dNSName;
+            dns.push_back(uri::to_lower(
+                std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                 static_cast<std::size_t>(ASN1_STRING_length(s)))));
+        } else if (base->type == GEN_IPADD) {
+            const ASN1_STRING* s = base->d.iPAddress;
+            const std::string bytes(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                    static_cast<std::size_t>(ASN1_STRING_length(s)));
+            ip.push_back({bytes.substr(0, bytes.size() / 2), bytes.substr(bytes.size() / 2)});
+        }
+    }
+}
+
 } // namespace
+
+std::optional<std::vector<std::string>>
+existing_ca_permitted_names(const std::filesystem::path& ca_dir)
+{
+    std::string error;
+    const auto pem = read_file(ca_dir / ca_cert_file, error);
+    if (!pem) {
+        return std::nullopt;
+    }
+    const auto certs = parse_certificates(*pem);
+    if (certs.empty()) {
+        return std::nullopt;
+    }
+    std::vector<std::string> dns;
+    std::vector<ip_subtree> ip;
+    read_permitted_subtrees(certs.front().get(), dns, ip);
+    return dns;
+}
 
 struct certificate_authority::impl {
     std::filesystem::path dir;
@@ -369,30 +414,7 @@ struct certificate_authority::impl {
     }
 
     /// Reads the name constraints of `cert` into the subtree lists.
-    void read_constraints()
-    {
-        int critical = 0;
-        const name_constraints_ptr nc(static_cast<NAME_CONSTRAINTS*>(
-            X509_get_ext_d2i(cert.get(), NID_name_constraints, &critical, nullptr)));
-        if (!nc || nc->permittedSubtrees == nullptr) {
-            return;
-        }
-        for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->permittedSubtrees); ++i) {
-            const GENERAL_NAME* base = sk_GENERAL_SUBTREE_value(nc->permittedSubtrees, i)->base;
-            if (base->type == GEN_DNS) {
-                const ASN1_STRING* s = base->d.dNSName;
-                dns_subtrees.push_back(uri::to_lower(
-                    std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                     static_cast<std::size_t>(ASN1_STRING_length(s)))));
-            } else if (base->type == GEN_IPADD) {
-                const ASN1_STRING* s = base->d.iPAddress;
-                const std::string bytes(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                                        static_cast<std::size_t>(ASN1_STRING_length(s)));
-                ip_subtrees.push_back(
-                    {bytes.substr(0, bytes.size() / 2), bytes.substr(bytes.size() / 2)});
-            }
-        }
-    }
+    void read_constraints() { read_permitted_subtrees(cert.get(), dns_subtrees, ip_subtrees); }
 };
 
 certificate_authority::certificate_authority(std::unique_ptr<impl> p) : impl_(std::move(p)) {}

@@ -114,6 +114,8 @@ struct user_certificate {
 struct tls_settings {
     std::filesystem::path ca_dir; ///< absolute
     std::vector<std::string> ca_permitted_names{"localhost", "test"};
+    /// Where `ca_permitted_names` is written; only the file when it is left at its default.
+    source_location permitted_names_at;
     std::vector<user_certificate> certificates;
 };
 

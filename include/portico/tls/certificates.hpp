@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -139,6 +140,13 @@ struct user_certificate_report {
 /// Loads each user certificate and key as serving would, without opening the CA, so that
 /// `check` and a reload refuse what `run` would (see `certificate_manager::create`).
 user_certificate_report check_user_certificates(const config::tls_settings& settings);
+
+/**
+ * The DNS suffixes the CA already in `ca_dir` was created with (its name constraints, which
+ * never change); nullopt when there is no CA there yet or its certificate cannot be read.
+ * Creates nothing.
+ */
+std::optional<std::vector<std::string>> existing_ca_permitted_names(const std::filesystem::path& ca_dir);
 
 /// The server name (SNI) the client sent in this connection's handshake, lower case without
 /// a trailing dot; "" when it sent none (the certificate for `localhost` was served then).

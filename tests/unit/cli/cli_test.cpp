@@ -548,6 +548,25 @@ TEST_F(CliTest, UserCertificatesAreCheckedAsRunLoadsThem)
     EXPECT_TRUE(contains(r.err, "does not name 'other.test'")) << r;
 }
 
+TEST_F(CliTest, PermittedNamesThatTheExistingCaLacksAreWarnedAbout)
+{
+    write_file("first.yaml", "tls:\n  ca_dir: ca\n");
+    ASSERT_EQ(portico({"ca", "path", "-c", "first.yaml"}).exit_code, 0);
+    write_file("changed.yaml",
+               "tls:\n  ca_dir: ca\n  ca_permitted_names: [dev.internal, localhost]\n");
+    const auto r = portico({"check", "-c", "changed.yaml"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.err, "warning: changed.yaml:3:23: tls.ca_permitted_names is "
+                                "[dev.internal, localhost], but the CA in "))
+        << r;
+    EXPECT_TRUE(contains(r.err, "was created for [localhost, test]")) << r;
+    // The same names in another order are the same constraints.
+    write_file("same.yaml", "tls:\n  ca_dir: ca\n  ca_permitted_names: [test, localhost]\n");
+    const auto same = portico({"check", "-c", "same.yaml"});
+    EXPECT_EQ(same.exit_code, 0) << same;
+    EXPECT_TRUE(same.err.empty()) << same;
+}
+
 TEST_F(CliTest, RunOnBrokenFileExitsOne)
 {
     write_file("bad.yaml", two_errors_yaml);
