@@ -320,6 +320,9 @@ bool is_ip_literal(std::string_view canonical_host)
 checked<std::string> parse_host_pattern(std::string_view text, bool allow_wildcard)
 {
     using result = checked<std::string>;
+    if (const auto scheme = text.find("://"); scheme != std::string_view::npos) {
+        return result::failure("write the host name alone, without a scheme such as http://");
+    }
     if (text.starts_with('[')) {
         if (!text.ends_with(']')) {
             return result::failure(text.find("]:") != std::string_view::npos

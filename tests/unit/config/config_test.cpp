@@ -891,6 +891,9 @@ TEST(ConfigRouteTest, InvalidHostsSayWhy)
               expect("my_app.localhost", "'_' is not allowed; use letters, digits, '-' and '.'"));
     EXPECT_EQ(host_error("app.localhost:8080"),
               expect("app.localhost:8080", "a port is not allowed here"));
+    EXPECT_EQ(host_error("http://app.localhost"),
+              expect("http://app.localhost",
+                     "write the host name alone, without a scheme such as http://"));
     EXPECT_EQ(host_error("-app.localhost"),
               expect("-app.localhost", "a label cannot start or end with '-'"));
     EXPECT_EQ(host_error("1.2.3"), expect("1.2.3", "the last label cannot be all digits"));
