@@ -28,7 +28,7 @@ std::string json_text(const json::value& v)
 
 page_response json_response(const json::value& v, unsigned status = 200)
 {
-    return {status, "application/json", json_text(v), {}};
+    return {status, "application/json", json_text(v), {}, {}};
 }
 
 backend_state state_of(const page_context& ctx, const config::route& r)
@@ -129,7 +129,7 @@ page_response api_requests(const page_context& ctx)
         first = false;
     }
     body += "]}\n";
-    return {200, "application/json", std::move(body), {}};
+    return {200, "application/json", std::move(body), {}, {}};
 }
 
 /// Escapes a Prometheus label value.
@@ -551,13 +551,10 @@ page_response respond(const page_request& req, const page_context& ctx)
     const bool known = path == "/" || path == "/api/routes" || path == "/api/health" ||
                        path == "/api/requests" || path == "/metrics";
     if (known && req.method != "GET" && req.method != "HEAD") {
-        return {405, "application/json",
-                json_text(json::object{{"status", 405}, {"error", "method_not_allowed"},
-                                       {"message", "the admin API is read-only: use GET"}}),
-                "GET, HEAD"};
+        return {405, {}, {}, "GET, HEAD", "The portico admin is read-only: use GET or HEAD."};
     }
     if (path == "/") {
-        return {200, "text/html; charset=utf-8", render_dashboard(req, ctx), {}};
+        return {200, "text/html; charset=utf-8", render_dashboard(req, ctx), {}, {}};
     }
     if (path == "/api/routes") {
         return api_routes(req, ctx);
@@ -569,15 +566,12 @@ page_response respond(const page_request& req, const page_context& ctx)
         return api_requests(ctx);
     }
     if (path == "/metrics") {
-        return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(ctx), {}};
+        return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(ctx), {}, {}};
     }
-    return json_response(json::object{{"status", 404},
-                                      {"error", "not_found"},
-                                      {"message", fmt::format("the admin host serves /, /api/routes, "
-                                                              "/api/health, /api/requests and "
-                                                              "/metrics; not {}",
-                                                              path)}},
-                         404);
+    return {404, {}, {}, {},
+            fmt::format("The portico admin has no page at {}: it serves / (the dashboard), "
+                        "/api/routes, /api/health, /api/requests and /metrics.",
+                        path)};
 }
 
 bool is_allowed_origin(std::string_view value, std::string_view admin_host,

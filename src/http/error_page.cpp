@@ -347,6 +347,9 @@ status status_for(errc e) noexcept
 
 std::string error_message(const error_details& details)
 {
+    if (!details.message.empty()) {
+        return std::string(details.message);
+    }
     auto message = base_message(details);
     append_detail(message, details.detail);
     return message;
@@ -354,7 +357,8 @@ std::string error_message(const error_details& details)
 
 string_response make_error_response(const error_details& details, bool json, unsigned version)
 {
-    const auto code = status_for(details.error);
+    const auto code =
+        details.status != 0 ? static_cast<status>(details.status) : status_for(details.error);
     const auto message = error_message(details);
 
     string_response res{code, version};

@@ -1734,6 +1734,27 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
     const admin::page_context context{state.cfg, state.table, c.w.observatory(),
                                       admin::build_version(), state.listen_addresses};
     auto answer = admin::respond(page, context);
+    if (!answer.error_message.empty()) {
+        // A page as every error gets: its format, X-Portico-Error, a lingering close.
+        http::error_details d;
+        d.error = answer.status == 404 ? errc::no_route : errc::bad_request;
+        d.host = plan.host;
+        d.message = answer.error_message;
+        d.status = answer.status;
+        rec.error = to_string(d.error);
+        auto res = http::make_error_response(d, json, rec.version);
+        if (!answer.allow.empty()) {
+            res.set(beast::http::field::allow, answer.allow);
+        }
+        rec.status = res.result_int();
+        rec.bytes = res.body().size();
+        const auto ec = co_await send_response(c, res);
+        write_access_log(c.info, rec);
+        if (!ec) {
+            co_await lingering_close(c);
+        }
+        co_return false;
+    }
 
     // The admin API reads no bodies; one that was sent is not read, so the connection ends.
     const bool keep_alive = parser.keep_alive() && parser.is_done() && !c.w.is_draining();

@@ -375,9 +375,22 @@ TEST(AdminTest, OnlyGetAndHeadAndKnownPaths)
     const auto res = c.send(post);
     EXPECT_EQ(res.result_int(), 405);
     EXPECT_EQ(res[beast::http::field::allow], "GET, HEAD");
+    EXPECT_EQ(res["X-Portico-Error"], "bad_request");
+    EXPECT_NE(res.body().find("read-only: use GET or HEAD"), std::string::npos) << res.body();
 
+    // Error pages as every error gets them: HTML for a browser, JSON when asked for.
     client d(proxy.port());
-    EXPECT_EQ(d.get("portico.localhost", "/nope").result_int(), 404);
+    const auto page = d.get("portico.localhost", "/nope", {{"Accept", "text/html"}});
+    EXPECT_EQ(page.result_int(), 404);
+    EXPECT_EQ(page["X-Portico-Error"], "no_route");
+    EXPECT_TRUE(page[beast::http::field::content_type].starts_with("text/html")) << page;
+    EXPECT_NE(page.body().find("no page at /nope"), std::string::npos) << page.body();
+    client j(proxy.port());
+    const auto api = j.get("portico.localhost", "/api/nope", {{"Accept", "application/json"}});
+    EXPECT_EQ(api.result_int(), 404);
+    EXPECT_EQ(api[beast::http::field::content_type], "application/json");
+    EXPECT_NE(api.body().find(R"("status":404,"error":"no_route")"), std::string::npos)
+        << api.body();
     // HEAD has no body; the pipelined GET after it is answered on the same connection.
     const auto raw = raw_exchange(proxy.port(),
                                   "HEAD /metrics HTTP/1.1\r\nHost: portico.localhost\r\n\r\n"

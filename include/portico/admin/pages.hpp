@@ -29,6 +29,9 @@ struct page_response {
     std::string content_type;
     std::string body;
     std::string allow; ///< `Allow` header for 405
+    /// For a 404 or 405: what to tell the client, on an error page in the format it reads
+    /// (set instead of `body`).
+    std::string error_message;
 };
 
 /// The state the pages are rendered from.

@@ -42,6 +42,9 @@ struct error_details {
     /// For `no_route`: hosts to list. Exact hosts become links built from `scheme` and `port`.
     std::span<const std::string> exact_hosts;
     std::span<const std::string> wildcard_hosts;
+    /// The portico admin's own 404 and 405: replaces the condition's sentence and status.
+    std::string_view message;
+    unsigned status = 0;
     std::string_view scheme = "http"; ///< scheme of the request, for links
     std::string_view port;            ///< port the request came in on ("" = default for scheme)
 };
