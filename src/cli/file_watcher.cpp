@@ -59,6 +59,16 @@ void file_watcher::watch(const std::vector<fs::path>& files)
         for (int depth = 0; depth < 8; ++depth) {
             names.insert(path);
             dirs.insert(path.parent_path());
+            // A symlinked directory on the way is watched as a name in its own parent:
+            // replacing it (Kubernetes swaps `..data` so in a ConfigMap volume) changes
+            // the file without an event in the file's own directory.
+            for (auto dir = path.parent_path(); dir.has_relative_path(); dir = dir.parent_path()) {
+                std::error_code link_ec;
+                if (fs::is_symlink(dir, link_ec)) {
+                    names.insert(dir);
+                    dirs.insert(dir.parent_path());
+                }
+            }
             std::error_code ec;
             if (!fs::is_symlink(path, ec)) {
                 break;

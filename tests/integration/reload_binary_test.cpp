@@ -230,6 +230,32 @@ TEST(ReloadBinaryTest, SymlinkedConfigIsFollowed)
     EXPECT_TRUE(time_until_served(port, "other.localhost", saved));
 }
 
+TEST(ReloadBinaryTest, ConfigBehindASwappedDirectorySymlinkIsFollowed)
+{
+    // A Kubernetes ConfigMap volume: portico.yaml -> ..data/portico.yaml, and an update
+    // swaps the ..data symlink to a new directory in one rename.
+    origin a;
+    origin b;
+    temp_dir dir;
+    const auto ca = dir.path() / "ca";
+    for (const auto* version : {"v1", "v2"}) {
+        fs::create_directories(dir.path() / version);
+    }
+    write_in_place(dir.path() / "v1" / "portico.yaml", config_text(ca, route_to(a.port())));
+    write_in_place(dir.path() / "v2" / "portico.yaml",
+                   config_text(ca, two_routes(a.port(), b.port())));
+    fs::create_directory_symlink("v1", dir.path() / "..data");
+    const auto link = dir.path() / "portico.yaml";
+    fs::create_symlink("..data/portico.yaml", link);
+    const started portico(link);
+    EXPECT_EQ(status_of(portico.port, "new.localhost"), 404);
+
+    fs::create_directory_symlink("v2", dir.path() / "..data_tmp");
+    const auto saved = clock::now();
+    fs::rename(dir.path() / "..data_tmp", dir.path() / "..data");
+    EXPECT_TRUE(time_until_served(portico.port, "new.localhost", saved));
+}
+
 /// The subject line `openssl s_client` prints for the certificate served for `sni`.
 std::string served_subject(unsigned short port, const std::string& sni)
 {
