@@ -57,8 +57,10 @@ std::optional<config::diagnostic> permitted_names_drift(const config::tls_settin
         return std::nullopt;
     }
     auto wanted = tls.ca_permitted_names;
-    std::sort(existing->begin(), existing->end());
-    std::sort(wanted.begin(), wanted.end());
+    for (auto* names : {&*existing, &wanted}) {
+        std::sort(names->begin(), names->end());
+        names->erase(std::unique(names->begin(), names->end()), names->end());
+    }
     if (*existing == wanted) {
         return std::nullopt;
     }
@@ -115,7 +117,8 @@ std::string loaded_config::display_name() const
     return where.file->string();
 }
 
-std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file)
+std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file,
+                                         bool for_serving)
 {
     const auto env = config::environment::process();
     loaded_config loaded;
@@ -127,7 +130,9 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
     }
 
     auto result = config::load_file(*loaded.where.file, env);
-    check_beyond_the_file(result, *loaded.where.file);
+    if (for_serving) {
+        check_beyond_the_file(result, *loaded.where.file);
+    }
     for (const auto& w : result.warnings) {
         report(log::level::warn, "config_warning", w);
     }

@@ -28,8 +28,11 @@ struct loaded_config {
  * invalid, every error goes to stderr, one per line, then a summary line
  * (`portico: 3 errors in portico.yaml`), and the result is empty: the verb exits 1.
  * Once `run` has configured JSON logging, the same reports are JSON log lines.
+ * `for_serving` (run, check, and a reload through `load_again`) adds the checks that
+ * serving the file needs beyond it: user certificates that load, the CA's names.
  */
-std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file);
+std::optional<loaded_config> load_config(const std::optional<std::filesystem::path>& cli_file,
+                                         bool for_serving = false);
 
 /**
  * Loads the file `previous` came from again (a reload), reporting warnings and errors as

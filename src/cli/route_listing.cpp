@@ -28,7 +28,8 @@ constexpr auto probe_timeout = std::chrono::milliseconds(500);
 /// Loads the configuration, builds the table the proxy would use and prints it to stdout.
 int list_routes(const std::optional<std::filesystem::path>& cli_file, bool show_origin)
 {
-    const auto loaded = load_config(cli_file);
+    // `check` answers whether `run` would start: it runs the same checks.
+    const auto loaded = load_config(cli_file, /*for_serving=*/show_origin);
     if (!loaded) {
         return exit_config;
     }

@@ -18,7 +18,7 @@ int run_command(const run_options& options)
     // Logging first, so that configuration errors already follow --log-format.
     log::configure(options.log_level, options.log_format);
 
-    const auto loaded = load_config(options.config_file);
+    const auto loaded = load_config(options.config_file, /*for_serving=*/true);
     if (!loaded) {
         return exit_config;
     }

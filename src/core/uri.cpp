@@ -205,6 +205,12 @@ std::string to_lower(std::string_view text)
     return out;
 }
 
+/// A Host's port may be empty: `port = *DIGIT` (RFC 3986 §3.2.3).
+bool is_port_or_empty(std::string_view port) noexcept
+{
+    return port.empty() || is_valid_port(port);
+}
+
 std::optional<std::string> normalize_host(std::string_view host)
 {
     if (host.empty()) {
@@ -217,7 +223,7 @@ std::optional<std::string> normalize_host(std::string_view host)
             return std::nullopt;
         }
         const auto rest = host.substr(close + 1);
-        if (!rest.empty() && (rest.front() != ':' || !is_valid_port(rest.substr(1)))) {
+        if (!rest.empty() && (rest.front() != ':' || !is_port_or_empty(rest.substr(1)))) {
             return std::nullopt;
         }
         name = host.substr(1, close - 1);
@@ -229,7 +235,7 @@ std::optional<std::string> normalize_host(std::string_view host)
     } else {
         const auto colon = host.find(':');
         name = host.substr(0, colon);
-        if (colon != std::string_view::npos && !is_valid_port(host.substr(colon + 1))) {
+        if (colon != std::string_view::npos && !is_port_or_empty(host.substr(colon + 1))) {
             return std::nullopt;
         }
         if (!name.empty() && name.back() == '.') {

@@ -288,7 +288,7 @@ std::string render_html(const error_details& d, status code, std::string_view me
                    "<p class=\"status\">{} · <code>{}</code></p>\n<h1>{}</h1>\n<p>{}</p>\n",
                    static_cast<unsigned>(code), html_escape(to_string(d.error)),
                    html_escape(reason), html_escape(message));
-    if (d.error == errc::no_route) {
+    if (d.error == errc::no_route && d.message.empty()) { // not the admin's own 404
         render_host_list(out, d);
     } else if (d.error == errc::upstream_refused) {
         const auto address = backend_address(d);

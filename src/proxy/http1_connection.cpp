@@ -466,8 +466,11 @@ void write_access_log(const client_info& info, const exchange_record& rec)
  */
 std::string_view https_port_for(const client_info& info, const serving_state& state)
 {
-    return info.tls ? std::string_view(info.local_port)
-                    : state.https_port_from(info.local_port, info.listener_serves_tls);
+    // A plain request on a `tls: only` listener is answered where it came: that port serves
+    // TLS, and another `tls: only` listener may be on another address.
+    return info.tls || info.tls_required
+               ? std::string_view(info.local_port)
+               : state.https_port_from(info.local_port, info.listener_serves_tls);
 }
 
 /// `https://host:port/target` for the host as the client sent it (the port left out for 443).
@@ -476,9 +479,17 @@ std::string https_url(std::string_view port, std::string_view host_as_sent,
 {
     const auto host = uri::normalize_host(host_as_sent).value_or("localhost");
     const bool is_v6 = host.find(':') != std::string::npos;
-    return fmt::format("https://{}{}{}{}{}", is_v6 ? "[" : "", host, is_v6 ? "]" : "",
+    // An absolute-form target ("http://a.localhost/x?y") keeps its path and query.
+    if (!target.starts_with('/')) {
+        const auto authority = target.find("://");
+        const auto path = authority == std::string_view::npos
+                              ? std::string_view::npos
+                              : target.find_first_of("/?", authority + 3);
+        target = path == std::string_view::npos ? std::string_view{} : target.substr(path);
+    }
+    return fmt::format("https://{}{}{}{}{}{}", is_v6 ? "[" : "", host, is_v6 ? "]" : "",
                        port == "443" ? "" : fmt::format(":{}", port),
-                       target.starts_with("/") ? target : "/");
+                       target.starts_with('/') ? "" : "/", target);
 }
 
 /**
@@ -957,6 +968,7 @@ struct request_traits {
     bool replayable = false; ///< may be sent again on another connection (no body, idempotent)
     bool head = false;       ///< a HEAD request: the response has no body whatever it says
     bool restate_length = false; ///< Content-Length must go upstream as one value
+    bool drop_expect = false;    ///< an Expect that is not to be acted on nor passed on
 };
 
 request_traits traits_of(const request_parser& parser, const http::request_lines& lines)
@@ -972,6 +984,8 @@ request_traits traits_of(const request_parser& parser, const http::request_lines
     traits.replayable = parser.is_done() && is_idempotent(req.method());
     traits.head = req.method() == beast::http::verb::head;
     traits.restate_length = lines.content_length_repeated;
+    // Upstream the request is HTTP/1.1, where the backend would act on it.
+    traits.drop_expect = lines.has_expect && req.version() < 11;
     return traits;
 }
 
@@ -1008,11 +1022,16 @@ void explain_upstream_failure(const boost::system::error_code& failure, request_
             make_error_code(beast::http::error::end_of_stream).category() &&
         failure != beast::http::error::end_of_stream &&
         failure != beast::http::error::partial_message;
-    plan.detail = refused_head
-                      ? fmt::format("its response head is not valid HTTP/1.1 ({})",
-                                    failure.message())
-                      : fmt::format("the backend closed or broke the connection ({})",
-                                    failure.message());
+    if (failure == beast::http::error::header_limit) {
+        plan.detail = "its response head is larger than portico reads (limits.header_bytes, "
+                      "and at least 64 KiB)";
+    } else if (refused_head) {
+        plan.detail =
+            fmt::format("its response head is not valid HTTP/1.1 ({})", failure.message());
+    } else {
+        plan.detail =
+            fmt::format("the backend closed or broke the connection ({})", failure.message());
+    }
 }
 
 /**
@@ -1609,8 +1628,7 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
 {
     plan.detail = acquired.detail;
     plan.name_unresolved = acquired.unresolved;
-    if (acquired.error == errc::upstream_refused ||
-        acquired.error == errc::upstream_connect_timeout) {
+    if (!acquired.reached) {
         rec.backend.clear(); // logged as "-": no backend was reached (the page names it)
     }
     plan.certificate_rejected = acquired.certificate_rejected;
@@ -1649,13 +1667,14 @@ std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parse
     facts.upgrade = traits.upgrade;
     // A head the serializer does not have to frame (no chunked body, no upgrade) is written
     // from the parsed fields as it goes upstream, without rewriting them first.
-    direct = !traits.upgrade && !parser.chunked() && !traits.restate_length;
+    direct = !traits.upgrade && !parser.chunked() && !traits.restate_length &&
+             !traits.drop_expect;
     if (!direct) {
         http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
         if (traits.restate_length && parser.content_length()) {
             req.content_length(*parser.content_length()); // replaces every line with one
         }
-        if (traits.expects_continue) {
+        if (traits.expects_continue || traits.drop_expect) {
             // portico answers 100 Continue itself (below) and streams the body; the backend
             // then sees an ordinary request.
             req.erase(beast::http::field::expect);
@@ -1748,6 +1767,10 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
         }
         rec.status = res.result_int();
         rec.bytes = res.body().size();
+        if (req.method() == beast::http::verb::head) {
+            res.body().clear(); // Content-Length stays: what a GET would have had
+            rec.bytes = 0;
+        }
         const auto ec = co_await send_response(c, res);
         write_access_log(c.info, rec);
         if (!ec) {

@@ -170,12 +170,26 @@ struct server::impl {
         return ec;
     }
 
-    /// Whether this process already listens on `ep` (a reload that renames a listener).
-    bool listens_on(const tcp::endpoint& ep) const
+    /// Whether a socket this process holds on `held` would make a bind to `ep` fail without
+    /// SO_REUSEPORT: same port and family, and the same address or either one a wildcard.
+    static bool overlaps(const tcp::endpoint& held, const tcp::endpoint& ep)
     {
-        return std::any_of(listeners.begin(), listeners.end(), [&ep](const bound_listener& l) {
-            return std::find(l.endpoints.begin(), l.endpoints.end(), ep) != l.endpoints.end();
-        });
+        return held.port() == ep.port() && held.address().is_v6() == ep.address().is_v6() &&
+               (held.address() == ep.address() || held.address().is_unspecified() ||
+                ep.address().is_unspecified());
+    }
+
+    /// Whether this process already listens where `ep` would (a reload that renames a
+    /// listener, a wildcard beside a loopback address), counting `earlier`, bound in the
+    /// same pass.
+    bool listens_on(const tcp::endpoint& ep, const std::vector<bound_listener>& earlier) const
+    {
+        const auto holds = [&ep](const bound_listener& l) {
+            return std::any_of(l.endpoints.begin(), l.endpoints.end(),
+                               [&ep](const tcp::endpoint& held) { return overlaps(held, ep); });
+        };
+        return std::any_of(listeners.begin(), listeners.end(), holds) ||
+               std::any_of(earlier.begin(), earlier.end(), holds);
     }
 
     /**
@@ -184,14 +198,15 @@ struct server::impl {
      * port 0 the first acceptor picks the port and the others follow it. On failure nothing
      * stays bound.
      */
-    std::optional<std::string> bind_listener(bound_listener& out)
+    std::optional<std::string> bind_listener(bound_listener& out,
+                                             const std::vector<bound_listener>& earlier = {})
     {
         out.key = out.cfg.to_string();
         out.per_worker.clear();
         out.per_worker.resize(workers.size());
         for (const auto& address : listen_addresses(out.cfg)) {
             tcp::endpoint ep(address, out.cfg.port);
-            if (ep.port() != 0 && !listens_on(ep)) {
+            if (ep.port() != 0 && !listens_on(ep, earlier)) {
                 if (const auto ec = probe_listened(ep)) {
                     out.per_worker.clear();
                     return bind_failure(ep, ec);
@@ -375,7 +390,7 @@ reload_result server::reload(config::config next_cfg)
         b.key = key;
         if (old != impl_->listeners.end()) {
             b.endpoints = old->endpoints;
-        } else if (auto failure = impl_->bind_listener(b)) {
+        } else if (auto failure = impl_->bind_listener(b, listeners)) {
             result.message = *failure;
             return result; // acceptors bound so far close with `listeners`
         } else {

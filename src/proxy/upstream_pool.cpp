@@ -170,6 +170,7 @@ task<void> upstream_pool::start_tls(acquire_result& r, const config::backend& b,
         co_return;
     }
     r.error = ec == beast::error::timeout ? errc::upstream_connect_timeout : errc::upstream_tls;
+    r.reached = true;
     r.detail = tls::verify_failure(c.tls->native_handle());
     r.certificate_rejected = !r.detail.empty();
     if (r.detail.empty()) {

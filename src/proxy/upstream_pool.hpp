@@ -47,6 +47,8 @@ struct acquire_result {
     /// The https backend's certificate did not verify (`upstream_tls`), as opposed to a
     /// handshake that failed otherwise (a backend that does not speak TLS).
     bool certificate_rejected = false;
+    /// The TCP connection was made (a TLS handshake failed or timed out after it).
+    bool reached = false;
 };
 
 /**

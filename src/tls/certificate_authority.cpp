@@ -380,6 +380,9 @@ existing_ca_permitted_names(const std::filesystem::path& ca_dir)
     std::vector<std::string> dns;
     std::vector<ip_subtree> ip;
     read_permitted_subtrees(certs.front().get(), dns, ip);
+    if (dns.empty()) {
+        return std::nullopt; // no DNS constraint: the CA may sign any name
+    }
     return dns;
 }
 

@@ -1018,6 +1018,9 @@ TEST(ForwardingTest, Http10ClientIsNotSentAnInterimResponse)
     EXPECT_TRUE(raw.starts_with("HTTP/1.0 200 OK\r\n")) << raw;
     EXPECT_EQ(raw.find(" 100 "), std::string::npos) << raw;
     EXPECT_TRUE(raw.ends_with("POST /e host=app.localhost body=5")) << raw;
+    // Nor does the backend, which gets HTTP/1.1, act on an expectation it would honour.
+    ASSERT_EQ(backend.seen_requests().size(), 1U);
+    EXPECT_EQ(backend.seen_requests().at(0).count(beast::http::field::expect), 0U);
 }
 
 TEST(ForwardingTest, ChunkedResponseToHttp10ClientIsCloseDelimited)

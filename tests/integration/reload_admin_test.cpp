@@ -199,6 +199,33 @@ TEST(ReloadTest, ListenerWrittenAnotherWayOnItsOwnPortIsBoundAgain)
     EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
 }
 
+TEST(ReloadTest, WildcardAndLoopbackListenersOnOnePortAreBothOurs)
+{
+    // The check for another process's listener must not refuse an address this process
+    // already covers with a wildcard, at start or on reload.
+    origin backend;
+    const auto body = routes({route("app.localhost", backend.port())});
+    const auto port = [] {
+        net::io_context io;
+        tcp::acceptor probe(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+        return probe.local_endpoint().port();
+    }();
+    proxy_harness proxy(fmt::format("allow_external: true\nlisten: [0.0.0.0:{0}, 127.0.0.1:{0}]\n{1}",
+                                    port, body));
+    {
+        client c(port);
+        EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    }
+    const auto result =
+        proxy.reload(fmt::format("allow_external: true\nlisten: [127.0.0.1:{}]\n{}", port, body));
+    EXPECT_TRUE(result.ok) << result.message;
+    const auto back =
+        proxy.reload(fmt::format("allow_external: true\nlisten: [0.0.0.0:{}]\n{}", port, body));
+    EXPECT_TRUE(back.ok) << back.message;
+    client c(port);
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+}
+
 TEST(ReloadTest, ListenerThatCannotBindKeepsTheOldConfiguration)
 {
     origin a;
@@ -385,6 +412,10 @@ TEST(AdminTest, OnlyGetAndHeadAndKnownPaths)
     EXPECT_EQ(page["X-Portico-Error"], "no_route");
     EXPECT_TRUE(page[beast::http::field::content_type].starts_with("text/html")) << page;
     EXPECT_NE(page.body().find("no page at /nope"), std::string::npos) << page.body();
+    EXPECT_EQ(page.body().find("No routes are configured"), std::string::npos) << page.body();
+    const auto head = raw_exchange(proxy.port(), "HEAD /nope HTTP/1.1\r\nHost: portico.localhost\r\n\r\n");
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 404 ")) << head;
+    EXPECT_TRUE(head.ends_with("\r\n\r\n")) << head; // a head, and no body after it
     client j(proxy.port());
     const auto api = j.get("portico.localhost", "/api/nope", {{"Accept", "application/json"}});
     EXPECT_EQ(api.result_int(), 404);

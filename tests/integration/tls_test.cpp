@@ -340,6 +340,21 @@ TEST(TlsTest, RedirectHttpsGoesToTheTlsOnlyListener)
               fmt::format("https://app.localhost:{}/x", ports[1]));
 }
 
+TEST(TlsTest, PlainRequestOnASecondTlsOnlyListenerIsToldItsOwnPort)
+{
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}),
+                "listen:\n  - address: 127.0.0.1:0\n    tls: only\n"
+                "  - address: 127.0.0.1:0\n    tls: only\n");
+    const auto ports = p.proxy.ports();
+    ASSERT_EQ(ports.size(), 2U);
+    const auto raw = raw_exchange(ports[1], "GET http://app.localhost/x?y=1 HTTP/1.1\r\n"
+                                            "Host: app.localhost\r\nAccept: application/json\r\n\r\n");
+    EXPECT_NE(raw.find(fmt::format("use https://app.localhost:{}/x?y=1 instead", ports[1])),
+              std::string::npos)
+        << raw;
+}
+
 TEST(TlsTest, TlsOnlyListenerRefusesPlainHttp)
 {
     origin backend;

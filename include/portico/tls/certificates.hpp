@@ -143,7 +143,8 @@ user_certificate_report check_user_certificates(const config::tls_settings& sett
 
 /**
  * The DNS suffixes the CA already in `ca_dir` was created with (its name constraints, which
- * never change); nullopt when there is no CA there yet or its certificate cannot be read.
+ * never change); nullopt when there is no CA there yet, its certificate cannot be read, or
+ * it constrains no DNS name.
  * Creates nothing.
  */
 std::optional<std::vector<std::string>> existing_ca_permitted_names(const std::filesystem::path& ca_dir);

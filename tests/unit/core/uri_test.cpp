@@ -121,11 +121,18 @@ TEST(UriTest, NormalizeHostKeepsLeadingWildcardLabel)
 TEST(UriTest, NormalizeHostRejectsMalformedHosts)
 {
     for (const std::string_view host :
-         {"", ":80", "app.localhost:", "app.localhost:abc", "app.localhost:123456",
+         {"", ":80", "app.localhost:abc", "app.localhost:123456",
           "app.localhost:80:80", "a b", "a/b", "a@b", "a%41", "::1", "[::1", "[]", "[::1]x",
-          "[::1]:", "[g::1]", "[::1%25eth0]", "caf\xc3\xa9.localhost"}) {
+          "[g::1]", "[::1%25eth0]", "caf\xc3\xa9.localhost"}) {
         EXPECT_EQ(normalize_host(host), std::nullopt) << host;
     }
+}
+
+TEST(UriTest, NormalizeHostTakesAnEmptyPort)
+{
+    // port = *DIGIT (RFC 3986 §3.2.3): "host:" names the host.
+    EXPECT_EQ(normalize_host("app.localhost:"), "app.localhost");
+    EXPECT_EQ(normalize_host("[::1]:"), "::1");
 }
 
 // Bug fix: the port after an IPv6 literal was not checked.

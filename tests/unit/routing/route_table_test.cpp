@@ -141,6 +141,7 @@ TEST(RouteTableTest, HostMatchIgnoresCaseTrailingDotAndPort)
     EXPECT_EQ(matched(t, "app.localhost."), 1U);
     EXPECT_EQ(matched(t, "app.localhost:7080"), 1U);
     EXPECT_EQ(matched(t, "App.Localhost.:443"), 1U);
+    EXPECT_EQ(matched(t, "app.localhost:"), 1U); // port = *DIGIT (RFC 3986 §3.2.3)
     EXPECT_EQ(matched(t, "X.Web.LOCALHOST.:8443"), 2U);
 }
 
@@ -158,8 +159,8 @@ TEST(RouteTableTest, InvalidHostMatchesNothing)
 {
     const auto t = table_of({route_for("*.localhost"), route_for("app.localhost")});
     for (const std::string_view host :
-         {"", ":7080", "app.localhost:", "app.localhost:http", "app localhost", "[::1", "[::1]x",
-          "[::1]:port", "::1", "localhost:", "[]", "app.localhost, evil.example",
+         {"", ":7080", "app.localhost:http", "app localhost", "[::1", "[::1]x",
+          "[::1]:port", "::1", "[]", "app.localhost, evil.example",
           "app.localhost@evil.example"}) {
         EXPECT_EQ(kind_of(t, host), match_kind::invalid_host) << host;
     }
