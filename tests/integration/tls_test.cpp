@@ -281,25 +281,38 @@ TEST(TlsTest, ConnectionIdleAfterARedirectIsClosedAtOnceOnShutdown)
     EXPECT_TRUE(c.is_closed_by_peer());
 }
 
+/// A proxy with two listeners (`listen`) and a `redirect_https` route.
+struct redirecting_proxy {
+    explicit redirecting_proxy(const std::string& listen)
+        : p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
+                        "    redirect_https: true\n",
+                        backend.port()),
+            listen),
+          ports(p.proxy.ports())
+    {
+    }
+
+    /// The Location of the 308 a plain GET of `path` gets on `ports[from]`.
+    std::string location(std::size_t from, std::string_view path)
+    {
+        client c(ports.at(from));
+        const auto res = c.get("app.localhost:" + std::to_string(ports.at(from)), path);
+        EXPECT_EQ(res.result_int(), 308);
+        return std::string(res[beast::http::field::location]);
+    }
+
+    origin backend;
+    tls_proxy p;
+    std::vector<unsigned short> ports;
+};
+
 TEST(TlsTest, RedirectHttpsFromATlsOffListenerGoesToOneThatServesTls)
 {
-    origin backend;
-    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
-                            "    redirect_https: true\n",
-                            backend.port()),
-                "listen:\n  - address: 127.0.0.1:0\n    tls: off\n  - 127.0.0.1:0\n");
-    const auto ports = p.proxy.ports();
-    ASSERT_EQ(ports.size(), 2U);
-    client off(ports[0]);
-    auto res = off.get("app.localhost:" + std::to_string(ports[0]), "/x");
-    EXPECT_EQ(res.result_int(), 308);
-    EXPECT_EQ(res[beast::http::field::location],
-              fmt::format("https://app.localhost:{}/x", ports[1]));
+    redirecting_proxy r("listen:\n  - address: 127.0.0.1:0\n    tls: off\n  - 127.0.0.1:0\n");
+    ASSERT_EQ(r.ports.size(), 2U);
+    EXPECT_EQ(r.location(0, "/x"), fmt::format("https://app.localhost:{}/x", r.ports[1]));
     // From the listener that serves both, the redirect stays on its port.
-    client both(ports[1]);
-    res = both.get("app.localhost:" + std::to_string(ports[1]), "/y");
-    EXPECT_EQ(res[beast::http::field::location],
-              fmt::format("https://app.localhost:{}/y", ports[1]));
+    EXPECT_EQ(r.location(1, "/y"), fmt::format("https://app.localhost:{}/y", r.ports[1]));
 }
 
 TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
@@ -326,18 +339,9 @@ TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
 
 TEST(TlsTest, RedirectHttpsGoesToTheTlsOnlyListener)
 {
-    origin backend;
-    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n"
-                            "    redirect_https: true\n",
-                            backend.port()),
-                "listen:\n  - 127.0.0.1:0\n  - address: 127.0.0.1:0\n    tls: only\n");
-    const auto ports = p.proxy.ports();
-    ASSERT_EQ(ports.size(), 2U);
-    client c(ports[0]);
-    auto res = c.get("app.localhost:" + std::to_string(ports[0]), "/x");
-    EXPECT_EQ(res.result_int(), 308);
-    EXPECT_EQ(res[beast::http::field::location],
-              fmt::format("https://app.localhost:{}/x", ports[1]));
+    redirecting_proxy r("listen:\n  - 127.0.0.1:0\n  - address: 127.0.0.1:0\n    tls: only\n");
+    ASSERT_EQ(r.ports.size(), 2U);
+    EXPECT_EQ(r.location(0, "/x"), fmt::format("https://app.localhost:{}/x", r.ports[1]));
 }
 
 TEST(TlsTest, PlainRequestOnASecondTlsOnlyListenerIsToldItsOwnPort)
