@@ -502,14 +502,27 @@ struct self_signed_origin {
     tls_origin server;
 };
 
+/// `db.localhost` passed through to a backend with its own certificate, `app.localhost`
+/// terminated and forwarded to `web`.
+struct passthrough_and_terminated {
+    explicit passthrough_and_terminated(const std::string& extra = "")
+        : p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
+                        "    to: 127.0.0.1:{}\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                        backend.port(), web.port()),
+            extra)
+    {
+    }
+
+    self_signed_origin backend{"db.localhost", "backend own certificate"};
+    origin web;
+    tls_proxy p;
+};
+
 TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
 {
-    self_signed_origin backend("db.localhost", "backend own certificate");
-    ASSERT_TRUE(backend.made) << backend.error;
-    origin web;
-    tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
-                            "    to: 127.0.0.1:{}\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
-                            backend.port(), web.port()));
+    passthrough_and_terminated setup;
+    ASSERT_TRUE(setup.backend.made) << setup.backend.error;
+    auto& p = setup.p;
     auto shown = s_client(p.proxy.port(), {"-servername", "db.localhost"});
     EXPECT_NE(shown.out.find("backend own certificate"), std::string::npos) << shown.out;
 
@@ -529,14 +542,9 @@ TEST(TlsPassthroughTest, RawStreamReachesBackendCertificateEvenFragmented)
 
 TEST(TlsPassthroughTest, PlainOrMisnamedRequestsForThePassthroughHostAreToldWhereItIs)
 {
-    self_signed_origin backend("db.localhost", "backend own certificate");
-    ASSERT_TRUE(backend.made) << backend.error;
-    origin web;
-    tls_proxy p(fmt::format("routes:\n  - host: db.localhost\n    tls_passthrough: true\n"
-                            "    to: 127.0.0.1:{}\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
-                            backend.port(), web.port()),
-                "listen:\n  - address: 127.0.0.1:0\n    tls: off\n  - 127.0.0.1:0\n");
-    const auto ports = p.proxy.ports();
+    passthrough_and_terminated setup("listen:\n  - address: 127.0.0.1:0\n    tls: off\n  - 127.0.0.1:0\n");
+    ASSERT_TRUE(setup.backend.made) << setup.backend.error;
+    const auto ports = setup.p.proxy.ports();
     ASSERT_EQ(ports.size(), 2U);
     const auto message = [](const response& res) {
         EXPECT_EQ(res.result_int(), 400);
