@@ -171,7 +171,20 @@ std::optional<std::chrono::milliseconds> read_duration(context& ctx, const entry
         return std::nullopt;
     }
     const auto value = parse_duration(*text);
+    // Deadlines are points on a nanosecond clock, which a few centuries overflow into the
+    // past: a huge value meant as "never" would time out at once.
+    constexpr std::chrono::hours longest{24 * 365};
+    const auto too_long = [&] {
+        ctx.error(e.value_at, fmt::format("{} must be at most 8760h (a year){}", subject,
+                                          allow_zero ? "; 0 means no limit" : ""));
+        return std::nullopt;
+    };
     if (!value) {
+        // Well formed but past what milliseconds hold: too long, not malformed.
+        const auto digits = text->find_first_not_of("0123456789");
+        if (digits != 0 && digits != std::string::npos && parse_duration("1" + text->substr(digits))) {
+            return too_long();
+        }
         ctx.error(e.value_at, fmt::format("{} must be {}", subject, expected));
         return std::nullopt;
     }
@@ -179,13 +192,8 @@ std::optional<std::chrono::milliseconds> read_duration(context& ctx, const entry
         ctx.error(e.value_at, fmt::format("{} must be greater than 0", subject));
         return std::nullopt;
     }
-    // Deadlines are points on a nanosecond clock, which a few centuries overflow into the
-    // past: a huge value meant as "never" would time out at once.
-    constexpr std::chrono::hours longest{24 * 365};
     if (*value > longest) {
-        ctx.error(e.value_at, fmt::format("{} must be at most 8760h (a year){}", subject,
-                                          allow_zero ? "; 0 means no limit" : ""));
-        return std::nullopt;
+        return too_long();
     }
     return value;
 }

@@ -821,6 +821,9 @@ TEST(ConfigTest, TimeoutsThatWouldOverflowADeadlineAreRefused)
                         "0 means no limit",
                         "portico.yaml:3:11: 'timeouts.header' must be at most 8760h (a year)"}));
     EXPECT_EQ(valid("timeouts:\n  idle: 8760h\n").timeouts.idle, 8760h);
+    // Past what the parser's milliseconds hold: still too long, not malformed.
+    EXPECT_EQ(errors("timeouts:\n  idle: 99999999999999999h\n"),
+              messages{"portico.yaml:2:9: 'timeouts.idle' must be at most 8760h (a year)"});
 }
 
 TEST(ConfigTest, LimitErrors)
