@@ -47,6 +47,9 @@ struct bound_listener {
     std::vector<tcp::endpoint> endpoints;
     /// Bound on the server's binding context, handed to the workers, then empty.
     std::vector<std::vector<tcp_acceptor>> per_worker;
+    /// Endpoints a reload did not bind again: the workers' acceptors of the listener named
+    /// here, which the reload drops, serve them under this one's key.
+    std::vector<std::pair<std::string, tcp::endpoint>> taken_over;
 };
 
 std::string bind_failure(const tcp::endpoint& ep, const boost::system::error_code& ec)
@@ -199,13 +202,26 @@ struct server::impl {
      * stays bound.
      */
     std::optional<std::string> bind_listener(bound_listener& out,
-                                             const std::vector<bound_listener>& earlier = {})
+                                             const std::vector<bound_listener>& earlier = {},
+                                             const std::vector<const bound_listener*>& leaving = {})
     {
         out.key = out.cfg.to_string();
         out.per_worker.clear();
         out.per_worker.resize(workers.size());
         for (const auto& address : listen_addresses(out.cfg)) {
             tcp::endpoint ep(address, out.cfg.port);
+            // A listener the reload drops already listens there (the same address written
+            // another way): its sockets are kept. Closing them for new ones would reset the
+            // connections the kernel queued on them meanwhile.
+            const auto same = std::find_if(leaving.begin(), leaving.end(), [&ep](const auto* l) {
+                return std::find(l->endpoints.begin(), l->endpoints.end(), ep) !=
+                       l->endpoints.end();
+            });
+            if (ep.port() != 0 && same != leaving.end()) {
+                out.taken_over.emplace_back((*same)->key, ep);
+                out.endpoints.push_back(ep);
+                continue;
+            }
             if (ep.port() != 0 && !listens_on(ep, earlier)) {
                 if (const auto ec = probe_listened(ep)) {
                     out.per_worker.clear();
@@ -381,6 +397,13 @@ reload_result server::reload(config::config next_cfg)
     // running configuration untouched.
     std::vector<bound_listener> listeners;
     std::vector<std::size_t> added; ///< indexes into `listeners` bound by this reload
+    std::vector<const bound_listener*> leaving; ///< listeners the new configuration drops
+    for (const auto& old : impl_->listeners) {
+        if (std::none_of(next->cfg.listen.begin(), next->cfg.listen.end(),
+                         [&old](const config::listener& l) { return l.to_string() == old.key; })) {
+            leaving.push_back(&old);
+        }
+    }
     for (const auto& l : next->cfg.listen) {
         const auto key = l.to_string();
         const auto old = std::find_if(impl_->listeners.begin(), impl_->listeners.end(),
@@ -390,7 +413,7 @@ reload_result server::reload(config::config next_cfg)
         b.key = key;
         if (old != impl_->listeners.end()) {
             b.endpoints = old->endpoints;
-        } else if (auto failure = impl_->bind_listener(b, listeners)) {
+        } else if (auto failure = impl_->bind_listener(b, listeners, leaving)) {
             result.message = *failure;
             return result; // acceptors bound so far close with `listeners`
         } else {
@@ -438,16 +461,29 @@ reload_result server::reload(config::config next_cfg)
             }
         }
         std::vector<std::pair<std::string, config::tls_mode>> modes;
+        struct takeover {
+            std::string from_key;
+            tcp::endpoint local;
+            std::string to_key;
+        };
+        std::vector<takeover> takeovers;
         for (const auto& l : listeners) {
             modes.emplace_back(l.key, l.cfg.tls);
+            for (const auto& [from_key, local] : l.taken_over) {
+                takeovers.push_back(takeover{from_key, local, l.key});
+            }
         }
         auto* wk = impl_->workers[w].get();
         wk->inbox().post([wk, published, certificates, fresh = std::move(fresh),
-                          modes = std::move(modes), removed]() mutable {
+                          modes = std::move(modes), takeovers = std::move(takeovers),
+                          removed]() mutable {
             wk->set_state(published);
             wk->set_certificates(certificates);
             for (auto& f : fresh) {
                 wk->add_acceptor(std::move(f.acceptor), f.mode, f.key);
+            }
+            for (const auto& t : takeovers) {
+                wk->rename_acceptors(t.from_key, t.local, t.to_key);
             }
             for (const auto& [key, mode] : modes) {
                 wk->set_listener_mode(key, mode);
@@ -464,6 +500,11 @@ reload_result server::reload(config::config next_cfg)
     const auto routes = next->cfg.routes.size();
     for (const auto i : added) {
         for (const auto& ep : listeners[i].endpoints) {
+            const auto& kept = listeners[i].taken_over;
+            if (std::any_of(kept.begin(), kept.end(),
+                            [&ep](const auto& k) { return k.second == ep; })) {
+                continue; // listening all along: no new ready line
+            }
             const auto where = endpoint_text(ep);
             const auto proto = protocols(listeners[i].cfg.tls);
             log::announce("listener_added", ready_message(proto, where, routes),

@@ -149,6 +149,16 @@ void worker::remove_acceptors(const std::string& key)
     }
 }
 
+void worker::rename_acceptors(const std::string& from_key, const tcp::endpoint& local,
+                              const std::string& to_key)
+{
+    for (auto& l : acceptors_) {
+        if (l.key == from_key && l.local == local && !l.removed) {
+            l.key = to_key;
+        }
+    }
+}
+
 void worker::set_listener_mode(const std::string& key, config::tls_mode mode)
 {
     for (auto& l : acceptors_) {

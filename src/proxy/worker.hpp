@@ -109,6 +109,11 @@ public:
     /// Closes the acceptors of a listener that a reload removed; open connections stay.
     void remove_acceptors(const std::string& key);
 
+    /// Moves the acceptors of listener `from_key` on `local` to listener `to_key` (a reload
+    /// that writes the same address another way keeps its sockets).
+    void rename_acceptors(const std::string& from_key, const tcp::endpoint& local,
+                          const std::string& to_key);
+
     /// Changes how a listener's new connections are treated (a reload changed its `tls`).
     void set_listener_mode(const std::string& key, config::tls_mode mode);
 
