@@ -291,7 +291,8 @@ void check_backends(const config::config& cfg, report& say)
 
 int doctor_command(const std::optional<std::filesystem::path>& cli_file)
 {
-    const auto loaded = load_config(cli_file);
+    // What `run` would refuse or warn about (user certificates, the CA's names) is said too.
+    const auto loaded = load_config(cli_file, /*for_serving=*/true);
     report say;
     if (!loaded) {
         say(verdict::fail, "the configuration is invalid (errors above)");

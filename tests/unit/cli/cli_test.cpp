@@ -267,6 +267,17 @@ TEST_F(DoctorTest, DoctorPassesAHealthySetupAndReportsBackends)
     EXPECT_FALSE(fs::exists(dir_ / "ca")) << "doctor must not create the CA";
 }
 
+TEST_F(DoctorTest, DoctorSaysWhatRunWouldWarnAbout)
+{
+    write_file("first.yaml", "listen: [127.0.0.1:0]\ntls:\n  ca_dir: ca\n");
+    ASSERT_EQ(portico({"ca", "path", "-c", "first.yaml"}).exit_code, 0);
+    write_file("changed.yaml", "listen: [127.0.0.1:0]\ntls:\n  ca_dir: ca\n"
+                               "  ca_permitted_names: [dev.internal, localhost]\n");
+    const auto r = portico({"doctor", "-c", "changed.yaml"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.err, "warning: changed.yaml:4:23: tls.ca_permitted_names is")) << r;
+}
+
 TEST_F(DoctorTest, DoctorFailsOnAPortAnotherProgramHolds)
 {
     const doctor_sockets s;
