@@ -192,7 +192,9 @@ struct server::impl {
                                [&ep](const tcp::endpoint& held) { return overlaps(held, ep); });
         };
         return std::any_of(listeners.begin(), listeners.end(), holds) ||
-               std::any_of(earlier.begin(), earlier.end(), holds);
+               std::any_of(earlier.begin(), earlier.end(), holds) ||
+               std::any_of(dropped.begin(), dropped.end(),
+                           [&ep](const tcp::endpoint& held) { return overlaps(held, ep); });
     }
 
     /**
@@ -308,7 +310,10 @@ struct server::impl {
     std::shared_ptr<tls::certificate_manager> certificates;
     std::vector<std::unique_ptr<worker>> workers;
     std::vector<bound_listener> listeners;
-    std::mutex mutex; ///< guards `state`, `certificates` and `listeners` after `bind()`
+    /// Addresses a reload dropped. The workers close their sockets when they get to it, so
+    /// a reload soon after may find them still listening: ours, not another process's.
+    std::vector<tcp::endpoint> dropped;
+    std::mutex mutex; ///< guards `state`, `certificates`, `listeners` and `dropped` after `bind()`
     bool stopping = false;
 };
 
@@ -513,6 +518,11 @@ reload_result server::reload(config::config next_cfg)
     }
     // By address, not by listener: one written another way (127.0.0.1:P as localhost:P)
     // still listens on the addresses the two share.
+    std::erase_if(impl_->dropped, [&listeners](const tcp::endpoint& ep) {
+        return std::any_of(listeners.begin(), listeners.end(), [&ep](const bound_listener& l) {
+            return std::find(l.endpoints.begin(), l.endpoints.end(), ep) != l.endpoints.end();
+        });
+    });
     for (const auto& old : impl_->listeners) {
         if (std::find(removed.begin(), removed.end(), old.key) == removed.end()) {
             continue;
@@ -522,6 +532,9 @@ reload_result server::reload(config::config next_cfg)
                     return std::find(l.endpoints.begin(), l.endpoints.end(), ep) !=
                            l.endpoints.end();
                 })) {
+                if (ep.port() != 0) {
+                    impl_->dropped.push_back(ep);
+                }
                 const auto where = endpoint_text(ep);
                 log::notice("listener_removed",
                             fmt::format("portico stopped listening on {}", where),
