@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <map>
 #include <mutex>
@@ -193,8 +194,9 @@ struct server::impl {
         };
         return std::any_of(listeners.begin(), listeners.end(), holds) ||
                std::any_of(earlier.begin(), earlier.end(), holds) ||
-               std::any_of(dropped.begin(), dropped.end(),
-                           [&ep](const tcp::endpoint& held) { return overlaps(held, ep); });
+               std::any_of(dropped.begin(), dropped.end(), [&ep](const dropped_address& d) {
+                   return d.workers_left->load() > 0 && overlaps(d.endpoint, ep);
+               });
     }
 
     /**
@@ -310,9 +312,14 @@ struct server::impl {
     std::shared_ptr<tls::certificate_manager> certificates;
     std::vector<std::unique_ptr<worker>> workers;
     std::vector<bound_listener> listeners;
-    /// Addresses a reload dropped. The workers close their sockets when they get to it, so
-    /// a reload soon after may find them still listening: ours, not another process's.
-    std::vector<tcp::endpoint> dropped;
+    /// An address a reload dropped. The workers close their sockets on it when they get to
+    /// the reload, so a reload soon after may find them still listening: ours, not another
+    /// process's, until every worker has closed its own.
+    struct dropped_address {
+        tcp::endpoint endpoint;
+        std::shared_ptr<std::atomic<unsigned>> workers_left;
+    };
+    std::vector<dropped_address> dropped;
     std::mutex mutex; ///< guards `state`, `certificates`, `listeners` and `dropped` after `bind()`
     bool stopping = false;
 };
@@ -398,6 +405,21 @@ reload_result server::reload(config::config next_cfg)
             next->cfg.workers, impl_->worker_count));
     }
 
+    // Certificates first: a failure after the new sockets listen would close them, resetting
+    // the connections the kernel had queued on them meanwhile.
+    auto certificates = impl_->certificates;
+    const bool new_certificates =
+        !same_tls(next->cfg.tls, previous.tls) || !next->cfg.tls.certificates.empty();
+    if (new_certificates) {
+        // User certificate files may have been replaced on disk: load them again.
+        std::string error;
+        certificates = impl_->make_certificates(next, error);
+        if (!certificates) {
+            result.message = error;
+            return result;
+        }
+    }
+
     // New listeners are bound before anything else changes, so a conflict leaves the
     // running configuration untouched.
     std::vector<bound_listener> listeners;
@@ -427,18 +449,7 @@ reload_result server::reload(config::config next_cfg)
         listeners.push_back(std::move(b));
     }
 
-    auto certificates = impl_->certificates;
-    const bool new_certificates =
-        !same_tls(next->cfg.tls, previous.tls) || !next->cfg.tls.certificates.empty();
-    if (new_certificates) {
-        // User certificate files may have been replaced on disk: load them again.
-        std::string error;
-        certificates = impl_->make_certificates(next, error);
-        if (!certificates) {
-            result.message = error;
-            return result;
-        }
-    } else {
+    if (!new_certificates) {
         certificates->set_name_filter(
             [next](std::string_view name) { return next->table.is_served_name(name); });
     }
@@ -453,6 +464,11 @@ reload_result server::reload(config::config next_cfg)
     }
 
     std::shared_ptr<const serving_state> published = next;
+    // Counts down as the workers close the dropped listeners' sockets (see `dropped`).
+    const auto closing = std::make_shared<std::atomic<unsigned>>(
+        static_cast<unsigned>(impl_->workers.size()));
+    std::erase_if(impl_->dropped,
+                  [](const impl::dropped_address& d) { return d.workers_left->load() == 0; });
     for (std::size_t w = 0; w < impl_->workers.size(); ++w) {
         struct fresh_acceptor {
             std::string key;
@@ -480,8 +496,8 @@ reload_result server::reload(config::config next_cfg)
         }
         auto* wk = impl_->workers[w].get();
         wk->inbox().post([wk, published, certificates, fresh = std::move(fresh),
-                          modes = std::move(modes), takeovers = std::move(takeovers),
-                          removed]() mutable {
+                          modes = std::move(modes), takeovers = std::move(takeovers), removed,
+                          closing]() mutable {
             wk->set_state(published);
             wk->set_certificates(certificates);
             for (auto& f : fresh) {
@@ -496,6 +512,7 @@ reload_result server::reload(config::config next_cfg)
             for (const auto& key : removed) {
                 wk->remove_acceptors(key);
             }
+            closing->fetch_sub(1);
         });
     }
     for (auto& l : listeners) {
@@ -518,9 +535,10 @@ reload_result server::reload(config::config next_cfg)
     }
     // By address, not by listener: one written another way (127.0.0.1:P as localhost:P)
     // still listens on the addresses the two share.
-    std::erase_if(impl_->dropped, [&listeners](const tcp::endpoint& ep) {
-        return std::any_of(listeners.begin(), listeners.end(), [&ep](const bound_listener& l) {
-            return std::find(l.endpoints.begin(), l.endpoints.end(), ep) != l.endpoints.end();
+    std::erase_if(impl_->dropped, [&listeners](const impl::dropped_address& d) {
+        return std::any_of(listeners.begin(), listeners.end(), [&d](const bound_listener& l) {
+            return std::find(l.endpoints.begin(), l.endpoints.end(), d.endpoint) !=
+                   l.endpoints.end();
         });
     });
     for (const auto& old : impl_->listeners) {
@@ -532,8 +550,8 @@ reload_result server::reload(config::config next_cfg)
                     return std::find(l.endpoints.begin(), l.endpoints.end(), ep) !=
                            l.endpoints.end();
                 })) {
-                if (ep.port() != 0) {
-                    impl_->dropped.push_back(ep);
+                if (old.cfg.port != 0) { // a port the system chose is nobody's to keep
+                    impl_->dropped.push_back({ep, closing});
                 }
                 const auto where = endpoint_text(ep);
                 log::notice("listener_removed",

@@ -201,6 +201,13 @@ void worker::serve_accepted(const listening& l, int fd, const tcp::endpoint& rem
 task<void> worker::accept_loop(std::list<listening>::iterator it)
 {
     auto& l = *it;
+    if (l.removed) {
+        // A reload that came before this loop first ran has already closed it.
+        if (!draining_) {
+            acceptors_.erase(it);
+        }
+        co_return;
+    }
     const int listen_fd = l.acceptor.native_handle();
     bool failing = false; ///< the last accept failed for want of resources
     boost::system::error_code mode_ec;
