@@ -495,7 +495,7 @@ reload_result server::reload(config::config next_cfg)
             }
         }
         auto* wk = impl_->workers[w].get();
-        wk->inbox().post([wk, published, certificates, fresh = std::move(fresh),
+        const bool taken = wk->inbox().post([wk, published, certificates, fresh = std::move(fresh),
                           modes = std::move(modes), takeovers = std::move(takeovers), removed,
                           closing]() mutable {
             wk->set_state(published);
@@ -514,6 +514,12 @@ reload_result server::reload(config::config next_cfg)
             }
             closing->fetch_sub(1);
         });
+        if (!taken) {
+            // Its mailbox failed (logged then): it serves on with what it had.
+            closing->fetch_sub(1);
+            result.notes.push_back(fmt::format(
+                "worker {} could not take the new configuration and serves the previous one", w));
+        }
     }
     for (auto& l : listeners) {
         l.per_worker.clear();
