@@ -525,17 +525,25 @@ reload_result server::reload(config::config next_cfg)
         l.per_worker.clear();
     }
 
+    // A ready line for each address that is new, or that now serves other protocols (a
+    // `tls` change, kept or taken over): what a script waits for.
     const auto routes = next->cfg.routes.size();
-    for (const auto i : added) {
-        for (const auto& ep : listeners[i].endpoints) {
-            const auto& kept = listeners[i].taken_over;
-            if (std::any_of(kept.begin(), kept.end(),
-                            [&ep](const auto& k) { return k.second == ep; })) {
-                continue; // listening all along: no new ready line
+    for (const auto& l : listeners) {
+        for (const auto& ep : l.endpoints) {
+            const auto before =
+                std::find_if(impl_->listeners.begin(), impl_->listeners.end(),
+                             [&ep](const bound_listener& old) {
+                                 return std::find(old.endpoints.begin(), old.endpoints.end(),
+                                                  ep) != old.endpoints.end();
+                             });
+            const bool is_new = before == impl_->listeners.end();
+            if (!is_new && before->cfg.tls == l.cfg.tls) {
+                continue; // serving as before
             }
             const auto where = endpoint_text(ep);
-            const auto proto = protocols(listeners[i].cfg.tls);
-            log::announce("listener_added", ready_message(proto, where, routes),
+            const auto proto = protocols(l.cfg.tls);
+            log::announce(is_new ? "listener_added" : "listener_changed",
+                          ready_message(proto, where, routes),
                           {{"listen", where}, {"protocols", proto}, {"routes", routes}});
         }
     }

@@ -115,6 +115,15 @@ TEST(ReloadBinaryTest, ReadyLinesAreWrittenAtEveryLogLevel)
     ASSERT_TRUE(added) << "no ready line for the reload's listener";
     EXPECT_EQ(*added, fmt::format("portico ready: http+https on [::1]:{} (1 route)", port));
     EXPECT_EQ(status_of(port, "app.localhost"), 200);
+
+    // An address that now serves other protocols is announced again.
+    write_in_place(file, fmt::format("listen:\n  - address: localhost:{}\n    tls: only\n"
+                                     "workers: 1\ntls: {{ ca_dir: {} }}\n{}",
+                                     port, (dir.path() / "ca").string(), route));
+    EXPECT_TRUE(process.wait_for_line(fmt::format("portico ready: https on 127.0.0.1:{} (1 route)",
+                                                  port),
+                                      std::chrono::seconds(5)))
+        << "no ready line for the changed listener";
     process.signal(SIGTERM);
     EXPECT_EQ(process.wait(), 0);
     for (const auto& line : process.lines()) {
