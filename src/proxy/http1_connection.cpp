@@ -493,6 +493,32 @@ std::string https_url(std::string_view port, std::string_view host_as_sent,
 }
 
 /**
+ * Sends the page for `details`, logs the request, and closes the connection gracefully. A
+ * HEAD request gets the head alone, with the length the page would have.
+ */
+template <typename Stream>
+task<void> send_error_page(connection<Stream>& c, const http::error_details& details, bool json,
+                           exchange_record& rec, std::string_view allow = {})
+{
+    rec.error = to_string(details.error);
+    auto res = http::make_error_response(details, json, rec.version);
+    if (!allow.empty()) {
+        res.set(beast::http::field::allow, allow);
+    }
+    rec.status = res.result_int();
+    rec.bytes = res.body().size();
+    if (rec.method == "HEAD") {
+        res.body().clear(); // Content-Length stays: what a GET would have had
+        rec.bytes = 0;
+    }
+    auto ec = co_await send_response(c, res);
+    write_access_log(c.info, rec);
+    if (!ec) {
+        co_await lingering_close(c);
+    }
+}
+
+/**
  * Answers with an error page, logs the request, and closes the connection gracefully.
  * Past the shutdown deadline whatever failed was cut by the deadline (a connect, a name's
  * resolve, a wait for the response, a body), not by the backend or the client: no page
@@ -525,16 +551,9 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
             details.https_url = url;
         }
     }
-    rec.error = to_string(error);
-    auto res = http::make_error_response(details, json, rec.version);
-    rec.status = res.result_int();
-    rec.bytes = res.body().size();
-    auto ec = co_await send_response(c, res);
-    write_access_log(c.info, rec);
-    if (!ec) {
-        co_await lingering_close(c);
-    }
+    co_await send_error_page(c, details, json, rec);
 }
+
 
 /**
  * How long a body relay waits for each step. A read waits at most `read` for its first byte
@@ -1760,22 +1779,7 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
         d.host = plan.host;
         d.message = answer.error_message;
         d.status = answer.status;
-        rec.error = to_string(d.error);
-        auto res = http::make_error_response(d, json, rec.version);
-        if (!answer.allow.empty()) {
-            res.set(beast::http::field::allow, answer.allow);
-        }
-        rec.status = res.result_int();
-        rec.bytes = res.body().size();
-        if (req.method() == beast::http::verb::head) {
-            res.body().clear(); // Content-Length stays: what a GET would have had
-            rec.bytes = 0;
-        }
-        const auto ec = co_await send_response(c, res);
-        write_access_log(c.info, rec);
-        if (!ec) {
-            co_await lingering_close(c);
-        }
+        co_await send_error_page(c, d, json, rec, answer.allow);
         co_return false;
     }
 

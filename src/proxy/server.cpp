@@ -70,6 +70,21 @@ std::string bind_failure(const tcp::endpoint& ep, const boost::system::error_cod
     return fmt::format("cannot listen on {}: {}", where, ec.message());
 }
 
+/// Whether `l` listens on `ep`.
+bool holds(const bound_listener& l, const tcp::endpoint& ep)
+{
+    return std::find(l.endpoints.begin(), l.endpoints.end(), ep) != l.endpoints.end();
+}
+
+/// The listener in `listeners` that listens on `ep`, or nullptr.
+const bound_listener* holder_of(const std::vector<bound_listener>& listeners,
+                                const tcp::endpoint& ep)
+{
+    const auto it = std::find_if(listeners.begin(), listeners.end(),
+                                 [&ep](const bound_listener& l) { return holds(l, ep); });
+    return it == listeners.end() ? nullptr : &*it;
+}
+
 /// "portico ready: http+https on 127.0.0.1:7080 (3 routes)", as SPEC words it.
 std::string ready_message(std::string_view protocols, std::string_view where, std::size_t routes)
 {
@@ -188,12 +203,12 @@ struct server::impl {
     /// same pass.
     bool listens_on(const tcp::endpoint& ep, const std::vector<bound_listener>& earlier) const
     {
-        const auto holds = [&ep](const bound_listener& l) {
+        const auto covers = [&ep](const bound_listener& l) {
             return std::any_of(l.endpoints.begin(), l.endpoints.end(),
                                [&ep](const tcp::endpoint& held) { return overlaps(held, ep); });
         };
-        return std::any_of(listeners.begin(), listeners.end(), holds) ||
-               std::any_of(earlier.begin(), earlier.end(), holds) ||
+        return std::any_of(listeners.begin(), listeners.end(), covers) ||
+               std::any_of(earlier.begin(), earlier.end(), covers) ||
                std::any_of(dropped.begin(), dropped.end(), [&ep](const dropped_address& d) {
                    return d.workers_left->load() > 0 && overlaps(d.endpoint, ep);
                });
@@ -217,10 +232,8 @@ struct server::impl {
             // A listener the reload drops already listens there (the same address written
             // another way): its sockets are kept. Closing them for new ones would reset the
             // connections the kernel queued on them meanwhile.
-            const auto same = std::find_if(leaving.begin(), leaving.end(), [&ep](const auto* l) {
-                return std::find(l->endpoints.begin(), l->endpoints.end(), ep) !=
-                       l->endpoints.end();
-            });
+            const auto same = std::find_if(leaving.begin(), leaving.end(),
+                                           [&ep](const auto* l) { return holds(*l, ep); });
             if (ep.port() != 0 && same != leaving.end()) {
                 out.taken_over.emplace_back((*same)->key, ep);
                 out.endpoints.push_back(ep);
@@ -456,11 +469,8 @@ reload_result server::reload(config::config next_cfg)
     impl::describe_listeners(*next, listeners);
 
     std::vector<std::string> removed;
-    for (const auto& old : impl_->listeners) {
-        if (std::none_of(listeners.begin(), listeners.end(),
-                         [&](const bound_listener& b) { return b.key == old.key; })) {
-            removed.push_back(old.key);
-        }
+    for (const auto* old : leaving) {
+        removed.push_back(old->key);
     }
 
     std::shared_ptr<const serving_state> published = next;
@@ -530,13 +540,8 @@ reload_result server::reload(config::config next_cfg)
     const auto routes = next->cfg.routes.size();
     for (const auto& l : listeners) {
         for (const auto& ep : l.endpoints) {
-            const auto before =
-                std::find_if(impl_->listeners.begin(), impl_->listeners.end(),
-                             [&ep](const bound_listener& old) {
-                                 return std::find(old.endpoints.begin(), old.endpoints.end(),
-                                                  ep) != old.endpoints.end();
-                             });
-            const bool is_new = before == impl_->listeners.end();
+            const auto* before = holder_of(impl_->listeners, ep);
+            const bool is_new = before == nullptr;
             if (!is_new && before->cfg.tls == l.cfg.tls) {
                 continue; // serving as before
             }
@@ -550,21 +555,12 @@ reload_result server::reload(config::config next_cfg)
     // By address, not by listener: one written another way (127.0.0.1:P as localhost:P)
     // still listens on the addresses the two share.
     std::erase_if(impl_->dropped, [&listeners](const impl::dropped_address& d) {
-        return std::any_of(listeners.begin(), listeners.end(), [&d](const bound_listener& l) {
-            return std::find(l.endpoints.begin(), l.endpoints.end(), d.endpoint) !=
-                   l.endpoints.end();
-        });
+        return holder_of(listeners, d.endpoint) != nullptr;
     });
-    for (const auto& old : impl_->listeners) {
-        if (std::find(removed.begin(), removed.end(), old.key) == removed.end()) {
-            continue;
-        }
-        for (const auto& ep : old.endpoints) {
-            if (!std::any_of(listeners.begin(), listeners.end(), [&ep](const bound_listener& l) {
-                    return std::find(l.endpoints.begin(), l.endpoints.end(), ep) !=
-                           l.endpoints.end();
-                })) {
-                if (old.cfg.port != 0) { // a port the system chose is nobody's to keep
+    for (const auto* old : leaving) {
+        for (const auto& ep : old->endpoints) {
+            if (holder_of(listeners, ep) == nullptr) {
+                if (old->cfg.port != 0) { // a port the system chose is nobody's to keep
                     impl_->dropped.push_back({ep, closing});
                 }
                 const auto where = endpoint_text(ep);

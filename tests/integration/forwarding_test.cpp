@@ -302,6 +302,18 @@ TEST(ForwardingTest, RefusedBackendGets502NamingTheAddress)
     EXPECT_TRUE(c.is_closed_by_peer());
 }
 
+TEST(ForwardingTest, ErrorAnswerToHeadHasNoBody)
+{
+    // A response to HEAD carries no body (RFC 9110 §9.3.2), an error page's included.
+    refused_port dead;
+    proxy_harness proxy(route_to(dead.port()));
+    const auto raw = raw_exchange(proxy.port(), "HEAD /x HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 502 ")) << raw;
+    EXPECT_NE(raw.find("X-Portico-Error: upstream_refused"), std::string::npos) << raw;
+    EXPECT_TRUE(raw.ends_with("\r\n\r\n")) << raw;
+    EXPECT_EQ(raw.find("<html"), std::string::npos) << raw;
+}
+
 TEST(ForwardingTest, LocalhostBackendOnlyOnIpv6IsReached)
 {
     origin backend({}, "::1");
