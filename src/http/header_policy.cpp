@@ -5,6 +5,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <iterator>
@@ -493,6 +494,30 @@ void append_downstream_response(std::string& out, const simple_response& res, un
         reason = std::string_view(standard.data(), standard.size());
     }
     append_response(out, res.status, reason, res.version, res, version, keep_alive, route_rules);
+}
+
+void append_last_chunk(std::string& out, const fields& f, std::size_t head_fields,
+                       std::span<const std::string> remove)
+{
+    out.append("0\r\n");
+    auto line = f.begin();
+    for (std::size_t i = 0; i < head_fields && line != f.end(); ++i) {
+        ++line;
+    }
+    for (; line != f.end(); ++line) {
+        const auto name = line->name();
+        if (is_hop_by_hop(name) || name == field::content_length || name == field::host) {
+            continue;
+        }
+        const auto name_text = line->name_string();
+        const bool removed = std::any_of(remove.begin(), remove.end(), [&](const std::string& r) {
+            return beast::iequals(r, name_text);
+        });
+        if (!removed) {
+            append_field(out, *line);
+        }
+    }
+    out.append("\r\n");
 }
 
 void remove_hop_by_hop(fields& f, bool keep_upgrade)

@@ -36,6 +36,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <span>
 #include <type_traits>
 
 namespace portico::proxy {
@@ -822,14 +823,16 @@ relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t 
  * Moves a message body from `from` to `to`, one chunk at a time, re-framing it with the
  * serializer (Content-Length as is, anything else chunked or close-delimited as set on the
  * outgoing head). Each chunk is written as soon as it is read, so streamed responses (SSE,
- * long polling) are not held back. `limit` (0 = none) caps the body size.
+ * long polling) are not held back. `limit` (0 = none) caps the body size. A chunked body's
+ * trailer fields go on when it stays chunked, less those `trailer_remove` names.
  */
 template <bool IsRequest, typename From, typename To>
 task<boost::system::error_code>
 relay_body(From& from, beast::flat_buffer& from_buffer,
            beast::http::parser<IsRequest, buffer_body>& parser, To& to,
            beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
-           step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed)
+           step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed,
+           std::span<const std::string> trailer_remove = {})
 {
     auto& body = parser.get().body();
     read_failed = false;
@@ -838,6 +841,14 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
                                         read_failed);
         co_return ec;
     }
+    // The parser adds a trailer section's fields to the head's: any beyond this count.
+    const auto field_count = [&parser] {
+        const auto& f = parser.get().base();
+        return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
+    };
+    const std::size_t head_fields =
+        parser.chunked() && serializer.get().chunked() ? field_count() : 0;
+    bool trailers = false;
     auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
     // Beast reads as much as the buffer's free capacity: give it room for a whole chunk.
     from_buffer.reserve(body_chunk_size);
@@ -866,21 +877,33 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
             // twice, and the peer reads the second as the start of the next message.
             body.data = produced > 0 ? chunk.get() : nullptr;
             body.more = !parser.is_done();
+            // The serializer would end the body with a bare last chunk: with trailers it
+            // is written below instead.
+            trailers = !body.more && head_fields > 0 && field_count() > head_fields;
             if (produced == 0 && body.more) {
                 continue;
             }
+            body.more = body.more || trailers;
         } else {
             body.data = nullptr;
             body.size = 0;
             body.more = false;
         }
         tcp_of(to).expires_after(timeouts.write);
-        auto [wec, wn] = co_await beast::http::async_write(to, serializer);
-        if (wec == beast::http::error::need_buffer) {
-            wec = {};
+        if (body.data != nullptr || !trailers) {
+            auto [wec, wn] = co_await beast::http::async_write(to, serializer);
+            if (wec == beast::http::error::need_buffer) {
+                wec = {};
+            }
+            if (wec) {
+                co_return wec;
+            }
         }
-        if (wec) {
-            co_return wec;
+        if (trailers) {
+            std::string last;
+            http::append_last_chunk(last, parser.get().base(), head_fields, trailer_remove);
+            auto [tec, tn] = co_await net::async_write(to, net::buffer(last));
+            co_return tec;
         }
         if (serializer.is_done()) {
             co_return boost::system::error_code{};
@@ -1213,6 +1236,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     // Each read of the body waits up to `timeouts.idle` for the client, so an upload of any
     // length goes on as long as its bytes keep coming.
     const step_timeouts timeouts{.read = cfg.timeouts.idle, .write = cfg.timeouts.idle};
+    const std::span<const std::string> trailer_remove = plan.route->request_headers.remove;
     boost::system::error_code bec;
     const auto remaining = parser.content_length_remaining();
     if (upgrade || (remaining && !parser.chunked() && *remaining <= c.buffer.size() &&
@@ -1221,10 +1245,11 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // at once: there is no wait for a response to cut short. The body of an upgrade
         // request is sent whole before the tunnel, which carries what follows it.
         bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
-                                  timeouts, sent, read_failed);
+                                  timeouts, sent, read_failed, trailer_remove);
     } else {
         auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
-                                          cfg.limits.body_bytes, timeouts, sent, read_failed) ||
+                                          cfg.limits.body_bytes, timeouts, sent, read_failed,
+                                          trailer_remove) ||
                                watch_for_early_response(io, response_buffer, sent, backend_spoke,
                                                         backend_failure));
         // When the watch ended first, the body was cancelled in whatever step it was in, the
@@ -1412,7 +1437,8 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     tcp_of(io).expires_never();
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
-                                    response_steps(cfg, rec), rec.bytes, read_failed);
+                                    response_steps(cfg, rec), rec.bytes, read_failed,
+                                    route.response_headers.remove);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }

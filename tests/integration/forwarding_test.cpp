@@ -269,6 +269,73 @@ TEST(ForwardingTest, ChunkedResponsesEndOnceOnAKeptAliveConnection)
     EXPECT_EQ(received, one + one);
 }
 
+TEST(ForwardingTest, TrailersGoOnLessHopByHopFramingAndRemovedFields)
+{
+    // A chunked body's trailer section (after the last chunk) is forwarded both ways, as
+    // with `TE: trailers` the client said it takes them; what a recipient merging them into
+    // the head would act on (Host, Content-Length, hop-by-hop fields) and what the route
+    // removes are left out.
+    std::mutex m;
+    std::vector<std::string> request_trailers;
+    origin backend([&](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            {
+                const std::scoped_lock lock(m);
+                request_trailers.push_back(fmt::format("{} host={} sum={} secret={}",
+                                                       req->body(), req->count("Host"),
+                                                       (*req)["X-Req-Sum"],
+                                                       req->count("X-Req-Secret")));
+            }
+            c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+                        "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nKeep-Alive: timeout=1\r\n"
+                        "X-Secret: s\r\n\r\n");
+        }
+    });
+    proxy_harness proxy(route_to(backend.port(), "app.localhost",
+                                 "    headers:\n"
+                                 "      request: { remove: [X-Req-Secret] }\n"
+                                 "      response: { remove: [x-secret] }\n"));
+    client c(proxy.port());
+    const std::string upload =
+        "POST /up HTTP/1.1\r\nHost: app.localhost\r\nTE: trailers\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Req-Sum: 9\r\nHost: evil.example\r\n"
+        "X-Req-Secret: 1\r\n\r\n";
+    const std::string one = "HTTP/1.1 200 OK\r\nVia: 1.1 portico\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n";
+    // Twice on one connection: each message ends once, trailers and all, on both sides.
+    c.write_raw(upload + upload);
+    std::string received;
+    std::array<char, 4096> chunk{};
+    while (received.size() < 2 * one.size()) {
+        boost::system::error_code ec;
+        const auto n = c.stream.read_some(net::buffer(chunk), ec);
+        if (ec) {
+            break;
+        }
+        received.append(chunk.data(), n);
+    }
+    EXPECT_EQ(received, one + one);
+    EXPECT_EQ(c.get("app.localhost", "/after").result_int(), 200);
+    const std::scoped_lock lock(m);
+    EXPECT_EQ(request_trailers, (std::vector<std::string>{"abc host=1 sum=9 secret=0",
+                                                          "abc host=1 sum=9 secret=0",
+                                                          " host=1 sum= secret=0"}));
+    EXPECT_EQ(backend.connections(), 1);
+}
+
+TEST(ForwardingTest, TrailersAreDroppedForAnHttp10Client)
+{
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n");
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw = raw_exchange(proxy.port(), "GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_EQ(raw, "HTTP/1.0 200 OK\r\nVia: 1.1 portico\r\n\r\nhello");
+}
+
 TEST(ForwardingTest, UnknownHostGets404ListingRoutesAndIsNotForwarded)
 {
     origin backend;

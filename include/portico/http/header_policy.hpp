@@ -83,6 +83,16 @@ void append_downstream_response(std::string& out, const simple_response& res, un
                                 bool keep_alive, const header_rule_view& route_rules);
 
 /**
+ * Appends the last chunk of a body re-framed as chunked, with the trailer section that a
+ * parser read after the chunks: Beast adds those fields to the head's, so they are the
+ * fields of `f` after its first `head_fields`. Hop-by-hop fields, `Content-Length` and
+ * `Host` (which a recipient merging trailers into the head would act on, RFC 9110 §6.5.1)
+ * and the fields `remove` names are left out.
+ */
+void append_last_chunk(std::string& out, const fields& f, std::size_t head_fields,
+                       std::span<const std::string> remove);
+
+/**
  * What one pass over a request head's field lines tells. Each of these read through the
  * field set would be a search by case-insensitive name, several per request. The views
  * point into the head: valid until it is changed (`prepare_upstream_request`).
