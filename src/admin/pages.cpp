@@ -3,6 +3,7 @@
 #include "portico/admin/probe.hpp"
 
 #include "portico/core/uri.hpp"
+#include "portico/core/utf8.hpp"
 #include "portico/http/error_page.hpp"
 
 #include <boost/json.hpp>
@@ -22,6 +23,9 @@ using http::html_escape;
 std::string json_text(const json::value& v)
 {
     auto text = json::serialize(v);
+    // Recent requests carry targets and Hosts as clients sent them, in any bytes; outside
+    // strings JSON text is ASCII, so only string contents change.
+    utf8::make_valid(text);
     text += '\n';
     return text;
 }

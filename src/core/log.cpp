@@ -1,5 +1,7 @@
 #include "portico/core/log.hpp"
 
+#include "portico/core/utf8.hpp"
+
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
 #include <fmt/format.h>
@@ -31,6 +33,13 @@ std::string_view level_name(level lv) noexcept
 
 void append_json_string(std::string& out, std::string_view s)
 {
+    // Boost.JSON writes the bytes it is given; a client's target or Host may be any bytes.
+    if (!utf8::is_valid(s)) {
+        std::string valid;
+        utf8::append_valid(valid, s);
+        out += boost::json::serialize(boost::json::string_view(valid));
+        return;
+    }
     out += boost::json::serialize(boost::json::string_view(s.data(), s.size()));
 }
 

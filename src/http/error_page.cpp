@@ -1,5 +1,7 @@
 #include "portico/http/error_page.hpp"
 
+#include "portico/core/utf8.hpp"
+
 #include <boost/beast/http/status.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -222,7 +224,9 @@ std::string render_json(const error_details& d, status code, std::string_view me
     add("host", d.host);
     add("route", d.route);
     add("backend", d.backend);
-    return boost::json::serialize(body);
+    auto text = boost::json::serialize(body);
+    utf8::make_valid(text); // the Host and message may quote a client's bytes
+    return text;
 }
 
 using html_out = std::back_insert_iterator<std::string>;

@@ -201,6 +201,20 @@ TEST(PagesTest, DashboardEscapesWhatClientsSent)
     EXPECT_NE(page.body.find("&lt;script&gt;alert(1)"), std::string::npos);
 }
 
+TEST(PagesTest, RecentRequestsApiIsUtf8WhateverBytesClientsSent)
+{
+    const auto cfg = two_routes();
+    const routing::route_table table(cfg);
+    observatory obs;
+    obs.add_worker().record(sample("", 404, 1, "/\xFF\xFE"), "no_route", 0);
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
+    const auto res = respond({"GET", "/api/requests", "http", "7080"}, ctx);
+    ASSERT_EQ(res.status, 200U);
+    const auto doc = json::parse(res.body); // throws on invalid UTF-8
+    EXPECT_EQ(doc.at("requests").as_array().at(0).at("target").as_string(),
+              "/\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
 TEST(OriginTest, OnlyPorticoItselfOnItsOwnPorts)
 {
     const std::array<std::uint16_t, 2> ports{7080, 443};

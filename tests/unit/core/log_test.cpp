@@ -143,6 +143,17 @@ TEST(AccessLogTest, JsonLineEscapesHostileStrings)
     EXPECT_EQ(v.at("status").to_number<int>(), 200);
 }
 
+TEST(AccessLogTest, JsonLineIsUtf8WhateverBytesTheClientSent)
+{
+    // JSON is UTF-8: bytes that are not become U+FFFD, and the line still parses.
+    auto r = sample_record();
+    r.host = "ev\xFFil.localhost";
+    r.target = "/\xFF\xFE<script>";
+    const auto v = boost::json::parse(format_access_json(r));
+    EXPECT_EQ(v.at("host").as_string(), "ev\xEF\xBF\xBDil.localhost");
+    EXPECT_EQ(v.at("target").as_string(), "/\xEF\xBF\xBD\xEF\xBF\xBD<script>");
+}
+
 // --- Facade ----------------------------------------------------------------------------
 
 TEST_F(LogTest, ThresholdFiltersLowerLevels)

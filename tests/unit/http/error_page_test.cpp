@@ -128,6 +128,17 @@ TEST(ErrorPageTest, JsonSurvivesHostileStrings)
     EXPECT_EQ(body.at("host").as_string(), hostile);
 }
 
+TEST(ErrorPageTest, JsonIsUtf8WhateverBytesTheClientSent)
+{
+    error_details d;
+    d.error = errc::bad_request;
+    d.host = "ev\xFFil.localhost";
+
+    const auto body = boost::json::parse(make_error_response(d, true, 11).body()).as_object();
+
+    EXPECT_EQ(body.at("host").as_string(), "ev\xEF\xBF\xBDil.localhost");
+}
+
 TEST(ErrorPageTest, HtmlTitleNamesStatusAndPortico)
 {
     const std::vector<std::string> tried{"127.0.0.1:5173"};
