@@ -185,6 +185,9 @@ struct head_result {
     enum class kind { head, closed, failed } what = kind::closed;
     errc error = errc::bad_request;
     std::size_t length = 0;
+    /// For a head that timed out: when the wait for its rest began, which its log line's
+    /// duration counts from.
+    std::optional<clock::time_point> began;
 };
 
 /// A complete head of `length` bytes: served, or refused when it is over `limit`.
@@ -287,6 +290,7 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
             if (ec == errc::header_timeout) {
                 r.what = head_result::kind::failed;
                 r.error = errc::header_timeout;
+                r.began = head_deadline - cfg.timeouts.header;
             } else {
                 r.what = head_result::kind::closed;
             }
@@ -1033,13 +1037,17 @@ request_traits traits_of(const request_parser& parser, const http::request_lines
 
 /**
  * Logs an exchange once its response body has been relayed; false when the body did not get
- * through. A backend that broke off mid-body is named in a warning: the head is gone, so
- * closing without completing the framing is the only signal left for the client.
+ * through. A backend that broke off mid-body is named in a warning and counted among the
+ * route's upstream errors: the head is gone, so closing without completing the framing is
+ * the only signal left for the client.
  */
-bool finish_response_body(const client_info& info, const exchange_record& rec,
+bool finish_response_body(const client_info& info, exchange_record& rec,
                           const config::route& route, const boost::system::error_code& ec,
                           bool read_failed)
 {
+    if (ec && read_failed) {
+        rec.error = "upstream_aborted";
+    }
     write_access_log(info, rec);
     if (!ec) {
         return true;
@@ -1673,8 +1681,9 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
 {
     plan.detail = acquired.detail;
     plan.name_unresolved = acquired.unresolved;
-    if (!acquired.reached) {
-        rec.backend.clear(); // logged as "-": no backend was reached (the page names it)
+    // Logged as "-" when no backend was reached (the page names it).
+    if (acquired.reached) {
+        rec.backend = plan.route->to.text;
     }
     plan.certificate_rejected = acquired.certificate_rejected;
     co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);
@@ -1688,15 +1697,11 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
 template <typename Stream>
 std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parser,
                                     const request_traits& traits, request_plan& plan,
-                                    exchange_record& rec, http::forward_facts& facts,
-                                    bool& direct)
+                                    http::forward_facts& facts, bool& direct)
 {
     const auto& cfg = c.w.state()->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();
-    rec.route = &route;
-    rec.backend = route.to.text;
-
     if (cfg.limits.body_bytes != 0 && parser.content_length() &&
         *parser.content_length() > cfg.limits.body_bytes) {
         return errc::body_too_large;
@@ -1924,6 +1929,8 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     facts.has_host = lines.hosts > 0;
     facts.version = rec.version;
     plan = plan_request(state, facts);
+    // Whatever answers, a redirect or an error page included, is counted for its route.
+    rec.route = plan.route;
     if (plan.error) {
         out.what = prepared_request::next::answer_error;
         out.error = *plan.error;
@@ -1933,7 +1940,7 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
         out.what = prepared_request::next::redirect_https;
     } else {
         out.traits = traits_of(parser, lines);
-        if (const auto error = prepare_forward(c, parser, out.traits, plan, rec, forwarding,
+        if (const auto error = prepare_forward(c, parser, out.traits, plan, forwarding,
                                                out.direct)) {
             out.what = prepared_request::next::answer_error;
             out.error = *error;
@@ -1989,6 +1996,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     http::forward_facts facts;
     prepared_request prepared;
     if (head->what == head_result::kind::failed) {
+        rec.start = head->began.value_or(rec.start);
         prepared.what = prepared_request::next::answer_error;
         prepared.error = head->error;
         prepared.json = http::prefers_json_in_raw_head(std::string_view(

@@ -147,6 +147,11 @@ TEST(BadInputTimeoutTest, SlowHeadGets408)
     EXPECT_TRUE(raw.starts_with("HTTP/1.1 408 ")) << raw;
     EXPECT_NE(raw.find("X-Portico-Error: header_timeout"), std::string::npos);
     EXPECT_TRUE(backend.seen().empty());
+    // Its log line counts the wait for the head, not the instant after it.
+    std::vector<admin::request_sample> recent;
+    ASSERT_TRUE(wait_until([&] { return !(recent = proxy.observatory().recent()).empty(); }));
+    EXPECT_EQ(recent.front().status, 408U);
+    EXPECT_GE(recent.front().duration_ms, 250.0);
 }
 
 TEST(BadInputTimeoutTest, SilentClientIsClosedAfterHeaderTimeout)

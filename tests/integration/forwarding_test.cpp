@@ -26,6 +26,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -334,6 +335,84 @@ TEST(ForwardingTest, TrailersAreDroppedForAnHttp10Client)
     proxy_harness proxy(route_to(backend.port()));
     const auto raw = raw_exchange(proxy.port(), "GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n");
     EXPECT_EQ(raw, "HTTP/1.0 200 OK\r\nVia: 1.1 portico\r\n\r\nhello");
+}
+
+TEST(ForwardingTest, AnswersBeforeForwardingNameTheirRouteAndNoBackend)
+{
+    // SPEC: the access line's BACKEND is "-" when no backend was reached; a redirect or an
+    // error page for a route is counted for that route (metrics, dashboard, log).
+    origin backend;
+    proxy_harness proxy(fmt::format(
+        "limits: {{ body_bytes: 10 }}\nroutes:\n"
+        "  - host: app.localhost\n    to: 127.0.0.1:{0}\n"
+        "  - host: sec.localhost\n    to: 127.0.0.1:{0}\n    redirect_https: true\n"
+        "  - host: pt.localhost\n    to: 127.0.0.1:{0}\n    tls_passthrough: true\n",
+        backend.port()));
+    const auto latest = [&proxy](unsigned status) {
+        std::optional<admin::request_sample> found;
+        wait_until([&] {
+            const auto recent = proxy.observatory().recent();
+            if (!recent.empty() && recent.front().status == status) {
+                found = recent.front();
+            }
+            return found.has_value();
+        });
+        return found.value_or(admin::request_sample{});
+    };
+    {
+        client c(proxy.port());
+        c.write_raw("POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 17\r\n\r\n"
+                    "hello world 12345");
+        EXPECT_EQ(c.read_response().result_int(), 413);
+        const auto r = latest(413);
+        EXPECT_EQ(r.route, "app.localhost");
+        EXPECT_EQ(r.backend, "");
+    }
+    {
+        const auto raw = raw_exchange(proxy.port(),
+                                      "POST / HTTP/1.1\r\nHost: app.localhost\r\n"
+                                      "Transfer-Encoding: chunked\r\n\r\nZZ\r\n");
+        EXPECT_TRUE(raw.starts_with("HTTP/1.1 400 ")) << raw;
+        const auto r = latest(400);
+        EXPECT_EQ(r.route, "app.localhost");
+        EXPECT_EQ(r.backend, "");
+    }
+    {
+        client c(proxy.port());
+        EXPECT_EQ(c.get("sec.localhost", "/r").result_int(), 308);
+        const auto r = latest(308);
+        EXPECT_EQ(r.route, "sec.localhost");
+        EXPECT_EQ(r.backend, "");
+    }
+    {
+        client c(proxy.port());
+        const auto res = c.get("pt.localhost", "/");
+        EXPECT_EQ(res.result_int(), 400);
+        EXPECT_EQ(res["X-Portico-Error"], "tls_required");
+        EXPECT_EQ(latest(400).route, "pt.localhost");
+    }
+    EXPECT_TRUE(backend.seen().empty());
+    const auto totals = proxy.observatory().totals();
+    ASSERT_TRUE(totals.routes.contains("sec.localhost"));
+    EXPECT_EQ(totals.routes.at("sec.localhost").by_status.at(308), 1U);
+}
+
+TEST(ForwardingTest, BackendBreakingOffMidBodyIsCountedAsAnUpstreamError)
+{
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw = raw_exchange(proxy.port(), "GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_TRUE(raw.ends_with("0123456789")) << raw;
+    EXPECT_TRUE(wait_until([&proxy] {
+        const auto totals = proxy.observatory().totals();
+        const auto route = totals.routes.find("app.localhost");
+        return route != totals.routes.end() && route->second.upstream_errors.contains("upstream_aborted") &&
+               route->second.errors == 1;
+    }));
 }
 
 TEST(ForwardingTest, UnknownHostGets404ListingRoutesAndIsNotForwarded)
