@@ -46,12 +46,14 @@ std::string route_url(const config::route& r, const page_request& req)
     if (r.is_wildcard()) {
         return {};
     }
-    const std::string_view scheme = r.tls_passthrough || r.redirect_https ? "https" : req.scheme;
-    const bool default_port =
-        req.port.empty() || (scheme == "http" && req.port == "80") ||
-        (scheme == "https" && req.port == "443");
+    const bool https_only = r.tls_passthrough || r.redirect_https;
+    const std::string_view scheme = https_only ? "https" : req.scheme;
+    // A `tls: off` listener's port would close on the ClientHello.
+    const auto port = https_only && !req.https_port.empty() ? req.https_port : req.port;
+    const bool default_port = port.empty() || (scheme == "http" && port == "80") ||
+                              (scheme == "https" && port == "443");
     return fmt::format("{}://{}{}{}{}", scheme, r.host, default_port ? "" : ":",
-                       default_port ? std::string_view() : req.port,
+                       default_port ? std::string_view() : port,
                        r.path == "/" ? "/" : r.path + "/");
 }
 

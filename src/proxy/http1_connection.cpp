@@ -1800,6 +1800,7 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
     page.target = plan.upstream_target;
     page.scheme = c.info.tls ? "https" : "http";
     page.port = c.info.local_port;
+    page.https_port = https_port_for(c.info, state);
     const admin::page_context context{state.cfg, state.table, c.w.observatory(),
                                       admin::build_version(), state.listen_addresses};
     auto answer = admin::respond(page, context);

@@ -313,6 +313,12 @@ TEST(TlsTest, RedirectHttpsFromATlsOffListenerGoesToOneThatServesTls)
     EXPECT_EQ(r.location(0, "/x"), fmt::format("https://app.localhost:{}/x", r.ports[1]));
     // From the listener that serves both, the redirect stays on its port.
     EXPECT_EQ(r.location(1, "/y"), fmt::format("https://app.localhost:{}/y", r.ports[1]));
+    // The dashboard links the route where the redirect goes.
+    client c(r.ports[0]);
+    const auto routes = c.get("portico.localhost", "/api/routes");
+    EXPECT_NE(routes.body().find(fmt::format("\"url\":\"https://app.localhost:{}/\"", r.ports[1])),
+              std::string::npos)
+        << routes.body();
 }
 
 TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)

@@ -21,6 +21,9 @@ struct page_request {
     std::string_view target; ///< origin-form target
     std::string_view scheme; ///< "http" or "https", for links to routes
     std::string_view port;   ///< the port the request came in on, for links
+    /// The port that serves https to this client, for links to routes only reached over
+    /// https (`redirect_https`, `tls_passthrough`); "" for `port`.
+    std::string_view https_port = {};
 };
 
 /// What the admin host answers.

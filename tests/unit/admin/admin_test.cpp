@@ -189,6 +189,24 @@ TEST(PagesTest, RoutesApiUsesTheStateWords)
               std::string::npos);
 }
 
+TEST(PagesTest, HttpsOnlyRoutesAreLinkedOnThePortThatServesHttps)
+{
+    auto cfg = two_routes();
+    cfg.routes[0].redirect_https = true;
+    cfg.routes[1].tls_passthrough = true;
+    cfg.routes[1].path = "/";
+    const routing::route_table table(cfg);
+    observatory obs;
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
+    const auto doc = json::parse(respond({"GET", "/api/routes", "http", "7080", "7443"}, ctx).body);
+    const auto& routes = doc.at("routes").as_array();
+    EXPECT_EQ(routes[0].at("url").as_string(), "https://app.localhost:7443/");
+    EXPECT_EQ(routes[1].at("url").as_string(), "https://api.localhost:7443/");
+    // With no other port to name, the request's own.
+    const auto own = json::parse(respond({"GET", "/api/routes", "http", "7080"}, ctx).body);
+    EXPECT_EQ(own.at("routes").as_array()[0].at("url").as_string(), "https://app.localhost:7080/");
+}
+
 TEST(PagesTest, DashboardEscapesWhatClientsSent)
 {
     const auto cfg = two_routes();
