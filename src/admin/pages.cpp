@@ -344,9 +344,9 @@ std::string render_dashboard(const page_request& req, const page_context& ctx)
                    html_escape(ctx.table.admin_host()));
     if (ctx.table.routes().empty()) {
         fmt::format_to(it,
-                       "<div class=\"empty\">No routes yet. Add one to <code>portico.yaml</code> "
-                       "and save: portico picks it up within a second.<pre>routes:\n"
-                       "  - host: app.localhost\n    to: 127.0.0.1:5173</pre></div>\n");
+                       "<div class=\"empty\">No routes yet. {}<pre>routes:\n"
+                       "  - host: app.localhost\n    to: 127.0.0.1:5173</pre></div>\n",
+                       http::how_to_add_a_route(ctx.cfg.source.native()));
     } else {
         out += "<table><thead><tr><th>Host</th><th>Path</th><th>Target</th><th>Backend</th>"
                "<th class=\"num\">Requests</th><th class=\"num\">Errors</th></tr></thead><tbody>\n";

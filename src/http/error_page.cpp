@@ -231,14 +231,32 @@ std::string render_json(const error_details& d, status code, std::string_view me
 
 using html_out = std::back_insert_iterator<std::string>;
 
+} // namespace
+
+std::string how_to_add_a_route(std::string_view config_file)
+{
+    if (config_file.empty()) {
+        // With no file there is nothing to watch: a file written now is read at the next start.
+        return "portico is running on its built-in default: write the routes to "
+               "<code>portico.yaml</code> in the directory it starts from (or name a file with "
+               "<code>-c</code>), then start it again:";
+    }
+    return fmt::format("Add one to <code>{}</code> and save: portico picks it up within a "
+                       "second:",
+                       html_escape(config_file));
+}
+
+namespace {
+
 /// The configured hosts for a 404: exact hosts as links on the request's scheme and port,
 /// wildcard hosts as text (there is no single name to link to).
 void render_host_list(html_out out, const error_details& d)
 {
     if (d.exact_hosts.empty() && d.wildcard_hosts.empty()) {
-        fmt::format_to(out, "<div class=\"hint\">No routes are configured yet. Add one to "
-                            "portico.yaml:</div>\n<pre>routes:\n  - host: app.localhost\n"
-                            "    to: 127.0.0.1:5173</pre>\n");
+        fmt::format_to(out, "<div class=\"hint\">No routes are configured yet. {}</div>\n"
+                            "<pre>routes:\n  - host: app.localhost\n"
+                            "    to: 127.0.0.1:5173</pre>\n",
+                       how_to_add_a_route(d.config_file));
         return;
     }
     fmt::format_to(out, "<h2>Configured hosts</h2>\n<ul>\n");

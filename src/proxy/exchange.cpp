@@ -126,6 +126,7 @@ http::error_details describe_error(const serving_state& state, const request_pla
                     plan.route->tls_passthrough;
     d.exact_hosts = state.table.exact_hosts();
     d.wildcard_hosts = state.table.wildcard_hosts();
+    d.config_file = state.cfg.source.native();
     d.scheme = scheme;
     d.port = local_port;
     return d;

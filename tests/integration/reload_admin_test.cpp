@@ -418,6 +418,8 @@ TEST(AdminTest, EmptyConfigurationExplainsHowToAddARoute)
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_NE(res.body().find("No routes yet"), std::string::npos);
     EXPECT_NE(res.body().find("host: app.localhost"), std::string::npos);
+    // It names the file this portico watches.
+    EXPECT_NE(res.body().find("/portico.yaml</code> and save"), std::string::npos) << res.body();
     // Works offline: nothing is loaded from another origin.
     EXPECT_EQ(res.body().find("src=\"http"), std::string::npos);
     EXPECT_EQ(res.body().find("href=\"http://cdn"), std::string::npos);

@@ -42,6 +42,9 @@ struct error_details {
     /// For `no_route`: hosts to list. Exact hosts become links built from `scheme` and `port`.
     std::span<const std::string> exact_hosts;
     std::span<const std::string> wildcard_hosts;
+    /// For `no_route` with no route at all: the configuration file to add one to ("" when
+    /// portico runs on its built-in default).
+    std::string_view config_file;
     /// The portico admin's own 404 and 405: replaces the condition's sentence and status.
     std::string_view message;
     unsigned status = 0;
@@ -64,6 +67,13 @@ string_response make_redirect_response(std::string_view location, unsigned versi
 
 /// Escapes text for HTML element content and quoted attribute values.
 std::string html_escape(std::string_view text);
+
+/**
+ * What to do to add the first route, as HTML (the 404 page and the dashboard say it): edit
+ * `config_file`, which a running portico watches, or, on the built-in default (""), write
+ * portico.yaml and start again.
+ */
+std::string how_to_add_a_route(std::string_view config_file);
 
 /// The one-sentence message for a condition, as the JSON `message` field carries it.
 std::string error_message(const error_details& details);

@@ -212,6 +212,14 @@ TEST(ErrorPageTest, NoRouteWithoutRoutesExplainsHowToAddOne)
     d.error = errc::no_route;
     const auto body = make_error_response(d, false, 11).body();
     EXPECT_TRUE(contains(body, "No routes are configured yet"));
+    // On the built-in default there is no file to save: the page says to write one and
+    // start again; with a file, it names that file.
+    EXPECT_TRUE(contains(body, "built-in default")) << body;
+    EXPECT_TRUE(contains(body, "start it again")) << body;
+    d.config_file = "config/dev<1>.yaml";
+    const auto named = make_error_response(d, false, 11).body();
+    EXPECT_TRUE(contains(named, "Add one to <code>config/dev&lt;1&gt;.yaml</code> and save"))
+        << named;
 }
 
 TEST(ErrorPageTest, HtmlEscapesHostileValues)
