@@ -12,7 +12,9 @@ std::string_view to_string(backend_state s) noexcept
     case backend_state::exposed: return "exposed";
     case backend_state::unknown: break;
     }
-    return "unknown";
+    // SPEC's words are up, down and exposed: a backend no probe has reached yet (just
+    // added by a reload) is not known to accept connections.
+    return "down";
 }
 
 std::uint64_t route_counters::requests() const noexcept

@@ -27,7 +27,7 @@ namespace portico::admin {
 /// non-loopback address, so reachable from the network).
 enum class backend_state { unknown, up, down, exposed };
 
-/// "up", "down", "exposed"; "unknown" before the first probe.
+/// "up", "down", "exposed"; "down" before the first probe.
 std::string_view to_string(backend_state s) noexcept;
 
 /// One finished request, owning its text (for the recent-requests list).

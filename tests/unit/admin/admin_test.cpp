@@ -189,6 +189,22 @@ TEST(PagesTest, RoutesApiUsesTheStateWords)
               std::string::npos);
 }
 
+TEST(PagesTest, BackendNotProbedYetIsDownInTheApis)
+{
+    // SPEC's state words are up, down and exposed; a backend a reload has just added, not
+    // probed yet, is not known to listen. The dashboard says it is being checked.
+    const auto cfg = two_routes();
+    const routing::route_table table(cfg);
+    observatory obs;
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
+    const auto routes = json::parse(respond({"GET", "/api/routes", "http", "7080"}, ctx).body);
+    EXPECT_EQ(routes.at("routes").as_array()[0].at("state").as_string(), "down");
+    const auto health = json::parse(respond({"GET", "/api/health", "http", "7080"}, ctx).body);
+    EXPECT_EQ(health.at("backends").as_array()[0].at("state").as_string(), "down");
+    const auto page = respond({"GET", "/", "http", "7080"}, ctx);
+    EXPECT_NE(page.body.find("checking"), std::string::npos);
+}
+
 TEST(PagesTest, HttpsOnlyRoutesAreLinkedOnThePortThatServesHttps)
 {
     auto cfg = two_routes();
