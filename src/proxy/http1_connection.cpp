@@ -1748,8 +1748,11 @@ std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parse
 /// Answers a plain-HTTP request for a `redirect_https` route with 308 to the https URL.
 template <typename Stream>
 task<bool> redirect_to_https(connection<Stream>& c, const request_plan& plan,
-                             exchange_record& rec, bool keep_alive)
+                             exchange_record& rec, const request_parser& parser)
 {
+    // A body is not read (the client sends it again to the https URL): the connection ends
+    // after the redirect, or its bytes would be read as the next request.
+    const bool keep_alive = parser.keep_alive() && parser.is_done() && !c.w.is_draining();
     auto port = https_port_for(c.info, *c.w.state());
     if (port.empty()) {
         port = c.info.local_port; // no listener serves TLS (the configuration warned)
@@ -1760,6 +1763,9 @@ task<bool> redirect_to_https(connection<Stream>& c, const request_plan& plan,
     rec.bytes = res.body().size();
     const auto ec = co_await send_response(c, res);
     write_access_log(c.info, rec);
+    if (!ec && !keep_alive) {
+        co_await lingering_close(c);
+    }
     co_return !ec && keep_alive;
 }
 
@@ -2013,7 +2019,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         co_return co_await serve_admin(c, parser, plan, rec, prepared.json, *state) &&
             !c.w.is_draining();
     case prepared_request::next::redirect_https:
-        co_return co_await redirect_to_https(c, plan, rec, parser.keep_alive());
+        co_return co_await redirect_to_https(c, plan, rec, parser);
     case prepared_request::next::forward:
         break;
     }

@@ -265,6 +265,30 @@ TEST(TlsTest, RedirectHttpsSends308)
     EXPECT_EQ(https.out, fmt::format("GET /a host=app.localhost:{} body=0", p.proxy.port()));
 }
 
+TEST(TlsTest, RedirectOfARequestWithABodyEndsTheConnection)
+{
+    // The body is not read: kept open, the connection would read it as the next request
+    // (here a smuggled GET the backend would have served).
+    origin backend;
+    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: 127.0.0.1:{0}\n"
+                            "    redirect_https: true\n"
+                            "  - host: other.localhost\n    to: 127.0.0.1:{0}\n",
+                            backend.port()));
+    const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: other.localhost\r\n\r\n";
+    const auto raw = raw_exchange(
+        p.proxy.port(), fmt::format("POST /form HTTP/1.1\r\nHost: app.localhost\r\n"
+                                    "Content-Length: {}\r\n\r\n{}",
+                                    smuggled.size(), smuggled));
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 308 ")) << raw;
+    EXPECT_NE(raw.find("Connection: close"), std::string::npos) << raw;
+    EXPECT_EQ(raw.find("HTTP/1.1 200"), std::string::npos) << raw;
+    EXPECT_TRUE(backend.seen().empty());
+    // Without a body the connection stays open for the next request.
+    client c(p.proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/a").result_int(), 308);
+    EXPECT_EQ(c.get("app.localhost", "/b").result_int(), 308);
+}
+
 TEST(TlsTest, ConnectionIdleAfterARedirectIsClosedAtOnceOnShutdown)
 {
     origin backend;
