@@ -649,13 +649,14 @@ boost::system::error_code head_read_failure(const boost::system::error_code& ec,
 }
 
 /// The length of the response head that `buffer` holds whole (through the empty line), or
-/// 0; the search starts at `from`.
+/// 0; the search starts at `from`. A head whose lines end in bare LFs ends too, so that the
+/// parser refuses it now rather than the client waiting for a CRLF that never comes.
 std::size_t complete_head_length(const beast::flat_buffer& buffer, std::size_t from = 0)
 {
     const auto data =
         std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
-    const auto end = data.find("\r\n\r\n", from);
-    return end == std::string_view::npos ? 0 : end + 4;
+    const auto end = http::find_head_end(data.substr(std::min(from, data.size())));
+    return end == 0 ? 0 : from + end;
 }
 
 /**

@@ -206,6 +206,26 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
     }
 }
 
+TEST(StreamingTest, ResponseHeadWithBareLineFeedsIsAnsweredAtOnce)
+{
+    // A head ended by LF LF is a complete head: it is refused (or read) now, not waited on
+    // for a CRLF CRLF that a backend keeping its connection never sends.
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\nContent-Length: 5\n\nhello");
+            c.read_request(); // keeps the connection until the proxy closes it
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    const auto start = std::chrono::steady_clock::now();
+    const auto raw = raw_exchange(proxy.port(),
+                                  "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n",
+                                  std::chrono::seconds(3));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 502 ")) << raw;
+    EXPECT_NE(raw.find("X-Portico-Error: upstream_protocol"), std::string::npos) << raw;
+}
+
 /// The statuses the proxy recorded for requests to `target`, oldest first.
 std::vector<unsigned> statuses_of(proxy_harness& proxy, std::string_view target)
 {
