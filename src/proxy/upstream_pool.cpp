@@ -100,7 +100,7 @@ std::string endpoint_text(const tcp::endpoint& ep)
 }
 
 upstream_pool::upstream_pool(executor ex, mailbox& inbox, const config::timeouts& timeouts)
-    : executor_(std::move(ex)), inbox_(inbox), timeouts_(timeouts)
+    : executor_(ex), inbox_(inbox), timeouts_(timeouts), sweep_timer_(ex)
 {
 }
 
@@ -290,6 +290,38 @@ void upstream_pool::release(const config::backend& b, std::unique_ptr<upstream_c
     }
     c->idle_since = std::chrono::steady_clock::now();
     list.push_back(std::move(c));
+    schedule_sweep();
+}
+
+void upstream_pool::schedule_sweep()
+{
+    if (sweep_armed_) {
+        return;
+    }
+    sweep_armed_ = true;
+    sweep_timer_.expires_after(std::min<std::chrono::steady_clock::duration>(sweep_interval,
+                                                                             timeouts_.idle));
+    sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+        sweep_armed_ = false;
+        if (!ec) {
+            sweep();
+        }
+    });
+}
+
+void upstream_pool::sweep()
+{
+    const auto now = std::chrono::steady_clock::now();
+    bool any_left = false;
+    for (auto& [key, list] : idle_) {
+        std::erase_if(list, [&](const std::unique_ptr<upstream_connection>& c) {
+            return now - c->idle_since >= timeouts_.idle || !is_still_open(c->stream);
+        });
+        any_left = any_left || !list.empty();
+    }
+    if (any_left) {
+        schedule_sweep();
+    }
 }
 
 std::vector<std::unique_ptr<upstream_connection>>&
@@ -318,6 +350,7 @@ void upstream_pool::clear()
 {
     last_lookup_.list = nullptr;
     idle_.clear();
+    sweep_timer_.cancel(); // a pending wait would keep a draining worker's loop running
 }
 
 void upstream_pool::cancel_resolves()

@@ -89,6 +89,9 @@ public:
     /// Closes every idle connection (shutdown).
     void clear();
 
+    /// How often idle connections are looked at while there are any (see `sweep`).
+    static constexpr std::chrono::milliseconds sweep_interval{1000};
+
     /// Ends every wait for a backend's name with `operation_aborted` (the shutdown deadline).
     void cancel_resolves();
 
@@ -99,6 +102,8 @@ private:
     const std::string& key_of(const config::backend& b, bool skip_verify = false);
     std::vector<std::unique_ptr<upstream_connection>>& idle_list(const config::backend& b,
                                                                  bool skip_verify);
+    void schedule_sweep();
+    void sweep();
 
     tls::certificate_manager* certificates_ = nullptr;
 
@@ -110,6 +115,11 @@ private:
     /// For `localhost` backends: the address family that answered last, tried first.
     std::unordered_map<std::string, bool> localhost_prefers_v6_;
     std::string key_scratch_;
+    /// Closes idle connections that outlived `timeouts.idle` or that their backend closed,
+    /// armed while any connection is pooled: a dev server restarting waits for its open
+    /// connections, and one it closed would stay in CLOSE-WAIT here.
+    steady_timer sweep_timer_;
+    bool sweep_armed_ = false;
 
     /// The backend of the last idle-list lookup and the list it found.
     struct lookup {

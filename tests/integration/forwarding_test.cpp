@@ -415,6 +415,49 @@ TEST(ForwardingTest, BackendBreakingOffMidBodyIsCountedAsAnUpstreamError)
     }));
 }
 
+TEST(ForwardingTest, IdleBackendConnectionsAreClosedAfterTheIdleTimeout)
+{
+    // SPEC: timeouts.idle applies to keep-alive on both sides. A pooled connection is
+    // closed once it has been idle that long, not kept until the next request finds it old.
+    std::atomic<bool> closed{false};
+    origin backend([&closed](origin_connection& c) {
+        while (c.read_request()) {
+            response res{beast::http::status::ok, 11};
+            res.body() = "x";
+            res.prepare_payload();
+            c.write(res);
+        }
+        closed = true;
+    });
+    proxy_harness proxy("timeouts: { idle: 300ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    EXPECT_TRUE(wait_until([&closed] { return closed.load(); }, std::chrono::seconds(3)));
+}
+
+TEST(ForwardingTest, BackendConnectionTheBackendClosedIsClosedWhileIdle)
+{
+    // A backend that closes its side of an idle connection (a dev server restarting) sees
+    // portico close it too, instead of the socket staying in CLOSE-WAIT until a request.
+    std::atomic<bool> closed_by_proxy{false};
+    origin backend([&closed_by_proxy](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+        ::shutdown(c.socket.native_handle(), SHUT_WR);
+        std::array<char, 64> chunk{};
+        boost::system::error_code ec;
+        c.stream.read_some(net::buffer(chunk), ec);
+        closed_by_proxy = ec == net::error::eof;
+    });
+    proxy_harness proxy("timeouts: { idle: 30s }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    EXPECT_TRUE(
+        wait_until([&closed_by_proxy] { return closed_by_proxy.load(); }, std::chrono::seconds(4)));
+}
+
 TEST(ForwardingTest, UnknownHostGets404ListingRoutesAndIsNotForwarded)
 {
     origin backend;
