@@ -88,6 +88,9 @@ struct client_info {
     bool loopback_listener = true; ///< accepted on a loopback address
     connection_entry* entry;
     std::string head; ///< serialised heads, reused so that a request does not allocate one
+    /// A response body broke off: over TLS the connection then ends without close_notify,
+    /// which for a body delimited by the close is the client's only sign of the cut.
+    bool response_cut = false;
 };
 
 // Room for a typical head: a new connection's buffer starts here instead of growing into a
@@ -1042,12 +1045,13 @@ request_traits traits_of(const request_parser& parser, const http::request_lines
  * route's upstream errors: the head is gone, so closing without completing the framing is
  * the only signal left for the client.
  */
-bool finish_response_body(const client_info& info, exchange_record& rec,
+bool finish_response_body(client_info& info, exchange_record& rec,
                           const config::route& route, const boost::system::error_code& ec,
                           bool read_failed)
 {
     if (ec && read_failed) {
         rec.error = "upstream_aborted";
+        info.response_cut = true;
     }
     write_access_log(info, rec);
     if (!ec) {
@@ -2237,12 +2241,13 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
     }
     co_await serve_requests(connection<tls_server_stream<tcp_stream>>{info, tls_stream, buffer, w},
                             0);
-    if (!tcp.socket().is_open() || w.is_past_shutdown_deadline()) {
+    if (!tcp.socket().is_open() || w.is_past_shutdown_deadline() || info.response_cut) {
         co_return;
     }
-    // close_notify, bounded: a client that already left must not hold the coroutine.
+    // close_notify, bounded: a client that already left must not hold the coroutine. While
+    // shutting down, ours is sent and the client's not waited for.
     tcp.expires_after(lingering_close_time);
-    co_await tls_stream.async_shutdown();
+    co_await tls_stream.async_shutdown(!w.is_draining());
 }
 
 task<void> serve_parked(std::unique_ptr<client_connection> owned);

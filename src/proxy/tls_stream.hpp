@@ -112,11 +112,13 @@ public:
             write_action{first_of<net::const_buffer>(buffers)}, std::forward<Token>(token));
     }
 
-    /// Sends close_notify and waits for the peer's (bounded by the caller's deadline).
+    /// Sends close_notify and, if `wait_for_peer`, waits for the peer's (bounded by the
+    /// caller's deadline).
     template <typename Token = default_token>
-    auto async_shutdown(Token&& token = default_token{})
+    auto async_shutdown(bool wait_for_peer = true, Token&& token = default_token{})
     {
-        return start<void(boost::system::error_code)>(shutdown_action{}, std::forward<Token>(token));
+        return start<void(boost::system::error_code)>(shutdown_action{wait_for_peer},
+                                                      std::forward<Token>(token));
     }
 
 private:
@@ -138,12 +140,13 @@ private:
         bool empty() const { return false; }
     };
     struct shutdown_action {
+        bool wait_for_peer = true;
         int operator()(SSL* ssl, std::size_t&) const
         {
             // 0: our close_notify is out; the second call waits for the peer's.
             int r = ::SSL_shutdown(ssl);
             if (r == 0) {
-                r = ::SSL_shutdown(ssl);
+                r = wait_for_peer ? ::SSL_shutdown(ssl) : 1;
             }
             return r;
         }

@@ -367,6 +367,54 @@ TEST(TlsTest, StuckRequestIsClosedAtTheShutdownDeadline)
     EXPECT_TRUE(ec) << "no end of the connection";
 }
 
+TEST(TlsTest, IdleTlsConnectionIsClosedAtOnceOnShutdown)
+{
+    // portico sends its close_notify and does not wait for the client's, which a client
+    // waiting for its next request does not send: the shutdown is not held for it.
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}), "timeouts: { shutdown: 30s }\n");
+    tls_connection tls(p.proxy.port(), "app.localhost");
+    const std::string request = "GET /a HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
+    net::write(tls.stream, net::buffer(request));
+    beast::flat_buffer buffer;
+    response res;
+    beast::http::read(tls.stream, buffer, res);
+    ASSERT_EQ(res.result_int(), 200);
+    const auto start = std::chrono::steady_clock::now();
+    p.proxy.stop();
+    EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
+    std::array<char, 64> chunk{};
+    boost::system::error_code ec;
+    tls.stream.read_some(net::buffer(chunk), ec);
+    EXPECT_EQ(ec, net::error::eof) << ec.message(); // the close_notify came
+}
+
+TEST(TlsTest, BodyCutByTheBackendEndsWithoutCloseNotify)
+{
+    // An HTTP/1.0 client's body ends with the connection: over TLS, the close_notify would
+    // tell it the body is whole. When the backend broke off, none is sent.
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial");
+            c.socket.set_option(net::socket_base::linger(true, 0)); // a reset, not a close
+        }
+    });
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    tls_connection tls(p.proxy.port(), "app.localhost");
+    const std::string request = "GET /cut HTTP/1.0\r\nHost: app.localhost\r\n\r\n";
+    net::write(tls.stream, net::buffer(request));
+    std::string received;
+    std::array<char, 4096> chunk{};
+    boost::system::error_code ec;
+    for (int i = 0; i < 100 && !ec; ++i) {
+        received.append(chunk.data(), tls.stream.read_some(net::buffer(chunk), ec));
+    }
+    EXPECT_TRUE(received.ends_with("partial")) << received;
+    EXPECT_NE(ec, net::error::eof) << "a close_notify made the cut body look whole";
+    EXPECT_TRUE(ec) << "no end of the connection";
+}
+
 TEST(TlsTest, RedirectHttpsGoesToTheTlsOnlyListener)
 {
     redirecting_proxy r("listen:\n  - 127.0.0.1:0\n  - address: 127.0.0.1:0\n    tls: only\n");
