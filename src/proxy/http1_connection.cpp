@@ -1010,6 +1010,31 @@ std::optional<std::string> framing_defect(const request_parser& parser,
     return std::nullopt;
 }
 
+/**
+ * Whether a response names a transfer coding other than a lone `chunked` (gzip, or a coding
+ * under chunked): portico re-frames bodies and decodes no other coding, so that body would
+ * reach the client with the coding dropped from its head.
+ */
+template <typename Fields>
+bool has_unsupported_transfer_coding(const Fields& head)
+{
+    unsigned lines = 0;
+    bool chunked = true;
+    for (auto [line, last] = head.equal_range(beast::http::field::transfer_encoding);
+         line != last; ++line) {
+        auto value = line->value();
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+            value.remove_suffix(1);
+        }
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+            value.remove_prefix(1);
+        }
+        chunked = chunked && beast::iequals(value, "chunked");
+        ++lines;
+    }
+    return lines > 1 || (lines == 1 && !chunked);
+}
+
 /// What the client's request head said before it was rewritten for the backend.
 struct request_traits {
     bool keep_alive = true;
@@ -1385,6 +1410,13 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         co_return false;
     }
 
+    if (has_unsupported_transfer_coding(res.base())) {
+        plan.detail = fmt::format("the backend's response uses Transfer-Encoding: {}, which "
+                                  "portico does not decode",
+                                  std::string_view(res[beast::http::field::transfer_encoding]));
+        co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
+        co_return false;
+    }
     const bool framed_body = response->content_length().has_value() || response->is_done();
     bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
     if (framed_body) {

@@ -206,6 +206,29 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
     }
 }
 
+TEST(StreamingTest, ResponseInATransferCodingPorticoDoesNotDecodeGets502)
+{
+    // Passed on re-framed, the body would lose the coding its head named: the client would
+    // take gzip bytes for the content.
+    for (const std::string head : {
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+         }) {
+        origin backend([&head](origin_connection& c) {
+            if (c.read_request()) {
+                c.write_raw(head);
+            }
+        });
+        proxy_harness proxy(route_to(backend.port()));
+        client c(proxy.port());
+        auto res = c.get("app.localhost", "/");
+        EXPECT_EQ(res.result_int(), 502) << head;
+        EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << head;
+        EXPECT_EQ(res.body().find("hello"), std::string::npos) << head;
+        EXPECT_NE(res.body().find("portico does not decode"), std::string::npos) << res.body();
+    }
+}
+
 TEST(StreamingTest, ResponseHeadWithBareLineFeedsIsAnsweredAtOnce)
 {
     // A head ended by LF LF is a complete head: it is refused (or read) now, not waited on
