@@ -114,6 +114,9 @@ struct connection {
     Stream& stream;
     beast::flat_buffer& buffer; ///< bytes read from the client, not yet consumed
     worker& w;
+    /// The configuration the request being served was planned with, which `serve_request`
+    /// keeps alive for it: a reload meanwhile replaces the worker's and may free it.
+    const serving_state* state = nullptr;
 };
 
 /**
@@ -233,7 +236,9 @@ read_some_before(connection<Stream>& c, net::mutable_buffer into, clock::time_po
 template <typename Stream>
 task<head_result> read_head(connection<Stream>& c, bool first_request)
 {
-    const auto& cfg = c.w.state()->cfg;
+    // Held: a reload while the head is awaited replaces the worker's state.
+    const auto state = c.w.state();
+    const auto& cfg = state->cfg;
     const auto limit = static_cast<std::size_t>(cfg.limits.header_bytes);
     head_result r;
     // Empty lines before a request line are allowed and ignored (RFC 9112 §2.2).
@@ -1259,7 +1264,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                                      beast::flat_buffer& response_buffer,
                                      beast::http::serializer<true, buffer_body>& writer)
 {
-    const auto& cfg = c.w.state()->cfg;
+    const auto& cfg = c.state->cfg;
     if (send_continue) {
         static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await net::async_write(c.stream, net::buffer(continue_line));
@@ -1353,7 +1358,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
                                  upstream_connection& up, Upstream& io, bool request_complete,
                                  std::size_t response_header_limit, bool& retry, bool& release)
 {
-    const auto& cfg = c.w.state()->cfg;
+    const auto& cfg = c.state->cfg;
     const auto& route = *plan.route;
     const bool client_keep_alive = traits.keep_alive;
     const bool upgrade = traits.upgrade;
@@ -1528,7 +1533,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                     const http::forward_facts* direct, upstream_connection& up, Upstream& io,
                     bool& retry, bool& release)
 {
-    const auto& cfg = c.w.state()->cfg;
+    const auto& cfg = c.state->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();
     const bool client_keep_alive = traits.keep_alive;
@@ -1736,7 +1741,7 @@ std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parse
                                     const request_traits& traits, request_plan& plan,
                                     http::forward_facts& facts, bool& direct)
 {
-    const auto& cfg = c.w.state()->cfg;
+    const auto& cfg = c.state->cfg;
     const auto& route = *plan.route;
     auto& req = parser.get();
     if (cfg.limits.body_bytes != 0 && parser.content_length() &&
@@ -2034,6 +2039,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     // The routes this request was planned with stay alive until it ends, whatever a reload
     // publishes meanwhile.
     const auto state = c.w.state();
+    c.state = state.get();
     exchange_record rec;
     request_plan plan;
     request_parser parser;

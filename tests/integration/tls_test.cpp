@@ -390,6 +390,32 @@ TEST(TlsTest, IdleTlsConnectionIsClosedAtOnceOnShutdown)
     EXPECT_EQ(ec, net::error::eof) << ec.message(); // the close_notify came
 }
 
+TEST(TlsTest, KeepAliveConnectionWaitingThroughReloadsServesItsNextRequest)
+{
+    // A TLS connection waits for its next head inside the TLS stream, with the timeouts of
+    // the configuration it started under: reloads meanwhile free that configuration unless
+    // the wait holds it (the sanitizer build sees a read of freed memory otherwise).
+    origin backend;
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    tls_connection tls(p.proxy.port(), "app.localhost");
+    beast::flat_buffer buffer;
+    for (int i = 0; i < 3; ++i) {
+        const auto request = fmt::format("GET /{} HTTP/1.1\r\nHost: app.localhost\r\n\r\n", i);
+        net::write(tls.stream, net::buffer(request));
+        response res;
+        beast::http::read(tls.stream, buffer, res);
+        EXPECT_EQ(res.result_int(), 200) << i;
+        // Two reloads, each with other timeouts, while the connection waits.
+        for (const auto* header : {"3s", "4s"}) {
+            ASSERT_TRUE(p.proxy
+                            .reload(fmt::format("tls: {{ ca_dir: {} }}\ntimeouts: {{ header: {} }}\n{}",
+                                                p.ca_dir.string(), header,
+                                                routes_to(backend.port(), {"app.localhost"})))
+                            .ok);
+        }
+    }
+}
+
 TEST(TlsTest, BodyCutByTheBackendEndsWithoutCloseNotify)
 {
     // An HTTP/1.0 client's body ends with the connection: over TLS, the close_notify would
