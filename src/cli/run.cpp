@@ -8,15 +8,41 @@
 
 #include <fmt/format.h>
 
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <string>
 #include <vector>
 
 namespace portico::cli {
+namespace {
+
+/**
+ * Every connection costs a descriptor, two when it is forwarded, and a browser with a few
+ * tabs of dev servers (each with a hot-reload socket) can use up the soft limit of 1024
+ * Debian starts processes with; the hard limit is what the system allows this process.
+ */
+void raise_descriptor_limit()
+{
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) {
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        log::write(log::level::debug, "descriptor_limit", {{"error", std::strerror(errno)}});
+    }
+}
+
+} // namespace
 
 int run_command(const run_options& options)
 {
     // Logging first, so that configuration errors already follow --log-format.
     log::configure(options.log_level, options.log_format);
+    raise_descriptor_limit();
 
     const auto loaded = load_config(options.config_file, /*for_serving=*/true);
     if (!loaded) {

@@ -109,6 +109,13 @@ void append_detail(std::string& message, std::string_view detail)
 std::string refused_message(const error_details& d)
 {
     const auto address = backend_address(d);
+    if (d.out_of_descriptors) {
+        return fmt::format("portico could not open a connection to {}{}: it has no file "
+                           "descriptor left. Raise its limit (ulimit -n) or close connections "
+                           "you no longer need; the backend was not tried.",
+                           address.empty() ? std::string_view("the backend") : std::string_view(address),
+                           for_subject(d));
+    }
     if (d.name_unresolved) {
         return fmt::format("The name in {}{} did not resolve to an address: check the host "
                            "name in the route's `to`, or give it a line in /etc/hosts.",

@@ -121,6 +121,7 @@ http::error_details describe_error(const serving_state& state, const request_pla
     d.detail = plan.detail;
     d.body_not_taken = plan.body_not_taken;
     d.name_unresolved = plan.name_unresolved;
+    d.out_of_descriptors = plan.out_of_descriptors;
     d.certificate_rejected = plan.certificate_rejected;
     d.passthrough = error == errc::tls_required && plan.route != nullptr &&
                     plan.route->tls_passthrough;

@@ -32,6 +32,7 @@ struct request_plan {
     std::string detail;              ///< extra words for the error page
     bool body_not_taken = false;     ///< a timeout was the backend not reading the body
     bool name_unresolved = false;    ///< a refusal was the backend's name not resolving
+    bool out_of_descriptors = false; ///< a refusal was portico having no descriptor left
     bool certificate_rejected = false; ///< a TLS failure was the backend's certificate
     std::string host;                ///< effective host as sent (Host or absolute-form authority)
     const config::route* route = nullptr;

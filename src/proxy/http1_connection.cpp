@@ -1705,6 +1705,12 @@ void note_backend_state(worker& w, const config::backend& to, const acquire_resu
         if (w.is_past_shutdown_deadline()) {
             return; // the deadline cancelled the connect: nothing learnt about the backend
         }
+        if (acquired.out_of_descriptors) {
+            // Nothing was learnt about the backend; the operator should hear of it.
+            PORTICO_LOG(log::level::warn, "out_of_descriptors", {"backend", to.text},
+                        {"error", acquired.detail});
+            return;
+        }
         if (acquired.error == errc::upstream_refused ||
             acquired.error == errc::upstream_connect_timeout) {
             w.observatory().observe_backend(to.text, admin::backend_state::down);
@@ -1723,6 +1729,7 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
 {
     plan.detail = acquired.detail;
     plan.name_unresolved = acquired.unresolved;
+    plan.out_of_descriptors = acquired.out_of_descriptors;
     // Logged as "-" when no backend was reached (the page names it).
     if (acquired.reached) {
         rec.backend = plan.route->to.text;

@@ -42,6 +42,13 @@ errc classify_connect_error(const boost::system::error_code& ec)
     return errc::upstream_refused;
 }
 
+/// The process (EMFILE) or the system (ENFILE) has no file descriptor left for a socket.
+bool is_out_of_descriptors(const boost::system::error_code& ec)
+{
+    return ec == net::error::no_descriptors ||
+           ec == boost::system::error_code(ENFILE, boost::system::system_category());
+}
+
 /// Writes `value` in decimal at `out`; returns the end.
 char* write_decimal(char* out, unsigned value)
 {
@@ -195,6 +202,7 @@ task<acquire_result> upstream_pool::connect_socket(const config::backend& b)
     if (ec) {
         result.error = classify_connect_error(ec);
         result.detail = ec.message();
+        result.out_of_descriptors = is_out_of_descriptors(ec);
         co_return result;
     }
     c->stream.expires_never();
@@ -259,7 +267,8 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
         if (ec) {
             result.error = classify_connect_error(ec);
             result.detail = ec.message();
-            if (result.error == errc::upstream_connect_timeout) {
+            result.out_of_descriptors = is_out_of_descriptors(ec);
+            if (result.error == errc::upstream_connect_timeout || result.out_of_descriptors) {
                 co_return result;
             }
             continue;

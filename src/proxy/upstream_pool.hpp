@@ -49,6 +49,9 @@ struct acquire_result {
     bool certificate_rejected = false;
     /// The TCP connection was made (a TLS handshake failed or timed out after it).
     bool reached = false;
+    /// No socket could be made: portico has no file descriptor left (`upstream_refused`,
+    /// which says nothing about the backend).
+    bool out_of_descriptors = false;
 };
 
 /**

@@ -224,6 +224,68 @@ TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
     EXPECT_EQ(portico.process->wait(), 0);
 }
 
+TEST(BinaryTest, RunRaisesItsDescriptorLimitToTheHardLimit)
+{
+    // Debian starts processes with a soft limit of 1024 descriptors; a browser's tabs of dev
+    // servers can use that up. `run` takes what the hard limit allows.
+    origin backend;
+    running_portico portico(route_to(backend.port()), {}, {"/usr/bin/prlimit", "--nofile=256:4096"});
+    std::ifstream limits(fmt::format("/proc/{}/limits", portico.process->pid()));
+    std::string line;
+    std::string open_files;
+    while (std::getline(limits, line)) {
+        if (line.starts_with("Max open files")) {
+            open_files = line;
+        }
+    }
+    const std::regex raised(R"(Max open files\s+4096\s+4096\s+files\s*)");
+    EXPECT_TRUE(std::regex_match(open_files, raised)) << open_files;
+}
+
+TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
+{
+#if defined(PORTICO_SANITIZE)
+    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
+#endif
+    // With the last descriptor taken by the client's connection, no socket can be made for
+    // the backend: the page says so, not that the dev server is not running.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    const int pid = portico.process->pid();
+    // The limit bounds descriptor numbers: the lowest free one is to be the only one left.
+    // The backend probe at start holds sockets for a moment: the lowest free descriptor is
+    // read once two looks 100 ms apart agree.
+    const auto lowest_free = [pid] {
+        int fd = 0;
+        while (std::filesystem::exists(fmt::format("/proc/{}/fd/{}", pid, fd))) {
+            ++fd;
+        }
+        return fd;
+    };
+    int free_fd = lowest_free();
+    for (int i = 0; i < 20; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const int again = lowest_free();
+        if (again == free_fd) {
+            break;
+        }
+        free_fd = again;
+    }
+    rlimit before{};
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << std::strerror(errno);
+    const rlimit low{static_cast<rlim_t>(free_fd + 1), before.rlim_max};
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &low, nullptr), 0) << std::strerror(errno);
+    client c(portico.port);
+    const auto res = c.get("app.localhost", "/");
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_NE(res.body().find("no file descriptor left"), std::string::npos) << res.body();
+    EXPECT_EQ(res.body().find("start your dev server"), std::string::npos) << res.body();
+    EXPECT_TRUE(portico.process->wait_for_line("out_of_descriptors"));
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0) << std::strerror(errno);
+    client after(portico.port);
+    EXPECT_EQ(after.get("app.localhost", "/").result_int(), 200);
+}
+
 std::chrono::milliseconds took_since(std::chrono::steady_clock::time_point start)
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -30,6 +30,9 @@ struct error_details {
     bool body_not_taken = false;
     /// For `upstream_refused`: the backend's host name did not resolve, so nothing was tried.
     bool name_unresolved = false;
+    /// For `upstream_refused`: portico could not make a socket (no file descriptor left), so
+    /// the backend was not tried.
+    bool out_of_descriptors = false;
     /// For `upstream_tls`: the backend's certificate did not verify, which
     /// `insecure_skip_verify` would accept; otherwise the handshake itself failed.
     bool certificate_rejected = false;
