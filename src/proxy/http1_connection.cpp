@@ -549,6 +549,15 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
         tcp_of(c.stream).close(); // nothing more is waited for, a TLS close_notify included
         co_return;
     }
+    if (c.info.entry->client_gone) {
+        // The client closed while its request waited, and the backend was let go: nothing
+        // failed that a page could explain, and no one would read it. Logged as nginx does.
+        rec.status = 499;
+        rec.bytes = 0;
+        write_access_log(c.info, rec);
+        tcp_of(c.stream).close();
+        co_return;
+    }
     const auto& state = c.w.state();
     auto details = describe_error(*state, plan, error, c.info.tls ? "https" : "http", c.info.local_port);
     std::string route_name;
@@ -1079,7 +1088,8 @@ bool finish_response_body(client_info& info, exchange_record& rec,
                           const config::route& route, const boost::system::error_code& ec,
                           bool read_failed)
 {
-    if (ec && read_failed) {
+    // A body the abandon watch cut (the client left) is no failure of the backend's.
+    if (ec && read_failed && !info.entry->client_gone) {
         rec.error = "upstream_aborted";
         info.response_cut = true;
     }
@@ -1087,7 +1097,7 @@ bool finish_response_body(client_info& info, exchange_record& rec,
     if (!ec) {
         return true;
     }
-    if (read_failed) {
+    if (read_failed && !info.entry->client_gone) {
         PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", info.id},
                     {"backend", route.to.text}, {"error", ec.message()});
     }
@@ -1409,6 +1419,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         rec.status = 101;
         write_access_log(c.info, rec);
         if (!wec) {
+            c.info.entry->tunnel = true;
             tunnel_count counted(c.w.stats());
             co_await run_tunnel(c.stream, c.buffer, io, up.buffer);
         }
@@ -2097,6 +2108,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         auto& up = acquired.connection;
         rec.backend = up->address;
         c.info.entry->upstream = &up->stream;
+        c.w.watch_for_abandoned();
         bool retry = false;
         bool release = false;
         bool again = false;
@@ -2106,6 +2118,11 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         } else {
             again = co_await exchange(c, parser, plan, rec, prepared.json, prepared.traits,
                                       direct, *up, up->stream, retry, release);
+        }
+        if (retry && c.info.entry->client_gone) {
+            rec.status = 499; // let go for a client that left (`answer_error`)
+            write_access_log(c.info, rec);
+            co_return false;
         }
         if (retry && attempt == 0) {
             // The connection named there goes when the new one (or the failure) is assigned.
@@ -2245,6 +2262,7 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
     }
     auto& up = *acquired.connection;
     info.entry->upstream = &up.stream;
+    info.entry->tunnel = true;
     info.entry->idle = false; // a live tunnel gets the shutdown grace period, as WebSockets do
     tunnel_count counted(info.w.stats());
     const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer);

@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/version.hpp>
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -73,6 +74,7 @@ worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
                admin::worker_stats& stats, admin::observatory& observatory)
     : index_(index), state_(std::move(state)), stats_(stats), observatory_(observatory),
       shutdown_timer_(context_.get_executor()),
+      abandon_timer_(context_.get_executor()),
       pool_(executor(context_.get_executor()), inbox_, state_->cfg.timeouts)
 {
 }
@@ -287,7 +289,41 @@ void worker::unregister_connection(connection_entry& entry) noexcept
     stats_.connection_closed();
     if (draining_ && connections_.empty()) {
         shutdown_timer_.cancel();
+        abandon_timer_.cancel();
         inbox_.close();
+    }
+}
+
+void worker::arm_abandon_watch()
+{
+    abandon_watch_armed_ = true;
+    abandon_timer_.expires_after(std::chrono::seconds(1));
+    abandon_timer_.async_wait([this](const boost::system::error_code& ec) {
+        abandon_watch_armed_ = false;
+        if (!ec) {
+            look_for_abandoned();
+        }
+    });
+}
+
+void worker::look_for_abandoned()
+{
+    bool waiting = false;
+    for (auto& c : connections_) {
+        if (c.upstream == nullptr || c.tunnel || c.client_gone) {
+            continue;
+        }
+        waiting = true;
+        // POLLRDHUP: the client's FIN has arrived, even behind bytes not read yet (a TLS
+        // client's close_notify).
+        pollfd p{c.stream->socket().native_handle(), POLLRDHUP, 0};
+        if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+            c.client_gone = true;
+            c.upstream->cancel();
+        }
+    }
+    if (waiting && !past_deadline_) {
+        arm_abandon_watch();
     }
 }
 

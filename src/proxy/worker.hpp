@@ -57,6 +57,10 @@ struct connection_entry : boost::intrusive::list_base_hook<> {
     tcp_stream* stream = nullptr;
     upstream_stream* upstream = nullptr; ///< the backend connection of the exchange in flight
     bool idle = true; ///< between requests: may be closed at once on shutdown
+    bool tunnel = false; ///< relays bytes both ways: a half-close there is the protocol's
+    /// The client closed its side while its request waited on the backend, which was then
+    /// let go (see `worker::watch_for_abandoned`).
+    bool client_gone = false;
 };
 
 /**
@@ -137,6 +141,20 @@ public:
 
     /// Registers a connection until `unregister_connection`.
     void register_connection(connection_entry& entry) noexcept;
+
+    /**
+     * Makes sure that, while any exchange has a backend connection, the clients are looked
+     * at every second: one that has closed its side (a browser tab closed on a long poll, a
+     * curl interrupted) has its backend connection cancelled, as nginx does (499), instead
+     * of both being held until the backend answers, which with `timeouts.upstream: 0` may be
+     * never. Costs nothing per request beyond this check.
+     */
+    void watch_for_abandoned()
+    {
+        if (!abandon_watch_armed_) {
+            arm_abandon_watch();
+        }
+    }
     /// Unregisters a connection; ends the shutdown wait when it was the last one.
     void unregister_connection(connection_entry& entry) noexcept;
 
@@ -167,6 +185,8 @@ private:
     /// At most this many queued connections are taken from a listener a reload removes.
     static constexpr std::size_t max_drained_on_removal = 4096;
     task<void> shutdown_deadline();
+    void arm_abandon_watch();
+    void look_for_abandoned();
 
     unsigned index_;
     // One thread runs the context, and no other thread touches it once that thread runs:
@@ -189,6 +209,8 @@ private:
     bool draining_ = false;
     bool past_deadline_ = false;
     steady_timer shutdown_timer_;
+    steady_timer abandon_timer_;
+    bool abandon_watch_armed_ = false;
     // Last, so it goes first: a resolve still awaited (only if the loop ended with one
     // pending) unwinds into a worker still whole.
     upstream_pool pool_;

@@ -599,6 +599,46 @@ TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTi
     EXPECT_EQ(res.body().find("timeouts.upstream"), std::string::npos) << res.body();
 }
 
+TEST(StreamingTest, ClientLeavingWhileItsRequestWaitsLetsTheBackendGo)
+{
+    // With timeouts.upstream 0 a backend may take forever; a client that gives up (a tab
+    // closed on a long poll) must not hold the backend connection meanwhile. It is let go
+    // within about a second and the request logged 499, as nginx does.
+    std::atomic<bool> released{false};
+    origin backend([&released](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        std::array<char, 64> chunk{};
+        boost::system::error_code ec;
+        c.stream.read_some(net::buffer(chunk), ec); // until portico closes (or 10 s)
+        released = ec == net::error::eof || ec == net::error::connection_reset;
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    {
+        client c(proxy.port());
+        c.write_raw("GET /long-poll HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+        ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    } // the client closes its connection here
+    EXPECT_TRUE(wait_until([&released] { return released.load(); }, std::chrono::seconds(4)));
+    EXPECT_TRUE(wait_until([&proxy] {
+        const auto recent = proxy.observatory().recent();
+        return !recent.empty() && recent.front().status == 499;
+    }));
+    // A client that stays is not affected, however long its backend takes.
+    origin slow([](origin_connection& c) {
+        if (c.read_request()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+        }
+    });
+    proxy_harness second(route_to(slow.port()));
+    client stays(second.port());
+    const auto res = stays.get("app.localhost", "/slow");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "late");
+}
+
 TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
 {
     origin backend(never_answers);
