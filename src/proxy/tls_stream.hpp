@@ -28,7 +28,9 @@
 #include <openssl/ssl.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstddef>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -108,8 +110,8 @@ public:
     template <typename ConstBuffers, typename Token = default_token>
     auto async_write_some(const ConstBuffers& buffers, Token&& token = default_token{})
     {
-        return start<void(boost::system::error_code, std::size_t)>(
-            write_action{first_of<net::const_buffer>(buffers)}, std::forward<Token>(token));
+        return start<void(boost::system::error_code, std::size_t)>(gather(buffers),
+                                                                   std::forward<Token>(token));
     }
 
     /// Sends close_notify and, if `wait_for_peer`, waits for the peer's (bounded by the
@@ -132,9 +134,51 @@ private:
     };
     struct write_action {
         net::const_buffer b;
-        int operator()(SSL* ssl, std::size_t& n) const { return ::SSL_write_ex(ssl, b.data(), b.size(), &n); }
+        /// Holds `b`'s bytes when they were gathered from several buffers. OpenSSL accepts
+        /// a retry from a moved copy (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+        std::string gathered;
+        int operator()(SSL* ssl, std::size_t& n) const
+        {
+            const void* data = gathered.empty() ? b.data() : gathered.data();
+            return ::SSL_write_ex(ssl, data, b.size(), &n);
+        }
         bool empty() const { return b.size() == 0; }
     };
+
+    /// Largest write put together from several buffers: one TLS record's worth.
+    static constexpr std::size_t max_gathered = 16 * 1024;
+
+    /**
+     * The write for `buffers`: the first non-empty buffer, or, when it is small and others
+     * follow (a head written field by field, a chunk's size line, data and CRLF), the bytes
+     * of as many as fit in one record, copied together. Each SSL_write is a record and a
+     * system call of its own: an event stream over TLS went out as three of each per event.
+     */
+    template <typename ConstBuffers>
+    static write_action gather(const ConstBuffers& buffers)
+    {
+        write_action w{first_of<net::const_buffer>(buffers), {}};
+        if (w.b.size() >= max_gathered / 4) {
+            return w;
+        }
+        std::size_t pieces = 0;
+        for (auto it = net::buffer_sequence_begin(buffers);
+             it != net::buffer_sequence_end(buffers) && pieces < 2; ++it) {
+            pieces += net::const_buffer(*it).size() > 0 ? 1 : 0;
+        }
+        if (pieces < 2) {
+            return w; // one buffer: written from where it is
+        }
+        w.gathered.reserve(std::min(net::buffer_size(buffers), max_gathered));
+        for (auto it = net::buffer_sequence_begin(buffers);
+             it != net::buffer_sequence_end(buffers) && w.gathered.size() < max_gathered; ++it) {
+            const net::const_buffer b(*it);
+            w.gathered.append(static_cast<const char*>(b.data()),
+                              std::min(b.size(), max_gathered - w.gathered.size()));
+        }
+        w.b = net::const_buffer(w.gathered.data(), w.gathered.size());
+        return w;
+    }
     struct handshake_action {
         int operator()(SSL* ssl, std::size_t&) const { return ::SSL_do_handshake(ssl); }
         bool empty() const { return false; }

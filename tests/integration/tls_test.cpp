@@ -416,6 +416,50 @@ TEST(TlsTest, KeepAliveConnectionWaitingThroughReloadsServesItsNextRequest)
     }
 }
 
+/// Counts the application-data records an SSL connection receives (TLS 1.3 inner type).
+void count_application_records(int write_p, int, int content_type, const void* buf, std::size_t len,
+                               SSL*, void* arg)
+{
+    if (write_p == 0 && content_type == SSL3_RT_INNER_CONTENT_TYPE && len == 1 &&
+        *static_cast<const unsigned char*>(buf) == SSL3_RT_APPLICATION_DATA) {
+        ++*static_cast<int*>(arg);
+    }
+}
+
+TEST(TlsTest, ReframedChunksGoOutARecordEach)
+{
+    // A re-chunked body is written as a chunk's size line, its data and a CRLF: one TLS
+    // record (and one system call) for the three, not one each. An event stream sends one
+    // chunk per event.
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n");
+            for (int i = 0; i < 4; ++i) {
+                c.write_raw("f\r\ndata: event " + std::to_string(i) + "\n\n\r\n");
+                std::this_thread::sleep_for(std::chrono::milliseconds(30));
+            }
+            c.write_raw("0\r\n\r\n");
+        }
+    });
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    tls_connection tls(p.proxy.port(), "app.localhost");
+    int records = 0;
+    ::SSL_set_msg_callback(tls.stream.native_handle(), count_application_records);
+    ::SSL_set_msg_callback_arg(tls.stream.native_handle(), &records);
+    const std::string request = "GET /events HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
+    net::write(tls.stream, net::buffer(request));
+    beast::flat_buffer buffer;
+    response res;
+    beast::http::read(tls.stream, buffer, res);
+    ASSERT_EQ(res.result_int(), 200);
+    EXPECT_NE(res.body().find("data: event 3"), std::string::npos) << res.body();
+    // The head, four events and the last chunk: six writes at most (a write may find the
+    // next event already there and take both).
+    EXPECT_LE(records, 6);
+    EXPECT_GE(records, 2);
+}
+
 TEST(TlsTest, BodyCutByTheBackendEndsWithoutCloseNotify)
 {
     // An HTTP/1.0 client's body ends with the connection: over TLS, the close_notify would
