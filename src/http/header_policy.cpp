@@ -41,6 +41,9 @@ constexpr bool is_hop_by_hop(field name) noexcept
 /// The pseudonym portico names itself by in `Via` (RFC 9110 §7.6.3).
 constexpr std::string_view via_pseudonym = "portico";
 
+/// The prefix of the forwarding fields portico sets as the edge (lower case).
+constexpr std::string_view x_forwarded = "x-forwarded-";
+
 /// Longest field value Beast stores (its element offsets are 16 bits); see `append_to_list`.
 constexpr std::size_t max_field_value = std::numeric_limits<std::uint16_t>::max() - 2;
 
@@ -205,7 +208,6 @@ void append_via(fields& f, unsigned received_version)
  */
 void remove_forwarding_claims(fields& f)
 {
-    constexpr std::string_view x_forwarded = "x-forwarded-";
     f.erase(field::forwarded);
     for (auto it = f.begin(); it != f.end();) {
         const auto name = it->name_string();
@@ -376,7 +378,6 @@ void append_rule_fields(std::string& out, const header_rule_view& rules,
 
 bool is_forwarding_claim(const fields::value_type& line)
 {
-    constexpr std::string_view x_forwarded = "x-forwarded-";
     if (line.name() == field::forwarded) {
         return true;
     }
@@ -496,26 +497,28 @@ void append_downstream_response(std::string& out, const simple_response& res, un
     append_response(out, res.status, reason, res.version, res, version, keep_alive, route_rules);
 }
 
-void append_last_chunk(std::string& out, const fields& f, std::size_t head_fields,
-                       std::span<const std::string> remove)
+void append_last_chunk(std::string& out, const fields& f,
+                       std::span<const fields::value_type* const> head_lines,
+                       const header_rule_view& rules)
 {
     out.append("0\r\n");
-    auto line = f.begin();
-    for (std::size_t i = 0; i < head_fields && line != f.end(); ++i) {
-        ++line;
-    }
-    for (; line != f.end(); ++line) {
-        const auto name = line->name();
-        if (is_hop_by_hop(name) || name == field::content_length || name == field::host) {
+    for (const auto& line : f) {
+        if (std::binary_search(head_lines.begin(), head_lines.end(), &line)) {
             continue;
         }
-        const auto name_text = line->name_string();
-        const bool removed = std::any_of(remove.begin(), remove.end(), [&](const std::string& r) {
-            return beast::iequals(r, name_text);
-        });
-        if (!removed) {
-            append_field(out, *line);
+        const auto name = line.name();
+        const auto text = line.name_string();
+        if (name == field::via || is_forwarding_claim(line) || is_hop_by_hop(name) || name == field::content_length ||
+            name == field::host) {
+            continue;
         }
+        const auto named = [&text](std::string_view n) { return beast::iequals(n, text); };
+        if (std::any_of(rules.remove.begin(), rules.remove.end(), named) ||
+            std::any_of(rules.set.begin(), rules.set.end(),
+                        [&named](const auto& kv) { return named(kv.first); })) {
+            continue;
+        }
+        append_field(out, line);
     }
     out.append("\r\n");
 }

@@ -33,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <memory>
@@ -325,7 +326,8 @@ task<void> lingering_close(connection<Stream>& c)
     // not waited for), so that it does not take the end for a truncation.
     auto& tcp = tcp_of(c.stream);
     if constexpr (!std::is_same_v<Stream, tcp_stream>) {
-        if (tcp.socket().is_open()) {
+        // After a cut body, no close_notify: it would say the body is whole (`serve_tls`).
+        if (tcp.socket().is_open() && !c.info.response_cut) {
             ::SSL_shutdown(c.stream.native_handle());
             if (::ERR_peek_error() != 0) {
                 ::ERR_clear_error();
@@ -846,7 +848,7 @@ relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t 
  * serializer (Content-Length as is, anything else chunked or close-delimited as set on the
  * outgoing head). Each chunk is written as soon as it is read, so streamed responses (SSE,
  * long polling) are not held back. `limit` (0 = none) caps the body size. A chunked body's
- * trailer fields go on when it stays chunked, less those `trailer_remove` names.
+ * trailer fields go on when it stays chunked, filtered by the route's `trailer_rules`.
  */
 template <bool IsRequest, typename From, typename To>
 task<boost::system::error_code>
@@ -854,7 +856,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
            beast::http::parser<IsRequest, buffer_body>& parser, To& to,
            beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
            step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed,
-           std::span<const std::string> trailer_remove = {})
+           http::header_rule_view trailer_rules = {})
 {
     auto& body = parser.get().body();
     read_failed = false;
@@ -863,13 +865,20 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
                                         read_failed);
         co_return ec;
     }
-    // The parser adds a trailer section's fields to the head's: any beyond this count.
-    const auto field_count = [&parser] {
+    // The parser adds a trailer section's fields to the head's, each beside any field of its
+    // name: the trailer is the fields that were not there before the body.
+    std::vector<const http::fields::value_type*> head_lines;
+    const bool trailers_pass = parser.chunked() && serializer.get().chunked();
+    if (trailers_pass) {
+        for (const auto& line : parser.get().base()) {
+            head_lines.push_back(&line);
+        }
+        std::sort(head_lines.begin(), head_lines.end());
+    }
+    const auto has_trailers = [&] {
         const auto& f = parser.get().base();
-        return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
+        return static_cast<std::size_t>(std::distance(f.begin(), f.end())) > head_lines.size();
     };
-    const std::size_t head_fields =
-        parser.chunked() && serializer.get().chunked() ? field_count() : 0;
     bool trailers = false;
     auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
     // Beast reads as much as the buffer's free capacity: give it room for a whole chunk.
@@ -901,7 +910,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
             body.more = !parser.is_done();
             // The serializer would end the body with a bare last chunk: with trailers it
             // is written below instead.
-            trailers = !body.more && head_fields > 0 && field_count() > head_fields;
+            trailers = !body.more && trailers_pass && has_trailers();
             if (produced == 0 && body.more) {
                 continue;
             }
@@ -923,7 +932,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
         }
         if (trailers) {
             std::string last;
-            http::append_last_chunk(last, parser.get().base(), head_fields, trailer_remove);
+            http::append_last_chunk(last, parser.get().base(), head_lines, trailer_rules);
             auto [tec, tn] = co_await net::async_write(to, net::buffer(last));
             co_return tec;
         }
@@ -1088,10 +1097,12 @@ bool finish_response_body(client_info& info, exchange_record& rec,
                           const config::route& route, const boost::system::error_code& ec,
                           bool read_failed)
 {
-    // A body the abandon watch cut (the client left) is no failure of the backend's.
-    if (ec && read_failed && !info.entry->client_gone) {
-        rec.error = "upstream_aborted";
+    if (ec && read_failed) {
         info.response_cut = true;
+        // A body the abandon watch cut (the client left) is no failure of the backend's.
+        if (!info.entry->client_gone) {
+            rec.error = "upstream_aborted";
+        }
     }
     write_access_log(info, rec);
     if (!ec) {
@@ -1289,7 +1300,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     // Each read of the body waits up to `timeouts.idle` for the client, so an upload of any
     // length goes on as long as its bytes keep coming.
     const step_timeouts timeouts{.read = cfg.timeouts.idle, .write = cfg.timeouts.idle};
-    const std::span<const std::string> trailer_remove = plan.route->request_headers.remove;
+    const auto trailer_rules = rules_of(plan.route->request_headers);
     boost::system::error_code bec;
     const auto remaining = parser.content_length_remaining();
     if (upgrade || (remaining && !parser.chunked() && *remaining <= c.buffer.size() &&
@@ -1298,11 +1309,11 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // at once: there is no wait for a response to cut short. The body of an upgrade
         // request is sent whole before the tunnel, which carries what follows it.
         bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
-                                  timeouts, sent, read_failed, trailer_remove);
+                                  timeouts, sent, read_failed, trailer_rules);
     } else {
         auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
                                           cfg.limits.body_bytes, timeouts, sent, read_failed,
-                                          trailer_remove) ||
+                                          trailer_rules) ||
                                watch_for_early_response(io, response_buffer, sent, backend_spoke,
                                                         backend_failure));
         // When the watch ended first, the body was cancelled in whatever step it was in, the
@@ -1321,6 +1332,12 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         }
     }
     rec.bytes_in = sent;
+    if (c.info.entry->client_gone) {
+        // The abandon watch cancelled the body's write: the client is gone, and the backend
+        // is let go now rather than waited on for the rest of a body that will not come.
+        co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
+        co_return body_outcome::answered;
+    }
     if (backend_failure) {
         // Bytes of a head received and then a close make a broken response; the write
         // deadline, a backend that took none of the body for `timeouts.idle`, stays a timeout.
@@ -1499,7 +1516,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
                                     response_steps(cfg, rec), rec.bytes, read_failed,
-                                    route.response_headers.remove);
+                                    rules_of(route.response_headers));
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }
@@ -2058,6 +2075,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     // publishes meanwhile.
     const auto state = c.w.state();
     c.state = state.get();
+    c.info.entry->client_gone = false; // said of the request that was waiting, if any
     exchange_record rec;
     request_plan plan;
     request_parser parser;
@@ -2122,6 +2140,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         if (retry && c.info.entry->client_gone) {
             rec.status = 499; // let go for a client that left (`answer_error`)
             write_access_log(c.info, rec);
+            tcp_of(c.stream).close();
             co_return false;
         }
         if (retry && attempt == 0) {

@@ -310,7 +310,9 @@ void worker::look_for_abandoned()
 {
     bool waiting = false;
     for (auto& c : connections_) {
-        if (c.upstream == nullptr || c.tunnel || c.client_gone) {
+        // A client found gone is looked at again: a cancel finds nothing to cancel while
+        // the exchange is writing to the client, and the next look catches its next wait.
+        if (c.upstream == nullptr || c.tunnel) {
             continue;
         }
         waiting = true;
@@ -345,6 +347,7 @@ void worker::begin_shutdown()
         }
     }
     if (connections_.empty()) {
+        abandon_timer_.cancel(); // armed by the last exchange, it would hold the loop a second
         inbox_.close();
     } else {
         net::co_spawn(context_, shutdown_deadline(), net::detached);

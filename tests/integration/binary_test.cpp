@@ -464,6 +464,26 @@ TEST(BinaryTest, ShutdownDeadlineEndsARetrysWaitForANameWithoutBlamingTheBackend
     EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
 }
 
+TEST(BinaryTest, SigtermRightAfterARequestExitsAtOnce)
+{
+    // The watch for clients that leave runs while a request waits on its backend; armed by
+    // the last one, it must not hold the exit for its next look.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    {
+        client c(portico.port);
+        ASSERT_EQ(c.get("app.localhost", "/").result_int(), 200);
+    }
+    ASSERT_TRUE(wait_until([&portico] {
+        return portico.process->wait_for_line("\"GET / HTTP/1.1\" 200", std::chrono::milliseconds(50))
+            .has_value();
+    }));
+    const auto start = std::chrono::steady_clock::now();
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(600));
+}
+
 TEST(BinaryTest, SigintStopsGracefullyWithExitZero)
 {
     running_portico portico("");

@@ -85,12 +85,14 @@ void append_downstream_response(std::string& out, const simple_response& res, un
 /**
  * Appends the last chunk of a body re-framed as chunked, with the trailer section that a
  * parser read after the chunks: Beast adds those fields to the head's, so they are the
- * fields of `f` after its first `head_fields`. Hop-by-hop fields, `Content-Length` and
- * `Host` (which a recipient merging trailers into the head would act on, RFC 9110 §6.5.1)
- * and the fields `remove` names are left out.
+ * fields of `f` that `head_lines` (the head's field elements, sorted by address) does not
+ * hold. Left out: hop-by-hop fields, `Content-Length` and `Host` (which a recipient merging
+ * trailers into the head would act on, RFC 9110 §6.5.1), the fields portico sets as the edge
+ * (`X-Forwarded-*`, `Forwarded`, `Via`), and those the route sets or removes.
  */
-void append_last_chunk(std::string& out, const fields& f, std::size_t head_fields,
-                       std::span<const std::string> remove);
+void append_last_chunk(std::string& out, const fields& f,
+                       std::span<const fields::value_type* const> head_lines,
+                       const header_rule_view& rules);
 
 /**
  * What one pass over a request head's field lines tells. Each of these read through the
