@@ -273,7 +273,10 @@ private:
     template <typename Signature, typename Action, typename Handler>
     class op {
     public:
-        op(tls_server_stream& s, Action a, Handler h) : s_(&s), action_(a), handler_(std::move(h)) {}
+        op(tls_server_stream& s, Action a, Handler h)
+            : s_(&s), action_(std::move(a)), handler_(std::move(h))
+        {
+        }
 
         using executor_type = net::associated_executor_t<Handler, io_executor>;
         executor_type get_executor() const noexcept
@@ -368,10 +371,11 @@ private:
     {
         return net::async_initiate<Token, Signature>(
             [](auto handler, tls_server_stream* self, Action a) {
-                op<Signature, Action, std::decay_t<decltype(handler)>>(*self, a, std::move(handler))
+                op<Signature, Action, std::decay_t<decltype(handler)>>(*self, std::move(a),
+                                                                       std::move(handler))
                     .begin();
             },
-            token, this, action);
+            token, this, std::move(action));
     }
 
     NextLayer& next_;

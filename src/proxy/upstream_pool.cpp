@@ -310,7 +310,11 @@ void upstream_pool::schedule_sweep()
     sweep_armed_ = true;
     sweep_timer_.expires_after(std::min<std::chrono::steady_clock::duration>(sweep_interval,
                                                                              timeouts_.idle));
-    sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    sweep_timer_.async_wait([this, generation = sweep_generation_](
+                                 const boost::system::error_code& ec) {
+        if (generation != sweep_generation_) {
+            return; // cancelled by `clear`, which disarmed it; a later release re-armed it
+        }
         sweep_armed_ = false;
         if (!ec) {
             sweep();
@@ -360,6 +364,8 @@ void upstream_pool::clear()
     last_lookup_.list = nullptr;
     idle_.clear();
     sweep_timer_.cancel(); // a pending wait would keep a draining worker's loop running
+    sweep_armed_ = false;
+    ++sweep_generation_;
 }
 
 void upstream_pool::cancel_resolves()

@@ -10,6 +10,7 @@
 #include <boost/asio/ssl/stream.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -123,6 +124,8 @@ private:
     /// connections, and one it closed would stay in CLOSE-WAIT here.
     steady_timer sweep_timer_;
     bool sweep_armed_ = false;
+    /// Tells a wait `clear` cancelled from the one armed after it.
+    std::uint64_t sweep_generation_ = 0;
 
     /// The backend of the last idle-list lookup and the list it found.
     struct lookup {
