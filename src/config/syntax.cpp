@@ -1,5 +1,7 @@
 #include "config/syntax.hpp"
 
+#include "portico/core/utf8.hpp"
+
 #include "portico/core/uri.hpp"
 
 #include <fmt/format.h>
@@ -194,42 +196,14 @@ std::string too_large_message(std::uintmax_t size)
 
 std::optional<text_problem> find_binary_content(std::string_view text)
 {
-    constexpr std::string_view invalid = "invalid UTF-8";
-    const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
     std::size_t i = 0;
     while (i < text.size()) {
-        const unsigned char c = byte(i);
-        if (c == 0) {
+        if (text[i] == '\0') {
             return text_problem{i, "NUL byte"};
         }
-        if (c < 0x80) {
-            ++i;
-            continue;
-        }
-        // RFC 3629 §4: the ranges below exclude overlong forms, surrogates and > U+10FFFF.
-        std::size_t length = 0;
-        unsigned char second_min = 0x80;
-        unsigned char second_max = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf) {
-            length = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            length = 3;
-            second_min = c == 0xe0 ? 0xa0 : 0x80;
-            second_max = c == 0xed ? 0x9f : 0xbf;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            length = 4;
-            second_min = c == 0xf0 ? 0x90 : 0x80;
-            second_max = c == 0xf4 ? 0x8f : 0xbf;
-        } else {
-            return text_problem{i, invalid};
-        }
-        if (i + length > text.size() || byte(i + 1) < second_min || byte(i + 1) > second_max) {
-            return text_problem{i, invalid};
-        }
-        for (std::size_t k = 2; k < length; ++k) {
-            if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) {
-                return text_problem{i, invalid};
-            }
+        const auto length = utf8::sequence_length(text, i);
+        if (length == 0) {
+            return text_problem{i, "invalid UTF-8"};
         }
         i += length;
     }

@@ -10,7 +10,8 @@ constexpr std::string_view replacement = "\xEF\xBF\xBD";
 
 bool is_continuation(unsigned char c) noexcept { return (c & 0xC0) == 0x80; }
 
-/// The length of the well-formed sequence at `s[i]`, or 0 when the byte there starts none.
+} // namespace
+
 std::size_t sequence_length(std::string_view s, std::size_t i) noexcept
 {
     const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
@@ -46,8 +47,6 @@ std::size_t sequence_length(std::string_view s, std::size_t i) noexcept
     }
     return length;
 }
-
-} // namespace
 
 bool is_valid(std::string_view s) noexcept
 {

@@ -39,6 +39,22 @@ std::string route_to(unsigned short port, std::string_view host = "app.localhost
     return fmt::format("routes:\n  - host: {}\n    to: 127.0.0.1:{}\n{}", host, port, extra);
 }
 
+/// At least `size` bytes from `c` (fewer if it closes or its 5 s bound passes first).
+std::string read_at_least(client& c, std::size_t size)
+{
+    std::string received;
+    std::array<char, 4096> chunk{};
+    while (received.size() < size) {
+        boost::system::error_code ec;
+        const auto n = c.stream.read_some(net::buffer(chunk), ec);
+        if (ec) {
+            break;
+        }
+        received.append(chunk.data(), n);
+    }
+    return received;
+}
+
 /// Sends `HEAD target` for app.localhost on `c` and reads the response, which has no body.
 response head_request(client& c, std::string_view target)
 {
@@ -255,18 +271,9 @@ TEST(ForwardingTest, ChunkedResponsesEndOnceOnAKeptAliveConnection)
     client c(proxy.port());
     c.write_raw("GET /1 HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
                 "GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
-    std::string received;
-    std::array<char, 4096> chunk{};
     const std::string one = "HTTP/1.1 200 OK\r\nVia: 1.1 portico\r\nTransfer-Encoding: chunked\r\n\r\n"
                             "5\r\nhello\r\n0\r\n\r\n";
-    while (received.size() < 2 * one.size()) {
-        boost::system::error_code ec;
-        const auto n = c.stream.read_some(net::buffer(chunk), ec);
-        if (ec) {
-            break;
-        }
-        received.append(chunk.data(), n);
-    }
+    const auto received = read_at_least(c, 2 * one.size());
     EXPECT_EQ(received, one + one);
 }
 
@@ -309,16 +316,7 @@ TEST(ForwardingTest, TrailersGoOnLessHopByHopFramingAndRemovedFields)
                             "5\r\nhello\r\n0\r\nServer-Timing: total;dur=2\r\nX-Checksum: abc\r\n\r\n";
     // Twice on one connection: each message ends once, trailers and all, on both sides.
     c.write_raw(upload + upload);
-    std::string received;
-    std::array<char, 4096> chunk{};
-    while (received.size() < 2 * one.size()) {
-        boost::system::error_code ec;
-        const auto n = c.stream.read_some(net::buffer(chunk), ec);
-        if (ec) {
-            break;
-        }
-        received.append(chunk.data(), n);
-    }
+    const auto received = read_at_least(c, 2 * one.size());
     EXPECT_EQ(received, one + one);
     EXPECT_EQ(c.get("app.localhost", "/after").result_int(), 200);
     const std::scoped_lock lock(m);

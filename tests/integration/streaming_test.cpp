@@ -177,6 +177,19 @@ TEST(StreamingTest, BackendClosingWithoutResponseGets502)
         << res.body();
 }
 
+/// What a client gets through portico from a backend that answers a GET with `bytes`.
+response answer_to_backend_bytes(const std::string& bytes)
+{
+    origin backend([&bytes](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw(bytes);
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    return c.get("app.localhost", "/");
+}
+
 TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
 {
     // Heads the in-place reader refuses go to Beast's parser, which refuses them too: the
@@ -188,14 +201,7 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
              "HTTP/1.1 200 OK\r\nNo colon here\r\nContent-Length: 5\r\n\r\nhello",
              "HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nhello",
          }) {
-        origin backend([&head](origin_connection& c) {
-            if (c.read_request()) {
-                c.write_raw(head);
-            }
-        });
-        proxy_harness proxy(route_to(backend.port()));
-        client c(proxy.port());
-        auto res = c.get("app.localhost", "/");
+        const auto res = answer_to_backend_bytes(head);
         EXPECT_EQ(res.result_int(), 502) << head;
         EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << head;
         EXPECT_EQ(res.body().find("hello"), std::string::npos) << head;
@@ -214,14 +220,7 @@ TEST(StreamingTest, ResponseInATransferCodingPorticoDoesNotDecodeGets502)
              "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
              "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
          }) {
-        origin backend([&head](origin_connection& c) {
-            if (c.read_request()) {
-                c.write_raw(head);
-            }
-        });
-        proxy_harness proxy(route_to(backend.port()));
-        client c(proxy.port());
-        auto res = c.get("app.localhost", "/");
+        const auto res = answer_to_backend_bytes(head);
         EXPECT_EQ(res.result_int(), 502) << head;
         EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << head;
         EXPECT_EQ(res.body().find("hello"), std::string::npos) << head;

@@ -3,10 +3,16 @@
 // Text that reaches JSON output (logs, the admin API, error pages) from the network: JSON
 // is UTF-8 (RFC 8259 §8.1), and a client can send any bytes in a target or a Host.
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace portico::utf8 {
+
+/// The length of the well-formed sequence that starts at `s[i]` (1 for ASCII), or 0 when the
+/// byte there starts none (RFC 3629 §4: no overlong forms, surrogates or code points above
+/// U+10FFFF, and none cut short by the end of `s`).
+std::size_t sequence_length(std::string_view s, std::size_t i) noexcept;
 
 /// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code points
 /// above U+10FFFF).
