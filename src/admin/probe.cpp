@@ -17,6 +17,7 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <fstream>
@@ -105,9 +106,18 @@ void collect(std::string_view text, bool v6, std::set<std::uint16_t>& out)
     }
 }
 
+/// What a probe of one backend found.
+enum class probe_outcome {
+    listening,
+    not_listening,
+    /// No socket could be made (portico is out of descriptors): nothing is known.
+    undecided,
+};
+
 /// Connects to one address or gives up at the timeout.
 template <typename Protocol>
-task<bool> try_connect(const typename Protocol::endpoint& ep, std::chrono::milliseconds timeout)
+task<probe_outcome> try_connect(const typename Protocol::endpoint& ep,
+                                std::chrono::milliseconds timeout)
 {
     auto ex = co_await net::this_coro::executor;
     typename Protocol::socket::template rebind_executor<executor>::other socket(ex);
@@ -115,14 +125,18 @@ task<bool> try_connect(const typename Protocol::endpoint& ep, std::chrono::milli
     timer.expires_after(timeout);
     auto outcome = co_await (socket.async_connect(ep, as_task) || timer.async_wait(as_task));
     if (outcome.index() != 0) {
-        co_return false;
+        co_return probe_outcome::not_listening;
     }
     const auto [ec] = std::get<0>(outcome);
-    co_return !ec;
+    if (ec == net::error::no_descriptors ||
+        ec == boost::system::error_code(ENFILE, boost::system::system_category())) {
+        co_return probe_outcome::undecided;
+    }
+    co_return ec ? probe_outcome::not_listening : probe_outcome::listening;
 }
 
-task<bool> is_listening(const config::backend& b, std::chrono::milliseconds timeout,
-                        name_resolver& resolver)
+task<probe_outcome> is_listening(const config::backend& b, std::chrono::milliseconds timeout,
+                                 name_resolver& resolver)
 {
     if (b.scheme == config::backend_scheme::unix_socket) {
         co_return co_await try_connect<unix_protocol>(
@@ -146,12 +160,17 @@ task<bool> is_listening(const config::backend& b, std::chrono::milliseconds time
             }
         }
     }
+    auto found = probe_outcome::not_listening;
     for (const auto& a : addresses) {
-        if (co_await try_connect<tcp>(tcp::endpoint(a, b.port), timeout)) {
-            co_return true;
+        const auto outcome = co_await try_connect<tcp>(tcp::endpoint(a, b.port), timeout);
+        if (outcome == probe_outcome::listening) {
+            co_return outcome;
+        }
+        if (outcome == probe_outcome::undecided) {
+            found = outcome;
         }
     }
-    co_return false;
+    co_return found;
 }
 
 } // namespace
@@ -297,7 +316,7 @@ probe_backends_with(std::vector<config::backend> backends, std::chrono::millisec
     // One coroutine per backend, all in flight at once, so a slow one costs one timeout.
     auto ex = co_await net::this_coro::executor;
     struct shared {
-        std::map<std::string, bool> listening;
+        std::map<std::string, probe_outcome> listening;
         std::size_t pending = 0;
         steady_timer done;
         std::shared_ptr<name_resolver> resolver;
@@ -310,8 +329,7 @@ probe_backends_with(std::vector<config::backend> backends, std::chrono::millisec
         net::co_spawn(
             ex,
             [b, timeout, state]() -> task<void> {
-                const bool up = co_await is_listening(b, timeout, *state->resolver);
-                state->listening[b.text] = up;
+                state->listening[b.text] = co_await is_listening(b, timeout, *state->resolver);
                 if (--state->pending == 0) {
                     state->done.cancel();
                 }
@@ -325,8 +343,11 @@ probe_backends_with(std::vector<config::backend> backends, std::chrono::millisec
     const auto exposed = read_exposed_ports();
     std::map<std::string, backend_state> out;
     for (const auto& b : backends) {
-        const bool up = state->listening[b.text];
-        if (!up) {
+        const auto found = state->listening[b.text];
+        if (found == probe_outcome::undecided) {
+            continue; // left out: what was known of it stays
+        }
+        if (found == probe_outcome::not_listening) {
             out[b.text] = backend_state::down;
         } else if (b.scheme != config::backend_scheme::unix_socket && exposed.contains(b.port)) {
             out[b.text] = backend_state::exposed;

@@ -286,6 +286,37 @@ TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
     EXPECT_EQ(after.get("app.localhost", "/").result_int(), 200);
 }
 
+TEST(BinaryTest, ProbeWithoutADescriptorLeavesTheBackendsStateAlone)
+{
+#if defined(PORTICO_SANITIZE)
+    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
+#endif
+    // The backend probe (every 2 s) that cannot make a socket learns nothing about the
+    // backend: a running dev server is not reported down for it.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    const auto state = [&portico] {
+        client c(portico.port);
+        const auto body = c.get("portico.localhost", "/api/routes").body();
+        const auto at = body.find("\"state\":\"");
+        return at == std::string::npos ? std::string() : body.substr(at + 9, body.find('"', at + 9) - at - 9);
+    };
+    ASSERT_TRUE(wait_until([&] { return state() == "up"; }));
+    const int pid = portico.process->pid();
+    int free_fd = 0;
+    while (std::filesystem::exists(fmt::format("/proc/{}/fd/{}", pid, free_fd))) {
+        ++free_fd;
+    }
+    rlimit before{};
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << std::strerror(errno);
+    const rlimit none_left{static_cast<rlim_t>(free_fd), before.rlim_max};
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &none_left, nullptr), 0) << std::strerror(errno);
+    // A probe round runs meanwhile (every 2 s), and fails to make its sockets.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0) << std::strerror(errno);
+    EXPECT_EQ(state(), "up");
+}
+
 std::chrono::milliseconds took_since(std::chrono::steady_clock::time_point start)
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -48,7 +48,8 @@ std::optional<std::vector<tcp_listener>> read_tcp_listeners();
  */
 std::set<std::uint16_t> read_exposed_ports();
 
-/// Probes every backend concurrently; each connect gives up after `timeout`. Keyed by `to`.
+/// Probes every backend concurrently; each connect gives up after `timeout`. Keyed by `to`;
+/// a backend no socket could be made for (no descriptor left) is left out: nothing is known.
 task<std::map<std::string, backend_state>>
 probe_backends(std::vector<config::backend> backends, std::chrono::milliseconds timeout);
 
