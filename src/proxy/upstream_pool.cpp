@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 
 namespace portico::proxy {
 namespace {
@@ -41,6 +42,9 @@ errc classify_connect_error(const boost::system::error_code& ec)
     }
     return errc::upstream_refused;
 }
+
+/// How long a unix-socket backend whose accept queue is full is left before trying again.
+constexpr auto unix_busy_retry = std::chrono::milliseconds(20);
 
 /// The process (EMFILE) or the system (ENFILE) has no file descriptor left for a socket.
 bool is_out_of_descriptors(const boost::system::error_code& ec)
@@ -194,20 +198,41 @@ task<acquire_result> upstream_pool::connect_socket(const config::backend& b)
     }
     acquire_result result;
     result.tried.push_back("unix:" + b.socket_path.string());
-    auto c = std::make_unique<upstream_connection>(executor_);
-    c->address = result.tried.back();
     const upstream_protocol::endpoint ep{net::local::stream_protocol::endpoint(b.socket_path.native())};
-    c->stream.expires_after(timeouts_.connect);
-    auto [ec] = co_await c->stream.async_connect(ep);
-    if (ec) {
-        result.error = classify_connect_error(ec);
-        result.detail = ec.message();
-        result.out_of_descriptors = is_out_of_descriptors(ec);
-        co_return result;
+    const auto deadline = std::chrono::steady_clock::now() + timeouts_.connect;
+    for (;;) {
+        auto c = std::make_unique<upstream_connection>(executor_);
+        c->address = result.tried.back();
+        c->stream.expires_at(deadline);
+        auto [ec] = co_await c->stream.async_connect(ep);
+        if (ec) {
+            result.error = classify_connect_error(ec);
+            result.detail = ec.message();
+            result.out_of_descriptors = is_out_of_descriptors(ec);
+            co_return result;
+        }
+        // A unix socket whose queue of connections to accept is full refuses a non-blocking
+        // connect with EAGAIN, which Asio takes for one in progress and then reports done:
+        // the socket is not connected. As a TCP backend's full queue makes a connect wait, a
+        // busy backend is tried again until timeouts.connect.
+        sockaddr_storage peer{};
+        socklen_t length = sizeof peer;
+        if (::getpeername(c->stream.socket().native_handle(),
+                          reinterpret_cast<sockaddr*>(&peer), &length) == 0 ||
+            errno != ENOTCONN) {
+            c->stream.expires_never();
+            result.connection = std::move(c);
+            co_return result;
+        }
+        if (std::chrono::steady_clock::now() + unix_busy_retry >= deadline) {
+            result.error = errc::upstream_connect_timeout;
+            result.detail = "its queue of connections waiting to be accepted stayed full";
+            co_return result;
+        }
+        steady_timer pause(executor_);
+        pause.expires_after(unix_busy_retry);
+        co_await pause.async_wait();
     }
-    c->stream.expires_never();
-    result.connection = std::move(c);
-    co_return result;
 }
 
 task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -595,6 +596,44 @@ TEST(ForwardingTest, UnixSocketBackend)
     auto res = c.get("app.localhost", "/u");
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "GET /u host=app.localhost body=0");
+}
+
+TEST(ForwardingTest, UnixSocketBackendNotAcceptingGets504AfterTheConnectTimeout)
+{
+    // A unix socket whose accept queue is full refuses a connect at once (EAGAIN); as for a
+    // TCP backend that does not accept, that is a connect timeout, not an invalid response.
+    temp_dir dir;
+    const auto sock = dir.path() / "busy.sock";
+    const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, sock.c_str(), sizeof address.sun_path - 1);
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    ASSERT_EQ(::listen(listener, 0), 0); // and never accepts
+    std::vector<int> queued;
+    for (int i = 0; i < 8; ++i) {
+        const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (::connect(s, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+            ::close(s);
+            break; // the queue is full
+        }
+        queued.push_back(s);
+    }
+    proxy_harness proxy(fmt::format("timeouts: {{ connect: 300ms }}\n"
+                                    "routes:\n  - host: app.localhost\n    to: unix:{}\n",
+                                    sock.string()));
+    client c(proxy.port());
+    const auto start = std::chrono::steady_clock::now();
+    const auto res = c.get("app.localhost", "/");
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(res.result_int(), 504);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_connect_timeout");
+    EXPECT_GE(took, std::chrono::milliseconds(250));
+    for (const int s : queued) {
+        ::close(s);
+    }
+    ::close(listener);
 }
 
 TEST(ForwardingTest, IdleKeepAliveConnectionIsClosedAfterIdleTimeout)
