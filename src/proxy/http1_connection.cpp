@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <type_traits>
@@ -676,6 +677,32 @@ std::size_t complete_head_length(const beast::flat_buffer& buffer, std::size_t f
         std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
     const auto end = http::find_head_end(data.substr(std::min(from, data.size())));
     return end == 0 ? 0 : from + end;
+}
+
+/**
+ * "HTTP/1.1 200\r\n": a status line with neither a reason phrase nor the space before it,
+ * which small servers send and nginx and Go take. RFC 9112 §4 lets the reason be empty, not
+ * its separator; the space is put in so that both parsers read the line. Whether it did.
+ */
+bool restore_reason_separator(beast::flat_buffer& buffer)
+{
+    const auto data =
+        std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
+    if (data.size() < 14 || !data.starts_with("HTTP/1.") || data[8] != ' ' ||
+        data.substr(12, 2) != "\r\n") {
+        return false;
+    }
+    for (std::size_t i = 9; i < 12; ++i) {
+        if (data[i] < '0' || data[i] > '9') {
+            return false;
+        }
+    }
+    buffer.prepare(1);
+    buffer.commit(1);
+    auto* bytes = static_cast<char*>(buffer.data().data());
+    std::memmove(bytes + 13, bytes + 12, buffer.size() - 13);
+    bytes[12] = ' ';
+    return true;
 }
 
 /**
@@ -1664,6 +1691,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                 co_await answer_error(c, plan, classify_upstream_failure(ec), json, rec);
             }
             co_return false;
+        }
+        if (head_length != 0 && restore_reason_separator(up.buffer)) {
+            ++head_length;
         }
         auto& simple = c.w.response_head_scratch();
         if (head_length != 0 &&

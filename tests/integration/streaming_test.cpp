@@ -212,6 +212,19 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
     }
 }
 
+TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayed)
+{
+    // "HTTP/1.1 200" with no space after the code: small servers send it, nginx takes it.
+    for (const std::string bytes : {
+             "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
+             "HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+         }) {
+        const auto res = answer_to_backend_bytes(bytes);
+        EXPECT_EQ(res.result_int(), 200) << bytes;
+        EXPECT_EQ(res.body(), "hi") << bytes;
+    }
+}
+
 TEST(StreamingTest, ResponseInATransferCodingPorticoDoesNotDecodeGets502)
 {
     // Passed on re-framed, the body would lose the coding its head named: the client would
