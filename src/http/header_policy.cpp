@@ -497,6 +497,11 @@ void append_downstream_response(std::string& out, const simple_response& res, un
     append_response(out, res.status, reason, res.version, res, version, keep_alive, route_rules);
 }
 
+bool is_chunked_alone(std::string_view transfer_encoding) noexcept
+{
+    return beast::iequals(trim_ows(transfer_encoding), "chunked");
+}
+
 void append_last_chunk(std::string& out, const fields& f,
                        std::span<const fields::value_type* const> head_lines,
                        const header_rule_view& rules)

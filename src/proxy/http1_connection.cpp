@@ -535,6 +535,20 @@ task<void> send_error_page(connection<Stream>& c, const http::error_details& det
 }
 
 /**
+ * Ends a request whose client closed while it waited, its backend let go by the worker's
+ * watch (decision 0018): nothing failed that a page could explain, and no one would read
+ * one. Logged 499, as nginx does.
+ */
+template <typename Stream>
+void let_client_go(connection<Stream>& c, exchange_record& rec)
+{
+    rec.status = 499;
+    rec.bytes = 0;
+    write_access_log(c.info, rec);
+    tcp_of(c.stream).close();
+}
+
+/**
  * Answers with an error page, logs the request, and closes the connection gracefully.
  * Past the shutdown deadline whatever failed was cut by the deadline (a connect, a name's
  * resolve, a wait for the response, a body), not by the backend or the client: no page
@@ -553,12 +567,7 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
         co_return;
     }
     if (c.info.entry->client_gone) {
-        // The client closed while its request waited, and the backend was let go: nothing
-        // failed that a page could explain, and no one would read it. Logged as nginx does.
-        rec.status = 499;
-        rec.bytes = 0;
-        write_access_log(c.info, rec);
-        tcp_of(c.stream).close();
+        let_client_go(c, rec);
         co_return;
     }
     const auto& state = c.w.state();
@@ -578,7 +587,6 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
     }
     co_await send_error_page(c, details, json, rec);
 }
-
 
 /**
  * How long a body relay waits for each step. A read waits at most `read` for its first byte
@@ -1046,14 +1054,7 @@ std::optional<std::string> framing_defect(const request_parser& parser,
         // Only a lone "chunked" frames a request body unambiguously; anything else (gzip,
         // identity, chunked twice) is read differently by different servers (RFC 9112
         // §6.3 item 4).
-        auto value = lines.transfer_encoding;
-        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
-            value.remove_suffix(1);
-        }
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
-            value.remove_prefix(1);
-        }
-        if (lines.transfer_encodings > 1 || !beast::iequals(value, "chunked")) {
+        if (lines.transfer_encodings > 1 || !http::is_chunked_alone(lines.transfer_encoding)) {
             return "unsupported Transfer-Encoding";
         }
     }
@@ -1068,21 +1069,11 @@ std::optional<std::string> framing_defect(const request_parser& parser,
 template <typename Fields>
 bool has_unsupported_transfer_coding(const Fields& head)
 {
-    unsigned lines = 0;
-    bool chunked = true;
-    for (auto [line, last] = head.equal_range(beast::http::field::transfer_encoding);
-         line != last; ++line) {
-        auto value = line->value();
-        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
-            value.remove_suffix(1);
-        }
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
-            value.remove_prefix(1);
-        }
-        chunked = chunked && beast::iequals(value, "chunked");
-        ++lines;
+    const auto [first, last] = head.equal_range(beast::http::field::transfer_encoding);
+    if (first == last) {
+        return false;
     }
-    return lines > 1 || (lines == 1 && !chunked);
+    return std::next(first) != last || !http::is_chunked_alone(first->value());
 }
 
 /// What the client's request head said before it was rewritten for the backend.
@@ -1362,7 +1353,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
     if (c.info.entry->client_gone) {
         // The abandon watch cancelled the body's write: the client is gone, and the backend
         // is let go now rather than waited on for the rest of a body that will not come.
-        co_await answer_error(c, plan, errc::upstream_protocol, json, rec);
+        let_client_go(c, rec);
         co_return body_outcome::answered;
     }
     if (backend_failure) {
@@ -2168,9 +2159,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
                                       direct, *up, up->stream, retry, release);
         }
         if (retry && c.info.entry->client_gone) {
-            rec.status = 499; // let go for a client that left (`answer_error`)
-            write_access_log(c.info, rec);
-            tcp_of(c.stream).close();
+            let_client_go(c, rec); // not retried for a client that left
             co_return false;
         }
         if (retry && attempt == 0) {

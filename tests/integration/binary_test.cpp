@@ -242,19 +242,12 @@ TEST(BinaryTest, RunRaisesItsDescriptorLimitToTheHardLimit)
     EXPECT_TRUE(std::regex_match(open_files, raised)) << open_files;
 }
 
-TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
+/**
+ * The lowest descriptor number process `pid` has free, once two looks 100 ms apart agree:
+ * the backend probe holds sockets for a moment after start.
+ */
+int settled_lowest_free_descriptor(int pid)
 {
-#if defined(PORTICO_SANITIZE)
-    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
-#endif
-    // With the last descriptor taken by the client's connection, no socket can be made for
-    // the backend: the page says so, not that the dev server is not running.
-    origin backend;
-    running_portico portico(route_to(backend.port()));
-    const int pid = portico.process->pid();
-    // The limit bounds descriptor numbers: the lowest free one is to be the only one left.
-    // The backend probe at start holds sockets for a moment: the lowest free descriptor is
-    // read once two looks 100 ms apart agree.
     const auto lowest_free = [pid] {
         int fd = 0;
         while (std::filesystem::exists(fmt::format("/proc/{}/fd/{}", pid, fd))) {
@@ -271,8 +264,23 @@ TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
         }
         free_fd = again;
     }
+    return free_fd;
+}
+
+TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
+{
+#if defined(PORTICO_SANITIZE)
+    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
+#endif
+    // With the last descriptor taken by the client's connection, no socket can be made for
+    // the backend: the page says so, not that the dev server is not running.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    const int pid = portico.process->pid();
+    const int free_fd = settled_lowest_free_descriptor(pid);
     rlimit before{};
     ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << std::strerror(errno);
+    // The limit bounds descriptor numbers: the lowest free one is the only one left.
     const rlimit low{static_cast<rlim_t>(free_fd + 1), before.rlim_max};
     ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &low, nullptr), 0) << std::strerror(errno);
     client c(portico.port);
@@ -303,10 +311,7 @@ TEST(BinaryTest, ProbeWithoutADescriptorLeavesTheBackendsStateAlone)
     };
     ASSERT_TRUE(wait_until([&] { return state() == "up"; }));
     const int pid = portico.process->pid();
-    int free_fd = 0;
-    while (std::filesystem::exists(fmt::format("/proc/{}/fd/{}", pid, free_fd))) {
-        ++free_fd;
-    }
+    const int free_fd = settled_lowest_free_descriptor(pid);
     rlimit before{};
     ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << std::strerror(errno);
     const rlimit none_left{static_cast<rlim_t>(free_fd), before.rlim_max};

@@ -120,10 +120,22 @@ struct tls_connection {
         return tls_ctx;
     }
 
+    /// Sends `GET target` for app.localhost on this connection and reads the response.
+    response get(std::string_view target)
+    {
+        const auto request =
+            fmt::format("GET {} HTTP/1.1\r\nHost: app.localhost\r\n\r\n", target);
+        net::write(stream, net::buffer(request));
+        response res;
+        beast::http::read(stream, buffer, res);
+        return res;
+    }
+
     net::io_context ctx;
     net::ssl::context tls_ctx{net::ssl::context::tls_client};
     tcp::socket socket;
     net::ssl::stream<bounded_stream> stream;
+    beast::flat_buffer buffer; ///< read and not yet parsed, for `get`
 };
 
 unsigned file_mode(const fs::path& p)
@@ -374,12 +386,7 @@ TEST(TlsTest, IdleTlsConnectionIsClosedAtOnceOnShutdown)
     origin backend;
     tls_proxy p(routes_to(backend.port(), {"app.localhost"}), "timeouts: { shutdown: 30s }\n");
     tls_connection tls(p.proxy.port(), "app.localhost");
-    const std::string request = "GET /a HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
-    net::write(tls.stream, net::buffer(request));
-    beast::flat_buffer buffer;
-    response res;
-    beast::http::read(tls.stream, buffer, res);
-    ASSERT_EQ(res.result_int(), 200);
+    ASSERT_EQ(tls.get("/a").result_int(), 200);
     const auto start = std::chrono::steady_clock::now();
     p.proxy.stop();
     EXPECT_TRUE(p.proxy.wait_stopped(std::chrono::seconds(5)));
@@ -398,13 +405,8 @@ TEST(TlsTest, KeepAliveConnectionWaitingThroughReloadsServesItsNextRequest)
     origin backend;
     tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
     tls_connection tls(p.proxy.port(), "app.localhost");
-    beast::flat_buffer buffer;
     for (int i = 0; i < 3; ++i) {
-        const auto request = fmt::format("GET /{} HTTP/1.1\r\nHost: app.localhost\r\n\r\n", i);
-        net::write(tls.stream, net::buffer(request));
-        response res;
-        beast::http::read(tls.stream, buffer, res);
-        EXPECT_EQ(res.result_int(), 200) << i;
+        EXPECT_EQ(tls.get(fmt::format("/{}", i)).result_int(), 200) << i;
         // Two reloads, each with other timeouts, while the connection waits.
         for (const auto* header : {"3s", "4s"}) {
             ASSERT_TRUE(p.proxy
@@ -447,11 +449,7 @@ TEST(TlsTest, ReframedChunksGoOutARecordEach)
     int records = 0;
     ::SSL_set_msg_callback(tls.stream.native_handle(), count_application_records);
     ::SSL_set_msg_callback_arg(tls.stream.native_handle(), &records);
-    const std::string request = "GET /events HTTP/1.1\r\nHost: app.localhost\r\n\r\n";
-    net::write(tls.stream, net::buffer(request));
-    beast::flat_buffer buffer;
-    response res;
-    beast::http::read(tls.stream, buffer, res);
+    const auto res = tls.get("/events");
     ASSERT_EQ(res.result_int(), 200);
     EXPECT_NE(res.body().find("data: event 3"), std::string::npos) << res.body();
     // The head, four events and the last chunk: six writes at most (a write may find the

@@ -82,6 +82,11 @@ void append_downstream_response(std::string& out, const response_head& res, unsi
 void append_downstream_response(std::string& out, const simple_response& res, unsigned version,
                                 bool keep_alive, const header_rule_view& route_rules);
 
+/// Whether a Transfer-Encoding value is `chunked` alone (OWS around it allowed): the only
+/// coding portico frames and unframes; any other would be read differently, or passed on
+/// with its coding dropped.
+bool is_chunked_alone(std::string_view transfer_encoding) noexcept;
+
 /**
  * Appends the last chunk of a body re-framed as chunked, with the trailer section that a
  * parser read after the chunks: Beast adds those fields to the head's, so they are the

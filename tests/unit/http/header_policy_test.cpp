@@ -110,6 +110,16 @@ TEST(HeaderPolicyTest, ConnectionCannotRemoveHostOrContentLength)
     EXPECT_EQ(f[field::content_length], "5");
 }
 
+TEST(HeaderPolicyTest, ChunkedAloneIsTheOnlyTransferCodingTaken)
+{
+    EXPECT_TRUE(is_chunked_alone("chunked"));
+    EXPECT_TRUE(is_chunked_alone(" Chunked\t"));
+    EXPECT_FALSE(is_chunked_alone("gzip"));
+    EXPECT_FALSE(is_chunked_alone("gzip, chunked"));
+    EXPECT_FALSE(is_chunked_alone("chunked, chunked"));
+    EXPECT_FALSE(is_chunked_alone(""));
+}
+
 TEST(HeaderPolicyTest, TeTrailersKept)
 {
     fields f;
