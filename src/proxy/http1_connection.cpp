@@ -1423,8 +1423,21 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         if (traits.head) {
             response->skip(true);
         }
-        auto [rhec, rhn] = co_await beast::http::async_read_header(io, up.buffer,
-                                                                  *response);
+        // The whole head is read first so that a status line without a reason phrase can be
+        // mended before Beast's parser, which wants its separator, sees it.
+        boost::system::error_code rhec;
+        std::size_t head_length = complete_head_length(up.buffer);
+        if (head_length == 0) {
+            std::tie(rhec, head_length) =
+                co_await read_response_head(io, up.buffer, response_header_limit);
+        }
+        if (!rhec && head_length != 0) {
+            restore_reason_separator(up.buffer);
+        }
+        if (!rhec) {
+            std::tie(rhec, std::ignore) =
+                co_await beast::http::async_read_header(io, up.buffer, *response);
+        }
         if (rhec) {
             if (response_head_failed(rhec, up, traits, plan, retry, interim_received)) {
                 co_await answer_error(c, plan, classify_upstream_failure(rhec), json, rec);

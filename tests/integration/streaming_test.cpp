@@ -225,6 +225,44 @@ TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayed)
     }
 }
 
+TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedAfterAnInterimResponse)
+{
+    const auto res = answer_to_backend_bytes(
+        "HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n\r\n"
+        "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "hi");
+}
+
+/// What a client sending `request` raw gets through portico from a backend that answers it
+/// with `bytes` and closes.
+std::string raw_answer_to_backend_bytes(const std::string& request, const std::string& bytes)
+{
+    origin backend([&bytes](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw(bytes);
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    return raw_exchange(proxy.port(), request, std::chrono::seconds(3));
+}
+
+TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedForHeadAndUpgrade)
+{
+    const auto head = raw_answer_to_backend_bytes(
+        "HEAD / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\n");
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;
+    EXPECT_NE(head.find("Content-Length: 2\r\n"), std::string::npos) << head;
+
+    const auto upgrade = raw_answer_to_backend_bytes(
+        "GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\n\r\n",
+        "HTTP/1.1 101\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nthrough");
+    EXPECT_TRUE(upgrade.starts_with("HTTP/1.1 101 ")) << upgrade;
+    EXPECT_TRUE(upgrade.ends_with("\r\n\r\nthrough")) << upgrade;
+}
+
 TEST(StreamingTest, ResponseInATransferCodingPorticoDoesNotDecodeGets502)
 {
     // Passed on re-framed, the body would lose the coding its head named: the client would
