@@ -20,6 +20,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -713,6 +714,65 @@ bool restore_reason_separator(beast::flat_buffer& buffer)
     return true;
 }
 
+/// What a head or trailer with a field longer than Beast holds is refused as.
+constexpr auto field_too_long = boost::system::errc::value_too_large;
+
+/**
+ * `parser.put` of what `buffer` holds, consuming what it used. Beast keeps a field's name and
+ * value in 16-bit lengths and throws for a longer one (the head and trailer limits allow
+ * more); here that is the error `field_too_long`, for the connection to answer, instead of
+ * an exception through the event loop that would end the process.
+ */
+template <bool IsRequest, typename Body>
+void put_buffered(beast::http::parser<IsRequest, Body>& parser, beast::flat_buffer& buffer,
+                  boost::system::error_code& ec)
+{
+    try {
+        buffer.consume(parser.put(buffer.data(), ec));
+    } catch (const std::length_error&) {
+        ec = make_error_code(field_too_long);
+    }
+}
+
+/// The most bytes a body's framing (a chunk header, the trailer section) may hold back from
+/// the parser; Beast sets no bound there, so an endless trailer would grow the buffer.
+constexpr std::size_t framing_buffer_limit = 64 * 1024;
+
+/**
+ * Beast's `async_read_some` for a parser, written out so that its parse goes through
+ * `put_buffered`: reads until the parser makes progress, the message ends or an error.
+ */
+template <typename Stream, bool IsRequest, typename Body>
+task<boost::system::error_code> read_some_parsed(Stream& from, beast::flat_buffer& buffer,
+                                                 beast::http::parser<IsRequest, Body>& parser)
+{
+    boost::system::error_code ec;
+    for (;;) {
+        if (buffer.size() > 0) {
+            put_buffered(parser, buffer, ec);
+            if (ec != beast::http::error::need_more) {
+                co_return ec;
+            }
+            if (buffer.size() >= framing_buffer_limit) {
+                co_return make_error_code(field_too_long);
+            }
+        }
+        auto [rec, n] = co_await from.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)));
+        buffer.commit(n);
+        if (rec == net::error::eof) {
+            if (!parser.got_some()) {
+                co_return beast::http::error::end_of_stream;
+            }
+            ec = {};
+            parser.put_eof(ec);
+            co_return ec;
+        }
+        if (rec) {
+            co_return rec;
+        }
+    }
+}
+
 /**
  * Reads from a backend until `buffer` holds a complete response head (through the empty
  * line) and returns its length; 0 when none ends within `limit` bytes, which is left for the
@@ -923,7 +983,7 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
             body.data = chunk.get();
             body.size = body_chunk_size;
             before_read_step(from, to, timeouts);
-            auto [ec, n] = co_await beast::http::async_read_some(from, from_buffer, parser);
+            auto ec = co_await read_some_parsed(from, from_buffer, parser);
             if (ec == beast::http::error::need_buffer) {
                 ec = {};
             }
@@ -1149,6 +1209,9 @@ void explain_upstream_failure(const boost::system::error_code& failure, request_
     if (failure == beast::http::error::header_limit) {
         plan.detail = "its response head is larger than portico reads (limits.header_bytes, "
                       "and at least 64 KiB)";
+    } else if (failure == field_too_long) {
+        plan.detail = "its response head has a field longer than 65,533 bytes, the most one "
+                      "field may hold";
     } else if (refused_head) {
         plan.detail =
             fmt::format("its response head is not valid HTTP/1.1 ({})", failure.message());
@@ -1435,8 +1498,11 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
             restore_reason_separator(up.buffer);
         }
         if (!rhec) {
-            std::tie(rhec, std::ignore) =
-                co_await beast::http::async_read_header(io, up.buffer, *response);
+            // The whole head is buffered (or more than the limit, which the parser reports).
+            put_buffered(*response, up.buffer, rhec);
+            if (rhec == beast::http::error::need_more) {
+                rhec = beast::http::error::header_limit;
+            }
         }
         if (rhec) {
             if (response_head_failed(rhec, up, traits, plan, retry, interim_received)) {
@@ -2009,7 +2075,13 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     parser.body_limit(boost::none);
     parser.header_limit(static_cast<std::uint32_t>(state.cfg.limits.header_bytes));
     boost::system::error_code pec;
-    parser.put(net::buffer(raw.data(), raw.size()), pec);
+    try {
+        parser.put(net::buffer(raw.data(), raw.size()), pec);
+    } catch (const std::length_error&) {
+        return refuse_unparsed(errc::header_too_large,
+                               "a header field is longer than 65,533 bytes, the most one field "
+                               "may hold");
+    }
     if (!pec && !parser.is_header_done()) {
         pec = beast::http::error::partial_message;
     }

@@ -209,6 +209,84 @@ TEST(BadInputChunkTest, LargestChunkSizesAreStreamedNotACrash)
     }
 }
 
+/// A route to `backend` with heads of up to 1 MiB allowed: more than one field can hold.
+std::string large_heads_route(unsigned short backend)
+{
+    return fmt::format("limits: {{ header_bytes: 1048576 }}\nroutes:\n  - host: app.localhost\n"
+                       "    to: 127.0.0.1:{}\n",
+                       backend);
+}
+
+TEST(HugeFieldTest, ResponseFieldLongerThanAFieldHoldsGets502AndTheProxyServesOn)
+{
+    const std::string value(100000, 'a');
+    origin backend([&value](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            if (req->target() == "/head") {
+                c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nX-Big: {}\r\nTransfer-Encoding: "
+                                        "chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                                        value));
+            } else if (req->target() == "/trailer") {
+                c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        "2\r\nhi\r\n0\r\nX-Big: {}\r\n\r\n",
+                                        value));
+            } else {
+                c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        }
+    });
+    proxy_harness proxy(large_heads_route(backend.port()));
+    {
+        client c(proxy.port());
+        const auto res = c.get("app.localhost", "/head");
+        EXPECT_EQ(res.result_int(), 502);
+        EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol");
+        EXPECT_NE(res.body().find("longer than"), std::string::npos) << res.body();
+    }
+    {
+        // The head went out; what is left is to end the response short.
+        const auto raw = raw_exchange(proxy.port(),
+                                      "GET /trailer HTTP/1.1\r\nHost: app.localhost\r\n"
+                                      "TE: trailers\r\n\r\n",
+                                      std::chrono::seconds(3));
+        EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 ")) << raw.substr(0, 200);
+        EXPECT_EQ(raw.find(value), std::string::npos);
+        EXPECT_FALSE(raw.ends_with("0\r\n\r\n")) << "a cut body must not end whole";
+    }
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/after").body(), "ok");
+}
+
+TEST(HugeFieldTest, RequestFieldLongerThanAFieldHoldsGets431AndTheProxyServesOn)
+{
+    origin backend;
+    proxy_harness proxy(large_heads_route(backend.port()));
+    const std::string value(70000, 'a');
+    const auto head = raw_exchange(
+        proxy.port(),
+        fmt::format("GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n", value));
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 431 ")) << head.substr(0, 200);
+    EXPECT_NE(head.find("X-Portico-Error: header_too_large"), std::string::npos);
+    EXPECT_NE(head.find("longer than"), std::string::npos) << head;
+
+    const auto trailer = raw_exchange(
+        proxy.port(),
+        fmt::format("POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                    "\r\n2\r\nhi\r\n0\r\nX-Big: {}\r\n\r\n",
+                    value));
+    EXPECT_TRUE(trailer.starts_with("HTTP/1.1 4")) << trailer.substr(0, 200);
+    // Beast sets no bound on a trailer section: one that never ends is cut off, not buffered.
+    const auto endless = raw_exchange(
+        proxy.port(),
+        fmt::format("POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                    "\r\n2\r\nhi\r\n0\r\nX-Big: {}{}",
+                    value, value),
+        std::chrono::seconds(3));
+    EXPECT_TRUE(endless.starts_with("HTTP/1.1 4")) << endless.substr(0, 200);
+    client c(proxy.port());
+    EXPECT_EQ(c.get("app.localhost", "/after").result_int(), 200);
+}
+
 TEST(ContentLengthTest, RepeatedValuesGoUpstreamAsOne)
 {
     origin backend;
