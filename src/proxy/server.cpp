@@ -581,6 +581,26 @@ reload_result server::reload(config::config next_cfg)
     return result;
 }
 
+namespace {
+
+/// Runs a worker's event loop until it stops.
+void run_worker(worker& w)
+{
+    // An exception out of a completion handler (a library's, since portico's own coroutines
+    // end in `connection_done`) would end the process and every connection with it. The
+    // connection it came from is lost; the others are served on.
+    for (;;) {
+        try {
+            w.context().run();
+            return;
+        } catch (const std::exception& e) {
+            PORTICO_LOG(log::level::error, "handler_exception", {"what", e.what()});
+        }
+    }
+}
+
+} // namespace
+
 void server::run(bool handle_signals)
 {
     // Bodies spliced into a client socket (splice(2) has no MSG_NOSIGNAL) must fail with
@@ -619,9 +639,9 @@ void server::run(bool handle_signals)
     }
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < impl_->workers.size(); ++i) {
-        threads.emplace_back([w = impl_->workers[i].get()] { w->context().run(); });
+        threads.emplace_back([w = impl_->workers[i].get()] { run_worker(*w); });
     }
-    impl_->workers.front()->context().run();
+    run_worker(*impl_->workers.front());
     for (auto& t : threads) {
         t.join();
     }
