@@ -63,14 +63,14 @@ request_plan plan_request(const serving_state& state, const request_facts& facts
         return plan;
     }
 
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, whatever its target's form;
+    // HTTP/1.0 clients may omit it and get the admin pages.
+    if (!facts.has_host && facts.version >= 11) {
+        plan.error = errc::bad_request;
+        plan.detail = "HTTP/1.1 requests need a Host header";
+        return plan;
+    }
     if (!facts.has_host && authority.empty()) {
-        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400; HTTP/1.0 clients may
-        // omit it and get the admin pages.
-        if (facts.version >= 11) {
-            plan.error = errc::bad_request;
-            plan.detail = "HTTP/1.1 requests need a Host header";
-            return plan;
-        }
         plan.admin = true;
         plan.upstream_target = split->path + split->query;
         return plan;

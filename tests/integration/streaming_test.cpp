@@ -736,6 +736,21 @@ TEST(RewriteTest, AbsoluteFormTargetWinsOverHost)
     EXPECT_NE(raw.find("GET /abs host=app.localhost"), std::string::npos) << raw;
 }
 
+TEST(RewriteTest, AbsoluteFormTargetWithoutHostIsRefusedInHttp11)
+{
+    // RFC 9112 §3.2: Host is required in HTTP/1.1 whatever the target's form; HTTP/1.0 may
+    // leave it out.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    const auto raw = raw_exchange(proxy.port(), "GET http://app.localhost/abs HTTP/1.1\r\n\r\n");
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 400 ")) << raw;
+    EXPECT_NE(raw.find("need a Host header"), std::string::npos) << raw;
+    EXPECT_TRUE(backend.seen().empty());
+    const auto old = raw_exchange(proxy.port(), "GET http://app.localhost/abs HTTP/1.0\r\n\r\n");
+    EXPECT_TRUE(old.starts_with("HTTP/1.0 200 ")) << old;
+    EXPECT_NE(old.find("GET /abs host=app.localhost"), std::string::npos) << old;
+}
+
 TEST(RewriteTest, AbsoluteFormSchemeInAnyCaseAndAnEmptyPath)
 {
     origin backend;
