@@ -30,7 +30,8 @@ constexpr const char* tls12_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-A
 constexpr const char* key_exchange_groups = "X25519:P-256:P-384";
 
 /// ALPN protocols offered, in the wire format of RFC 7301 §3.1 (length-prefixed).
-constexpr unsigned char alpn_protocols[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char alpn_protocols[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1',
+                                            8, 'h', 't', 't', 'p', '/', '1', '.', '0'};
 
 /// Distinguishes portico's sessions in OpenSSL's server session cache.
 constexpr unsigned char session_id_context[] = {'p', 'o', 'r', 't', 'i', 'c', 'o'};
@@ -305,15 +306,17 @@ struct certificate_manager::impl {
         return 0;
     }
 
-    /// ALPN (RFC 7301): `http/1.1` when the client offers it; otherwise no ALPN at all rather
-    /// than a failed handshake (RFC 7301 §3.2 allows the server to ignore the extension).
+    /// ALPN (RFC 7301): `http/1.1` when the client offers it, else `http/1.0`. A client
+    /// offering neither (an `h2`-only client) gets the `no_application_protocol` alert that
+    /// RFC 7301 §3.2 asks for, as from nginx and Go, rather than a handshake that succeeds
+    /// and an HTTP/1.1 400 to its first frame.
     static int on_alpn(SSL*, const unsigned char** out, unsigned char* out_len,
                        const unsigned char* in, unsigned int in_len, void*)
     {
         unsigned char* selected = nullptr;
         if (SSL_select_next_proto(&selected, out_len, alpn_protocols, sizeof alpn_protocols, in,
                                   in_len) != OPENSSL_NPN_NEGOTIATED) {
-            return SSL_TLSEXT_ERR_NOACK;
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
         }
         *out = selected;
         return SSL_TLSEXT_ERR_OK;

@@ -399,15 +399,26 @@ TEST_F(CertificateManagerTest, AlpnSelectsHttp11)
     EXPECT_EQ(out.alpn, "http/1.1");
 }
 
-TEST_F(CertificateManagerTest, ClientOfferingOnlyH2GetsNoAlpn)
+TEST_F(CertificateManagerTest, ClientOfferingOnlyH2GetsNoApplicationProtocolAlert)
 {
     const auto m = make();
     ASSERT_TRUE(m);
     client_options offer;
     offer.alpn_wire = std::string("\x02h2", 3);
     const auto out = handshake(*m, "app.localhost", offer);
+    EXPECT_FALSE(out.ok);
+    EXPECT_EQ(out.alert_received, SSL_AD_NO_APPLICATION_PROTOCOL);
+}
+
+TEST_F(CertificateManagerTest, AlpnSelectsHttp10ForAClientOfferingOnlyIt)
+{
+    const auto m = make();
+    ASSERT_TRUE(m);
+    client_options offer;
+    offer.alpn_wire = std::string("\x08http/1.0", 9);
+    const auto out = handshake(*m, "app.localhost", offer);
     ASSERT_TRUE(out.ok);
-    EXPECT_EQ(out.alpn, "");
+    EXPECT_EQ(out.alpn, "http/1.0");
 }
 
 TEST_F(CertificateManagerTest, SessionsAreResumed)
