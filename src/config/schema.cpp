@@ -140,6 +140,8 @@ private:
     bool read_route_path(const entry& e, const std::string& prefix, route& r);
     void read_route_target(const mapping& m, const std::string& prefix, bool passthrough, route& r);
     void read_host_header(const entry& e, const std::string& prefix, route& r);
+    void check_not_own_listener(const route& r, const source_location& to_at,
+                                const std::string& prefix);
     void read_headers(const entry& e, const std::string& prefix, route& r);
     void read_header_rules(const entry& e, const std::string& prefix, const std::string& name,
                            header_rules& rules);
@@ -416,6 +418,8 @@ void loader::read_listen(const entry* e)
 {
     if (!e || e->value->is_null()) {
         cfg_.listen.push_back(default_listener());
+        const auto& l = cfg_.listen.back();
+        bound_.emplace(std::pair(l.host, l.port), bound_address{l.host, l.to_string(), 0});
         return;
     }
     if (e->value->is_scalar()) {
@@ -627,6 +631,9 @@ void loader::read_route(const entry& item, std::size_t number)
                                                   prefix));
         }
     }
+    if (const auto* e = m->find("to")) {
+        check_not_own_listener(r, e->value_at, prefix);
+    }
     if (host_ok) {
         const auto& host_at = m->find("host")->value_at;
         check_route_conflicts(r, host_at, path_ok);
@@ -734,6 +741,39 @@ void loader::read_route_target(const mapping& m, const std::string& prefix, bool
         return;
     }
     r.to = std::move(to);
+}
+
+void loader::check_not_own_listener(const route& r, const source_location& to_at,
+                                    const std::string& prefix)
+{
+    // A request that comes back unchanged (same Host, same path) matches this route again,
+    // and again: each hop holds a connection until the descriptors run out. A `host_header`
+    // or a rewritten path may be a deliberate alias of another route, and is let through.
+    const bool rewritten = r.host_header != host_header_policy::preserve ||
+                           !r.to.base_path.empty() || (r.strip_prefix && r.path != "/");
+    if (r.to.scheme == backend_scheme::unix_socket || r.to.port == 0 || rewritten) {
+        return;
+    }
+    std::vector<std::string> addresses;
+    if (r.to.host == "localhost") {
+        addresses = {"127.0.0.1", "::1", "0.0.0.0", "::"};
+    } else {
+        addresses = {r.to.host, r.to.host.find(':') == std::string::npos ? "0.0.0.0" : "::"};
+    }
+    for (const auto& address : addresses) {
+        const auto listener = bound_.find(std::pair(address, r.to.port));
+        if (listener == bound_.end()) {
+            continue;
+        }
+        const auto& own = listener->second;
+        ctx_.error(to_at, fmt::format("{}'to' {} is portico's own listener '{}'{}: each request "
+                                      "would come back to this route without end; point it at "
+                                      "your dev server's port",
+                                      prefix, r.to.text, own.text,
+                                      own.line == 0 ? std::string(" (the default)")
+                                                    : fmt::format(" (line {})", own.line)));
+        return;
+    }
 }
 
 void loader::read_host_header(const entry& e, const std::string& prefix, route& r)

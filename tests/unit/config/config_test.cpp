@@ -794,6 +794,33 @@ TEST(ConfigListenTest, DuplicateAddressesAreErrors)
               3u);
 }
 
+TEST(ConfigListenTest, RouteToPorticosOwnListenerIsAnError)
+{
+    EXPECT_EQ(errors("listen: [localhost:7080]\nroutes:\n  - host: app.localhost\n"
+                     "    to: 127.0.0.1:7080\n"),
+              messages{"portico.yaml:4:9: route 1: 'to' 127.0.0.1:7080 is portico's own listener "
+                       "'localhost:7080' (line 1): each request would come back to this route "
+                       "without end; point it at your dev server's port"});
+    EXPECT_EQ(errors("routes:\n  - host: app.localhost\n    to: http://localhost:7080\n"),
+              messages{"portico.yaml:3:9: route 1: 'to' http://localhost:7080 is portico's own "
+                       "listener '127.0.0.1:7080' (the default): each request would come back "
+                       "to this route without end; point it at your dev server's port"});
+    EXPECT_EQ(errors("listen: [0.0.0.0:8080]\nallow_external: true\nroutes:\n"
+                     "  - host: db.localhost\n    tls_passthrough: true\n    to: 127.0.0.1:8080\n")
+                  .size(),
+              1u);
+    // Another port, or a request that comes back as another one (an alias), is no loop.
+    EXPECT_EQ(valid("routes:\n  - host: app.localhost\n    to: 127.0.0.1:7081\n").routes.size(), 1u);
+    EXPECT_EQ(valid("routes:\n  - host: alias.localhost\n    to: 127.0.0.1:7080\n"
+                    "    host_header: app.localhost\n")
+                  .routes.size(),
+              1u);
+    EXPECT_EQ(valid("routes:\n  - host: app.localhost\n    path: /v2\n    strip_prefix: true\n"
+                    "    to: 127.0.0.1:7080\n")
+                  .routes.size(),
+              1u);
+}
+
 // ---------------------------------------------------------------- timeouts and limits
 
 TEST(ConfigTest, TimeoutErrors)
