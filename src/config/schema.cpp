@@ -329,6 +329,12 @@ void loader::read_permitted_names(const entry& e)
         }
         cfg_.tls.ca_permitted_names.push_back(uri::normalize_host(*text).value_or(*text));
     }
+    const auto& names = cfg_.tls.ca_permitted_names;
+    if (!names.empty() && std::find(names.begin(), names.end(), "localhost") == names.end()) {
+        ctx_.warning(e.value_at, fmt::format("{} leaves out localhost: https://localhost will not "
+                                             "verify (https://127.0.0.1 and https://[::1] do)",
+                                             subject));
+    }
 }
 
 std::optional<fs::path> loader::read_pem_file(const mapping& m, std::string_view key,

@@ -605,7 +605,11 @@ certificate_authority::leaf certificate_authority::issue(std::string_view name,
 
     // An IP literal gets no common name: OpenSSL checks a dotted CN against the DNS name
     // constraints when a certificate has no DNS SAN, and "127.0.0.1" would fail them.
-    const bool has_subject = ip.empty() && host.size() <= max_common_name;
+    // A CA whose permitted names leave out localhost cannot vouch for the name, and a leaf
+    // naming it would verify nowhere; the one served for 127.0.0.1, [::1] and no SNI then
+    // names the addresses alone.
+    const bool named = ip.empty() && (host != "localhost" || permits(host));
+    const bool has_subject = named && host.size() <= max_common_name;
     if (has_subject) {
         add_name_entry(X509_get_subject_name(cert.get()), "CN", host);
     }
@@ -624,7 +628,9 @@ certificate_authority::leaf certificate_authority::issue(std::string_view name,
 
     std::vector<general_name_ptr> names;
     if (ip.empty()) {
-        names.push_back(make_general_name(GEN_DNS, host));
+        if (named) {
+            names.push_back(make_general_name(GEN_DNS, host));
+        }
         if (host == "localhost") {
             // Browsers reach portico as http(s)://127.0.0.1 and [::1] too.
             names.push_back(make_general_name(GEN_IPADD, parse_ip_literal("127.0.0.1")));

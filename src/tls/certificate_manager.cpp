@@ -65,6 +65,21 @@ bool covers(X509* leaf, const std::string& name)
     return ok == 1;
 }
 
+/// Whether `leaf` verifies as a server certificate under `ca` alone, name constraints
+/// included: what a client trusting the local CA will check.
+bool verifies_under(X509* ca, X509* leaf)
+{
+    const x509_store_ptr store(check(X509_STORE_new(), "X509_STORE_new"));
+    check(X509_STORE_add_cert(store.get(), ca), "X509_STORE_add_cert");
+    const x509_store_ctx_ptr verification(check(X509_STORE_CTX_new(), "X509_STORE_CTX_new"));
+    check(X509_STORE_CTX_init(verification.get(), store.get(), leaf, nullptr),
+          "X509_STORE_CTX_init");
+    X509_STORE_CTX_set_purpose(verification.get(), X509_PURPOSE_SSL_SERVER);
+    const bool ok = X509_verify_cert(verification.get()) == 1;
+    ERR_clear_error();
+    return ok;
+}
+
 /// The SNI name of a handshake, normalised; "" when the client sent none.
 std::string sni_of(const SSL* ssl)
 {
@@ -211,8 +226,15 @@ struct certificate_manager::impl {
             why = "not signed by the current CA";
             return nullptr;
         }
-        if (!covers(key->leaf.get(), name)) {
+        // A CA that does not permit localhost gets a leaf for the loopback addresses alone
+        // (`certificate_authority::issue`).
+        const bool addresses_only = name == default_name && !ca->permits(name);
+        if (!covers(key->leaf.get(), addresses_only ? std::string("127.0.0.1") : name)) {
             why = "does not name the host";
+            return nullptr;
+        }
+        if (!verifies_under(ca_cert.get(), key->leaf.get())) {
+            why = "does not verify under the CA (its name constraints)";
             return nullptr;
         }
         if (X509_get_ext_by_NID(key->leaf.get(), NID_crl_distribution_points, -1) < 0) {

@@ -1462,9 +1462,12 @@ admin: dash.example.dev
                         "certificate in tls.certificates"}));
     EXPECT_EQ(warnings("tls:\n  ca_permitted_names: [dev]\nroutes:\n  - host: app.localhost\n"
                        "    to: 127.0.0.1:1\nadmin: portico.dev\n"),
-              messages{"portico.yaml:4:11: route 1: host 'app.localhost' is outside "
-                       "tls.ca_permitted_names (dev): HTTPS for it needs a certificate in "
-                       "tls.certificates"});
+              (messages{"portico.yaml:2:23: 'tls.ca_permitted_names' leaves out localhost: "
+                        "https://localhost will not verify (https://127.0.0.1 and https://[::1] "
+                        "do)",
+                        "portico.yaml:4:11: route 1: host 'app.localhost' is outside "
+                        "tls.ca_permitted_names (dev): HTTPS for it needs a certificate in "
+                        "tls.certificates"}));
 }
 
 TEST(ConfigTlsTest, UserCertificatesCoverHosts)

@@ -133,6 +133,26 @@ TEST_F(CertificateManagerTest, NoSniGetsLocalhost)
     EXPECT_EQ(out.server_name, "");
 }
 
+TEST_F(CertificateManagerTest, CaWithoutLocalhostServesAnAddressLeafThatVerifies)
+{
+    // A leaf naming localhost under a CA that does not permit it verifies nowhere; the one
+    // for 127.0.0.1, [::1] and no SNI names the addresses alone.
+    auto s = settings();
+    s.ca_permitted_names = {"test"};
+    const auto m = make(s, serve({}));
+    ASSERT_TRUE(m);
+    const auto out = handshake(*m, "");
+    ASSERT_TRUE(out.ok) << "the client trusting the CA refused the leaf";
+    EXPECT_NE(X509_check_host(out.peer.get(), "localhost", 0, 0, nullptr), 1);
+    EXPECT_EQ(X509_check_ip_asc(out.peer.get(), "127.0.0.1", 0), 1);
+    EXPECT_EQ(X509_check_ip_asc(out.peer.get(), "::1", 0), 1);
+    // Written, it is read back on the next start rather than issued again.
+    const auto next = make(s, serve({}));
+    ASSERT_TRUE(next);
+    EXPECT_TRUE(handshake(*next, "").ok);
+    EXPECT_EQ(next->certificates_issued(), 0u);
+}
+
 TEST_F(CertificateManagerTest, RefusedNameGetsUnrecognizedNameAndNoFile)
 {
     const auto m = make();
