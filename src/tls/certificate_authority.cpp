@@ -31,6 +31,31 @@ constexpr std::string_view ca_cert_file = "ca.pem";
 constexpr std::string_view ca_key_file = "ca-key.pem";
 constexpr std::string_view ca_crl_file = "ca.crl";
 
+/**
+ * The name of a file in `dir` that a CA directory would not hold, when `dir` holds no CA:
+ * a `ca_dir` naming a project or the home directory would have that directory made private
+ * and the CA's private key written into it. "" when `dir` is missing, empty or a CA's.
+ */
+std::string file_of_another_kind(const std::filesystem::path& dir)
+{
+    std::error_code ec;
+    if (std::filesystem::exists(dir / ca_cert_file, ec) ||
+        std::filesystem::exists(dir / ca_key_file, ec)) {
+        return {};
+    }
+    std::filesystem::directory_iterator it(dir, ec);
+    for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        const auto name = it->path().filename().string();
+        // What portico writes here: the CA, its revocation list, the leaves, and the
+        // temporary files of an atomic write that another process may be making now.
+        const bool own = name == ca_crl_file || name == "leaves" || name.starts_with(".ca");
+        if (!own) {
+            return "'" + name + "'";
+        }
+    }
+    return {};
+}
+
 /// The CA's revocation list is re-signed when less than half of this remains, so that a
 /// client that checks it never finds it expired while portico runs now and then.
 constexpr std::chrono::hours crl_validity{24 * 366};
@@ -443,6 +468,14 @@ certificate_authority::open(const std::filesystem::path& dir,
         return nullptr;
     };
     try {
+        if (const auto other = file_of_another_kind(p->dir); !other.empty()) {
+            error = fmt::format("{} holds {} and no portico CA: ca_dir must be a directory of "
+                                "its own, since it is made private and holds the CA's private "
+                                "key; choose a new path (the default is "
+                                "~/.local/share/portico)",
+                                p->dir.string(), other);
+            return nullptr;
+        }
         if (error = make_private_directory(p->dir); !error.empty()) {
             return nullptr;
         }

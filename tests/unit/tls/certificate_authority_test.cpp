@@ -169,6 +169,32 @@ TEST(CertificateAuthorityTest, TightensLooseDirectoryItOwns)
     EXPECT_EQ(mode_of(tmp / "ca"), 0700u);
 }
 
+TEST(CertificateAuthorityTest, DirectoryHoldingOtherFilesIsRefusedAndLeftAlone)
+{
+    // `ca_dir: .` in a project, or `~`: not made private, and no key written into it.
+    const temp_dir tmp;
+    const auto project = tmp / "project";
+    std::filesystem::create_directory(project);
+    std::filesystem::permissions(project, std::filesystem::perms::owner_all |
+                                              std::filesystem::perms::group_read |
+                                              std::filesystem::perms::group_exec |
+                                              std::filesystem::perms::others_read |
+                                              std::filesystem::perms::others_exec);
+    spit(project / "portico.yaml", "routes: []\n");
+    const std::string error = open_error(project);
+    EXPECT_NE(error.find("'portico.yaml'"), std::string::npos) << error;
+    EXPECT_NE(error.find("a directory of its own"), std::string::npos) << error;
+    EXPECT_EQ(mode_of(project), 0755u);
+    EXPECT_FALSE(std::filesystem::exists(project / "ca-key.pem"));
+    // What portico leaves there itself does not count.
+    const auto emptied = tmp / "emptied";
+    ASSERT_TRUE(open_ok(emptied));
+    std::filesystem::remove(emptied / "ca.pem");
+    std::filesystem::remove(emptied / "ca-key.pem");
+    std::filesystem::create_directory(emptied / "leaves");
+    ASSERT_TRUE(open_ok(emptied));
+}
+
 TEST(CertificateAuthorityTest, DamagedCertificateIsAnErrorAndUntouched)
 {
     const temp_dir tmp;
