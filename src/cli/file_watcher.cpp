@@ -18,8 +18,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Events that end a save: a write closed, a file renamed or linked into place.
-constexpr std::uint32_t save_events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE;
+// Events that end a save: a write closed, a file renamed or linked into place; and a
+// watched directory moved away (one deleted ends its watch with IN_IGNORED unasked).
+constexpr std::uint32_t save_events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MOVE_SELF;
+
+// How often a directory that went away is looked for again.
+constexpr auto lost_directory_retry = std::chrono::milliseconds(250);
 
 int open_inotify()
 {
@@ -43,7 +47,7 @@ fs::path absolute_normal(const fs::path& file)
 file_watcher::file_watcher(executor ex, std::function<void()> on_change,
                            std::chrono::milliseconds debounce)
     : inotify_(ex, open_inotify()), on_change_(std::move(on_change)), debounce_(debounce),
-      quiet_(ex)
+      quiet_(ex), retry_(ex)
 {
 }
 
@@ -51,9 +55,15 @@ file_watcher::~file_watcher() = default;
 
 void file_watcher::watch(const std::vector<fs::path>& files)
 {
+    files_ = files;
+    add_watches(true);
+}
+
+bool file_watcher::add_watches(bool report)
+{
     std::set<fs::path> names;
     std::set<fs::path> dirs;
-    for (const auto& file : files) {
+    for (const auto& file : files_) {
         auto path = absolute_normal(file);
         // Follow a chain of symlinks, watching each link and the final file.
         for (int depth = 0; depth < 8; ++depth) {
@@ -84,11 +94,15 @@ void file_watcher::watch(const std::vector<fs::path>& files)
     // Directories watched before keep their watch (adding one again returns the same
     // descriptor): removing and re-adding it would open a window in which a save is missed.
     std::map<int, fs::path> next;
+    bool all = true;
     for (const auto& dir : dirs) {
         const int wd = ::inotify_add_watch(inotify_.native_handle(), dir.c_str(), save_events);
         if (wd < 0) {
-            PORTICO_LOG(log::level::warn, "watch_failed", {"directory", dir.string()},
-                        {"error", std::generic_category().message(errno)});
+            all = false;
+            if (report) {
+                PORTICO_LOG(log::level::warn, "watch_failed", {"directory", dir.string()},
+                            {"error", std::generic_category().message(errno)});
+            }
             continue;
         }
         next[wd] = dir;
@@ -100,6 +114,7 @@ void file_watcher::watch(const std::vector<fs::path>& files)
     }
     directories_ = std::move(next);
     names_ = std::move(names);
+    return all;
 }
 
 void file_watcher::start()
@@ -113,9 +128,10 @@ void file_watcher::stop()
     boost::system::error_code ec;
     inotify_.cancel(ec);
     quiet_.cancel();
+    retry_.cancel();
 }
 
-bool file_watcher::names_a_watched_file(std::string_view events) const
+bool file_watcher::names_a_watched_file(std::string_view events)
 {
     bool relevant = false;
     for (std::size_t offset = 0; offset + sizeof(inotify_event) <= events.size();) {
@@ -131,7 +147,20 @@ bool file_watcher::names_a_watched_file(std::string_view events) const
             continue;
         }
         const auto dir = directories_.find(event.wd);
-        if (dir == directories_.end() || name.empty()) {
+        if (dir == directories_.end()) {
+            continue;
+        }
+        if ((event.mask & (IN_IGNORED | IN_MOVE_SELF)) != 0) {
+            // The directory was deleted or moved away (a branch switch, `rm -rf config`):
+            // its watch sees nothing more, and the one made when it is back must be new.
+            if ((event.mask & IN_MOVE_SELF) != 0) {
+                ::inotify_rm_watch(inotify_.native_handle(), event.wd);
+            }
+            directories_.erase(dir);
+            directory_lost_ = true;
+            continue;
+        }
+        if (name.empty()) {
             continue;
         }
         // The name is NUL-padded to `len` bytes.
@@ -154,6 +183,10 @@ task<void> file_watcher::read_loop()
             co_return;
         }
         const bool relevant = names_a_watched_file(std::string_view(buffer.data(), n));
+        if (directory_lost_ && !recovering_) {
+            recovering_ = true;
+            net::co_spawn(inotify_.get_executor(), watch_again(), net::detached);
+        }
         if (!relevant) {
             continue;
         }
@@ -165,6 +198,31 @@ task<void> file_watcher::read_loop()
             net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
         }
     }
+}
+
+task<void> file_watcher::watch_again()
+{
+    // inotify cannot watch for a path to appear, only a directory that exists; the one that
+    // went away is looked for until it is back, and its file, perhaps saved meanwhile, is
+    // then read as a change.
+    while (!stopped_) {
+        retry_.expires_after(lost_directory_retry);
+        co_await retry_.async_wait();
+        if (stopped_) {
+            break;
+        }
+        directory_lost_ = false;
+        if (add_watches(false) && !directory_lost_) {
+            recovering_ = false;
+            quiet_.expires_after(debounce_);
+            if (!pending_) {
+                pending_ = true;
+                net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
+            }
+            co_return;
+        }
+    }
+    recovering_ = false;
 }
 
 task<void> file_watcher::notify_after_quiet()

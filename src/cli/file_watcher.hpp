@@ -42,17 +42,26 @@ public:
     void stop();
 
 private:
+    /// Watches the directories of `files_` (following symlinks); whether every one is.
+    bool add_watches(bool report);
     /// True when a buffer of inotify events names a watched file (or events were lost).
-    bool names_a_watched_file(std::string_view events) const;
+    /// Notes a watched directory that went away.
+    bool names_a_watched_file(std::string_view events);
     task<void> read_loop();
     task<void> notify_after_quiet();
+    /// Adds the watches again once every directory is back, then notifies.
+    task<void> watch_again();
 
     boost::asio::posix::basic_stream_descriptor<executor> inotify_;
     std::function<void()> on_change_;
     std::chrono::milliseconds debounce_;
     steady_timer quiet_;
+    steady_timer retry_;
     bool pending_ = false;
     bool stopped_ = false;
+    bool directory_lost_ = false;
+    bool recovering_ = false;
+    std::vector<std::filesystem::path> files_;
     std::map<int, std::filesystem::path> directories_; ///< watch descriptor -> directory
     std::set<std::filesystem::path> names_;            ///< watched files, as directory/name
 };

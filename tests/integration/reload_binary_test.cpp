@@ -239,6 +239,41 @@ TEST(ReloadBinaryTest, SymlinkedConfigIsFollowed)
     EXPECT_TRUE(time_until_served(port, "other.localhost", saved));
 }
 
+TEST(ReloadBinaryTest, SavesAreSeenAfterTheConfigsDirectoryIsDeletedAndMadeAgain)
+{
+    // A branch switch that removes config/ and brings it back: the directory's watch ends
+    // with it, and the one made again must see the file and the saves after.
+    origin a;
+    origin b;
+    origin c;
+    temp_dir dir;
+    const auto ca = dir.path() / "ca";
+    const auto config_dir = dir.path() / "config";
+    fs::create_directories(config_dir);
+    const auto file = config_dir / "portico.yaml";
+    write_in_place(file, config_text(ca, route_to(a.port())));
+    const started portico(file);
+    EXPECT_EQ(status_of(portico.port, "new.localhost"), 404);
+
+    fs::remove_all(config_dir);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    fs::create_directories(config_dir);
+    auto saved = clock::now();
+    write_in_place(file, config_text(ca, two_routes(a.port(), b.port())));
+    // Found again within the retry (250 ms), then read as any save is.
+    EXPECT_TRUE(time_until_served(portico.port, "new.localhost", saved + reload_limit / 2))
+        << "the recreated file was not read";
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    saved = clock::now();
+    write_by_rename(file, config_text(ca, fmt::format("routes:\n  - host: app.localhost\n"
+                                                      "    to: 127.0.0.1:{}\n"
+                                                      "  - host: third.localhost\n"
+                                                      "    to: 127.0.0.1:{}\n",
+                                                      a.port(), c.port())));
+    EXPECT_TRUE(time_until_served(portico.port, "third.localhost", saved))
+        << "a save after the directory came back was not seen";
+}
+
 TEST(ReloadBinaryTest, ConfigBehindASwappedDirectorySymlinkIsFollowed)
 {
     // A Kubernetes ConfigMap volume: portico.yaml -> ..data/portico.yaml, and an update
