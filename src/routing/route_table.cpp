@@ -306,8 +306,10 @@ std::string upstream_target(const config::route& r, const split_target& t)
 {
     std::string_view rest = t.path;
     // The root prefix strips nothing; a prefix is only stripped from a path it matched.
+    bool stripped = false;
     if (r.strip_prefix && r.path != "/" && rest.starts_with(r.path)) {
         rest.remove_prefix(r.path.size());
+        stripped = true;
         if (rest.empty()) {
             rest = "/";
         }
@@ -315,6 +317,14 @@ std::string upstream_target(const config::route& r, const split_target& t)
     std::string_view base = r.to.base_path;
     if (!base.empty() && base.back() == '/') {
         base.remove_suffix(1); // "to: http://host:port/" has no base path
+    }
+    if (stripped && base.empty()) {
+        // "/api//evil.example/x" stripped of "/api" would start "//", which many servers
+        // read as a host (`new URL("//evil.example/x", base)` in Node): an open redirect
+        // made by portico. A target the client sent that way is the client's own.
+        while (rest.starts_with("//")) {
+            rest.remove_prefix(1);
+        }
     }
     std::string out;
     out.reserve(base.size() + rest.size() + t.query.size());
