@@ -413,9 +413,11 @@ void loader::read_certificate(const entry& item, std::size_t number)
     }
     if (auto cert = read_pem_file(*m, "cert", prefix, "a PEM certificate file")) {
         certificate.cert = std::move(*cert);
+        certificate.cert_at = m->find("cert")->value_at;
     }
     if (auto key = read_pem_file(*m, "key", prefix, "a PEM private key file")) {
         certificate.key = std::move(*key);
+        certificate.key_at = m->find("key")->value_at;
     }
     cfg_.tls.certificates.push_back(std::move(certificate));
 }

@@ -80,6 +80,27 @@ bool verifies_under(X509* ca, X509* leaf)
     return ok;
 }
 
+/// What is wrong with the dates of a leaf outside its validity period now ("expired on
+/// 2026-10-01: ..."); "" for one within it.
+std::string validity_problem(const certified_key& key)
+{
+    const auto now = std::chrono::system_clock::now();
+    const auto date = [](std::chrono::system_clock::time_point t) {
+        const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+        std::tm tm{};
+        ::gmtime_r(&seconds, &tm);
+        return fmt::format("{:04}-{:02}-{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+    };
+    if (key.not_after <= now) {
+        return "expired on " + date(key.not_after) + ": clients will refuse it until it is replaced";
+    }
+    const auto not_before = to_time_point(X509_get0_notBefore(key.leaf.get()));
+    if (not_before > now) {
+        return "is not valid before " + date(not_before) + ": clients will refuse it until then";
+    }
+    return {};
+}
+
 /// The SNI name of a handshake, normalised; "" when the client sent none.
 std::string sni_of(const SSL* ssl)
 {
@@ -493,10 +514,14 @@ user_certificate_report check_user_certificates(const config::tls_settings& sett
     user_certificate_report report;
     for (const auto& entry : settings.certificates) {
         std::string error;
+        const auto& cert_at = entry.cert_at.line > 0 ? entry.cert_at : entry.where;
+        const auto& key_at = entry.key_at.line > 0 ? entry.key_at : entry.where;
         try {
             const auto key = load_certified_key(entry.cert, entry.key, error);
             if (!key) {
-                report.errors.push_back({entry.where, error});
+                // The message starts with the file it is about.
+                report.errors.push_back(
+                    {error.starts_with(entry.key.string() + ":") ? key_at : cert_at, error});
                 continue;
             }
             for (const auto& host : entry.hosts) {
@@ -505,11 +530,15 @@ user_certificate_report check_user_certificates(const config::tls_settings& sett
                 const auto sample = name.starts_with("*.") ? "name" + name.substr(1) : name;
                 if (!covers(key->leaf.get(), sample)) {
                     report.warnings.push_back(
-                        {entry.where,
+                        {cert_at,
                          fmt::format("{} does not name '{}': clients will refuse it for that "
                                      "host",
                                      entry.cert.string(), host)});
                 }
+            }
+            if (auto problem = validity_problem(*key); !problem.empty()) {
+                report.warnings.push_back(
+                    {cert_at, fmt::format("{} {}", entry.cert.string(), problem)});
             }
         } catch (const openssl_error& e) {
             report.errors.push_back({entry.where, e.what()});

@@ -108,6 +108,8 @@ struct user_certificate {
     std::filesystem::path cert;     ///< absolute
     std::filesystem::path key;      ///< absolute
     source_location where;
+    source_location cert_at; ///< the `cert` value, where problems of the certificate point
+    source_location key_at;  ///< the `key` value
 };
 
 /// The `tls` section.

@@ -540,7 +540,7 @@ TEST_F(CliTest, UserCertificatesAreCheckedAsRunLoadsThem)
     for (const auto* verb : {"check", "run"}) {
         const auto r = portico({verb, "-c", "mismatch.yaml"});
         EXPECT_EQ(r.exit_code, 1) << verb << r;
-        EXPECT_TRUE(contains(r.err, "mismatch.yaml:3:7: ")) << verb << r;
+        EXPECT_TRUE(contains(r.err, "mismatch.yaml:5:12: ")) << verb << r;
         EXPECT_TRUE(contains(r.err, "does not belong to the certificate")) << verb << r;
         EXPECT_TRUE(contains(r.err, "1 error in mismatch.yaml")) << verb << r;
     }
@@ -556,7 +556,7 @@ TEST_F(CliTest, UserCertificatesAreCheckedAsRunLoadsThem)
     const auto r = portico({"check", "-c", "uncovered.yaml"});
     EXPECT_EQ(r.exit_code, 0) << r;
     EXPECT_EQ(lines_of(r.err).size(), 2U) << r;
-    EXPECT_TRUE(contains(r.err, "uncovered.yaml:3:7: ")) << r;
+    EXPECT_TRUE(contains(r.err, "uncovered.yaml:4:13: ")) << r;
     EXPECT_TRUE(contains(r.err, "does not name '*.one.test'")) << r;
     EXPECT_TRUE(contains(r.err, "does not name 'other.test'")) << r;
 }

@@ -73,12 +73,13 @@ protected:
     std::filesystem::path leaves() const { return tmp_ / "ca/leaves"; }
 
     /// Writes a certificate and key issued by a separate CA, as a user would provide them.
-    config::user_certificate user_cert(const std::string& name, std::vector<std::string> hosts)
+    config::user_certificate user_cert(const std::string& name, std::vector<std::string> hosts,
+                                       const issuance_policy& policy = {})
     {
         std::string error;
         const auto other = certificate_authority::open(tmp_ / "other-ca", {"localhost"}, error);
         EXPECT_TRUE(other) << error;
-        const auto leaf = other->issue(name);
+        const auto leaf = other->issue(name, policy);
         config::user_certificate entry;
         entry.hosts = std::move(hosts);
         entry.cert = tmp_ / (name + ".pem");
@@ -151,6 +152,22 @@ TEST_F(CertificateManagerTest, CaWithoutLocalhostServesAnAddressLeafThatVerifies
     ASSERT_TRUE(next);
     EXPECT_TRUE(handshake(*next, "").ok);
     EXPECT_EQ(next->certificates_issued(), 0u);
+}
+
+TEST_F(CertificateManagerTest, ExpiredUserCertificateIsWarnedAboutAtItsCertValue)
+{
+    auto s = settings();
+    s.certificates.push_back(user_cert("fresh.example", {"fresh.example"}));
+    s.certificates.push_back(
+        user_cert("old.example", {"old.example"}, {std::chrono::hours(-48), std::chrono::hours(0)}));
+    s.certificates.back().cert_at = config::source_location{"portico.yaml", 9, 13};
+    const auto report = check_user_certificates(s);
+    EXPECT_TRUE(report.errors.empty());
+    ASSERT_EQ(report.warnings.size(), 1u);
+    EXPECT_EQ(report.warnings[0].where.line, 9);
+    EXPECT_NE(report.warnings[0].message.find("old.example.pem expired on "), std::string::npos)
+        << report.warnings[0].message;
+    EXPECT_NE(report.warnings[0].message.find("clients will refuse it"), std::string::npos);
 }
 
 TEST_F(CertificateManagerTest, RefusedNameGetsUnrecognizedNameAndNoFile)
