@@ -1,6 +1,7 @@
 #include "portico/tls/certificates.hpp"
 
 #include "portico/core/log.hpp"
+#include "config/syntax.hpp"
 #include "tls/files.hpp"
 #include "tls/openssl.hpp"
 
@@ -163,6 +164,13 @@ struct certificate_manager::impl {
     {
         if (name == default_name || user_certificate(name)) {
             return true;
+        }
+        // Only a valid host name gets a leaf (and a file named after it): "a.localhost.."
+        // would otherwise be a second name for a.localhost, "-x.localhost" or a 100-letter
+        // label names no host, and a name too long for a file name is issued at every start.
+        if (parse_ip_literal(name).empty() &&
+            (name.ends_with('.') || !config::detail::host_name_problem(name, false).empty())) {
+            return false;
         }
         std::shared_ptr<const name_filter> current;
         {

@@ -170,6 +170,23 @@ TEST_F(CertificateManagerTest, ExpiredUserCertificateIsWarnedAboutAtItsCertValue
     EXPECT_NE(report.warnings[0].message.find("clients will refuse it"), std::string::npos);
 }
 
+TEST_F(CertificateManagerTest, SniThatIsNoValidHostNameGetsNoLeaf)
+{
+    // A route table that takes any name, as a wildcard route nearly does.
+    const auto m = make(settings(), [](std::string_view) { return true; });
+    ASSERT_TRUE(m);
+    const std::vector<std::string> names{"app.localhost..", "-x.localhost",
+                                         std::string(64, 'a') + ".localhost", "a_b.localhost"};
+    for (const auto& name : names) {
+        const auto out = handshake(*m, name);
+        EXPECT_FALSE(out.ok) << name;
+        EXPECT_EQ(out.alert_received, SSL_AD_UNRECOGNIZED_NAME) << name;
+    }
+    EXPECT_EQ(m->certificates_issued(), 0u);
+    EXPECT_TRUE(list_dir(leaves()).empty());
+    EXPECT_TRUE(handshake(*m, "app.localhost.").ok);
+}
+
 TEST_F(CertificateManagerTest, RefusedNameGetsUnrecognizedNameAndNoFile)
 {
     const auto m = make();
