@@ -413,6 +413,12 @@ private:
             node n;
             n.type = sequence ? node::kind::sequence : node::kind::mapping;
             n.mark = mark_of(e.start_mark);
+            if (stack_.size() >= max_nesting) {
+                // libyaml's scanner does work in proportion to the nesting for each token:
+                // "[[[[...]]]]" of 100,000 levels took a minute to read.
+                too_deep_ = n.mark;
+                return false;
+            }
             stack_.push_back(std::move(n));
             return true;
         }
@@ -429,7 +435,16 @@ private:
         }
     }
 
+public:
+    /// The deepest nesting a configuration is read with (the schema's deepest is 5).
+    static constexpr std::size_t max_nesting = 64;
+
+    /// Where a collection nested deeper than `max_nesting` starts, when `read` found one.
+    const std::optional<text_mark>& too_deep() const noexcept { return too_deep_; }
+
+private:
     const source_text& source_;
+    std::optional<text_mark> too_deep_;
     bool ascii_ = true;
     bool unusual_breaks_ = false;
     int documents_ = 0;
@@ -487,10 +502,17 @@ load_result parse_text(std::string_view text, const fs::path& file, const enviro
         return ctx.finish({});
     }
 
-    if (auto root = libyaml_reader(source).read()) {
+    libyaml_reader reader(source);
+    if (auto root = reader.read()) {
         auto cfg = detail::read_config(ctx, *root);
         cfg.source = file;
         return ctx.finish(std::move(cfg));
+    }
+    if (const auto& deep = reader.too_deep()) {
+        ctx.error(source.at(*deep), fmt::format("lists and mappings are nested more than {} "
+                                                "levels deep here; no configuration needs more than 6",
+                                                libyaml_reader::max_nesting));
+        return ctx.finish({});
     }
     const std::string owned(text);
     if (auto root = load_ordinary(owned)) {
