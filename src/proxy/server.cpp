@@ -41,10 +41,29 @@ std::string_view protocols(config::tls_mode mode)
     return "http";
 }
 
+/**
+ * What identifies each listener across reloads: its address as written, which the
+ * configuration allows once, but for port 0 (a fresh port each, for tests), where the
+ * second of an address is "127.0.0.1:0#2" and so on, matched in the order of the file.
+ */
+std::vector<std::string> listener_keys(const std::vector<config::listener>& listen)
+{
+    std::vector<std::string> keys;
+    std::map<std::string, int> seen;
+    for (const auto& l : listen) {
+        auto key = l.to_string();
+        if (const int n = ++seen[key]; n > 1) {
+            key += fmt::format("#{}", n);
+        }
+        keys.push_back(std::move(key));
+    }
+    return keys;
+}
+
 /// One configured listener once bound: its addresses and, per worker, an acceptor for each.
 struct bound_listener {
     config::listener cfg;
-    std::string key; ///< `cfg.to_string()`: listeners are matched by address across reloads
+    std::string key; ///< from `listener_keys`: listeners are matched by it across reloads
     std::vector<tcp::endpoint> endpoints;
     /// Bound on the server's binding context, handed to the workers, then empty.
     std::vector<std::vector<tcp_acceptor>> per_worker;
@@ -224,7 +243,6 @@ struct server::impl {
                                              const std::vector<bound_listener>& earlier = {},
                                              const std::vector<const bound_listener*>& leaving = {})
     {
-        out.key = out.cfg.to_string();
         out.per_worker.clear();
         out.per_worker.resize(workers.size());
         for (const auto& address : listen_addresses(out.cfg)) {
@@ -364,9 +382,12 @@ std::vector<config::backend> server::backends() const
 bind_result server::bind()
 {
     bind_result result;
-    for (const auto& l : impl_->state->cfg.listen) {
+    const auto& listen = impl_->state->cfg.listen;
+    const auto keys = listener_keys(listen);
+    for (std::size_t i = 0; i < listen.size(); ++i) {
         bound_listener b;
-        b.cfg = l;
+        b.cfg = listen[i];
+        b.key = keys[i];
         if (auto failure = impl_->bind_listener(b)) {
             result.error = net::error::address_in_use;
             result.message = *failure;
@@ -438,14 +459,15 @@ reload_result server::reload(config::config next_cfg)
     std::vector<bound_listener> listeners;
     std::vector<std::size_t> added; ///< indexes into `listeners` bound by this reload
     std::vector<const bound_listener*> leaving; ///< listeners the new configuration drops
+    const auto next_keys = listener_keys(next->cfg.listen);
     for (const auto& old : impl_->listeners) {
-        if (std::none_of(next->cfg.listen.begin(), next->cfg.listen.end(),
-                         [&old](const config::listener& l) { return l.to_string() == old.key; })) {
+        if (std::find(next_keys.begin(), next_keys.end(), old.key) == next_keys.end()) {
             leaving.push_back(&old);
         }
     }
-    for (const auto& l : next->cfg.listen) {
-        const auto key = l.to_string();
+    for (std::size_t i = 0; i < next->cfg.listen.size(); ++i) {
+        const auto& l = next->cfg.listen[i];
+        const auto& key = next_keys[i];
         const auto old = std::find_if(impl_->listeners.begin(), impl_->listeners.end(),
                                       [&](const bound_listener& b) { return b.key == key; });
         bound_listener b;

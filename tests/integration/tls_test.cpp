@@ -529,6 +529,28 @@ TEST(TlsTest, TlsOffListenerClosesOnClientHello)
     EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
 }
 
+TEST(TlsTest, TwoListenersOnPortZeroKeepTheirModesThroughAReload)
+{
+    // Both are written "127.0.0.1:0"; a reload matched them by that text, and the second's
+    // tls: off ended up on both.
+    origin backend;
+    const std::string listen = "listen:\n  - 127.0.0.1:0\n  - address: 127.0.0.1:0\n    tls: off\n";
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}), listen);
+    ASSERT_EQ(curl_https(p, "app.localhost").exit_code, 0);
+    const auto result = p.proxy.reload(fmt::format("tls: {{ ca_dir: {} }}\n{}{}",
+                                                   p.ca_dir.string(), listen,
+                                                   routes_to(backend.port(), {"app.localhost"})));
+    ASSERT_TRUE(result.ok) << result.message;
+    EXPECT_EQ(curl_https(p, "app.localhost").exit_code, 0) << "tls: auto lost its TLS";
+    const auto ports = p.proxy.ports();
+    ASSERT_EQ(ports.size(), 2u);
+    EXPECT_NE(run_process({"curl", "-sS", "-k", "--max-time", "5",
+                           fmt::format("https://127.0.0.1:{}/", ports[1])})
+                  .exit_code,
+              0)
+        << "tls: off took TLS";
+}
+
 TEST(TlsTest, SecureWebSocketThroughTunnel)
 {
     origin backend(websocket_echo);
