@@ -120,6 +120,8 @@ std::vector<const char*> with_default_verb(int argc, char** argv)
     std::vector<const char*> out(argv, argv + argc);
     if (argc < 2) {
         out.push_back("run");
+    } else if (std::string_view(argv[1]) == "--version" && argc == 2) {
+        out[1] = "version"; // what other tools answer to, beside the verb
     } else if (argv[1][0] == '-' && !is_help_flag(argv[1])) {
         out.insert(out.begin() + 1, "run");
     }

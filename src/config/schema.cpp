@@ -300,6 +300,15 @@ void loader::read_tls(const entry* e)
     }
 }
 
+/// A one-label name that no site on the internet can be under: the special-use names of
+/// RFC 2606 and RFC 6761, `internal` (ICANN, 2024) and the suffixes home routers hand out.
+bool is_private_top_level(std::string_view name)
+{
+    constexpr std::array<std::string_view, 9> names = {
+        "localhost", "test", "example", "invalid", "local", "internal", "lan", "home", "localdomain"};
+    return std::find(names.begin(), names.end(), name) != names.end();
+}
+
 void loader::read_permitted_names(const entry& e)
 {
     constexpr std::string_view subject = "'tls.ca_permitted_names'";
@@ -327,7 +336,16 @@ void loader::read_permitted_names(const entry& e)
                                                   *text, problem));
             continue;
         }
-        cfg_.tls.ca_permitted_names.push_back(uri::normalize_host(*text).value_or(*text));
+        auto name = uri::normalize_host(*text).value_or(*text);
+        if (name.find('.') == std::string::npos && !is_private_top_level(name)) {
+            ctx_.warning(item.value_at,
+                         fmt::format("{}: '{}' is a top-level domain on the internet: the CA "
+                                     "could sign every site under it, the risk the constraint "
+                                     "is there to remove; prefer a name of your own, such as "
+                                     "{}.internal",
+                                     subject, name, name));
+        }
+        cfg_.tls.ca_permitted_names.push_back(std::move(name));
     }
     const auto& names = cfg_.tls.ca_permitted_names;
     if (!names.empty() && std::find(names.begin(), names.end(), "localhost") == names.end()) {
@@ -721,7 +739,7 @@ void loader::read_route_target(const mapping& m, const std::string& prefix, bool
         return;
     }
     backend& to = parsed.value;
-    if (passthrough && (text->starts_with("http://") || text->starts_with("https://"))) {
+    if (passthrough && text->find("://") != std::string::npos) {
         ctx_.error(e->value_at, fmt::format("{} must be host:port or unix:/path with "
                                             "tls_passthrough: the TLS stream is forwarded as is",
                                             subject));
@@ -791,9 +809,11 @@ void loader::read_host_header(const entry& e, const std::string& prefix, route& 
     if (!text) {
         return;
     }
-    if (*text == "preserve") {
+    // The words in any case: "Preserve" as a literal Host would be a silent surprise.
+    const auto word = uri::to_lower(*text);
+    if (word == "preserve") {
         r.host_header = host_header_policy::preserve;
-    } else if (*text == "backend") {
+    } else if (word == "backend") {
         r.host_header = host_header_policy::backend;
     } else if (auto literal = parse_host_header_value(*text); literal.ok()) {
         r.host_header = host_header_policy::literal;

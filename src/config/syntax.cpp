@@ -374,10 +374,14 @@ checked<backend> parse_backend(std::string_view text)
 
     std::string_view rest = text;
     std::optional<std::uint16_t> default_port;
-    if (rest.starts_with("http://")) {
+    // Schemes are case-insensitive (RFC 3986 §3.1): HTTP:// is http://.
+    const auto scheme_end = rest.find("://");
+    const auto scheme =
+        scheme_end == std::string_view::npos ? std::string() : uri::to_lower(rest.substr(0, scheme_end));
+    if (scheme == "http") {
         rest.remove_prefix(7);
         default_port = 80;
-    } else if (rest.starts_with("https://")) {
+    } else if (scheme == "https") {
         rest.remove_prefix(8);
         out.scheme = backend_scheme::https;
         default_port = 443;

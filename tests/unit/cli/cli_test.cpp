@@ -338,6 +338,9 @@ TEST_F(CliTest, VersionPrintsProjectVersion)
     EXPECT_EQ(r.exit_code, 0) << r;
     EXPECT_TRUE(std::regex_match(r.out, std::regex(R"(portico \d+\.\d+\.\d+\n)"))) << r;
     EXPECT_TRUE(r.err.empty()) << r;
+    const auto flag = portico({"--version"});
+    EXPECT_EQ(flag.exit_code, 0) << flag;
+    EXPECT_EQ(flag.out, r.out);
 }
 
 #if PORTICO_STATIC_LINK

@@ -1014,6 +1014,9 @@ TEST(ConfigRouteTest, BackendForms)
     b = to("https://localhost");
     EXPECT_EQ(b.scheme, cfg::backend_scheme::https);
     EXPECT_EQ(b.port, 443);
+    // Schemes are case-insensitive (RFC 3986 §3.1).
+    EXPECT_EQ(to("HTTPS://localhost:3443").scheme, cfg::backend_scheme::https);
+    EXPECT_EQ(to("Http://127.0.0.1:80").port, 80);
     b = to("https://[::1]:3443/base/./x");
     EXPECT_EQ(b.host, "::1");
     EXPECT_EQ(b.port, 3443);
@@ -1104,6 +1107,11 @@ TEST(ConfigRouteTest, HostHeader)
     EXPECT_EQ(one_route("    to: 127.0.0.1:1\n    host_header: preserve\n").host_header,
               cfg::host_header_policy::preserve);
     EXPECT_EQ(one_route("    to: 127.0.0.1:1\n    host_header: backend\n").host_header,
+              cfg::host_header_policy::backend);
+    // The words in any case: "Preserve" is no host anyone means.
+    EXPECT_EQ(one_route("    to: 127.0.0.1:1\n    host_header: Preserve\n").host_header,
+              cfg::host_header_policy::preserve);
+    EXPECT_EQ(one_route("    to: 127.0.0.1:1\n    host_header: BACKEND\n").host_header,
               cfg::host_header_policy::backend);
     const auto literal = one_route("    to: 127.0.0.1:1\n    host_header: api.localhost:8080\n");
     EXPECT_EQ(literal.host_header, cfg::host_header_policy::literal);
@@ -1475,6 +1483,10 @@ admin: dash.example.dev
               (messages{"portico.yaml:2:23: 'tls.ca_permitted_names' leaves out localhost: "
                         "https://localhost will not verify (https://127.0.0.1 and https://[::1] "
                         "do)",
+                        "portico.yaml:2:24: 'tls.ca_permitted_names': 'dev' is a top-level "
+                        "domain on the internet: the CA could sign every site under it, the risk "
+                        "the constraint is there to remove; prefer a name of your own, such as "
+                        "dev.internal",
                         "portico.yaml:4:11: route 1: host 'app.localhost' is outside "
                         "tls.ca_permitted_names (dev): HTTPS for it needs a certificate in "
                         "tls.certificates"}));
