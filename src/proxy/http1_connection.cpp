@@ -2358,7 +2358,7 @@ task<std::pair<opening, tls::hello_result>> read_opening(tcp_stream& tcp,
 {
     tls::hello_result hello;
     for (;;) {
-        if (buffer.size() > 0) {
+        if (buffer.size() > 0 && buffer.size() >= hello.bytes_needed) {
             if (const auto kind = classify_opening(buffer, hello); kind != opening::incomplete) {
                 co_return std::pair{kind, hello};
             }

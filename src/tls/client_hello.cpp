@@ -167,6 +167,17 @@ hello_result parse_client_hello(std::string_view bytes)
     // record over several TCP segments; gather the fragments received so far.
     std::string message;
     std::optional<std::size_t> message_size;
+    std::size_t consumed = 0; // bytes of whole records before `bytes`
+    // What must come at least: the rest of the message, and a record header unless the
+    // record it would end in has begun (`received` counts the bytes of that record so far).
+    const auto incomplete = [&](std::optional<std::size_t> received) {
+        hello_result r;
+        const auto rest = message_size ? *message_size - std::min(*message_size, message.size())
+                                       : std::size_t{1};
+        r.bytes_needed = received ? consumed + record_header_bytes + *received + rest
+                                  : consumed + record_header_bytes + rest;
+        return r;
+    };
     while (!message_size || message.size() < *message_size) {
         // Checked byte by byte, so that plain HTTP or garbage is rejected at its first byte
         // instead of waiting for a whole record header.
@@ -177,7 +188,7 @@ hello_result parse_client_hello(std::string_view bytes)
             return malformed();
         }
         if (bytes.size() < record_header_bytes) {
-            return {};
+            return incomplete(std::nullopt);
         }
         const std::size_t length = *reader(bytes.substr(3, 2)).number(2);
         // Zero-length handshake fragments are forbidden (RFC 8446 §5.1).
@@ -202,9 +213,10 @@ hello_result parse_client_hello(std::string_view bytes)
             if (message_size && message.size() >= *message_size) {
                 break;
             }
-            return {};
+            return incomplete(fragment.size());
         }
         bytes.remove_prefix(record_header_bytes + length);
+        consumed += record_header_bytes + length;
     }
     return parse_body(std::string_view(message).substr(handshake_header_bytes,
                                                        *message_size - handshake_header_bytes));

@@ -20,6 +20,10 @@ enum class hello_status {
 struct hello_result {
     hello_status status = hello_status::incomplete;
     std::string server_name; ///< lower case, as sent (host_name type only)
+    /// For an incomplete hello: how many bytes the input must hold at least before parsing
+    /// it again can come to more. A hello sent in tiny records, parsed again at every read,
+    /// would cost time in the square of its size.
+    std::size_t bytes_needed = 0;
 };
 
 /**

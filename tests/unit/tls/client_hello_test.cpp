@@ -146,6 +146,35 @@ TEST(ClientHelloTest, HelloInManySmallRecords)
     EXPECT_EQ(result.server_name, "tiny.localhost");
 }
 
+TEST(ClientHelloTest, BytesNeededLetsAReaderSkipParsesThatCannotFinish)
+{
+    // A reader parses again only once it holds `bytes_needed`: a hello in tiny records then
+    // costs a few parses, not one per read, and still completes at its last byte.
+    const std::string handshake = handshake_of(real_client_hello("tiny.localhost"));
+    std::vector<std::size_t> cuts;
+    for (std::size_t i = 1; i < handshake.size(); ++i) {
+        cuts.push_back(i);
+    }
+    const std::string records = frame(handshake, cuts);
+    hello_result last;
+    std::size_t parses = 0;
+    std::size_t completed_at = 0;
+    for (std::size_t size = 1; size <= records.size() && completed_at == 0; ++size) {
+        if (size < last.bytes_needed) {
+            continue;
+        }
+        ++parses;
+        last = parse_client_hello(std::string_view(records).substr(0, size));
+        ASSERT_NE(last.status, hello_status::malformed) << size;
+        if (last.status == hello_status::complete) {
+            completed_at = size;
+        }
+    }
+    EXPECT_EQ(completed_at, records.size());
+    EXPECT_EQ(last.server_name, "tiny.localhost");
+    EXPECT_LT(parses, 40u) << "of " << records.size() << " reads";
+}
+
 TEST(ClientHelloTest, BytesAfterTheHelloAreIgnored)
 {
     const std::string hello = real_client_hello("app.localhost");
