@@ -87,7 +87,12 @@ format_route_table(const std::vector<config::route>& routes,
     rows.push_back(states != nullptr ? row{"HOST", "PATH", "TARGET", "STATE", "FLAGS"}
                                      : row{"HOST", "PATH", "TARGET", "FLAGS"});
     for (const auto& r : routes) {
-        row cells{r.host, r.path.empty() ? std::string("/") : r.path, r.to.text};
+        // A socket path as resolved (`~`, `${VAR}`, relative to the file), which is where
+        // portico connects; other targets as written.
+        row cells{r.host, r.path.empty() ? std::string("/") : r.path,
+                  r.to.scheme == config::backend_scheme::unix_socket
+                      ? "unix:" + r.to.socket_path.string()
+                      : r.to.text};
         if (states != nullptr) {
             const auto it = states->find(r.to.text);
             cells.emplace_back(admin::to_string(it == states->end() ? admin::backend_state::unknown

@@ -384,6 +384,19 @@ TEST_F(CliTest, CheckValidFilePrintsTable)
         << r;
 }
 
+TEST_F(CliTest, CheckShowsSocketPathsAsResolved)
+{
+    // A relative socket path is relative to the file; the table says where that is.
+    std::filesystem::create_directories(dir_ / "conf");
+    write_file("conf/app.yaml", "routes:\n  - host: app.localhost\n    to: unix:run/app.sock\n");
+    const auto r = portico({"check", "-c", "conf/app.yaml"});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    const auto expected = "unix:" + (std::filesystem::absolute(dir_) / "conf/run/app.sock")
+                                        .lexically_normal()
+                                        .string();
+    EXPECT_TRUE(contains(r.out, expected)) << expected << r;
+}
+
 TEST_F(CliTest, CheckReportsEveryErrorWithPosition)
 {
     write_file("bad.yaml", two_errors_yaml);
