@@ -173,12 +173,15 @@ private:
         unsigned refs = 0;
 
         friend void intrusive_ptr_add_ref(state* s) noexcept { ++s->refs; }
+        // The count drops at every completion; the delete, with the socket's and timer's
+        // teardown behind it, is out of line so that the drop itself is inlined there.
         friend void intrusive_ptr_release(state* s) noexcept
         {
-            if (--s->refs == 0) {
-                delete s;
+            if (--s->refs == 0) [[unlikely]] {
+                destroy(s);
             }
         }
+        [[gnu::noinline, gnu::cold]] static void destroy(state* s) noexcept { delete s; }
     };
     using state_ref = boost::intrusive_ptr<state>;
 
