@@ -1551,7 +1551,16 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
     if (framed_body) {
         // The head goes out as it came, framing included, less what the policy drops: it is
-        // written from the parsed fields without rewriting them.
+        // written from the parsed fields without rewriting them. Repeated Content-Length
+        // values that agree (the parser took them, in lines or a list) go on as one
+        // (RFC 9110 §8.6).
+        if (const auto length = response->content_length()) {
+            const auto text = std::to_string(*length);
+            if (res.count(beast::http::field::content_length) > 1 ||
+                res[beast::http::field::content_length] != text) {
+                res.set(beast::http::field::content_length, text);
+            }
+        }
         http::append_downstream_response(empty_head(c.info), res.base(), rec.version, keep_alive,
                                          rules_of(route.response_headers));
     } else {

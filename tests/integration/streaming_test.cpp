@@ -263,6 +263,21 @@ TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedForHeadAndUpgrade)
     EXPECT_TRUE(upgrade.ends_with("\r\n\r\nthrough")) << upgrade;
 }
 
+TEST(StreamingTest, RepeatedAgreeingContentLengthsReachTheClientAsOne)
+{
+    // A proxy must send one (RFC 9110 §8.6): a strict client refuses the repeat.
+    for (const std::string bytes : {
+             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+             "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi",
+         }) {
+        const auto res = answer_to_backend_bytes(bytes);
+        EXPECT_EQ(res.result_int(), 200) << bytes;
+        EXPECT_EQ(res.count(beast::http::field::content_length), 1U) << bytes;
+        EXPECT_EQ(res[beast::http::field::content_length], "2") << bytes;
+        EXPECT_EQ(res.body(), "hi") << bytes;
+    }
+}
+
 TEST(StreamingTest, ResponseInATransferCodingPorticoDoesNotDecodeGets502)
 {
     // Passed on re-framed, the body would lose the coding its head named: the client would
