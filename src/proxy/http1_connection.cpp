@@ -267,6 +267,8 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
         // The stream's own deadline would close the socket; a started head is bounded by
         // `head_deadline` instead so that the client still gets its 408.
         tcp_of(c.stream).expires_never();
+        // A request that has begun to arrive is in flight: a shutdown lets it finish.
+        c.info.entry->idle = false;
     } else {
         tcp_of(c.stream).expires_after(first_request ? cfg.timeouts.header
                                                      : cfg.timeouts.idle);
@@ -314,6 +316,7 @@ task<head_result> read_head(connection<Stream>& c, bool first_request)
                 started = true;
                 head_deadline = clock::now() + cfg.timeouts.header;
                 tcp_of(c.stream).expires_never();
+                c.info.entry->idle = false;
             }
         }
     }

@@ -850,6 +850,27 @@ TEST(ShutdownTest, IdleConnectionsAreClosedAtOnceWhateverTheyServed)
     EXPECT_TRUE(twice.is_closed_by_peer());
 }
 
+TEST(ShutdownTest, RequestWhoseHeadHasBegunIsServed)
+{
+    // A request is in flight from its first byte (as Go's server counts it): a shutdown
+    // that starts while its head arrives lets it finish.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client idle(proxy.port());
+    EXPECT_EQ(idle.get("app.localhost", "/first").result_int(), 200);
+    client c(proxy.port());
+    c.write_raw("GET /late HTTP/1.1\r\nHost: app.l");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    proxy.stop();
+    // The idle connection's close says the shutdown has begun.
+    EXPECT_TRUE(idle.is_closed_by_peer());
+    c.write_raw("ocalhost\r\n\r\n");
+    const auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res[beast::http::field::connection], "close");
+    EXPECT_TRUE(proxy.wait_stopped());
+}
+
 TEST(ShutdownTest, StuckRequestIsClosedAfterShutdownTimeout)
 {
     origin backend(never_answers);
