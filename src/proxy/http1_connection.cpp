@@ -2349,15 +2349,23 @@ enum class opening { plain, tls, incomplete, closed };
 
 /// What the first bytes in `buffer` (at least one) say the connection is; `incomplete` for
 /// a TLS ClientHello that has not all arrived.
-opening classify_opening(const beast::flat_buffer& buffer, tls::hello_result& hello)
+opening classify_opening(const beast::flat_buffer& buffer, tls::hello_parser& parser,
+                         tls::hello_result& hello)
 {
     const auto* first = static_cast<const unsigned char*>(buffer.data().data());
     if (!tls::is_tls_record_start(first[0])) {
         return opening::plain;
     }
-    hello = tls::parse_client_hello(
+    hello = parser.parse(
         std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
     return hello.status == tls::hello_status::incomplete ? opening::incomplete : opening::tls;
+}
+
+/// The same for a first look, with a parser of its own (kept out of the caller's frame).
+opening classify_opening(const beast::flat_buffer& buffer, tls::hello_result& hello)
+{
+    tls::hello_parser parser;
+    return classify_opening(buffer, parser, hello);
 }
 
 /**
@@ -2368,10 +2376,12 @@ opening classify_opening(const beast::flat_buffer& buffer, tls::hello_result& he
 task<std::pair<opening, tls::hello_result>> read_opening(tcp_stream& tcp,
                                                          beast::flat_buffer& buffer)
 {
+    tls::hello_parser parser;
     tls::hello_result hello;
     for (;;) {
-        if (buffer.size() > 0 && buffer.size() >= hello.bytes_needed) {
-            if (const auto kind = classify_opening(buffer, hello); kind != opening::incomplete) {
+        if (buffer.size() > 0) {
+            if (const auto kind = classify_opening(buffer, parser, hello);
+                kind != opening::incomplete) {
                 co_return std::pair{kind, hello};
             }
         }

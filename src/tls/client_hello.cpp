@@ -161,44 +161,35 @@ hello_result parse_body(std::string_view body)
 
 } // namespace
 
-hello_result parse_client_hello(std::string_view bytes)
+hello_result hello_parser::parse(std::string_view bytes)
 {
     // The handshake message may be fragmented over several records (RFC 8446 §5.1), and each
-    // record over several TCP segments; gather the fragments received so far.
-    std::string message;
-    std::optional<std::size_t> message_size;
-    std::size_t consumed = 0; // bytes of whole records before `bytes`
-    // What must come at least: the rest of the message, and a record header unless the
-    // record it would end in has begun (`received` counts the bytes of that record so far).
-    const auto incomplete = [&](std::optional<std::size_t> received) {
-        hello_result r;
-        const auto rest = message_size ? *message_size - std::min(*message_size, message.size())
-                                       : std::size_t{1};
-        r.bytes_needed = received ? consumed + record_header_bytes + *received + rest
-                                  : consumed + record_header_bytes + rest;
-        return r;
-    };
-    while (!message_size || message.size() < *message_size) {
+    // record over several TCP segments. Whole records are taken into `message_` once; each
+    // call looks only at what follows them, so a hello sent in many small pieces costs time
+    // in proportion to its size.
+    auto rest = bytes.substr(std::min(consumed_, bytes.size()));
+    while (!message_size_ || message_.size() < *message_size_) {
         // Checked byte by byte, so that plain HTTP or garbage is rejected at its first byte
         // instead of waiting for a whole record header.
-        if (!bytes.empty() && static_cast<unsigned char>(bytes[0]) != content_type_handshake) {
+        if (!rest.empty() && static_cast<unsigned char>(rest[0]) != content_type_handshake) {
             return malformed();
         }
-        if (bytes.size() > 1 && static_cast<unsigned char>(bytes[1]) != record_version_major) {
+        if (rest.size() > 1 && static_cast<unsigned char>(rest[1]) != record_version_major) {
             return malformed();
         }
-        if (bytes.size() < record_header_bytes) {
-            return incomplete(std::nullopt);
+        if (rest.size() < record_header_bytes) {
+            return {};
         }
-        const std::size_t length = *reader(bytes.substr(3, 2)).number(2);
+        const std::size_t length = *reader(rest.substr(3, 2)).number(2);
         // Zero-length handshake fragments are forbidden (RFC 8446 §5.1).
         if (length == 0 || length > max_record_fragment) {
             return malformed();
         }
-        const auto fragment = bytes.substr(record_header_bytes, length);
-        message.append(fragment);
-        if (!message_size && message.size() >= handshake_header_bytes) {
-            reader header(message);
+        const auto fragment = rest.substr(record_header_bytes, length);
+        if (!message_size_ && message_.size() + fragment.size() >= handshake_header_bytes) {
+            std::string head = message_.substr(0, handshake_header_bytes);
+            head.append(fragment.substr(0, handshake_header_bytes - head.size()));
+            reader header(head);
             if (*header.number(1) != handshake_client_hello) {
                 return malformed();
             }
@@ -206,20 +197,26 @@ hello_result parse_client_hello(std::string_view bytes)
             if (body > max_hello_bytes) {
                 return malformed();
             }
-            message_size = handshake_header_bytes + body;
+            message_size_ = handshake_header_bytes + body;
         }
         if (fragment.size() < length) {
             // The record is still arriving; it may already hold the whole hello.
-            if (message_size && message.size() >= *message_size) {
-                break;
+            if (message_size_ && message_.size() + fragment.size() >= *message_size_) {
+                std::string whole = message_;
+                whole.append(fragment);
+                return parse_body(std::string_view(whole).substr(
+                    handshake_header_bytes, *message_size_ - handshake_header_bytes));
             }
-            return incomplete(fragment.size());
+            return {};
         }
-        bytes.remove_prefix(record_header_bytes + length);
-        consumed += record_header_bytes + length;
+        message_.append(fragment);
+        consumed_ += record_header_bytes + length;
+        rest.remove_prefix(record_header_bytes + length);
     }
-    return parse_body(std::string_view(message).substr(handshake_header_bytes,
-                                                       *message_size - handshake_header_bytes));
+    return parse_body(std::string_view(message_).substr(handshake_header_bytes,
+                                                        *message_size_ - handshake_header_bytes));
 }
+
+hello_result parse_client_hello(std::string_view bytes) { return hello_parser().parse(bytes); }
 
 } // namespace portico::tls

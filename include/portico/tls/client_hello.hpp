@@ -4,6 +4,7 @@
 // routes (RFC 8446 §4.1.2, RFC 6066 §3). Pure: no I/O.
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,10 +21,21 @@ enum class hello_status {
 struct hello_result {
     hello_status status = hello_status::incomplete;
     std::string server_name; ///< lower case, as sent (host_name type only)
-    /// For an incomplete hello: how many bytes the input must hold at least before parsing
-    /// it again can come to more. A hello sent in tiny records, parsed again at every read,
-    /// would cost time in the square of its size.
-    std::size_t bytes_needed = 0;
+};
+
+/**
+ * Parses the start of a TLS connection as it arrives: each call is given everything
+ * received so far (what earlier calls saw is a prefix of it) and reads only what came after
+ * the records it took whole before.
+ */
+class hello_parser {
+public:
+    hello_result parse(std::string_view bytes);
+
+private:
+    std::string message_;                     ///< the handshake bytes of the whole records
+    std::optional<std::size_t> message_size_; ///< the ClientHello's size, once known
+    std::size_t consumed_ = 0;                ///< input bytes of those records
 };
 
 /**

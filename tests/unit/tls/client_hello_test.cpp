@@ -146,33 +146,38 @@ TEST(ClientHelloTest, HelloInManySmallRecords)
     EXPECT_EQ(result.server_name, "tiny.localhost");
 }
 
-TEST(ClientHelloTest, BytesNeededLetsAReaderSkipParsesThatCannotFinish)
+TEST(ClientHelloTest, ParserFedAsBytesArriveAgreesWithAWholeParseAtEveryLength)
 {
-    // A reader parses again only once it holds `bytes_needed`: a hello in tiny records then
-    // costs a few parses, not one per read, and still completes at its last byte.
+    // One parser, given the connection's bytes as they grow (here a hello in 1-byte records,
+    // one byte more each time), reads each record once and says at every length what a
+    // parse of the whole prefix says: incomplete, then complete at the last byte.
     const std::string handshake = handshake_of(real_client_hello("tiny.localhost"));
     std::vector<std::size_t> cuts;
     for (std::size_t i = 1; i < handshake.size(); ++i) {
         cuts.push_back(i);
     }
     const std::string records = frame(handshake, cuts);
-    hello_result last;
-    std::size_t parses = 0;
-    std::size_t completed_at = 0;
-    for (std::size_t size = 1; size <= records.size() && completed_at == 0; ++size) {
-        if (size < last.bytes_needed) {
-            continue;
-        }
-        ++parses;
-        last = parse_client_hello(std::string_view(records).substr(0, size));
-        ASSERT_NE(last.status, hello_status::malformed) << size;
-        if (last.status == hello_status::complete) {
-            completed_at = size;
-        }
+    hello_parser parser;
+    for (std::size_t size = 1; size <= records.size(); ++size) {
+        const auto prefix = std::string_view(records).substr(0, size);
+        const auto fed = parser.parse(prefix);
+        const auto whole = parse_client_hello(prefix);
+        ASSERT_EQ(fed.status, whole.status) << size;
+        ASSERT_EQ(fed.status, size == records.size() ? hello_status::complete
+                                                     : hello_status::incomplete)
+            << size;
+        EXPECT_EQ(fed.server_name, whole.server_name) << size;
     }
-    EXPECT_EQ(completed_at, records.size());
-    EXPECT_EQ(last.server_name, "tiny.localhost");
-    EXPECT_LT(parses, 40u) << "of " << records.size() << " reads";
+}
+
+TEST(ClientHelloTest, GarbageAfterAWholeRecordIsMalformedAtOnce)
+{
+    const std::string handshake = handshake_of(real_client_hello("app.localhost"));
+    const std::string first_record = frame(handshake, {7}).substr(0, 5 + 7);
+    hello_parser parser;
+    EXPECT_EQ(parser.parse(first_record).status, hello_status::incomplete);
+    EXPECT_EQ(parser.parse(first_record + "\x17").status, hello_status::malformed);
+    EXPECT_EQ(parse_client_hello(std::string("\x16") + '\x00').status, hello_status::malformed);
 }
 
 TEST(ClientHelloTest, BytesAfterTheHelloAreIgnored)
