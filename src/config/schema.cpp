@@ -772,12 +772,30 @@ void loader::read_route_target(const mapping& m, const std::string& prefix, bool
 void loader::check_not_own_listener(const route& r, const source_location& to_at,
                                     const std::string& prefix)
 {
-    // A request that comes back unchanged (same Host, same path) matches this route again,
-    // and again: each hop holds a connection until the descriptors run out. A `host_header`
-    // or a rewritten path may be a deliberate alias of another route, and is let through.
-    const bool rewritten = r.host_header != host_header_policy::preserve ||
-                           !r.to.base_path.empty() || (r.strip_prefix && r.path != "/");
-    if (r.to.scheme == backend_scheme::unix_socket || r.to.port == 0 || rewritten) {
+    // A request that comes back to the same route comes back again and again: each hop
+    // holds a connection until the descriptors run out. It comes back when its Host is kept
+    // (or set to a name the route serves) and its path still falls under the route: kept as
+    // it is, or under a base path that the route's own path covers (`/x` -> `/api/x` ->
+    // `/api/api/x`...). Another Host (`host_header: backend`, or another route's name) or a
+    // stripped prefix, which shortens the path at each hop, may be a deliberate alias.
+    if (r.to.scheme == backend_scheme::unix_socket || r.to.port == 0) {
+        return;
+    }
+    const auto serves_own_host = [&r] {
+        if (r.host_header == host_header_policy::preserve) {
+            return true;
+        }
+        if (r.host_header != host_header_policy::literal) {
+            return false;
+        }
+        const auto host = uri::normalize_host(r.host_header_value).value_or("");
+        return r.is_wildcard() ? host.ends_with(r.host.substr(1)) : host == r.host;
+    };
+    const auto& base = r.to.base_path;
+    const bool path_comes_back =
+        base.empty() ? !(r.strip_prefix && r.path != "/")
+                     : r.path == "/" || base == r.path || base.starts_with(r.path + "/");
+    if (!serves_own_host() || !path_comes_back) {
         return;
     }
     std::vector<std::string> addresses;

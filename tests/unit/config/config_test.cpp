@@ -819,16 +819,29 @@ TEST(ConfigListenTest, RouteToPorticosOwnListenerIsAnError)
                      "  - host: db.localhost\n    tls_passthrough: true\n    to: 127.0.0.1:8080\n")
                   .size(),
               1u);
+    // A base path that the route's path covers makes the path grow at every hop; a Host
+    // set to the route's own name comes back as the kept one does.
+    for (const auto* route : {"  - host: a.localhost\n    to: http://127.0.0.1:7080/api\n",
+                              "  - host: a.localhost\n    path: /api\n"
+                              "    to: http://127.0.0.1:7080/api/v1\n",
+                              "  - host: a.localhost\n    to: 127.0.0.1:7080\n"
+                              "    host_header: A.localhost\n",
+                              "  - host: \"*.a.localhost\"\n    to: 127.0.0.1:7080\n"
+                              "    host_header: x.a.localhost:7080\n"}) {
+        EXPECT_EQ(errors(std::string("routes:\n") + route).size(), 1u) << route;
+    }
     // Another port, or a request that comes back as another one (an alias), is no loop.
     EXPECT_EQ(valid("routes:\n  - host: app.localhost\n    to: 127.0.0.1:7081\n").routes.size(), 1u);
-    EXPECT_EQ(valid("routes:\n  - host: alias.localhost\n    to: 127.0.0.1:7080\n"
-                    "    host_header: app.localhost\n")
-                  .routes.size(),
-              1u);
-    EXPECT_EQ(valid("routes:\n  - host: app.localhost\n    path: /v2\n    strip_prefix: true\n"
-                    "    to: 127.0.0.1:7080\n")
-                  .routes.size(),
-              1u);
+    for (const auto* route : {"  - host: alias.localhost\n    to: 127.0.0.1:7080\n"
+                              "    host_header: app.localhost\n",
+                              "  - host: alias.localhost\n    to: 127.0.0.1:7080\n"
+                              "    host_header: backend\n",
+                              "  - host: app.localhost\n    path: /v2\n    strip_prefix: true\n"
+                              "    to: 127.0.0.1:7080\n",
+                              "  - host: app.localhost\n    path: /old\n"
+                              "    to: http://127.0.0.1:7080/new\n"}) {
+        EXPECT_EQ(valid(std::string("routes:\n") + route).routes.size(), 1u) << route;
+    }
 }
 
 // ---------------------------------------------------------------- timeouts and limits
