@@ -318,17 +318,21 @@ std::string upstream_target(const config::route& r, const split_target& t)
     if (!base.empty() && base.back() == '/') {
         base.remove_suffix(1); // "to: http://host:port/" has no base path
     }
-    if (stripped && base.empty()) {
-        // "/api//evil.example/x" stripped of "/api" would start "//", which many servers
-        // read as a host (`new URL("//evil.example/x", base)` in Node): an open redirect
-        // made by portico. A target the client sent that way is the client's own.
-        while (rest.starts_with("//")) {
-            rest.remove_prefix(1);
-        }
+    // "/api//evil.example/x" stripped of "/api" would start "//", which many servers read
+    // as a host (`new URL("//evil.example/x", base)` in Node, which reads a backslash as a
+    // slash too): an open redirect made by portico. One slash is kept; a target the client
+    // sent that way is the client's own.
+    const bool looks_like_host =
+        stripped && base.empty() && rest.size() > 1 && (rest[1] == '/' || rest[1] == '\\');
+    if (looks_like_host) {
+        rest.remove_prefix(std::min(rest.find_first_not_of("/\\"), rest.size()));
     }
     std::string out;
-    out.reserve(base.size() + rest.size() + t.query.size());
+    out.reserve(base.size() + rest.size() + t.query.size() + 1);
     out += base;
+    if (looks_like_host) {
+        out += '/';
+    }
     out += rest;
     out += t.query;
     return out;

@@ -532,6 +532,10 @@ TEST(UpstreamTargetTest, StripPrefixNeverLeavesATargetThatLooksLikeAHost)
     const auto r = upstream_route("/api", true, "");
     EXPECT_EQ(upstream_of(r, "/api//evil.example/x"), "/evil.example/x");
     EXPECT_EQ(upstream_of(r, "/api///x?q=1"), "/x?q=1");
+    EXPECT_EQ(upstream_of(r, "/api/\\evil.example/x"), "/evil.example/x");
+    EXPECT_EQ(upstream_of(r, "/api/\\/\\x"), "/x");
+    EXPECT_EQ(upstream_of(r, "/api/a\\b"), "/a\\b");
+    EXPECT_EQ(upstream_of(r, "/api//"), "/");
     EXPECT_EQ(upstream_of(upstream_route("/api", true, "/v1"), "/api//x"), "/v1//x");
     // What the client sent without a prefix taken off goes as it came.
     EXPECT_EQ(upstream_of(upstream_route("/", false, ""), "//x"), "//x");
