@@ -10,6 +10,9 @@
 namespace portico::http {
 namespace {
 
+/// The longest field value the full parser (Beast's, 16-bit offsets) can hold.
+constexpr std::size_t max_parsed_field_value = 65'533;
+
 // tchar (RFC 9110 §5.6.2)
 constexpr auto token_chars = [] {
     std::array<bool, 256> t{};
@@ -296,6 +299,9 @@ bool parse_simple_response(std::string_view head, simple_response& out)
         }
         const auto value = trim_ows(head.substr(value_start, pos - value_start));
         pos += 2;
+        if (value.size() > max_parsed_field_value) {
+            return false; // as the full parser must refuse it, so that HEAD answers as GET
+        }
         const auto known = classify(name);
         switch (known) {
         case field::content_length:

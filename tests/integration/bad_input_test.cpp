@@ -226,6 +226,10 @@ TEST(HugeFieldTest, ResponseFieldLongerThanAFieldHoldsGets502AndTheProxyServesOn
                 c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nX-Big: {}\r\nTransfer-Encoding: "
                                         "chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
                                         value));
+            } else if (req->target() == "/length") {
+                c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n"
+                                        "\r\nhi",
+                                        value));
             } else if (req->target() == "/trailer") {
                 c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                         "2\r\nhi\r\n0\r\nX-Big: {}\r\n\r\n",
@@ -242,6 +246,16 @@ TEST(HugeFieldTest, ResponseFieldLongerThanAFieldHoldsGets502AndTheProxyServesOn
         EXPECT_EQ(res.result_int(), 502);
         EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol");
         EXPECT_NE(res.body().find("longer than"), std::string::npos) << res.body();
+    }
+    for (const auto* method : {"GET", "HEAD"}) {
+        // Whichever reader takes the head (the one for Content-Length responses, or the
+        // full parser for HEAD), the answer is the same.
+        const auto raw = raw_exchange(proxy.port(),
+                                      fmt::format("{} /length HTTP/1.1\r\nHost: app.localhost\r\n"
+                                                  "Connection: close\r\n\r\n",
+                                                  method),
+                                      std::chrono::seconds(3));
+        EXPECT_TRUE(raw.starts_with("HTTP/1.1 502 ")) << method << raw.substr(0, 100);
     }
     {
         // The head went out; what is left is to end the response short.
