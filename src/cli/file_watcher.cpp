@@ -8,6 +8,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -56,7 +57,10 @@ file_watcher::~file_watcher() = default;
 void file_watcher::watch(const std::vector<fs::path>& files)
 {
     files_ = files;
-    add_watches(true);
+    complete_ = add_watches(true);
+    if (complete_) {
+        directory_lost_ = false; // watched anew: a search for a lost one has nothing to do
+    }
 }
 
 bool file_watcher::add_watches(bool report)
@@ -158,6 +162,7 @@ bool file_watcher::names_a_watched_file(std::string_view events)
             }
             directories_.erase(dir);
             directory_lost_ = true;
+            complete_ = false;
             continue;
         }
         if (name.empty()) {
@@ -211,15 +216,26 @@ task<void> file_watcher::watch_again()
         if (stopped_) {
             break;
         }
+        if (complete_) {
+            break; // a reload meanwhile watched everything again, and read the file
+        }
         directory_lost_ = false;
-        if (add_watches(false) && !directory_lost_) {
-            recovering_ = false;
-            quiet_.expires_after(debounce_);
-            if (!pending_) {
-                pending_ = true;
-                net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
+        complete_ = add_watches(false);
+        if (complete_ && !directory_lost_) {
+            // A file saved while its directory was away is read now; one not there yet is
+            // seen through the new watch when it comes.
+            const bool saved = std::all_of(files_.begin(), files_.end(), [](const fs::path& f) {
+                std::error_code ec;
+                return fs::exists(f, ec);
+            });
+            if (saved) {
+                quiet_.expires_after(debounce_);
+                if (!pending_) {
+                    pending_ = true;
+                    net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
+                }
             }
-            co_return;
+            break;
         }
     }
     recovering_ = false;

@@ -60,6 +60,7 @@ private:
     bool pending_ = false;
     bool stopped_ = false;
     bool directory_lost_ = false;
+    bool complete_ = false; ///< every directory of `files_` is watched
     bool recovering_ = false;
     std::vector<std::filesystem::path> files_;
     std::map<int, std::filesystem::path> directories_; ///< watch descriptor -> directory

@@ -61,6 +61,18 @@ std::optional<std::chrono::milliseconds> time_until_served(unsigned short port,
     return std::nullopt;
 }
 
+/// Polls until `host` no longer answers 200 or the reload limit passes; whether it stopped.
+bool time_until_gone(unsigned short port, std::string_view host, clock::time_point saved)
+{
+    while (clock::now() - saved < reload_limit) {
+        if (status_of(port, host) != 200) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
 void write_in_place(const fs::path& file, const std::string& text)
 {
     std::ofstream out(file, std::ios::trunc);
@@ -252,7 +264,7 @@ TEST(ReloadBinaryTest, SavesAreSeenAfterTheConfigsDirectoryIsDeletedAndMadeAgain
     fs::create_directories(config_dir);
     const auto file = config_dir / "portico.yaml";
     write_in_place(file, config_text(ca, route_to(a.port())));
-    const started portico(file);
+    started portico(file);
     EXPECT_EQ(status_of(portico.port, "new.localhost"), 404);
 
     fs::remove_all(config_dir);
@@ -272,6 +284,24 @@ TEST(ReloadBinaryTest, SavesAreSeenAfterTheConfigsDirectoryIsDeletedAndMadeAgain
                                                       a.port(), c.port())));
     EXPECT_TRUE(time_until_served(portico.port, "third.localhost", saved))
         << "a save after the directory came back was not seen";
+
+    // Back empty, and the file saved only later: read once, when it comes, not reported
+    // missing before.
+    fs::remove_all(config_dir);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    fs::create_directories(config_dir);
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    saved = clock::now();
+    write_in_place(file, config_text(ca, route_to(a.port())));
+    EXPECT_TRUE(time_until_gone(portico.port, "third.localhost", saved));
+    // Reads what was logged (a line that never comes: every line until the wait ends).
+    portico.process.wait_for_line("\x01", std::chrono::milliseconds(300));
+    int reloads = 0;
+    for (const auto& line : portico.process.lines()) {
+        reloads += line.find("config reloaded") != std::string::npos ? 1 : 0;
+        EXPECT_EQ(line.find("failed"), std::string::npos) << line;
+    }
+    EXPECT_EQ(reloads, 3) << "one reload for each of the three saves";
 }
 
 TEST(ReloadBinaryTest, ConfigBehindASwappedDirectorySymlinkIsFollowed)
