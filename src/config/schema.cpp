@@ -301,11 +301,13 @@ void loader::read_tls(const entry* e)
 }
 
 /// A one-label name that no site on the internet can be under: the special-use names of
-/// RFC 2606 and RFC 6761, `internal` (ICANN, 2024) and the suffixes home routers hand out.
+/// RFC 2606 and RFC 6761, `internal` (ICANN, 2024), those ICANN will not delegate (`corp`,
+/// `home`, `mail`) and the suffixes home routers hand out.
 bool is_private_top_level(std::string_view name)
 {
-    constexpr std::array<std::string_view, 9> names = {
-        "localhost", "test", "example", "invalid", "local", "internal", "lan", "home", "localdomain"};
+    constexpr std::array<std::string_view, 11> names = {
+        "localhost", "test", "example", "invalid", "local", "internal",
+        "lan",       "home", "corp",    "mail",    "localdomain"};
     return std::find(names.begin(), names.end(), name) != names.end();
 }
 

@@ -362,7 +362,7 @@ checked<backend> parse_backend(std::string_view text)
     using result = checked<backend>;
     backend out;
     out.text = std::string(text);
-    if (text.starts_with("unix:")) {
+    if (uri::to_lower(text.substr(0, 5)) == "unix:") {
         const auto path = text.substr(5);
         if (path.empty()) {
             return result::failure(to_message());

@@ -47,8 +47,9 @@ std::string file_of_another_kind(const std::filesystem::path& dir)
     for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
         const auto name = it->path().filename().string();
         // What portico writes here: the CA, its revocation list, the leaves, and the
-        // temporary files of an atomic write that another process may be making now.
-        const bool own = name == ca_crl_file || name == "leaves" || name.starts_with(".ca");
+        // temporary files of an atomic write that another process may be making now; and
+        // hidden files (.gitkeep, .DS_Store), which say nothing of whose directory it is.
+        const bool own = name == ca_crl_file || name == "leaves" || name.starts_with('.');
         if (!own) {
             return "'" + name + "'";
         }

@@ -1030,6 +1030,7 @@ TEST(ConfigRouteTest, BackendForms)
     // Schemes are case-insensitive (RFC 3986 §3.1).
     EXPECT_EQ(to("HTTPS://localhost:3443").scheme, cfg::backend_scheme::https);
     EXPECT_EQ(to("Http://127.0.0.1:80").port, 80);
+    EXPECT_EQ(to("UNIX:/run/app.sock").scheme, cfg::backend_scheme::unix_socket);
     b = to("https://[::1]:3443/base/./x");
     EXPECT_EQ(b.host, "::1");
     EXPECT_EQ(b.port, 3443);

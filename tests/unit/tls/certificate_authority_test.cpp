@@ -193,6 +193,11 @@ TEST(CertificateAuthorityTest, DirectoryHoldingOtherFilesIsRefusedAndLeftAlone)
     std::filesystem::remove(emptied / "ca-key.pem");
     std::filesystem::create_directory(emptied / "leaves");
     ASSERT_TRUE(open_ok(emptied));
+    // Nor do hidden files, which say nothing of whose directory it is.
+    const auto kept = tmp / "kept";
+    std::filesystem::create_directory(kept);
+    spit(kept / ".gitkeep", "");
+    ASSERT_TRUE(open_ok(kept));
 }
 
 TEST(CertificateAuthorityTest, DamagedCertificateIsAnErrorAndUntouched)
