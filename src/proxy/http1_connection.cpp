@@ -91,8 +91,9 @@ struct client_info {
     bool loopback_listener = true; ///< accepted on a loopback address
     connection_entry* entry;
     std::string head; ///< serialised heads, reused so that a request does not allocate one
-    /// A response body broke off: over TLS the connection then ends without close_notify,
-    /// which for a body delimited by the close is the client's only sign of the cut.
+    /// A response body broke off: the connection then ends with a reset, or over TLS
+    /// without close_notify, which for a body delimited by the close is the client's only
+    /// sign of the cut.
     bool response_cut = false;
 };
 
@@ -339,8 +340,10 @@ task<void> lingering_close(connection<Stream>& c)
             }
         }
     }
-    if (c.w.is_past_shutdown_deadline()) {
-        tcp.close(); // the grace period is over: nothing more is waited for
+    if (c.w.is_past_shutdown_deadline() || c.info.response_cut) {
+        // The grace period is over, or a FIN would tell the client a cut body is whole:
+        // nothing more is waited for.
+        tcp.close();
         co_return;
     }
     boost::system::error_code ec;
@@ -1180,6 +1183,13 @@ bool finish_response_body(client_info& info, exchange_record& rec,
 {
     if (ec && read_failed) {
         info.response_cut = true;
+        if (!info.tls) {
+            // Closed with a reset, not a FIN: for a body delimited by the close (an HTTP/1.0
+            // client, a backend's unframed body) a FIN would say it is whole. Over TLS the
+            // missing close_notify says it (`serve_tls`).
+            boost::system::error_code ignored;
+            info.entry->stream->socket().set_option(net::socket_base::linger(true, 0), ignored);
+        }
         // A body the abandon watch cut (the client left) is no failure of the backend's.
         if (!info.entry->client_gone) {
             rec.error = "upstream_aborted";

@@ -129,6 +129,30 @@ TEST(StreamingTest, BackendDyingMidResponseClosesClientAndProxyGoesOn)
     EXPECT_EQ(res.body(), "fine");
 }
 
+TEST(StreamingTest, BodyDelimitedByTheCloseEndsWithAResetWhenTheBackendCutsIt)
+{
+    // An HTTP/1.0 client reads a chunked body until the close: a FIN would say it is whole.
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n");
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    net::io_context context;
+    auto socket = connect_loopback(context, proxy.port());
+    net::write(socket, net::buffer(std::string_view("GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n")));
+    std::string received;
+    boost::system::error_code ec;
+    std::array<char, 4096> chunk{};
+    for (int reads = 0; reads < 100 && !ec; ++reads) {
+        const auto n = socket.read_some(net::buffer(chunk), ec);
+        received.append(chunk.data(), n);
+    }
+    EXPECT_TRUE(received.starts_with("HTTP/1.0 200 ")) << received;
+    EXPECT_TRUE(received.ends_with("partial")) << received;
+    EXPECT_EQ(ec, net::error::connection_reset) << ec.message();
+}
+
 TEST(StreamingTest, ClientLeavingMidLargeBodyLeavesProxyServing)
 {
     // A large Content-Length body is spliced from socket to socket; the client's going away
