@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -135,15 +136,13 @@ bool same_tls(const config::tls_settings& a, const config::tls_settings& b)
  */
 class signal_watch {
 public:
-    template <typename OnSignal>
-    explicit signal_watch(OnSignal on_signal) : signals_(context_, SIGINT, SIGTERM)
+    /// `on_signal` at the first SIGINT or SIGTERM, `on_another` at each one after it (a
+    /// second Ctrl-C that will not wait out the shutdown's grace period).
+    explicit signal_watch(std::function<void()> on_signal, std::function<void()> on_another)
+        : signals_(context_, SIGINT, SIGTERM), on_signal_(std::move(on_signal)),
+          on_another_(std::move(on_another))
     {
-        signals_.async_wait(
-            [on_signal = std::move(on_signal)](const boost::system::error_code& ec, int) {
-                if (!ec) {
-                    on_signal();
-                }
-            });
+        wait();
     }
 
     /// Starts handling the signals caught since construction, and those to come.
@@ -164,8 +163,22 @@ public:
     signal_watch& operator=(const signal_watch&) = delete;
 
 private:
+    void wait()
+    {
+        signals_.async_wait([this](const boost::system::error_code& ec, int) {
+            if (ec) {
+                return;
+            }
+            (caught_++ == 0 ? on_signal_ : on_another_)();
+            wait();
+        });
+    }
+
     net::io_context context_{1};
     net::signal_set signals_;
+    std::function<void()> on_signal_;
+    std::function<void()> on_another_;
+    unsigned caught_ = 0;
     std::thread thread_;
 };
 
@@ -633,7 +646,7 @@ void server::run(bool handle_signals)
     // them starts after the line, which is not kept waiting for it.
     std::optional<signal_watch> signals;
     if (handle_signals) {
-        signals.emplace([this] { stop(); });
+        signals.emplace([this] { stop(); }, [this] { stop_now(); });
     }
 
     {
@@ -680,6 +693,17 @@ void server::stop()
     }
     for (auto& w : impl_->workers) {
         w->inbox().post([w = w.get()] { w->begin_shutdown(); });
+    }
+}
+
+void server::stop_now()
+{
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->stopping = true;
+    }
+    for (auto& w : impl_->workers) {
+        w->inbox().post([w = w.get()] { w->end_grace_period(); });
     }
 }
 

@@ -358,11 +358,27 @@ task<void> worker::shutdown_deadline()
 {
     shutdown_timer_.expires_after(state_->cfg.timeouts.shutdown);
     auto [ec] = co_await shutdown_timer_.async_wait();
-    if (ec || connections_.empty()) {
+    if (ec || connections_.empty() || past_deadline_) {
         co_return;
     }
     PORTICO_LOG(log::level::warn, "shutdown_timeout", {"worker", index_},
                 {"closed_connections", connections_.size()});
+    close_remaining();
+}
+
+void worker::end_grace_period()
+{
+    begin_shutdown();
+    if (connections_.empty() || past_deadline_) {
+        return;
+    }
+    PORTICO_LOG(log::level::warn, "shutdown_forced", {"worker", index_},
+                {"closed_connections", connections_.size()});
+    close_remaining();
+}
+
+void worker::close_remaining()
+{
     past_deadline_ = true;
     for (auto& c : connections_) {
         c.stream->cancel();

@@ -132,6 +132,8 @@ public:
      * once none is left the inbox closes too, and the context runs out of work.
      */
     void begin_shutdown();
+    /// Ends a shutdown's grace period now: what is still open is closed (a second signal).
+    void end_grace_period();
 
     /// True once shutdown began: finished exchanges close their connection.
     bool is_draining() const noexcept { return draining_; }
@@ -185,6 +187,8 @@ private:
     /// At most this many queued connections are taken from a listener a reload removes.
     static constexpr std::size_t max_drained_on_removal = 4096;
     task<void> shutdown_deadline();
+    /// Closes every connection and backend exchange still open, as the deadline does.
+    void close_remaining();
     void arm_abandon_watch();
     void look_for_abandoned();
 

@@ -140,6 +140,24 @@ TEST(BinaryTest, GibibyteTransfersKeepRssBounded)
     EXPECT_EQ(portico.process->wait(), 0);
 }
 
+TEST(BinaryTest, SecondSignalEndsTheShutdownsGracePeriod)
+{
+    // A second Ctrl-C does not wait out timeouts.shutdown for a request that hangs.
+    origin backend(never_answers);
+    running_portico portico("timeouts: { shutdown: 60s }\n" + route_to(backend.port()));
+    client c(portico.port);
+    c.write_raw("GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    portico.process->signal(SIGINT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const auto second = std::chrono::steady_clock::now();
+    portico.process->signal(SIGINT);
+    EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(5));
+    EXPECT_TRUE(portico.process->wait_for_line("shutdown_forced", std::chrono::seconds(1)))
+        << "the cut is counted in a warning";
+}
+
 TEST(BinaryTest, PortInUseExitsThreeNamingThePort)
 {
     net::io_context ctx;

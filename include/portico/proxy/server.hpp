@@ -47,12 +47,16 @@ public:
 
     /**
      * Runs the workers until a graceful shutdown completes. When `handle_signals` is set,
-     * SIGINT and SIGTERM start that shutdown.
+     * SIGINT and SIGTERM start that shutdown, and another one ends its grace period.
      */
     void run(bool handle_signals = false);
 
     /// Starts a graceful shutdown; thread-safe and idempotent.
     void stop();
+
+    /// Ends a shutdown's grace period (starting the shutdown if need be): what is still
+    /// open is closed now, as at `timeouts.shutdown`. Any thread.
+    void stop_now();
 
     /**
      * Serves `next` from now on (thread-safe; call after `bind()`). New listeners are bound
