@@ -143,11 +143,17 @@ TEST(BinaryTest, GibibyteTransfersKeepRssBounded)
 TEST(BinaryTest, SecondSignalEndsTheShutdownsGracePeriod)
 {
     // A second Ctrl-C does not wait out timeouts.shutdown for a request that hangs.
-    origin backend(never_answers);
+    std::atomic<bool> got_request{false};
+    origin backend([&got_request](origin_connection& c) {
+        if (c.read_request()) {
+            got_request = true;
+            never_answers(c);
+        }
+    });
     running_portico portico("timeouts: { shutdown: 60s }\n" + route_to(backend.port()));
     client c(portico.port);
     c.write_raw("GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
-    ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    ASSERT_TRUE(wait_until([&got_request] { return got_request.load(); }));
     portico.process->signal(SIGINT);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const auto second = std::chrono::steady_clock::now();
