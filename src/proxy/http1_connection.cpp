@@ -1190,16 +1190,19 @@ bool finish_response_body(client_info& info, exchange_record& rec,
             boost::system::error_code ignored;
             info.entry->stream->socket().set_option(net::socket_base::linger(true, 0), ignored);
         }
-        // A body the abandon watch cut (the client left) is no failure of the backend's.
-        if (!info.entry->client_gone) {
-            rec.error = "upstream_aborted";
-        }
+    }
+    // A body the abandon watch cut (the client left) or the shutdown deadline cut is no
+    // failure of the backend's.
+    const bool backend_failed =
+        ec && read_failed && !info.entry->client_gone && !info.w.is_past_shutdown_deadline();
+    if (backend_failed) {
+        rec.error = "upstream_aborted";
     }
     write_access_log(info, rec);
     if (!ec) {
         return true;
     }
-    if (read_failed && !info.entry->client_gone) {
+    if (backend_failed) {
         PORTICO_LOG(log::level::warn, "upstream_aborted", {"conn", info.id},
                     {"backend", route.to.text}, {"error", ec.message()});
     }

@@ -164,6 +164,30 @@ TEST(BinaryTest, SecondSignalEndsTheShutdownsGracePeriod)
         << "the cut is counted in a warning";
 }
 
+TEST(BinaryTest, StreamCutByTheShutdownDeadlineIsNotBlamedOnTheBackend)
+{
+    std::atomic<bool> streaming{false};
+    origin backend([&streaming](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n6\r\ndata:1\r\n");
+            streaming = true;
+            never_answers(c);
+        }
+    });
+    running_portico portico("timeouts: { shutdown: 300ms }\n" + route_to(backend.port()));
+    client c(portico.port);
+    c.write_raw("GET /events HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    ASSERT_TRUE(wait_until([&streaming] { return streaming.load(); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(), 0);
+    EXPECT_TRUE(portico.process->wait_for_line("shutdown_timeout", std::chrono::seconds(1)));
+    for (const auto& line : portico.process->lines()) {
+        EXPECT_EQ(line.find("upstream_aborted"), std::string::npos) << line;
+    }
+}
+
 TEST(BinaryTest, PortInUseExitsThreeNamingThePort)
 {
     net::io_context ctx;
