@@ -37,6 +37,12 @@ struct reloader::impl {
 
     void reload(std::string_view why)
     {
+        if (server.is_stopping()) {
+            // Nothing is served after the drain: no failure to report, nor to count.
+            log::notice("reload_skipped", "reload: portico is shutting down; the file is not read",
+                        {{"trigger", why}});
+            return;
+        }
         if (!current.where.file) {
             log::notice("reload_skipped",
                         "reload: portico runs on the built-in default; there is no file to read",

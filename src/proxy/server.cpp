@@ -696,6 +696,12 @@ void server::stop()
     }
 }
 
+bool server::is_stopping() const
+{
+    std::lock_guard lock(impl_->mutex);
+    return impl_->stopping;
+}
+
 void server::stop_now()
 {
     {

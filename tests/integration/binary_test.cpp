@@ -156,12 +156,19 @@ TEST(BinaryTest, SecondSignalEndsTheShutdownsGracePeriod)
     ASSERT_TRUE(wait_until([&got_request] { return got_request.load(); }));
     portico.process->signal(SIGINT);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // A reload asked for meanwhile is skipped, not reported as failed.
+    portico.process->signal(SIGHUP);
+    EXPECT_TRUE(portico.process->wait_for_line("reload: portico is shutting down",
+                                               std::chrono::seconds(5)));
     const auto second = std::chrono::steady_clock::now();
     portico.process->signal(SIGINT);
     EXPECT_EQ(portico.process->wait(std::chrono::seconds(10)), 0);
     EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(5));
     EXPECT_TRUE(portico.process->wait_for_line("shutdown_forced", std::chrono::seconds(1)))
         << "the cut is counted in a warning";
+    for (const auto& line : portico.process->lines()) {
+        EXPECT_EQ(line.find("failed"), std::string::npos) << line;
+    }
 }
 
 TEST(BinaryTest, StreamCutByTheShutdownDeadlineIsNotBlamedOnTheBackend)

@@ -58,6 +58,9 @@ public:
     /// open is closed now, as at `timeouts.shutdown`. Any thread.
     void stop_now();
 
+    /// Whether a shutdown has begun. Any thread.
+    bool is_stopping() const;
+
     /**
      * Serves `next` from now on (thread-safe; call after `bind()`). New listeners are bound
      * before removed ones close; requests in flight and open tunnels finish on the routes
