@@ -87,7 +87,9 @@ void check_beyond_the_file(config::load_result& result, const std::filesystem::p
     if (!result.ok() || !result.value) {
         return;
     }
-    if (auto drift = permitted_names_drift(result.value->tls, file)) {
+    if (auto foreign = tls::foreign_ca_directory(result.value->tls.ca_dir); !foreign.empty()) {
+        result.errors.push_back({config::source_location{file.string()}, std::move(foreign)});
+    } else if (auto drift = permitted_names_drift(result.value->tls, file)) {
         result.warnings.push_back(std::move(*drift));
     }
     auto found = tls::check_user_certificates(result.value->tls);

@@ -391,6 +391,18 @@ void read_permitted_subtrees(X509* cert, std::vector<std::string>& dns,
 
 } // namespace
 
+std::string foreign_ca_directory(const std::filesystem::path& ca_dir)
+{
+    const auto other = file_of_another_kind(ca_dir);
+    if (other.empty()) {
+        return {};
+    }
+    return fmt::format("{} holds {} and no portico CA: ca_dir must be a directory of its own, "
+                       "since it is made private and holds the CA's private key; choose a new "
+                       "path (the default is ~/.local/share/portico)",
+                       ca_dir.string(), other);
+}
+
 std::optional<std::vector<std::string>>
 existing_ca_permitted_names(const std::filesystem::path& ca_dir)
 {
@@ -469,12 +481,7 @@ certificate_authority::open(const std::filesystem::path& dir,
         return nullptr;
     };
     try {
-        if (const auto other = file_of_another_kind(p->dir); !other.empty()) {
-            error = fmt::format("{} holds {} and no portico CA: ca_dir must be a directory of "
-                                "its own, since it is made private and holds the CA's private "
-                                "key; choose a new path (the default is "
-                                "~/.local/share/portico)",
-                                p->dir.string(), other);
+        if (error = foreign_ca_directory(p->dir); !error.empty()) {
             return nullptr;
         }
         if (error = make_private_directory(p->dir); !error.empty()) {

@@ -149,6 +149,12 @@ user_certificate_report check_user_certificates(const config::tls_settings& sett
  */
 std::optional<std::vector<std::string>> existing_ca_permitted_names(const std::filesystem::path& ca_dir);
 
+/**
+ * Why `ca_dir` cannot hold the local CA: it holds other files and no CA (a project, a home
+ * directory), which would be made private and given the key. "" when it can.
+ */
+std::string foreign_ca_directory(const std::filesystem::path& ca_dir);
+
 /// The server name (SNI) the client sent in this connection's handshake, lower case without
 /// a trailing dot; "" when it sent none (the certificate for `localhost` was served then).
 /// Pass `stream.native_handle()` of an `ssl::stream` after its handshake.

@@ -577,6 +577,19 @@ TEST_F(CliTest, UserCertificatesAreCheckedAsRunLoadsThem)
     EXPECT_TRUE(contains(r.err, "does not name 'other.test'")) << r;
 }
 
+TEST_F(CliTest, CheckRefusesACaDirThatRunWouldRefuse)
+{
+    std::filesystem::create_directories(dir_ / "project");
+    write_file("project/main.py", "print('hi')\n");
+    write_file("ca.yaml", "tls:\n  ca_dir: project\n");
+    for (const auto* verb : {"check", "run"}) {
+        const auto r = portico({verb, "-c", "ca.yaml"});
+        EXPECT_EQ(r.exit_code, 1) << verb << r;
+        EXPECT_TRUE(contains(r.err, "holds 'main.py' and no portico CA")) << verb << r;
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "project" / "ca-key.pem"));
+}
+
 TEST_F(CliTest, PermittedNamesThatTheExistingCaLacksAreWarnedAbout)
 {
     write_file("first.yaml", "tls:\n  ca_dir: ca\n");
