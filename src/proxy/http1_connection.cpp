@@ -1451,7 +1451,10 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         co_await answer_error(c, plan, errc::body_too_large, json, rec);
         co_return body_outcome::answered;
     }
-    if (bec && backend_spoke) {
+    // A client that went quiet mid-upload had its socket closed at the deadline: an answer
+    // the backend gave meanwhile can no longer reach it, and the request is its 408.
+    const bool client_quiet = read_failed && bec == beast::error::timeout;
+    if (bec && backend_spoke && !client_quiet) {
         co_return body_outcome::cut_short;
     }
     if (bec && read_failed) {

@@ -669,6 +669,28 @@ TEST(StreamingTest, ClientGoingQuietMidUploadIsClosedAndLogged408)
     EXPECT_TRUE(wait_until([&] { return truncated.load() == 1; }));
 }
 
+TEST(StreamingTest, ClientGoingQuietMidUploadIsLogged408AfterAnEarlyAnswerToo)
+{
+    // The backend answers from the head and goes on reading: the client, silent, is closed
+    // at the deadline without that answer, and the log must not say it got it.
+    origin backend([](origin_connection& c) {
+        beast::http::request_parser<beast::http::string_body> head;
+        boost::system::error_code ec;
+        beast::http::read_header(c.stream, c.buffer, head, ec);
+        if (!ec) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly");
+            never_answers(c); // reads on, taking whatever of the body comes
+        }
+    });
+    proxy_harness proxy("timeouts: { idle: 300ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /quiet HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000\r\n\r\n"
+                "0123456789");
+    EXPECT_TRUE(c.is_closed_by_peer());
+    EXPECT_TRUE(wait_until([&] { return !statuses_of(proxy, "/quiet").empty(); }));
+    EXPECT_EQ(statuses_of(proxy, "/quiet"), std::vector<unsigned>{408});
+}
+
 TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTimeout)
 {
     std::atomic<bool> finished{false};
