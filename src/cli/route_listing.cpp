@@ -4,6 +4,7 @@
 #include "portico/cli/app.hpp"
 #include "portico/core/log.hpp"
 #include "portico/routing/route_table.hpp"
+#include "portico/tls/certificates.hpp"
 
 #include <fmt/format.h>
 
@@ -32,6 +33,14 @@ int list_routes(const std::optional<std::filesystem::path>& cli_file, bool show_
     const auto loaded = load_config(cli_file, /*for_serving=*/show_origin);
     if (!loaded) {
         return exit_config;
+    }
+    if (show_origin) {
+        // `run` could not start on a damaged CA (it exits 3); `check` says so, as a failed
+        // check.
+        if (const auto problem = tls::damaged_ca(loaded->value.tls.ca_dir); !problem.empty()) {
+            fmt::print(stderr, "portico: cannot use the local CA: {}\n", problem);
+            return exit_config;
+        }
     }
     const routing::route_table table(loaded->value);
     if (show_origin) {

@@ -31,6 +31,63 @@ constexpr std::string_view ca_cert_file = "ca.pem";
 constexpr std::string_view ca_key_file = "ca-key.pem";
 constexpr std::string_view ca_crl_file = "ca.crl";
 
+/// "FILE: WHAT; portico never replaces an existing CA: ...", for a CA's damaged file.
+std::string damaged_file(const std::filesystem::path& dir, const std::filesystem::path& file,
+                         std::string_view what)
+{
+    return fmt::format("{}: {}; portico never replaces an existing CA: move {} away to "
+                       "create a new one (and trust the new one again)",
+                       file.string(), what, dir.string());
+}
+
+/**
+ * Reads the CA in `dir`, which holds `ca.pem`, `ca-key.pem` or both, into `cert` and `key`
+ * without changing anything there; what is wrong with it, or "".
+ */
+std::string read_existing_ca(const std::filesystem::path& dir, x509_ptr& cert, pkey_ptr& key)
+{
+    const auto cert_path = dir / ca_cert_file;
+    const auto key_path = dir / ca_key_file;
+    std::error_code ec;
+    const bool has_cert = std::filesystem::exists(cert_path, ec);
+    const bool has_key = std::filesystem::exists(key_path, ec);
+    if (!has_cert) {
+        return damaged_file(dir, cert_path, fmt::format("missing, but {} exists", ca_key_file));
+    }
+    if (!has_key) {
+        return damaged_file(dir, key_path, fmt::format("missing, but {} exists", ca_cert_file));
+    }
+    std::string error;
+    const auto cert_pem = read_file(cert_path, error);
+    if (!cert_pem) {
+        return error; // read_file's message names the file and the reason
+    }
+    auto certs = parse_certificates(*cert_pem);
+    if (certs.empty()) {
+        return damaged_file(dir, cert_path, "not a valid PEM certificate");
+    }
+    const auto key_pem = read_file(key_path, error);
+    if (!key_pem) {
+        return error;
+    }
+    key = parse_private_key(*key_pem);
+    if (!key) {
+        return damaged_file(dir, key_path, "not a valid PEM private key");
+    }
+    cert = std::move(certs.front());
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
+        ERR_clear_error();
+        return damaged_file(dir, key_path, fmt::format("does not belong to {}", ca_cert_file));
+    }
+    if (X509_check_ca(cert.get()) != 1) {
+        return damaged_file(dir, cert_path, "not a CA certificate");
+    }
+    if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0) {
+        return damaged_file(dir, cert_path, "expired");
+    }
+    return {};
+}
+
 /**
  * The name of a file in `dir` that a CA directory would not hold, when `dir` holds no CA:
  * a `ca_dir` naming a project or the home directory would have that directory made private
@@ -391,6 +448,22 @@ void read_permitted_subtrees(X509* cert, std::vector<std::string>& dns,
 
 } // namespace
 
+std::string damaged_ca(const std::filesystem::path& ca_dir)
+{
+    std::error_code ec;
+    if (!std::filesystem::exists(ca_dir / ca_cert_file, ec) &&
+        !std::filesystem::exists(ca_dir / ca_key_file, ec)) {
+        return {};
+    }
+    try {
+        x509_ptr cert;
+        pkey_ptr key;
+        return read_existing_ca(ca_dir, cert, key);
+    } catch (const openssl_error& e) {
+        return fmt::format("local CA in {}: {}", ca_dir.string(), e.what());
+    }
+}
+
 std::string foreign_ca_directory(const std::filesystem::path& ca_dir)
 {
     const auto other = file_of_another_kind(ca_dir);
@@ -475,9 +548,7 @@ certificate_authority::open(const std::filesystem::path& dir,
     p->crl_path = p->dir / ca_crl_file;
     p->crl_uri = file_uri(p->crl_path);
     const auto damaged = [&](const std::filesystem::path& file, std::string_view what) {
-        error = fmt::format("{}: {}; portico never replaces an existing CA: move {} away to "
-                            "create a new one (and trust the new one again)",
-                            file.string(), what, p->dir.string());
+        error = damaged_file(p->dir, file, what);
         return nullptr;
     };
     try {
@@ -531,38 +602,9 @@ certificate_authority::open(const std::filesystem::path& dir,
                 return nullptr;
             }
             PORTICO_LOG(log::level::info, "ca_created", {"path", p->cert_path.string()});
-        } else if (!has_cert) {
-            return damaged(p->cert_path, fmt::format("missing, but {} exists", ca_key_file));
-        } else if (!has_key) {
-            return damaged(p->key_path, fmt::format("missing, but {} exists", ca_cert_file));
         }
-
-        auto cert_pem = read_file(p->cert_path, error);
-        if (!cert_pem) {
-            return nullptr; // read_file's message names the file and the reason
-        }
-        auto certs = parse_certificates(*cert_pem);
-        if (certs.empty()) {
-            return damaged(p->cert_path, "not a valid PEM certificate");
-        }
-        const auto key_pem = read_file(p->key_path, error);
-        if (!key_pem) {
-            return nullptr; // read_file's message names the file and the reason
-        }
-        p->key = parse_private_key(*key_pem);
-        if (!p->key) {
-            return damaged(p->key_path, "not a valid PEM private key");
-        }
-        p->cert = std::move(certs.front());
-        if (X509_check_private_key(p->cert.get(), p->key.get()) != 1) {
-            ERR_clear_error();
-            return damaged(p->key_path, fmt::format("does not belong to {}", ca_cert_file));
-        }
-        if (X509_check_ca(p->cert.get()) != 1) {
-            return damaged(p->cert_path, "not a CA certificate");
-        }
-        if (X509_cmp_current_time(X509_get0_notAfter(p->cert.get())) <= 0) {
-            return damaged(p->cert_path, "expired");
+        if (error = read_existing_ca(p->dir, p->cert, p->key); !error.empty()) {
+            return nullptr;
         }
         if (error = restrict_key_file(p->key_path); !error.empty()) {
             return nullptr;

@@ -155,6 +155,13 @@ std::optional<std::vector<std::string>> existing_ca_permitted_names(const std::f
  */
 std::string foreign_ca_directory(const std::filesystem::path& ca_dir);
 
+/**
+ * What is wrong with the CA already in `ca_dir` (a file missing, damaged, expired, a key
+ * that is not the certificate's), as `certificate_authority::open` would find it, without
+ * changing anything there; "" when there is none yet or it is sound.
+ */
+std::string damaged_ca(const std::filesystem::path& ca_dir);
+
 /// The server name (SNI) the client sent in this connection's handshake, lower case without
 /// a trailing dot; "" when it sent none (the certificate for `localhost` was served then).
 /// Pass `stream.native_handle()` of an `ssl::stream` after its handshake.

@@ -590,6 +590,20 @@ TEST_F(CliTest, CheckRefusesACaDirThatRunWouldRefuse)
     EXPECT_FALSE(std::filesystem::exists(dir_ / "project" / "ca-key.pem"));
 }
 
+TEST_F(CliTest, CheckFailsOnADamagedCaAsRunWould)
+{
+    write_file("ca.yaml", "tls:\n  ca_dir: ca\n");
+    ASSERT_EQ(portico({"ca", "path", "-c", "ca.yaml"}).exit_code, 0);
+    write_file("ca/ca.pem", "garbage\n");
+    const auto checked = portico({"check", "-c", "ca.yaml"});
+    EXPECT_EQ(checked.exit_code, 1) << checked;
+    EXPECT_TRUE(contains(checked.err, "ca.pem: not a valid PEM certificate")) << checked;
+    EXPECT_EQ(read_file(dir_ / "ca" / "ca.pem"), "garbage\n") << "check changes nothing";
+    const auto run = portico({"run", "-c", "ca.yaml"});
+    EXPECT_EQ(run.exit_code, 3) << run;
+    EXPECT_TRUE(contains(run.err, "ca.pem: not a valid PEM certificate")) << run;
+}
+
 TEST_F(CliTest, PermittedNamesThatTheExistingCaLacksAreWarnedAbout)
 {
     write_file("first.yaml", "tls:\n  ca_dir: ca\n");
