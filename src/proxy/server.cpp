@@ -680,6 +680,17 @@ void server::run(bool handle_signals)
     for (auto& t : threads) {
         t.join();
     }
+    // One warning for the whole process, however many workers shared the connections.
+    std::size_t closed = 0;
+    bool forced = false;
+    for (const auto& w : impl_->workers) {
+        closed += w->closed_at_shutdown();
+        forced = forced || w->shutdown_was_forced();
+    }
+    if (closed > 0) {
+        PORTICO_LOG(log::level::warn, forced ? "shutdown_forced" : "shutdown_timeout",
+                    {"closed_connections", closed});
+    }
 }
 
 void server::stop()

@@ -361,9 +361,7 @@ task<void> worker::shutdown_deadline()
     if (ec || connections_.empty() || past_deadline_) {
         co_return;
     }
-    PORTICO_LOG(log::level::warn, "shutdown_timeout", {"worker", index_},
-                {"closed_connections", connections_.size()});
-    close_remaining();
+    close_remaining(false);
 }
 
 void worker::end_grace_period()
@@ -372,13 +370,14 @@ void worker::end_grace_period()
     if (connections_.empty() || past_deadline_) {
         return;
     }
-    PORTICO_LOG(log::level::warn, "shutdown_forced", {"worker", index_},
-                {"closed_connections", connections_.size()});
-    close_remaining();
+    close_remaining(true);
 }
 
-void worker::close_remaining()
+void worker::close_remaining(bool forced)
 {
+    // Counted here, said once for all workers when they have stopped (`server::run`).
+    closed_at_shutdown_ = connections_.size();
+    shutdown_forced_ = forced;
     past_deadline_ = true;
     for (auto& c : connections_) {
         c.stream->cancel();

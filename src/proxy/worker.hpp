@@ -140,6 +140,10 @@ public:
 
     /// True once `timeouts.shutdown` has passed: connections close without lingering.
     bool is_past_shutdown_deadline() const noexcept { return past_deadline_; }
+    /// Connections a shutdown closed at its deadline or at a second signal; whether it was
+    /// the signal. Read once the worker has stopped.
+    std::size_t closed_at_shutdown() const noexcept { return closed_at_shutdown_; }
+    bool shutdown_was_forced() const noexcept { return shutdown_forced_; }
 
     /// Registers a connection until `unregister_connection`.
     void register_connection(connection_entry& entry) noexcept;
@@ -187,8 +191,9 @@ private:
     /// At most this many queued connections are taken from a listener a reload removes.
     static constexpr std::size_t max_drained_on_removal = 4096;
     task<void> shutdown_deadline();
-    /// Closes every connection and backend exchange still open, as the deadline does.
-    void close_remaining();
+    /// Closes every connection and backend exchange still open, at the deadline or (when
+    /// `forced`) at a second signal, and counts them.
+    void close_remaining(bool forced);
     void arm_abandon_watch();
     void look_for_abandoned();
 
@@ -212,6 +217,8 @@ private:
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     bool past_deadline_ = false;
+    std::size_t closed_at_shutdown_ = 0;
+    bool shutdown_forced_ = false;
     steady_timer shutdown_timer_;
     steady_timer abandon_timer_;
     bool abandon_watch_armed_ = false;

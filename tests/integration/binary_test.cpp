@@ -171,6 +171,44 @@ TEST(BinaryTest, SecondSignalEndsTheShutdownsGracePeriod)
     }
 }
 
+TEST(BinaryTest, ConnectionsClosedAtTheShutdownDeadlineAreCountedInOneWarning)
+{
+    // Two workers share the connections; the warning counts them all, once.
+    std::atomic<int> waiting{0};
+    origin backend([&waiting](origin_connection& c) {
+        if (c.read_request()) {
+            ++waiting;
+            never_answers(c);
+        }
+    });
+    temp_dir dir;
+    const auto file = dir.path() / "portico.yaml";
+    std::ofstream(file) << fmt::format("listen: [127.0.0.1:0]\nworkers: 2\ntls: {{ ca_dir: {} }}\n"
+                                       "timeouts: {{ shutdown: 300ms }}\n{}",
+                                       (dir.path() / "ca").string(), route_to(backend.port()));
+    child process({PORTICO_BINARY, "run", "-c", file.string()});
+    const auto ready = process.wait_for_line("portico ready:");
+    ASSERT_TRUE(ready);
+    const auto port = port_from_ready_line(*ready);
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < 4; ++i) {
+        clients.push_back(std::make_unique<client>(port));
+        clients.back()->write_raw("GET /stuck HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    }
+    ASSERT_TRUE(wait_until([&waiting] { return waiting.load() == 4; }));
+    process.signal(SIGTERM);
+    EXPECT_EQ(process.wait(), 0);
+    process.wait_for_line("\x01", std::chrono::milliseconds(300)); // reads what is left
+    std::vector<std::string> warnings;
+    for (const auto& line : process.lines()) {
+        if (line.find("shutdown_timeout") != std::string::npos) {
+            warnings.push_back(line);
+        }
+    }
+    ASSERT_EQ(warnings.size(), 1U) << fmt::format("{}", fmt::join(warnings, "\n"));
+    EXPECT_NE(warnings[0].find("closed_connections=4"), std::string::npos) << warnings[0];
+}
+
 TEST(BinaryTest, StreamCutByTheShutdownDeadlineIsNotBlamedOnTheBackend)
 {
     std::atomic<bool> streaming{false};
