@@ -58,9 +58,7 @@ void file_watcher::watch(const std::vector<fs::path>& files)
 {
     files_ = files;
     complete_ = add_watches(true);
-    if (complete_) {
-        directory_lost_ = false; // watched anew: a search for a lost one has nothing to do
-    }
+    look_for_missing_directories();
 }
 
 bool file_watcher::add_watches(bool report)
@@ -161,7 +159,6 @@ bool file_watcher::names_a_watched_file(std::string_view events)
                 ::inotify_rm_watch(inotify_.native_handle(), event.wd);
             }
             directories_.erase(dir);
-            directory_lost_ = true;
             complete_ = false;
             continue;
         }
@@ -187,55 +184,53 @@ task<void> file_watcher::read_loop()
             }
             co_return;
         }
-        const bool relevant = names_a_watched_file(std::string_view(buffer.data(), n));
-        if (directory_lost_ && !recovering_) {
-            recovering_ = true;
-            net::co_spawn(inotify_.get_executor(), watch_again(), net::detached);
+        if (names_a_watched_file(std::string_view(buffer.data(), n))) {
+            changed();
         }
-        if (!relevant) {
-            continue;
-        }
-        // Each event restarts the quiet period, so a burst (truncate, write, close; or
-        // write temp, rename) produces one notification.
-        quiet_.expires_after(debounce_);
-        if (!pending_) {
-            pending_ = true;
-            net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
-        }
+        look_for_missing_directories();
+    }
+}
+
+void file_watcher::changed()
+{
+    // Each change restarts the quiet period, so a burst (truncate, write, close; or write
+    // temp, rename) produces one notification.
+    quiet_.expires_after(debounce_);
+    if (!pending_) {
+        pending_ = true;
+        net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
+    }
+}
+
+void file_watcher::look_for_missing_directories()
+{
+    if (!complete_ && !recovering_ && !stopped_) {
+        recovering_ = true;
+        net::co_spawn(inotify_.get_executor(), watch_again(), net::detached);
     }
 }
 
 task<void> file_watcher::watch_again()
 {
-    // inotify cannot watch for a path to appear, only a directory that exists; the one that
-    // went away is looked for until it is back, and its file, perhaps saved meanwhile, is
-    // then read as a change.
-    while (!stopped_) {
+    // inotify cannot watch for a path to appear, only a directory that exists; one that is
+    // missing (it went away, or was not there yet) is looked for until it is there, and its
+    // file, perhaps saved meanwhile, is then read as a change.
+    while (!stopped_ && !complete_) { // a reload meanwhile may have watched everything again
         retry_.expires_after(lost_directory_retry);
         co_await retry_.async_wait();
-        if (stopped_) {
+        if (stopped_ || complete_) {
             break;
         }
-        if (complete_) {
-            break; // a reload meanwhile watched everything again, and read the file
-        }
-        directory_lost_ = false;
         complete_ = add_watches(false);
-        if (complete_ && !directory_lost_) {
-            // A file saved while its directory was away is read now; one not there yet is
-            // seen through the new watch when it comes.
+        if (complete_) {
+            // One not there yet is seen through the new watch when it comes.
             const bool saved = std::all_of(files_.begin(), files_.end(), [](const fs::path& f) {
                 std::error_code ec;
                 return fs::exists(f, ec);
             });
             if (saved) {
-                quiet_.expires_after(debounce_);
-                if (!pending_) {
-                    pending_ = true;
-                    net::co_spawn(inotify_.get_executor(), notify_after_quiet(), net::detached);
-                }
+                changed();
             }
-            break;
         }
     }
     recovering_ = false;

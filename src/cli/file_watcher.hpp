@@ -45,11 +45,15 @@ private:
     /// Watches the directories of `files_` (following symlinks); whether every one is.
     bool add_watches(bool report);
     /// True when a buffer of inotify events names a watched file (or events were lost).
-    /// Notes a watched directory that went away.
+    /// Notes a watched directory that went away (`complete_` false).
     bool names_a_watched_file(std::string_view events);
     task<void> read_loop();
     task<void> notify_after_quiet();
-    /// Adds the watches again once every directory is back, then notifies.
+    /// Notes a change: `on_change` follows once changes have been quiet for `debounce`.
+    void changed();
+    /// Starts `watch_again` unless every directory is watched or it runs already.
+    void look_for_missing_directories();
+    /// Adds the watches again once every directory is there, then notifies.
     task<void> watch_again();
 
     boost::asio::posix::basic_stream_descriptor<executor> inotify_;
@@ -59,9 +63,8 @@ private:
     steady_timer retry_;
     bool pending_ = false;
     bool stopped_ = false;
-    bool directory_lost_ = false;
-    bool complete_ = false; ///< every directory of `files_` is watched
-    bool recovering_ = false;
+    bool complete_ = false;   ///< every directory of `files_` is watched
+    bool recovering_ = false; ///< `watch_again` runs
     std::vector<std::filesystem::path> files_;
     std::map<int, std::filesystem::path> directories_; ///< watch descriptor -> directory
     std::set<std::filesystem::path> names_;            ///< watched files, as directory/name

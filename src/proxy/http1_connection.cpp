@@ -724,20 +724,29 @@ bool restore_reason_separator(beast::flat_buffer& buffer)
 constexpr auto field_too_long = boost::system::errc::value_too_large;
 
 /**
- * `parser.put` of what `buffer` holds, consuming what it used. Beast keeps a field's name and
- * value in 16-bit lengths and throws for a longer one (the head and trailer limits allow
- * more); here that is the error `field_too_long`, for the connection to answer, instead of
- * an exception through the event loop that would end the process.
+ * `parser.put`, returning the bytes it used. Beast keeps a field's name and value in 16-bit
+ * lengths and throws for a longer one (the head and trailer limits allow more); here that is
+ * the error `field_too_long`, for the connection to answer, instead of an exception through
+ * the event loop that would end the process.
  */
+template <bool IsRequest, typename Body>
+std::size_t put_guarded(beast::http::parser<IsRequest, Body>& parser, net::const_buffer bytes,
+                        boost::system::error_code& ec)
+{
+    try {
+        return parser.put(bytes, ec);
+    } catch (const std::length_error&) {
+        ec = make_error_code(field_too_long);
+        return 0;
+    }
+}
+
+/// `put_guarded` of what `buffer` holds, consuming what it used.
 template <bool IsRequest, typename Body>
 void put_buffered(beast::http::parser<IsRequest, Body>& parser, beast::flat_buffer& buffer,
                   boost::system::error_code& ec)
 {
-    try {
-        buffer.consume(parser.put(buffer.data(), ec));
-    } catch (const std::length_error&) {
-        ec = make_error_code(field_too_long);
-    }
+    buffer.consume(put_guarded(parser, buffer.data(), ec));
 }
 
 /// The most bytes a body's framing (a chunk header, the trailer section) may hold back from
@@ -2103,9 +2112,8 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     parser.body_limit(boost::none);
     parser.header_limit(static_cast<std::uint32_t>(state.cfg.limits.header_bytes));
     boost::system::error_code pec;
-    try {
-        parser.put(net::buffer(raw.data(), raw.size()), pec);
-    } catch (const std::length_error&) {
+    put_guarded(parser, net::buffer(raw.data(), raw.size()), pec);
+    if (pec == field_too_long) {
         return refuse_unparsed(errc::header_too_large,
                                "a header field is longer than 65,533 bytes, the most one field "
                                "may hold");

@@ -1,6 +1,7 @@
 #include "portico/tls/certificates.hpp"
 
 #include "portico/core/log.hpp"
+#include "portico/core/uri.hpp"
 #include "tls/files.hpp"
 #include "tls/openssl.hpp"
 
@@ -101,34 +102,6 @@ std::string validity_problem(const certified_key& key)
     return {};
 }
 
-/// Whether `name` (normalised) is a DNS name in the form a leaf is issued and stored for:
-/// labels of letters, digits, '-' and '_', none empty, none starting with '-'.
-bool is_leaf_name(std::string_view name)
-{
-    constexpr std::size_t max_name = 253;
-    if (name.empty() || name.size() > max_name) {
-        return false;
-    }
-    std::size_t label = 0;
-    for (std::size_t i = 0; i <= name.size(); ++i) {
-        if (i == name.size() || name[i] == '.') {
-            if (label == 0) {
-                return false;
-            }
-            label = 0;
-            continue;
-        }
-        const char c = name[i];
-        const bool allowed = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-                             (c == '-' && label > 0);
-        if (!allowed) {
-            return false;
-        }
-        ++label;
-    }
-    return true;
-}
-
 /// The SNI name of a handshake, normalised; "" when the client sent none.
 std::string sni_of(const SSL* ssl)
 {
@@ -192,10 +165,10 @@ struct certificate_manager::impl {
         if (name == default_name || user_certificate(name)) {
             return true;
         }
-        // A name gets a leaf (and a file named after it) only in the form routes are
-        // matched in: "a.localhost.." would otherwise be a second name for a.localhost.
-        // Names plain HTTP serves (an underscore, a long label) are served here too.
-        if (parse_ip_literal(name).empty() && !is_leaf_name(name)) {
+        // A name gets a leaf (and a file named after it) only in the form routes match
+        // names in, so that "a.localhost.." is not a second name for a.localhost; what plain
+        // HTTP serves (an underscore, a long label) is served here too.
+        if (parse_ip_literal(name).empty() && uri::normalize_host(name) != name) {
             return false;
         }
         std::shared_ptr<const name_filter> current;

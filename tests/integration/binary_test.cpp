@@ -360,6 +360,43 @@ int settled_lowest_free_descriptor(int pid)
     return free_fd;
 }
 
+/// Lowers process `pid`'s soft limit on descriptors to `soft` (the hard limit stays) until
+/// `restore` or the end of its life.
+class lowered_descriptor_limit {
+public:
+    lowered_descriptor_limit(int pid, rlim_t soft) : pid_(pid)
+    {
+        if (::prlimit(pid, RLIMIT_NOFILE, nullptr, &before_) != 0) {
+            error_ = std::strerror(errno);
+            return;
+        }
+        const rlimit low{soft, before_.rlim_max};
+        if (::prlimit(pid, RLIMIT_NOFILE, &low, nullptr) != 0) {
+            error_ = std::strerror(errno);
+        }
+    }
+    ~lowered_descriptor_limit() { restore(); }
+    lowered_descriptor_limit(const lowered_descriptor_limit&) = delete;
+    lowered_descriptor_limit& operator=(const lowered_descriptor_limit&) = delete;
+
+    /// "" once lowered, else why not.
+    const std::string& error() const noexcept { return error_; }
+
+    void restore()
+    {
+        if (error_.empty() && !restored_) {
+            restored_ = true;
+            ::prlimit(pid_, RLIMIT_NOFILE, &before_, nullptr);
+        }
+    }
+
+private:
+    int pid_;
+    rlimit before_{};
+    std::string error_;
+    bool restored_ = false;
+};
+
 TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
 {
 #if defined(PORTICO_SANITIZE)
@@ -371,18 +408,16 @@ TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
     running_portico portico(route_to(backend.port()));
     const int pid = portico.process->pid();
     const int free_fd = settled_lowest_free_descriptor(pid);
-    rlimit before{};
-    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << std::strerror(errno);
     // The limit bounds descriptor numbers: the lowest free one is the only one left.
-    const rlimit low{static_cast<rlim_t>(free_fd + 1), before.rlim_max};
-    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &low, nullptr), 0) << std::strerror(errno);
+    lowered_descriptor_limit low(pid, static_cast<rlim_t>(free_fd + 1));
+    ASSERT_EQ(low.error(), "");
     client c(portico.port);
     const auto res = c.get("app.localhost", "/");
     EXPECT_EQ(res.result_int(), 502);
     EXPECT_NE(res.body().find("no file descriptor left"), std::string::npos) << res.body();
     EXPECT_EQ(res.body().find("start your dev server"), std::string::npos) << res.body();
     EXPECT_TRUE(portico.process->wait_for_line("out_of_descriptors"));
-    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0) << std::strerror(errno);
+    low.restore();
     client after(portico.port);
     EXPECT_EQ(after.get("app.localhost", "/").result_int(), 200);
 }
@@ -405,13 +440,11 @@ TEST(BinaryTest, ProbeWithoutADescriptorLeavesTheBackendsStateAlone)
     ASSERT_TRUE(wait_until([&] { return state() == "up"; }));
     const int pid = portico.process->pid();
     const int free_fd = settled_lowest_free_descriptor(pid);
-    rlimit before{};
-    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << std::strerror(errno);
-    const rlimit none_left{static_cast<rlim_t>(free_fd), before.rlim_max};
-    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &none_left, nullptr), 0) << std::strerror(errno);
+    lowered_descriptor_limit none_left(pid, static_cast<rlim_t>(free_fd));
+    ASSERT_EQ(none_left.error(), "");
     // A probe round runs meanwhile (every 2 s), and fails to make its sockets.
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-    ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0) << std::strerror(errno);
+    none_left.restore();
     EXPECT_EQ(state(), "up");
 }
 

@@ -201,8 +201,10 @@ TEST(StreamingTest, BackendClosingWithoutResponseGets502)
         << res.body();
 }
 
-/// What a client gets through portico from a backend that answers a GET with `bytes`.
-response answer_to_backend_bytes(const std::string& bytes)
+/// What `ask` (given the proxy's port) gets through portico from a backend that answers a
+/// request with `bytes`.
+template <typename Ask>
+auto through_backend_answering(const std::string& bytes, Ask ask)
 {
     origin backend([&bytes](origin_connection& c) {
         if (c.read_request()) {
@@ -210,8 +212,16 @@ response answer_to_backend_bytes(const std::string& bytes)
         }
     });
     proxy_harness proxy(route_to(backend.port()));
-    client c(proxy.port());
-    return c.get("app.localhost", "/");
+    return ask(proxy.port());
+}
+
+/// What a client gets through portico from a backend that answers a GET with `bytes`.
+response answer_to_backend_bytes(const std::string& bytes)
+{
+    return through_backend_answering(bytes, [](unsigned short port) {
+        client c(port);
+        return c.get("app.localhost", "/");
+    });
 }
 
 TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
@@ -262,13 +272,9 @@ TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedAfterAnInterimRespons
 /// with `bytes` and closes.
 std::string raw_answer_to_backend_bytes(const std::string& request, const std::string& bytes)
 {
-    origin backend([&bytes](origin_connection& c) {
-        if (c.read_request()) {
-            c.write_raw(bytes);
-        }
+    return through_backend_answering(bytes, [&request](unsigned short port) {
+        return raw_exchange(port, request, std::chrono::seconds(3));
     });
-    proxy_harness proxy(route_to(backend.port()));
-    return raw_exchange(proxy.port(), request, std::chrono::seconds(3));
 }
 
 TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedForHeadAndUpgrade)
