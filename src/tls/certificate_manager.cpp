@@ -11,6 +11,8 @@
 
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
+#include <list>
 #include <unordered_map>
 #include <utility>
 
@@ -117,6 +119,7 @@ struct certificate_manager::impl {
     struct cache_slot {
         std::mutex mutex;
         std::shared_ptr<const certified_key> key; ///< guarded by `mutex`
+        std::list<std::string>::iterator place;   ///< in `recency`; guarded by `cache_mutex`
     };
 
     std::unique_ptr<certificate_authority> ca;
@@ -134,6 +137,10 @@ struct certificate_manager::impl {
     std::mutex cache_mutex;
     /// Issued leaves by exact name; guarded by `cache_mutex` (the slots by their own).
     std::unordered_map<std::string, std::shared_ptr<cache_slot>> cache;
+    /// The names in `cache`, the most recently used first; guarded by `cache_mutex`.
+    std::list<std::string> recency;
+    /// Serialises the pruning of `leaves/`, so two issuers do not both count the same files.
+    std::mutex prune_mutex;
 
     std::atomic<std::uint64_t> issued{0};
 
@@ -201,11 +208,21 @@ struct certificate_manager::impl {
         std::shared_ptr<cache_slot> slot;
         {
             const std::lock_guard lock(cache_mutex);
-            auto& entry = cache[name];
-            if (!entry) {
-                entry = std::make_shared<cache_slot>();
+            auto [entry, added] = cache.try_emplace(name);
+            if (added) {
+                entry->second = std::make_shared<cache_slot>();
+                recency.push_front(name);
+                entry->second->place = recency.begin();
+                // The least recently used names go; a handshake holding one of their slots
+                // finishes with it.
+                while (cache.size() > std::max<std::size_t>(policy.max_leaves, 1)) {
+                    cache.erase(recency.back());
+                    recency.pop_back();
+                }
+            } else {
+                recency.splice(recency.begin(), recency, entry->second->place);
             }
-            slot = entry;
+            slot = entry->second;
         }
         const std::lock_guard lock(slot->mutex);
         if (slot->key && is_fresh(*slot->key)) {
@@ -305,7 +322,56 @@ struct certificate_manager::impl {
             PORTICO_LOG(log::level::warn, "certificate_not_saved", {"host", name},
                         {"error", error});
         }
+        prune_leaves();
         return key;
+    }
+
+    /**
+     * Keeps `leaves/` to `policy.max_leaves` names: the files of names no longer in memory
+     * go, those issued longest ago first. Runs after each issuance, which is rare (once per
+     * name per renewal period) unless something is asking for random names.
+     */
+    void prune_leaves()
+    {
+        const std::lock_guard prune_lock(prune_mutex);
+        std::unordered_map<std::string, std::filesystem::file_time_type> written; // by stem
+        std::error_code ec;
+        for (const auto& entry : std::filesystem::directory_iterator(leaves_dir, ec)) {
+            const auto file = entry.path().filename().string();
+            std::string_view stem = file;
+            if (stem.ends_with("-key.pem")) {
+                stem.remove_suffix(8);
+            } else if (stem.ends_with(".pem")) {
+                stem.remove_suffix(4);
+            } else {
+                continue;
+            }
+            std::error_code time_ec;
+            const auto time = entry.last_write_time(time_ec);
+            auto& newest = written[std::string(stem)];
+            newest = std::max(newest, time_ec ? std::filesystem::file_time_type::min() : time);
+        }
+        const auto limit = std::max<std::size_t>(policy.max_leaves, 1);
+        if (ec || written.size() <= limit) {
+            return;
+        }
+        auto excess = written.size() - limit;
+        {
+            const std::lock_guard lock(cache_mutex);
+            for (const auto& [name, slot] : cache) {
+                written.erase(file_stem(name));
+            }
+        }
+        // The names in memory are at most `limit`, so the others cover the excess.
+        std::vector<std::pair<std::filesystem::file_time_type, std::string>> stale;
+        for (auto& [stem, time] : written) {
+            stale.emplace_back(time, stem);
+        }
+        std::sort(stale.begin(), stale.end());
+        for (auto next = stale.begin(); next != stale.end() && excess > 0; ++next, --excess) {
+            std::filesystem::remove(leaves_dir / (next->second + "-key.pem"), ec);
+            std::filesystem::remove(leaves_dir / (next->second + ".pem"), ec);
+        }
     }
 
     /// SNI callback (RFC 6066 §3): refuses names that are not served with a fatal

@@ -21,10 +21,14 @@
 
 namespace portico::tls {
 
-/// Validity of issued leaf certificates and when they are renewed.
+/// Validity of issued leaf certificates, when they are renewed, and how many are kept.
 struct issuance_policy {
     std::chrono::hours validity{24 * 90};      ///< 90 days
     std::chrono::hours renew_before{24 * 30};  ///< renewed when fewer than 30 days remain
+    /// Leaves held in memory and in `leaves/`, the least recently issued or loaded dropped
+    /// first. A wildcard route serves any name below it, and any web page can make a
+    /// browser ask for random ones: without a bound each would stay, in memory and on disk.
+    std::size_t max_leaves = 1000;
 };
 
 /**

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <string>
@@ -245,6 +246,82 @@ TEST_F(CertificateManagerTest, RacingHandshakesIssueOneCertificate)
     EXPECT_EQ(m->certificates_issued(), 1u);
     EXPECT_EQ(list_dir(leaves()),
               (std::vector<std::string>{"race.localhost-key.pem", "race.localhost.pem"}));
+}
+
+/// The leaf files `names` leave in `leaves/`, sorted as `list_dir` sorts.
+std::vector<std::string> leaf_files(std::vector<std::string> names)
+{
+    std::vector<std::string> files;
+    for (const auto& name : names) {
+        files.push_back(name + "-key.pem");
+        files.push_back(name + ".pem");
+    }
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+/// Names below a wildcard, as a page could make a browser ask for: every one is served.
+certificate_manager::name_filter serve_any_localhost()
+{
+    return [](std::string_view name) { return name.ends_with(".localhost"); };
+}
+
+TEST_F(CertificateManagerTest, IssuedLeavesAreBoundedInMemoryAndOnDisk)
+{
+    issuance_policy three;
+    three.max_leaves = 3;
+    const auto m = make(settings(), serve_any_localhost(), three);
+    ASSERT_TRUE(m);
+    for (int i = 0; i < 6; ++i) {
+        ASSERT_TRUE(handshake(*m, "n" + std::to_string(i) + ".localhost").ok) << i;
+    }
+    EXPECT_EQ(m->certificates_issued(), 6u);
+    EXPECT_EQ(list_dir(leaves()), leaf_files({"n3.localhost", "n4.localhost", "n5.localhost"}));
+    ASSERT_TRUE(handshake(*m, "n5.localhost").ok);
+    EXPECT_EQ(m->certificates_issued(), 6u); // still in memory
+    const auto again = handshake(*m, "n0.localhost");
+    ASSERT_TRUE(again.ok); // dropped from both: issued anew, and it verifies
+    EXPECT_EQ(m->certificates_issued(), 7u);
+    EXPECT_EQ(list_dir(leaves()), leaf_files({"n0.localhost", "n4.localhost", "n5.localhost"}));
+}
+
+TEST_F(CertificateManagerTest, LeafInUseOutlivesAFloodOfNewNames)
+{
+    issuance_policy three;
+    three.max_leaves = 3;
+    const auto m = make(settings(), serve_any_localhost(), three);
+    ASSERT_TRUE(m);
+    const auto first = handshake(*m, "app.localhost");
+    ASSERT_TRUE(first.ok);
+    for (int i = 0; i < 8; ++i) {
+        ASSERT_TRUE(handshake(*m, "flood" + std::to_string(i) + ".localhost").ok) << i;
+        ASSERT_TRUE(handshake(*m, "app.localhost").ok) << i; // the page the developer uses
+    }
+    const auto last = handshake(*m, "app.localhost");
+    ASSERT_TRUE(last.ok);
+    EXPECT_EQ(serial_of(last.peer.get()), serial_of(first.peer.get()));
+    EXPECT_EQ(m->certificates_issued(), 9u);
+    EXPECT_EQ(list_dir(leaves()),
+              leaf_files({"app.localhost", "flood6.localhost", "flood7.localhost"}));
+}
+
+TEST_F(CertificateManagerTest, RestartPrunesOnlyTheOldestLeavesOnDisk)
+{
+    issuance_policy three;
+    three.max_leaves = 3;
+    {
+        const auto m = make(settings(), serve_any_localhost(), three);
+        ASSERT_TRUE(m);
+        for (int i = 0; i < 3; ++i) {
+            ASSERT_TRUE(handshake(*m, "n" + std::to_string(i) + ".localhost").ok) << i;
+        }
+    }
+    const auto m = make(settings(), serve_any_localhost(), three);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE(handshake(*m, "n3.localhost").ok);
+    EXPECT_EQ(list_dir(leaves()), leaf_files({"n1.localhost", "n2.localhost", "n3.localhost"}));
+    ASSERT_TRUE(handshake(*m, "n2.localhost").ok);
+    EXPECT_EQ(m->certificates_issued(), 1u); // read back from disk
 }
 
 TEST_F(CertificateManagerTest, RestartReusesTheLeaf)
