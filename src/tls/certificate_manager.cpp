@@ -6,6 +6,7 @@
 #include "tls/openssl.hpp"
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include <fmt/format.h>
 
@@ -42,9 +43,14 @@ constexpr unsigned char session_id_context[] = {'p', 'o', 'r', 't', 'i', 'c', 'o
 constexpr unsigned leaf_key_mode = 0600;
 constexpr unsigned leaf_cert_mode = 0644;
 
+/// The longest stem kept as it is: with "-key.pem" it stays within the 255 bytes a file
+/// name may have, where a DNS name may have 253.
+constexpr std::size_t max_plain_stem = 200;
+
 /// A file name for a leaf of `name`. Names are DNS names or IP literals already; anything else
-/// (':' in IPv6, a leading dot) becomes '_', so a name can never leave `leaves/`. Two names
-/// mapping to one file is harmless: a loaded leaf must cover the name or it is re-issued.
+/// (':' in IPv6, a leading dot) becomes '_', so a name can never leave `leaves/`. A longer
+/// name keeps its start and ends in a digest of the whole. Two names mapping to one file is
+/// harmless: a loaded leaf must cover the name or it is re-issued.
 std::string file_stem(std::string_view name)
 {
     std::string stem(name);
@@ -54,6 +60,17 @@ std::string file_stem(std::string_view name)
                            c == '_' || (c == '.' && i > 0);
         if (!plain) {
             stem[i] = '_';
+        }
+    }
+    if (stem.size() > max_plain_stem) {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned int size = 0;
+        check(EVP_Digest(name.data(), name.size(), digest, &size, EVP_sha256(), nullptr),
+              "EVP_Digest");
+        stem.resize(max_plain_stem - 33);
+        stem += '-';
+        for (unsigned int i = 0; i < 16; ++i) {
+            fmt::format_to(std::back_inserter(stem), "{:02x}", digest[i]);
         }
     }
     return stem;

@@ -324,6 +324,32 @@ TEST_F(CertificateManagerTest, RestartPrunesOnlyTheOldestLeavesOnDisk)
     EXPECT_EQ(m->certificates_issued(), 1u); // read back from disk
 }
 
+TEST_F(CertificateManagerTest, LeafOfTheLongestNameIsSavedAndReadBack)
+{
+    // 253 characters, the most a DNS name has: "-key.pem" after it would pass the 255
+    // bytes a file name may have.
+    const std::string label(60, 'x');
+    const std::string name = label + "." + label + "." + label + "." + label + ".localhost";
+    ASSERT_EQ(name.size(), 253u);
+    {
+        const auto m = make(settings(), serve_any_localhost());
+        ASSERT_TRUE(m);
+        ASSERT_TRUE(handshake(*m, name).ok);
+    }
+    const auto files = list_dir(leaves());
+    ASSERT_EQ(files.size(), 2u);
+    for (const auto& file : files) {
+        EXPECT_LE(file.size(), 255u) << file;
+        EXPECT_TRUE(file.starts_with(label + ".")) << file;
+    }
+    const auto m = make(settings(), serve_any_localhost());
+    ASSERT_TRUE(m);
+    const auto out = handshake(*m, name);
+    ASSERT_TRUE(out.ok);
+    EXPECT_EQ(X509_check_host(out.peer.get(), name.c_str(), name.size(), 0, nullptr), 1);
+    EXPECT_EQ(m->certificates_issued(), 0u); // read back from its file
+}
+
 TEST_F(CertificateManagerTest, RestartReusesTheLeaf)
 {
     std::string serial;
