@@ -271,16 +271,16 @@ constexpr std::string_view dashboard_script = R"js(
   function refresh(){
     if(busy||document.hidden)return;
     busy=true;
+    function mark(text){var live=document.getElementById("live");if(live)live.textContent=text;}
     fetch(location.pathname,{cache:"no-store",headers:{Accept:"text/html"}})
-      .then(function(r){return r.ok?r.text():null})
+      .then(function(r){if(!r.ok)throw "HTTP "+r.status;return r.text()})
       .then(function(t){
-        if(!t)return;
         var doc=new DOMParser().parseFromString(t,"text/html");
         var next=doc.querySelector("main"),cur=document.querySelector("main");
         if(next&&cur)cur.replaceWith(next);
-        var live=document.getElementById("live");if(live)live.textContent="live";
+        mark("live");
       })
-      .catch(function(){var live=document.getElementById("live");if(live)live.textContent="offline";})
+      .catch(function(e){mark(typeof e==="string"?"offline ("+e+")":"offline")})
       .finally(function(){busy=false});
   }
   setInterval(refresh,1000);

@@ -11,9 +11,11 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -267,6 +269,41 @@ TEST(BrowserTest, DashboardShowsRoutesBackendStatesAndRequests)
                                   "--virtual-time-budget=2000", "--screenshot=" + shot.string()});
     ASSERT_TRUE(std::filesystem::exists(shot)) << describe_load(taken);
     EXPECT_GT(std::filesystem::file_size(shot), 20000U) << "an empty page compresses smaller";
+}
+
+TEST(BrowserTest, DashboardSaysOfflineWhenItsRefreshIsRefused)
+{
+    if (!std::filesystem::exists(chromium_binary)) {
+        GTEST_SKIP() << chromium_binary << " is missing; scripts/install-deps.sh installs it";
+    }
+    running_portico portico("routes: []\n");
+    std::string dashboard;
+    {
+        client c(portico.port);
+        const auto res = c.get("portico.localhost", "/");
+        ASSERT_EQ(res.result_int(), 200);
+        dashboard = res.body();
+    }
+    // The page as portico rendered it, then what a portico that now refuses the page answers
+    // (a reload that moved the admin host, say): its refreshes fail with a status.
+    auto served = std::make_shared<std::atomic<int>>(0);
+    origin stand_in([&dashboard, served](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            const bool first = served->fetch_add(1) == 0;
+            response res{first ? beast::http::status::ok : beast::http::status::forbidden, 11};
+            res.set(beast::http::field::content_type, "text/html; charset=utf-8");
+            res.body() = first ? dashboard : "refused";
+            res.prepare_payload();
+            c.write(res);
+        }
+    });
+    browser_user user;
+    const auto page = user.open("portico.localhost",
+                                fmt::format("http://portico.localhost:{}/", stand_in.port()),
+                                {"--virtual-time-budget=3000", "--dump-dom"});
+    EXPECT_GT(served->load(), 1) << describe_load(page);
+    EXPECT_NE(page.out.find("id=\"live\">offline (HTTP 403)<"), std::string::npos)
+        << describe_load(page);
 }
 
 } // namespace
