@@ -8,6 +8,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,24 +64,65 @@ std::optional<std::string> read_text(const std::filesystem::path& path, std::str
     return out.str();
 }
 
+/// Writes all of `text` at the start of the open file `fd` and cuts it there.
+bool rewrite_in_place(int fd, std::string_view text)
+{
+    for (off_t at = 0; !text.empty();) {
+        const ssize_t n = ::pwrite(fd, text.data(), text.size(), at);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        text.remove_prefix(static_cast<std::size_t>(n));
+        at += n;
+    }
+    return true;
+}
+
 /**
  * Replaces the file's content, keeping its mode. A rename keeps readers from seeing half a
- * file; where the file cannot be replaced (a container's bind-mounted /etc/hosts gives
- * EBUSY), it is rewritten in place.
+ * file, and a failed write from leaving one. Where the file cannot be replaced (a
+ * container's bind-mounted /etc/hosts gives EBUSY), it is rewritten in place, and put back
+ * as it was should that fail part-way (a full disk). A symbolic link is followed, as an
+ * editor would: /etc/hosts is one on some systems, and replacing the link would cut it off
+ * from the file it names.
  */
-std::string write_text(const std::filesystem::path& path, const std::string& text)
+std::string write_text(const std::filesystem::path& link, const std::string& original,
+                       const std::string& text)
 {
+    std::error_code ec;
+    auto path = std::filesystem::canonical(link, ec);
+    if (ec) {
+        path = link;
+    }
     struct stat st {};
     const unsigned mode = ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0644;
-    auto error = tls::write_file_atomically(path, text, mode);
-    if (error.empty()) {
+    int failed_errno = 0;
+    auto error = tls::write_file_atomically(path, text, mode, &failed_errno);
+    if (error.empty() || failed_errno != EBUSY) {
+        return error;
+    }
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return fmt::format("cannot write {}: {}", path.string(),
+                           std::generic_category().message(errno));
+    }
+    const auto replace_with = [fd](const std::string& content) {
+        return rewrite_in_place(fd, content) &&
+               ::ftruncate(fd, static_cast<off_t>(content.size())) == 0 && ::fsync(fd) == 0;
+    };
+    if (replace_with(text)) {
+        ::close(fd);
         return {};
     }
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (out && (out << text) && out.flush()) {
-        return {};
-    }
-    return error;
+    const int err = errno;
+    const bool restored = replace_with(original);
+    ::close(fd);
+    return fmt::format("cannot write {}: {}; {}", path.string(),
+                       std::generic_category().message(err),
+                       restored ? "it is as it was" : "it may be damaged: check it");
 }
 
 std::string permission_hint(const std::filesystem::path& path, std::string_view verb)
@@ -118,10 +160,11 @@ std::vector<std::string> wildcard_hosts(const config::config& cfg)
     return out;
 }
 
-std::string without_portico_block(std::string_view text)
+std::optional<std::string> without_portico_block(std::string_view text, std::string& error)
 {
     std::string out;
-    bool inside = false;
+    std::size_t begun_at = 0; ///< line number of the block's first line while inside it
+    std::size_t number = 0;
     std::size_t pos = 0;
     while (pos < text.size()) {
         auto end = text.find('\n', pos);
@@ -129,36 +172,47 @@ std::string without_portico_block(std::string_view text)
         end = last ? text.size() : end + 1;
         const auto line = text.substr(pos, end - pos);
         pos = end;
+        ++number;
         const auto content = line.substr(0, line.find_last_not_of("\r\n") + 1);
-        if (!inside && content == block_begin) {
-            inside = true;
+        if (begun_at == 0 && content == block_begin) {
+            begun_at = number;
             continue;
         }
-        if (inside) {
-            inside = content != block_end;
+        if (begun_at != 0) {
+            begun_at = content == block_end ? 0 : begun_at;
             continue;
         }
         out += line;
     }
+    if (begun_at != 0) {
+        // Everything after the first line would go with the block; the lines there may be
+        // the user's own.
+        error = fmt::format("line {} begins portico's block but no \"{}\" line ends it: edit "
+                            "the file by hand, removing the block or ending it",
+                            begun_at, block_end);
+        return std::nullopt;
+    }
     return out;
 }
 
-std::string with_portico_block(std::string_view text, const std::vector<std::string>& names)
+std::optional<std::string> with_portico_block(std::string_view text,
+                                              const std::vector<std::string>& names,
+                                              std::string& error)
 {
-    auto out = without_portico_block(text);
-    if (names.empty()) {
+    auto out = without_portico_block(text, error);
+    if (!out || names.empty()) {
         return out;
     }
-    if (!out.empty() && out.back() != '\n') {
-        out += '\n';
+    if (!out->empty() && out->back() != '\n') {
+        *out += '\n';
     }
-    out += block_begin;
-    out += '\n';
+    *out += block_begin;
+    *out += '\n';
     for (const auto& name : names) {
-        out += fmt::format("127.0.0.1 {}\n", name);
+        *out += fmt::format("127.0.0.1 {}\n", name);
     }
-    out += block_end;
-    out += '\n';
+    *out += block_end;
+    *out += '\n';
     return out;
 }
 
@@ -189,10 +243,14 @@ int hosts_command(hosts_action action, const std::optional<std::filesystem::path
         fmt::print(stderr, "portico: {}\n", error);
         return exit_config;
     }
-    const auto next = action == hosts_action::apply ? with_portico_block(*current, names)
-                                                    : without_portico_block(*current);
+    const auto next = action == hosts_action::apply ? with_portico_block(*current, names, error)
+                                                    : without_portico_block(*current, error);
+    if (!next) {
+        fmt::print(stderr, "portico: {}: {}\n", path.string(), error);
+        return exit_config;
+    }
     const std::string_view verb = action == hosts_action::apply ? "--apply" : "--remove";
-    if (next == *current) {
+    if (*next == *current) {
         fmt::print("{} already {}\n", path.string(),
                    action == hosts_action::apply
                        ? (names.empty() ? "has no portico lines, and none are needed"
@@ -200,7 +258,7 @@ int hosts_command(hosts_action action, const std::optional<std::filesystem::path
                        : "has no portico lines");
         return exit_ok;
     }
-    if (error = write_text(path, next); !error.empty()) {
+    if (error = write_text(path, *current, *next); !error.empty()) {
         fmt::print(stderr, "portico: {}\n",
                    ::access(path.c_str(), W_OK) != 0 ? permission_hint(path, verb) : error);
         return exit_config;

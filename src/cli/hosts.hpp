@@ -23,11 +23,15 @@ std::vector<std::string> names_needing_hosts_entries(const config::config& cfg);
 /// The wildcard route hosts, which a hosts file cannot express.
 std::vector<std::string> wildcard_hosts(const config::config& cfg);
 
-/// `text` (a hosts file) without portico's block; the rest is kept byte for byte.
-std::string without_portico_block(std::string_view text);
+/// `text` (a hosts file) without portico's block; the rest is kept byte for byte. nullopt
+/// with `error` set when a block begins and does not end.
+std::optional<std::string> without_portico_block(std::string_view text, std::string& error);
 
-/// `text` with portico's block (for `names`) replacing any earlier one, at the end.
-std::string with_portico_block(std::string_view text, const std::vector<std::string>& names);
+/// `text` with portico's block (for `names`) replacing any earlier one, at the end; nullopt
+/// as `without_portico_block`.
+std::optional<std::string> with_portico_block(std::string_view text,
+                                              const std::vector<std::string>& names,
+                                              std::string& error);
 
 /**
  * Runs `portico hosts`. `print` writes `127.0.0.1 NAME` lines to stdout; `apply` and `remove`

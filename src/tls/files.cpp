@@ -32,8 +32,14 @@ void close_fd(int fd) noexcept
 } // namespace
 
 std::string write_file_atomically(const std::filesystem::path& path, std::string_view data,
-                                  unsigned mode)
+                                  unsigned mode, int* failed_errno)
 {
+    const auto failed = [failed_errno](int err) {
+        if (failed_errno != nullptr) {
+            *failed_errno = err;
+        }
+        return err;
+    };
     // The temporary file lives in the target's directory so that rename(2) is atomic, and
     // starts with a dot so that a crash leaves no file that looks like a certificate.
     std::string temp =
@@ -41,12 +47,13 @@ std::string write_file_atomically(const std::filesystem::path& path, std::string
     const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
     if (fd < 0) {
         return fmt::format("cannot create a temporary file for {}: {}", path.string(),
-                           errno_text(errno));
+                           errno_text(failed(errno)));
     }
     const auto fail = [&](std::string_view step, int err) {
         close_fd(fd);
         ::unlink(temp.c_str());
-        return fmt::format("cannot write {}: {}: {}", path.string(), step, errno_text(err));
+        return fmt::format("cannot write {}: {}: {}", path.string(), step,
+                           errno_text(failed(err)));
     };
     // The mode is set before any byte is written, so a key is never readable by others.
     if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
@@ -67,12 +74,12 @@ std::string write_file_atomically(const std::filesystem::path& path, std::string
         return fail("fsync", errno);
     }
     if (::close(fd) != 0) {
-        const int err = errno;
+        const int err = failed(errno);
         ::unlink(temp.c_str());
         return fmt::format("cannot write {}: close: {}", path.string(), errno_text(err));
     }
     if (::rename(temp.c_str(), path.c_str()) != 0) {
-        const int err = errno;
+        const int err = failed(errno);
         ::unlink(temp.c_str());
         return fmt::format("cannot write {}: rename: {}", path.string(), errno_text(err));
     }

@@ -8,7 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -84,6 +87,34 @@ protected:
     std::filesystem::path dir_;
     /// Put before the binary in `portico`'s command line (e.g. a `test_name_server`'s).
     std::vector<std::string> launcher_;
+};
+
+/**
+ * Lowers this process's file-size limit (RLIMIT_FSIZE) and ignores SIGXFSZ while it lives,
+ * so that children started meanwhile inherit both: a write past `bytes` then fails with
+ * EFBIG, as on a full disk, instead of killing the writer. Both are put back afterwards.
+ */
+class file_size_limit {
+public:
+    explicit file_size_limit(rlim_t bytes)
+    {
+        EXPECT_EQ(::getrlimit(RLIMIT_FSIZE, &before_), 0);
+        rlimit lowered = before_;
+        lowered.rlim_cur = bytes;
+        EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &lowered), 0);
+        previous_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    }
+    ~file_size_limit()
+    {
+        ::setrlimit(RLIMIT_FSIZE, &before_);
+        std::signal(SIGXFSZ, previous_handler_);
+    }
+    file_size_limit(const file_size_limit&) = delete;
+    file_size_limit& operator=(const file_size_limit&) = delete;
+
+private:
+    rlimit before_{};
+    void (*previous_handler_)(int) = SIG_DFL;
 };
 
 } // namespace portico::test

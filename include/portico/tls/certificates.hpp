@@ -172,8 +172,9 @@ std::string damaged_ca(const std::filesystem::path& ca_dir);
 std::string requested_server_name(SSL* connection);
 
 /// Writes `data` to `path` atomically (temporary file in the same directory + rename) with
-/// the given mode; no temporary file is left behind on failure. Returns an error message.
+/// the given mode; no temporary file is left behind on failure. Returns an error message,
+/// and the failed call's errno in `failed_errno` when given.
 std::string write_file_atomically(const std::filesystem::path& path, std::string_view data,
-                                  unsigned mode);
+                                  unsigned mode, int* failed_errno = nullptr);
 
 } // namespace portico::tls

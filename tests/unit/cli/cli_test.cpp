@@ -231,6 +231,59 @@ TEST_F(CliTest, HostsApplyOnAFileItCannotReadExitsOne)
     EXPECT_TRUE(contains(r.err, "cannot read")) << r;
 }
 
+TEST_F(CliTest, HostsBlockWithoutItsEndIsRefusedAndTheFileKept)
+{
+    write_file("portico.yaml", hosts_yaml);
+    // A hand edit took the end line: what follows the begin line is the user's own.
+    const std::string original = "127.0.0.1 localhost\n# portico begin (managed by `portico "
+                                 "hosts`)\n10.0.0.1 mine.example\n192.168.1.5 nas.lan\n";
+    const auto file = write_file("hosts", original);
+    const portico::test::env_overrides env{{"PORTICO_HOSTS_FILE", file.string()}};
+    for (const auto* action : {"--remove", "--apply"}) {
+        const auto r = portico({"hosts", action}, env);
+        EXPECT_EQ(r.exit_code, 1) << action << r;
+        EXPECT_TRUE(contains(r.err, "line 2 begins portico's block but no \"# portico end\""))
+            << action << r;
+        EXPECT_EQ(read_file(file), original) << action;
+    }
+}
+
+TEST_F(CliTest, HostsApplyWritesThroughASymbolicLink)
+{
+    write_file("portico.yaml", hosts_yaml);
+    const std::string original = "127.0.0.1 localhost\n";
+    const auto target = write_file("etc-static/hosts", original);
+    const auto link = dir_ / "hosts";
+    fs::create_symlink(target, link);
+    const auto r = portico({"hosts", "--apply"}, {{"PORTICO_HOSTS_FILE", link.string()}});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(fs::is_symlink(link));
+    EXPECT_TRUE(contains(read_file(target), "127.0.0.1 legacy.test\n")) << read_file(target);
+}
+
+TEST_F(CliTest, HostsWriteThatFailsLeavesTheFileAsItWas)
+{
+    write_file("portico.yaml", hosts_yaml);
+    std::string original = "127.0.0.1 localhost\n";
+    for (int i = 0; original.size() < 8192; ++i) {
+        original += fmt::format("10.1.{}.{} host{}.lan\n", i / 250, i % 250, i);
+    }
+    const auto file = write_file("hosts", original);
+    {
+        // A file-size limit stands in for a full disk: the write fails with EFBIG part-way.
+        // The limit and the ignored signal are inherited by the child, and put back after.
+        const portico::test::file_size_limit limit(4096);
+        const auto r = portico({"hosts", "--apply"}, {{"PORTICO_HOSTS_FILE", file.string()}});
+        EXPECT_EQ(r.exit_code, 1) << r;
+        EXPECT_TRUE(contains(r.err, "cannot write")) << r;
+    }
+    EXPECT_EQ(read_file(file), original);
+    for (const auto& entry : fs::directory_iterator(dir_)) {
+        EXPECT_FALSE(entry.path().filename().string().starts_with(".hosts"))
+            << "temporary file left: " << entry.path();
+    }
+}
+
 /// Loopback sockets for `doctor` to find: one listening, one bound but refusing.
 struct doctor_sockets {
     boost::asio::io_context io;
