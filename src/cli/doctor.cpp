@@ -13,6 +13,9 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <fmt/format.h>
 
 #include <sys/socket.h>
@@ -49,15 +52,22 @@ std::string read_text(const std::filesystem::path& path)
     return out.str();
 }
 
-/// True when a portico answers the admin health check on `ep` within a second.
-bool portico_answers(const tcp::endpoint& ep)
+/**
+ * True when a portico answers on `ep` within a second: its health check names itself
+ * (`Server: portico` and a `version`), or the request gets one of its error pages, which
+ * carry `X-Portico-Error` (a `tls: only` listener refuses plain HTTP so). A dev server's
+ * own `{"status":"ok"}` is not taken for one.
+ */
+bool portico_answers(const tcp::endpoint& ep, const std::string& admin_host)
 {
     net::io_context io(1);
     tcp::socket socket(io);
     std::string answer;
     std::array<char, 4096> chunk{};
-    const std::string request = "GET /api/health HTTP/1.1\r\nHost: portico.localhost\r\n"
-                                "Connection: close\r\n\r\n";
+    const std::string request = fmt::format("GET /api/health HTTP/1.1\r\nHost: {}\r\n"
+                                            "Accept: application/json\r\n"
+                                            "Connection: close\r\n\r\n",
+                                            admin_host);
     std::function<void(boost::system::error_code, std::size_t)> on_read =
         [&](boost::system::error_code ec, std::size_t n) {
             answer.append(chunk.data(), n);
@@ -77,7 +87,22 @@ bool portico_answers(const tcp::endpoint& ep)
     });
     // Whatever holds the port may accept and never answer: the wait is bounded.
     io.run_for(std::chrono::seconds(1));
-    return answer.starts_with("HTTP/1.1 200") && answer.find("\"status\":\"ok\"") != std::string::npos;
+
+    beast::http::response_parser<beast::http::string_body> parser;
+    parser.eager(true);
+    boost::system::error_code ec;
+    parser.put(net::buffer(answer), ec);
+    if (!parser.is_header_done()) {
+        return false;
+    }
+    const auto& res = parser.get();
+    if (res.find("X-Portico-Error") != res.end()) {
+        return true;
+    }
+    return res.result() == beast::http::status::ok &&
+           beast::iequals(res[beast::http::field::server], "portico") &&
+           answer.find("\"status\":\"ok\"") != std::string::npos &&
+           answer.find("\"version\":") != std::string::npos;
 }
 
 void check_listeners(const config::config& cfg, report& say)
@@ -113,7 +138,7 @@ void check_listeners(const config::config& cfg, report& say)
             if (!ec) {
                 say(verdict::ok, fmt::format("{} is free", where));
             } else if (ec == net::error::address_in_use) {
-                if (portico_answers(ep)) {
+                if (portico_answers(ep, cfg.admin)) {
                     say(verdict::ok, fmt::format("{}: portico is running there", where));
                 } else {
                     say(verdict::fail,

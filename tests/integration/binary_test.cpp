@@ -267,6 +267,63 @@ TEST(BinaryTest, SecondPorticoOnTheSamePortExitsThree)
     EXPECT_EQ(c.get("app.localhost", "/").result_int(), 200);
 }
 
+/// `portico doctor` on `listen_yaml` (a `listen:` value), with `admin` as the admin host.
+process_result doctor_on(const temp_dir& dir, const std::string& listen_yaml,
+                         const std::string& admin = "portico.localhost")
+{
+    std::ofstream(dir.path() / "doctor.yaml")
+        << fmt::format("listen: {}\nadmin: {}\ntls: {{ ca_dir: {} }}\n", listen_yaml, admin,
+                       (dir.path() / "doctor-ca").string());
+    return run_process({PORTICO_BINARY, "doctor", "-c", (dir.path() / "doctor.yaml").string()},
+                       std::chrono::seconds(10));
+}
+
+TEST(BinaryTest, DoctorRecognisesARunningPorticoByItsAdminHostAndOnTlsOnly)
+{
+    temp_dir dir;
+    {
+        running_portico own_admin("admin: dash.localhost\nroutes: []\n");
+        const auto r = doctor_on(dir, fmt::format("[127.0.0.1:{}]", own_admin.port),
+                                 "dash.localhost");
+        EXPECT_EQ(r.exit_code, 0) << r;
+        EXPECT_NE(r.out.find(fmt::format("127.0.0.1:{}: portico is running there", own_admin.port)),
+                  std::string::npos)
+            << r;
+    }
+    // A `tls: only` listener answers plain HTTP with its tls_required page.
+    std::ofstream(dir.path() / "tls-only.yaml")
+        << fmt::format("listen:\n  - {{ address: 127.0.0.1:0, tls: only }}\n"
+                       "tls: {{ ca_dir: {} }}\n",
+                       (dir.path() / "ca").string());
+    child tls_only({PORTICO_BINARY, "run", "-c", (dir.path() / "tls-only.yaml").string()});
+    const auto ready = tls_only.wait_for_line("ready");
+    ASSERT_TRUE(ready);
+    const auto port = port_from_ready_line(*ready);
+    const auto r = doctor_on(dir, fmt::format("[{{ address: 127.0.0.1:{}, tls: only }}]", port));
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_NE(r.out.find(fmt::format("127.0.0.1:{}: portico is running there", port)),
+              std::string::npos)
+        << r;
+}
+
+TEST(BinaryTest, DoctorDoesNotTakeADevServersHealthCheckForPortico)
+{
+    // The health body many dev servers answer with, on any Host.
+    origin dev_server([](origin_connection& c) {
+        while (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        "Content-Length: 32\r\n\r\n{\"status\":\"ok\",\"db\":\"connected\"}");
+        }
+    });
+    temp_dir dir;
+    const auto r = doctor_on(dir, fmt::format("[127.0.0.1:{}]", dev_server.port()));
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_NE(r.out.find(fmt::format("127.0.0.1:{} is used by another program",
+                                     dev_server.port())),
+              std::string::npos)
+        << r;
+}
+
 TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
 {
 #if defined(PORTICO_SANITIZE)
