@@ -37,6 +37,8 @@ void stats_totals::merge(const stats_totals& other)
             mine.upstream_errors[error] += count;
         }
         mine.errors += counters.errors;
+        mine.admin_requests += counters.admin_requests;
+        mine.admin_errors += counters.admin_errors;
     }
     for (std::size_t i = 0; i < duration_counts.size(); ++i) {
         duration_counts[i] += other.duration_counts[i];
@@ -68,8 +70,11 @@ void worker_stats::record(const log::access_record& r, std::string_view portico_
     }
     auto& route = *last_route_;
     ++route.by_status[r.status];
-    if (r.status >= 500 || !portico_error.empty()) {
-        ++route.errors;
+    const bool error = r.status >= 500 || !portico_error.empty();
+    route.errors += error ? 1 : 0;
+    if (!listed) {
+        ++route.admin_requests;
+        route.admin_errors += error ? 1 : 0;
     }
     if (portico_error.starts_with("upstream_")) {
         auto e = route.upstream_errors.find(portico_error);

@@ -295,11 +295,8 @@ std::string render_dashboard(const page_request& req, const page_context& ctx)
     std::uint64_t requests = 0;
     std::uint64_t errors = 0;
     for (const auto& [name, c] : totals.routes) {
-        if (name == ctx.table.admin_host()) {
-            continue; // the dashboard's own polling
-        }
-        requests += c.requests();
-        errors += c.errors;
+        requests += c.requests() - c.admin_requests; // less the dashboard's own polling
+        errors += c.errors - c.admin_errors;
     }
 
     std::string out;

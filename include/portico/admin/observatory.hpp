@@ -57,6 +57,10 @@ struct route_counters {
     std::uint64_t requests() const noexcept;
     /// Requests answered 5xx, or by portico with an error page.
     std::uint64_t errors = 0;
+    /// Of those, the admin pages' own (the dashboard polling itself), counted apart so that
+    /// the totals leave them out even after `admin` names another host.
+    std::uint64_t admin_requests = 0;
+    std::uint64_t admin_errors = 0;
 };
 
 /// Hashes strings and string views alike, so lookups by view need no temporary string.
@@ -91,7 +95,8 @@ public:
     /**
      * Records a finished request. `portico_error` names the condition when portico answered
      * with an error page (e.g. "upstream_refused"); `bytes_in` counts request body bytes.
-     * `listed` puts it in the recent-requests list (the dashboard's own polling is not).
+     * `listed` puts it in the recent-requests list; the admin pages' own requests are not
+     * listed, and are counted apart (`route_counters::admin_requests`).
      */
     void record(const log::access_record& r, std::string_view portico_error,
                 std::uint64_t bytes_in, bool listed = true);

@@ -189,6 +189,27 @@ TEST(PagesTest, RoutesApiUsesTheStateWords)
               std::string::npos);
 }
 
+TEST(PagesTest, DashboardTotalsLeaveOutTheAdminPagesAfterTheAdminHostChanged)
+{
+    auto cfg = two_routes();
+    observatory obs;
+    auto& w = obs.add_worker();
+    w.record(sample("app.localhost", 200, 1), "", 0);
+    w.record(sample("app.localhost", 502, 1), "upstream_refused", 0);
+    // The dashboard polled itself under the admin host it had before a reload...
+    for (int i = 0; i < 5; ++i) {
+        w.record(sample("portico.localhost", 200, 1), "", 0, false);
+    }
+    w.record(sample("portico.localhost", 403, 1), "forbidden_origin", 0, false);
+    // ...which is now another name.
+    cfg.admin = "dash.localhost";
+    const routing::route_table table(cfg);
+    const page_context ctx{cfg, table, obs, "1.2.3", {}};
+    const auto page = respond({"GET", "/", "http", "7080"}, ctx).body;
+    EXPECT_NE(page.find("<b>2</b><span>requests</span>"), std::string::npos) << page;
+    EXPECT_NE(page.find("<b>1</b><span>errors</span>"), std::string::npos) << page;
+}
+
 TEST(PagesTest, BackendNotProbedYetIsDownInTheApis)
 {
     // SPEC's state words are up, down and exposed; a backend a reload has just added, not
