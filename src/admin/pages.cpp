@@ -263,8 +263,9 @@ constexpr std::string_view favicon =
     "%3Crect width='16' height='16' rx='4' fill='%232754c5'/%3E%3Cpath d='M4 13V3h5a3 3 0 0 1 0 "
     "6H4' stroke='white' stroke-width='2' fill='none'/%3E%3C/svg%3E";
 
-// Live updates: the page fetches itself and swaps <main>, so there is one renderer (this
-// file) and the page stays readable without JavaScript.
+// Live updates: the page fetches itself and swaps <header> (the listeners, which a reload
+// may change) and <main>, so there is one renderer (this file) and the page stays readable
+// without JavaScript.
 constexpr std::string_view dashboard_script = R"js(
 (function(){
   var busy=false;
@@ -276,8 +277,10 @@ constexpr std::string_view dashboard_script = R"js(
       .then(function(r){if(!r.ok)throw "HTTP "+r.status;return r.text()})
       .then(function(t){
         var doc=new DOMParser().parseFromString(t,"text/html");
-        var next=doc.querySelector("main"),cur=document.querySelector("main");
-        if(next&&cur)cur.replaceWith(next);
+        ["header","main"].forEach(function(part){
+          var next=doc.querySelector(part),cur=document.querySelector(part);
+          if(next&&cur)cur.replaceWith(next);
+        });
         mark("live");
       })
       .catch(function(e){mark(typeof e==="string"?"offline ("+e+")":"offline")})

@@ -271,6 +271,44 @@ TEST(BrowserTest, DashboardShowsRoutesBackendStatesAndRequests)
     EXPECT_GT(std::filesystem::file_size(shot), 20000U) << "an empty page compresses smaller";
 }
 
+TEST(BrowserTest, DashboardRefreshShowsTheListenersAfterAReload)
+{
+    if (!std::filesystem::exists(chromium_binary)) {
+        GTEST_SKIP() << chromium_binary << " is missing; scripts/install-deps.sh installs it";
+    }
+    running_portico portico("routes: []\n");
+    std::string dashboard;
+    {
+        client c(portico.port);
+        const auto res = c.get("portico.localhost", "/");
+        ASSERT_EQ(res.result_int(), 200);
+        dashboard = res.body();
+    }
+    // The page as portico rendered it, then as it renders after a reload that moved its
+    // listener.
+    const auto listening = fmt::format("listening on 127.0.0.1:{}", portico.port);
+    ASSERT_NE(dashboard.find(listening), std::string::npos) << dashboard;
+    auto reloaded = dashboard;
+    reloaded.replace(reloaded.find(listening), listening.size(), "listening on 127.0.0.1:7999");
+    auto served = std::make_shared<std::atomic<int>>(0);
+    origin stand_in([&dashboard, &reloaded, served](origin_connection& c) {
+        while (auto req = c.read_request()) {
+            response res{beast::http::status::ok, 11};
+            res.set(beast::http::field::content_type, "text/html; charset=utf-8");
+            res.body() = served->fetch_add(1) == 0 ? dashboard : reloaded;
+            res.prepare_payload();
+            c.write(res);
+        }
+    });
+    browser_user user;
+    const auto page = user.open("portico.localhost",
+                                fmt::format("http://portico.localhost:{}/", stand_in.port()),
+                                {"--virtual-time-budget=3000", "--dump-dom"});
+    EXPECT_NE(page.out.find("listening on 127.0.0.1:7999"), std::string::npos)
+        << describe_load(page);
+    EXPECT_NE(page.out.find("id=\"live\">live<"), std::string::npos) << describe_load(page);
+}
+
 TEST(BrowserTest, DashboardSaysOfflineWhenItsRefreshIsRefused)
 {
     if (!std::filesystem::exists(chromium_binary)) {
