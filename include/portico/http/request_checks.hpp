@@ -29,10 +29,11 @@ std::size_t find_head_end(std::string_view data) noexcept;
 head_defect check_head_bytes(std::string_view head) noexcept;
 
 /**
- * Checks the chunked framing of the body bytes received so far (RFC 9112 §7.1): every
- * complete chunk-size line must be hexadecimal (with optional extensions) and every chunk
- * must end in CRLF. Catches a malformed body before anything is sent upstream when it
- * arrives with the head, as smuggling attempts do. @return false on a framing error.
+ * Checks the chunked framing of the body bytes received so far (RFC 9112 §7.1) as the
+ * parser that later reads the body does: every complete chunk-size line must be a
+ * hexadecimal size that fits 64 bits (with optional extensions) and every chunk must end in
+ * CRLF. Catches a malformed body before anything is sent upstream when it arrives with the
+ * head, as smuggling attempts do. @return false on a framing error.
  */
 bool is_chunked_prefix_valid(std::string_view body) noexcept;
 

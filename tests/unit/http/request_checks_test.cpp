@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
+
+#include <string>
 
 namespace portico::http {
 namespace {
@@ -78,7 +81,7 @@ TEST(RequestChecksTest, ChunkedPrefixes)
     EXPECT_TRUE(is_chunked_prefix_valid("5\r\nhello\r\n0\r\n\r\n"));
     EXPECT_TRUE(is_chunked_prefix_valid("5;ext=1\r\nhel"));
     EXPECT_TRUE(is_chunked_prefix_valid("A\r\n"));
-    EXPECT_FALSE(is_chunked_prefix_valid("5\r\nhelloXY"));
+    EXPECT_FALSE(is_chunked_prefix_valid("5\r\nhelloXY\r\n")); // data longer than its size
     EXPECT_FALSE(is_chunked_prefix_valid("zz\r\nhello\r\n"));
     EXPECT_FALSE(is_chunked_prefix_valid("11111111111111111\r\n"));
     // The largest sizes that 16 digits write are incomplete chunks, not an overflow.
@@ -87,6 +90,28 @@ TEST(RequestChecksTest, ChunkedPrefixes)
     EXPECT_TRUE(is_chunked_prefix_valid("FFFFFFFFFFFFFFFD\r\nx\r\n"));
     EXPECT_TRUE(is_chunked_prefix_valid("1\r\nx"));
     EXPECT_TRUE(is_chunked_prefix_valid("1\r\nx\r"));
+    EXPECT_FALSE(is_chunked_prefix_valid("5 \r\nhello\r\n")); // whitespace with no extension
+    EXPECT_FALSE(is_chunked_prefix_valid("5\rhello\r\n"));      // CR without LF
+    EXPECT_FALSE(is_chunked_prefix_valid("0\r\nBad Name: x\r\n\r\n"));
+}
+
+TEST(RequestChecksTest, ValidChunkedBodiesAreValidWhereverTheyAreCut)
+{
+    // Where a segment ends is the sender's and the network's choice: each prefix of a body
+    // that the parser accepts whole must pass, or a request gets 400 by chance.
+    const std::vector<std::string> bodies = {
+        "5\r\nhello\r\n0\r\n\r\n",
+        "5 ;x\r\nhello\r\n0\r\n\r\n",
+        "5\t; a = \"q;\\\"\" ;b\r\nhello\r\n0 ;end\r\n\r\n",
+        "00000000000000005\r\nhello\r\n0000000000000000000\r\n\r\n",
+        "a\r\n0123456789\r\n0\r\nChecksum: abc\r\nX-Other: 1\r\n\r\n",
+    };
+    for (const auto& body : bodies) {
+        for (std::size_t cut = 0; cut <= body.size(); ++cut) {
+            EXPECT_TRUE(is_chunked_prefix_valid(std::string_view(body).substr(0, cut)))
+                << testing::PrintToString(body) << " cut at " << cut;
+        }
+    }
 }
 
 } // namespace
