@@ -206,13 +206,31 @@ void append_via(fields& f, unsigned received_version)
  * `X-Forwarded-*` field. portico is the edge, so a client sending them is spoofing, and a
  * leftover `Forwarded` or `X-Forwarded-Port` would contradict the values portico sets.
  */
+/**
+ * True for a name that starts `X-Forwarded-`, in any case, with `_` for any `-`: CGI, WSGI
+ * and Rack servers read `X_Forwarded_For` as `X-Forwarded-For` (both become
+ * HTTP_X_FORWARDED_FOR), so such a line would pass a client's claim on behind portico's.
+ */
+bool is_x_forwarded_name(std::string_view name) noexcept
+{
+    if (name.size() < x_forwarded.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < x_forwarded.size(); ++i) {
+        const char c = name[i];
+        const char lower = c == '_' ? '-' : (c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+        if (lower != x_forwarded[i]) { // x_forwarded is lower case
+            return false;
+        }
+    }
+    return true;
+}
+
 void remove_forwarding_claims(fields& f)
 {
     f.erase(field::forwarded);
     for (auto it = f.begin(); it != f.end();) {
-        const auto name = it->name_string();
-        if (name.size() >= x_forwarded.size() &&
-            beast::iequals(name.substr(0, x_forwarded.size()), x_forwarded)) {
+        if (is_x_forwarded_name(it->name_string())) {
             it = f.erase(it);
         } else {
             ++it;
@@ -378,12 +396,7 @@ void append_rule_fields(std::string& out, const header_rule_view& rules,
 
 bool is_forwarding_claim(const fields::value_type& line)
 {
-    if (line.name() == field::forwarded) {
-        return true;
-    }
-    const auto name = line.name_string();
-    return name.size() >= x_forwarded.size() &&
-           beast::iequals(name.substr(0, x_forwarded.size()), x_forwarded);
+    return line.name() == field::forwarded || is_x_forwarded_name(line.name_string());
 }
 
 } // namespace

@@ -221,9 +221,14 @@ TEST(HeaderPolicyTest, UpstreamRequestReplacesSpoofedForwardingFields)
     req.set("X-Forwarded-Host", "evil.example");
     req.set("X-Forwarded-Port", "443");
     req.set(field::forwarded, "for=6.6.6.6;proto=https");
+    // CGI, WSGI and Rack read these as X-Forwarded-For and X-Forwarded-Proto.
+    req.set("X_Forwarded_For", "8.8.8.8");
+    req.set("x-forwarded_proto", "https");
 
     prepare_upstream_request(req, default_facts(), no_rules);
 
+    EXPECT_EQ(req.count("X_Forwarded_For"), 0U);
+    EXPECT_EQ(req.count("x-forwarded_proto"), 0U);
     EXPECT_EQ(values(req, "X-Forwarded-For"), std::vector<std::string>{"127.0.0.1"});
     EXPECT_EQ(values(req, "X-Forwarded-Proto"), std::vector<std::string>{"http"});
     EXPECT_EQ(values(req, "X-Forwarded-Host"), std::vector<std::string>{"app.localhost:7080"});
@@ -657,6 +662,8 @@ TEST(HeaderPolicyTest, DirectUpstreamHeadMatchesRewrite)
     busy.insert(field::via, "1.0 fred");
     busy.insert(field::via, "1.1 p.example");
     busy.insert("X-Forwarded-For", "6.6.6.6");
+    busy.insert("X_FORWARDED_HOST", "evil.example");
+    busy.insert("X-Forwardedx", "kept");
     busy.insert(field::forwarded, "for=6.6.6.6");
     busy.insert(field::expect, "100-continue");
     busy.insert(field::content_length, "12");
