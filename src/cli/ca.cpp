@@ -187,16 +187,19 @@ int trust_command(trust_action action, const config::tls_settings& tls)
         fmt::print(stderr, "portico: PORTICO_TRUST_STORES: {}\n", error);
         return exit_config;
     }
-    if (action == trust_action::uninstall && !fs::exists(tls.ca_dir / ca_file)) {
-        say("no local CA in {}: nothing to remove", tls.ca_dir.string());
-        return exit_ok;
+    // A CA directory deleted before its CA left the trust stores: the CA is gone, but stores
+    // that know it by name (NSS databases, the Debian anchor file) still trust it.
+    const bool ca_gone = action == trust_action::uninstall && !fs::exists(tls.ca_dir / ca_file);
+    std::unique_ptr<tls::certificate_authority> authority;
+    if (!ca_gone) {
+        authority = open_authority(tls);
+        if (!authority) {
+            return exit_config;
+        }
     }
-    const auto authority = open_authority(tls);
-    if (!authority) {
-        return exit_config;
-    }
-
-    const ca_identity ca{authority->certificate_path(), authority->certificate_pem(), store_name(),
+    const ca_identity ca{ca_gone ? fs::absolute(tls.ca_dir / ca_file)
+                                 : authority->certificate_path(),
+                         ca_gone ? std::string() : authority->certificate_pem(), store_name(),
                          file_name_safe(login_name())};
     trust_context ctx;
     ctx.home = home_directory();
@@ -208,11 +211,16 @@ int trust_command(trust_action action, const config::tls_settings& tls)
     ctx.note = [](std::string_view text) { say("note: {}", text); };
     ctx.report = [action](const store_result& r) { print_result(action, r); };
 
-    say("local CA: {} ({})", ca.certificate.string(), ca.name);
+    if (ca_gone) {
+        say("no local CA in {}: removing what the trust stores still hold of {} by name",
+            tls.ca_dir.string(), ca.name);
+    } else {
+        say("local CA: {} ({})", ca.certificate.string(), ca.name);
+    }
     const auto summary = update_trust_stores(action, ca, ctx);
     if (action == trust_action::install) {
         print_environment(ca.certificate, summary);
-    } else {
+    } else if (!ca_gone) {
         say("");
         say("The CA itself is kept in {}; delete that directory to discard it (portico then "
             "creates a new one, which must be trusted again).",

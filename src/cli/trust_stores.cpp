@@ -291,6 +291,11 @@ store_result update_system_store(trust_action action, const ca_identity& ca,
         return {outcome::skipped, "system store", reason};
     }
     const bool install = action == trust_action::install;
+    if (!install && ca.pem.empty() && !store->has_traces) {
+        // This store is searched by the certificate itself, and there is none to search with.
+        return {outcome::skipped, store->label,
+                "ca.pem is gone, so portico's certificate cannot be told apart here"};
+    }
     const auto is_done = [&] {
         if (install) {
             return store->holds_ca();

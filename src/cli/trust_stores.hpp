@@ -18,7 +18,7 @@ namespace portico::cli {
 /// The CA as the trust stores know it.
 struct ca_identity {
     std::filesystem::path certificate; ///< absolute path of `ca.pem`
-    std::string pem;                   ///< the certificate in PEM
+    std::string pem; ///< the certificate in PEM; empty on uninstall when ca.pem is gone
     std::string name;                  ///< stable per CA: certutil nickname, keychain label
     std::string user;                  ///< login name, safe in a file name
 };

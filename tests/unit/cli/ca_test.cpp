@@ -312,9 +312,29 @@ TEST_F(CaTest, UninstallWithoutACaCreatesNothing)
 {
     const auto r = ca("uninstall");
     ASSERT_EQ(r.exit_code, 0) << r;
-    EXPECT_TRUE(contains(r.out, "nothing to remove")) << r;
+    EXPECT_TRUE(contains(r.out, "no local CA in " + ca_dir_.string())) << r;
+    EXPECT_FALSE(contains(r.out, "removed:")) << r;
     EXPECT_FALSE(fs::exists(ca_dir_));
     EXPECT_FALSE(fs::exists(chromium_db()));
+}
+
+TEST_F(CaNssTest, UninstallAfterTheCaDirectoryWasDeletedStillRemovesTheCa)
+{
+    create_nss_database(firefox_profile());
+    ASSERT_EQ(ca("install").exit_code, 0);
+    fs::remove_all(ca_dir_);
+
+    const auto r = ca("uninstall");
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(contains(r.out, "no local CA in " + ca_dir_.string())) << r;
+    EXPECT_TRUE(contains(r.out, "removed: Chromium NSS database (" + chromium_db().string() + ")"))
+        << r;
+    EXPECT_TRUE(
+        contains(r.out, "removed: Firefox profile (" + firefox_profile().string() + ")"))
+        << r;
+    EXPECT_TRUE(portico_nicknames(chromium_db()).empty());
+    EXPECT_TRUE(portico_nicknames(firefox_profile()).empty());
+    EXPECT_FALSE(fs::exists(ca_dir_)) << "uninstall must not create a CA";
 }
 
 TEST_F(CaNssTest, InstallReplacesAnOlderCaOfTheSameUser)
