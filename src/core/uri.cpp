@@ -1,6 +1,10 @@
 #include "portico/core/uri.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <array>
+#include <string>
 
 namespace portico::uri {
 namespace {
@@ -232,6 +236,16 @@ std::optional<std::string> normalize_host(std::string_view host)
                 return std::nullopt;
             }
         }
+        // One address has many spellings (`0:0:0:0:0:0:0:1` is `::1`): the canonical text
+        // (RFC 5952) is what routes and the loopback checks compare.
+        const std::string text(name);
+        in6_addr address{};
+        std::array<char, INET6_ADDRSTRLEN> canonical{};
+        if (::inet_pton(AF_INET6, text.c_str(), &address) != 1 ||
+            ::inet_ntop(AF_INET6, &address, canonical.data(), canonical.size()) == nullptr) {
+            return std::nullopt;
+        }
+        return std::string(canonical.data());
     } else {
         const auto colon = host.find(':');
         name = host.substr(0, colon);

@@ -30,7 +30,8 @@ std::string to_lower(std::string_view text);
 
 /**
  * Canonical host for matching: the port removed (`host:port`, `[v6]:port`), brackets kept
- * off IPv6 literals, ASCII lower case, one trailing dot removed.
+ * off IPv6 literals (which are written in their canonical form, RFC 5952), ASCII lower
+ * case, one trailing dot removed.
  *
  * @return nullopt for an empty or syntactically invalid host.
  */

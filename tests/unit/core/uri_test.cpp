@@ -111,6 +111,10 @@ TEST(UriTest, NormalizeHostUnbracketsIpv6)
     EXPECT_EQ(normalize_host("[::1]:7080"), "::1");
     EXPECT_EQ(normalize_host("[FD00::A]:1"), "fd00::a");
     EXPECT_EQ(normalize_host("[::ffff:127.0.0.1]"), "::ffff:127.0.0.1");
+    // Each address has one form, whichever spelling the client used.
+    EXPECT_EQ(normalize_host("[0:0:0:0:0:0:0:1]"), "::1");
+    EXPECT_EQ(normalize_host("[0000::0001]:80"), "::1");
+    EXPECT_EQ(normalize_host("[FD00:0:0::A]"), "fd00::a");
 }
 
 TEST(UriTest, NormalizeHostKeepsLeadingWildcardLabel)
@@ -123,7 +127,7 @@ TEST(UriTest, NormalizeHostRejectsMalformedHosts)
     for (const std::string_view host :
          {"", ":80", "app.localhost:abc", "app.localhost:123456",
           "app.localhost:80:80", "a b", "a/b", "a@b", "a%41", "::1", "[::1", "[]", "[::1]x",
-          "[g::1]", "[::1%25eth0]", "caf\xc3\xa9.localhost"}) {
+          "[g::1]", "[::1%25eth0]", "[1:2]", "[1::2::3]", "[:::]", "caf\xc3\xa9.localhost"}) {
         EXPECT_EQ(normalize_host(host), std::nullopt) << host;
     }
 }

@@ -288,7 +288,8 @@ TEST(RouteTableTest, LoopbackNamesWithoutRouteResolveToAdmin)
 {
     const auto t = table_of({route_for("app.localhost")});
     for (const std::string_view host : {"localhost", "LOCALHOST:7080", "localhost.", "127.0.0.1",
-                                        "127.0.0.1:7080", "127.1.2.3", "[::1]", "[::1]:7080"}) {
+                                        "127.0.0.1:7080", "127.1.2.3", "[::1]", "[::1]:7080",
+                                        "[0::1]", "[0:0:0:0:0:0:0:1]:7080"}) {
         EXPECT_EQ(kind_of(t, host, "/x"), match_kind::admin) << host;
     }
 }
@@ -298,7 +299,7 @@ TEST(RouteTableTest, OtherUnroutedHostsResolveToNothing)
     const auto t = table_of({route_for("app.localhost")});
     for (const std::string_view host :
          {"example.com", "foo.localhost", "10.0.0.1", "128.0.0.1", "0177.0.0.1", "127.1",
-          "127.0.0.256", "127.0.0.1.5", "[::2]", "[0::1]", "localhost.localdomain"}) {
+          "127.0.0.256", "127.0.0.1.5", "[::2]", "localhost.localdomain"}) {
         EXPECT_EQ(kind_of(t, host), match_kind::none) << host;
     }
 }
