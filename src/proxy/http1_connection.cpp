@@ -1052,21 +1052,42 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
     }
 }
 
-/// Copies bytes one way until EOF, then shuts down the other side's sending direction.
+/// A tunnel's shared fate: set when either direction failed, which ends both.
+struct tunnel_fate {
+    bool broken = false;
+};
+
+/**
+ * Copies bytes one way until EOF, then shuts down the other side's sending direction: a
+ * half-close passes on, and the other direction goes on (decision 0018). A reset, a broken
+ * pipe or any other error ends the whole tunnel instead: the peer is gone, and the other
+ * direction could otherwise wait for good, in a write to a side that no longer reads or a
+ * read from one that never speaks again.
+ */
 template <typename From, typename To>
-task<void> pump(From& from, To& to, std::uint64_t& moved)
+task<void> pump(From& from, To& to, std::uint64_t& moved, tunnel_fate& fate)
 {
+    const auto break_tunnel = [&] {
+        fate.broken = true;
+        tcp_of(from).cancel();
+        tcp_of(to).cancel();
+    };
     auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
-    for (;;) {
+    while (!fate.broken) {
         auto [ec, n] = co_await from.async_read_some(net::buffer(chunk.get(), body_chunk_size));
-        if (ec) {
+        if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
             break;
+        }
+        if (ec || fate.broken) {
+            break_tunnel();
+            co_return;
         }
         auto [wec, wn] = co_await net::async_write(to, net::buffer(chunk.get(), n));
-        if (wec) {
-            break;
-        }
         moved += wn;
+        if (wec) {
+            break_tunnel();
+            co_return;
+        }
     }
     boost::system::error_code ignored;
     beast::get_lowest_layer(to).socket().shutdown(net::socket_base::shutdown_send, ignored);
@@ -1101,10 +1122,13 @@ task<tunnel_totals> run_tunnel(A& a, beast::flat_buffer& a_pending, B& b,
     tcp_of(a).expires_never();
     tcp_of(b).expires_never();
     tunnel_totals totals;
+    totals.a_to_b = a_pending.size();
+    totals.b_to_a = b_pending.size();
     const auto ec1 = co_await flush_buffered(a_pending, b);
     const auto ec2 = co_await flush_buffered(b_pending, a);
     if (!ec1 && !ec2) {
-        co_await (pump(a, b, totals.a_to_b) && pump(b, a, totals.b_to_a));
+        tunnel_fate fate;
+        co_await (pump(a, b, totals.a_to_b, fate) && pump(b, a, totals.b_to_a, fate));
     }
     co_return totals;
 }

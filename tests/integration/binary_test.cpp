@@ -6,7 +6,9 @@
 #include "support/origin.hpp"
 #include "support/portico_process.hpp"
 #include "support/process.hpp"
+#include "unit/tls/tls_test_support.hpp"
 
+#include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -322,6 +325,49 @@ TEST(BinaryTest, DoctorDoesNotTakeADevServersHealthCheckForPortico)
                                      dev_server.port())),
               std::string::npos)
         << r;
+}
+
+TEST(BinaryTest, PassthroughLogCountsTheBytesThatCameWithTheClientHello)
+{
+    // The backend echoes what it gets; the tunnel's count must include the ClientHello and
+    // what arrived with it, which portico read before it knew where to send them.
+    std::atomic<std::size_t> received{0};
+    origin echo([&received](origin_connection& c) {
+        std::array<char, 4096> chunk{};
+        boost::system::error_code ec;
+        for (;;) {
+            const auto n = c.stream.read_some(net::buffer(chunk), ec);
+            if (ec) {
+                break;
+            }
+            received += n;
+            net::write(c.stream, net::buffer(chunk.data(), n), ec);
+        }
+    });
+    running_portico portico(fmt::format(
+        "routes:\n  - host: db.localhost\n    to: 127.0.0.1:{}\n    tls_passthrough: true\n",
+        echo.port()));
+    const auto hello = tls::testing::real_client_hello("db.localhost");
+    const std::string first = hello + std::string(1000, 'a');
+    const std::string later(500, 'b');
+    {
+        client c(portico.port);
+        c.write_raw(first);
+        std::string back(first.size(), '\0');
+        net::read(c.stream, net::buffer(back));
+        c.write_raw(later);
+        back.resize(later.size());
+        net::read(c.stream, net::buffer(back));
+    }
+    const auto line = portico.process->wait_for_line("passthrough_closed");
+    ASSERT_TRUE(line);
+    EXPECT_EQ(received.load(), first.size() + later.size());
+    EXPECT_NE(line->find(fmt::format("bytes_in={}", first.size() + later.size())),
+              std::string::npos)
+        << *line;
+    EXPECT_NE(line->find(fmt::format("bytes_out={}", first.size() + later.size())),
+              std::string::npos)
+        << *line;
 }
 
 TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)

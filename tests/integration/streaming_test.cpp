@@ -18,7 +18,9 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <thread>
 
@@ -47,6 +49,113 @@ TEST(TunnelTest, WebSocketEchoesThousandMessages)
         buffer.consume(buffer.size());
     }
     ws.close(beast::websocket::close_code::normal);
+}
+
+constexpr std::string_view upgrade_request = "GET /ws HTTP/1.1\r\nHost: app.localhost\r\n"
+                                            "Connection: Upgrade\r\nUpgrade: test-echo\r\n\r\n";
+
+/// Answers an upgrade with 101 and returns; false when no upgrade request came.
+bool switch_protocols(origin_connection& c)
+{
+    if (!c.read_request()) {
+        return false;
+    }
+    c.write_raw("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                "Upgrade: test-echo\r\n\r\n");
+    return true;
+}
+
+/// Opens a tunnel through the proxy; the client's socket, past the 101 head.
+tcp::socket open_tunnel(net::io_context& ctx, unsigned short port)
+{
+    auto socket = connect_loopback(ctx, port);
+    bounded_stream stream(socket);
+    net::write(stream, net::buffer(upgrade_request));
+    std::string head;
+    net::read_until(stream, net::dynamic_buffer(head), "\r\n\r\n");
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 101 ")) << head;
+    return socket;
+}
+
+/// Closes with a reset (SO_LINGER 0), as a killed browser tab or a crashed client does.
+void reset(tcp::socket& socket)
+{
+    socket.set_option(net::socket_base::linger(true, 0));
+    socket.close();
+}
+
+TEST(TunnelTest, ClientResetWhileBothSidesPushBackEndsTheTunnel)
+{
+    // The backend writes and never reads, like an echo blocked in its own send: once the
+    // client stops reading, both directions of the tunnel wait on a full buffer.
+    std::atomic<bool> backend_done{false};
+    origin backend([&backend_done](origin_connection& c) {
+        if (switch_protocols(c)) {
+            const std::string chunk(64 * 1024, 'b');
+            boost::system::error_code ec;
+            while (!ec) {
+                net::write(c.stream, net::buffer(chunk), ec);
+            }
+        }
+        backend_done = true;
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    net::io_context ctx;
+    auto socket = open_tunnel(ctx, proxy.port());
+    socket.non_blocking(true);
+    // Push until every buffer on the way to the backend is full: a pause lets portico move
+    // what it can, so the client is stopped for good only once portico's own write to the
+    // backend waits.
+    const std::string chunk(64 * 1024, 'c');
+    bool stalled = false;
+    for (int round = 0; round < 100 && !stalled; ++round) {
+        std::size_t moved = 0;
+        boost::system::error_code ec;
+        while (!ec) {
+            moved += socket.write_some(net::buffer(chunk), ec);
+        }
+        ASSERT_EQ(ec, net::error::would_block);
+        stalled = moved == 0 && round > 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_TRUE(stalled);
+    ASSERT_TRUE(wait_until([&] { return proxy.observatory().active_tunnels() == 1; }));
+    reset(socket);
+    // The backend's own sends give up only after 10 s: the tunnel must end well before.
+    EXPECT_TRUE(wait_until([&] { return proxy.observatory().active_tunnels() == 0; },
+                           std::chrono::seconds(3)));
+    EXPECT_TRUE(wait_until([&] { return backend_done.load(); }, std::chrono::seconds(3)));
+}
+
+TEST(TunnelTest, ClientResetEndsTheTunnelThoughTheBackendStaysOpen)
+{
+    // A backend that ignores its peer's end of stream: after a reset (unlike a half-close,
+    // which the tunnel passes on) nothing more can come from the client or reach it.
+    std::atomic<bool> release{false};
+    origin backend([&](origin_connection& c) {
+        if (!switch_protocols(c)) {
+            return;
+        }
+        std::array<char, 4096> sink{};
+        boost::system::error_code ec;
+        while (!ec) {
+            c.stream.read_some(net::buffer(sink), ec);
+        }
+        // The end of the client's stream arrived; stay open and silent (bounded) until the
+        // test ends.
+        for (int i = 0; i < 100 && !release; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    net::io_context ctx;
+    auto socket = open_tunnel(ctx, proxy.port());
+    net::write(socket, net::buffer(std::string_view("hello")));
+    ASSERT_TRUE(wait_until([&] { return proxy.observatory().active_tunnels() == 1; }));
+    reset(socket);
+    EXPECT_TRUE(wait_until([&] { return proxy.observatory().active_tunnels() == 0; },
+                           std::chrono::seconds(3)));
+    release = true;
 }
 
 TEST(TunnelTest, H2cUpgradeIsDroppedAndForwardedAsHttp11)

@@ -1,6 +1,7 @@
 #include "portico/tls/client_hello.hpp"
 
 #include "tls/openssl.hpp"
+#include "unit/tls/tls_test_support.hpp"
 
 #include <openssl/err.h>
 
@@ -13,26 +14,9 @@
 namespace portico::tls {
 namespace {
 
-constexpr std::size_t record_header = 5;
+using testing::real_client_hello;
 
-/// The first flight of a real OpenSSL client: one or more records holding the ClientHello.
-std::string real_client_hello(const char* sni, int max_version = 0)
-{
-    const ssl_ctx_ptr ctx(SSL_CTX_new(TLS_client_method()));
-    SSL_CTX_set_max_proto_version(ctx.get(), max_version);
-    const ssl_ptr ssl(SSL_new(ctx.get()));
-    BIO* in = BIO_new(BIO_s_mem());
-    BIO* out = BIO_new(BIO_s_mem());
-    SSL_set_bio(ssl.get(), in, out);
-    if (sni != nullptr) {
-        SSL_set_tlsext_host_name(ssl.get(), sni);
-    }
-    EXPECT_EQ(SSL_connect(ssl.get()), -1); // waits for the ServerHello
-    ERR_clear_error();
-    char* data = nullptr;
-    const long n = BIO_get_mem_data(out, &data);
-    return std::string(data, static_cast<std::size_t>(n));
-}
+constexpr std::size_t record_header = 5;
 
 std::string u16(std::size_t n)
 {

@@ -87,6 +87,25 @@ inline std::vector<std::string> list_dir(const std::filesystem::path& dir)
     return names;
 }
 
+/// The first flight of a real OpenSSL client: one or more records holding the ClientHello.
+inline std::string real_client_hello(const char* sni, int max_version = 0)
+{
+    const ssl_ctx_ptr ctx(SSL_CTX_new(TLS_client_method()));
+    SSL_CTX_set_max_proto_version(ctx.get(), max_version);
+    const ssl_ptr ssl(SSL_new(ctx.get()));
+    BIO* in = BIO_new(BIO_s_mem());
+    BIO* out = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl.get(), in, out);
+    if (sni != nullptr) {
+        SSL_set_tlsext_host_name(ssl.get(), sni);
+    }
+    EXPECT_EQ(SSL_connect(ssl.get()), -1); // waits for the ServerHello
+    ERR_clear_error();
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(out, &data);
+    return std::string(data, static_cast<std::size_t>(n));
+}
+
 /// The first certificate of a PEM text.
 inline x509_ptr first_certificate(const std::string& pem)
 {
