@@ -18,6 +18,9 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <chrono>
 #include <cstdint>
 #include <utility>
@@ -260,10 +263,25 @@ private:
             // operation arms the timer for the past deadline and fails at once.
             if (s->pending > 0) {
                 s->expired = true;
-                boost::system::error_code ignored;
-                s->socket.close(ignored);
+                close_cutting(s->socket);
             }
         });
+    }
+
+    /**
+     * Closes a socket whose deadline passed. Bytes still queued to send mean a message was
+     * cut (a peer that stopped reading): the close is then a reset, so that the peer does not
+     * take a FIN for the end of a body delimited by the close (decision 0019). With nothing
+     * queued (an idle keep-alive connection, a head that never came) it is the usual FIN.
+     */
+    [[gnu::cold]] static void close_cutting(socket_type& socket)
+    {
+        boost::system::error_code ignored;
+        int queued = 0;
+        if (::ioctl(socket.native_handle(), SIOCOUTQ, &queued) == 0 && queued > 0) {
+            socket.set_option(net::socket_base::linger(true, 0), ignored);
+        }
+        socket.close(ignored);
     }
 
     state_ref s_;

@@ -262,6 +262,40 @@ TEST(StreamingTest, BodyDelimitedByTheCloseEndsWithAResetWhenTheBackendCutsIt)
     EXPECT_EQ(ec, net::error::connection_reset) << ec.message();
 }
 
+TEST(StreamingTest, BodyCutByTheClientsWriteTimeoutEndsWithAReset)
+{
+    // The client stops reading a body delimited by the close: when timeouts.idle ends the
+    // wait, a FIN would tell it the body was whole (decision 0019).
+    origin backend([](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        const std::string chunk = "10000\r\n" + std::string(0x10000, 'x') + "\r\n";
+        boost::system::error_code ec;
+        for (int i = 0; i < 4096 && !ec; ++i) {
+            net::write(c.stream, net::buffer(chunk), ec);
+        }
+    });
+    proxy_harness proxy(route_to(backend.port(), "timeouts:\n  idle: 1s\n"));
+    net::io_context context;
+    tcp::socket socket(context);
+    socket.open(tcp::v4());
+    socket.set_option(net::socket_base::receive_buffer_size(4096));
+    socket.connect({net::ip::make_address("127.0.0.1"), proxy.port()});
+    net::write(socket, net::buffer(std::string_view("GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n")));
+    std::array<char, 4096> chunk{};
+    boost::system::error_code ec;
+    socket.read_some(net::buffer(chunk), ec);
+    ASSERT_FALSE(ec);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    std::size_t received = 0;
+    for (int reads = 0; reads < 100000 && !ec; ++reads) {
+        received += socket.read_some(net::buffer(chunk), ec);
+    }
+    EXPECT_EQ(ec, net::error::connection_reset) << ec.message() << " after " << received;
+}
+
 TEST(StreamingTest, ClientLeavingMidLargeBodyLeavesProxyServing)
 {
     // A large Content-Length body is spliced from socket to socket; the client's going away
