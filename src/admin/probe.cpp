@@ -389,7 +389,11 @@ backend_monitor::~backend_monitor() = default;
 
 void backend_monitor::start() { net::co_spawn(executor_, loop(), net::detached); }
 
-void backend_monitor::poke() { timer_.cancel(); }
+void backend_monitor::poke()
+{
+    poked_ = true;
+    timer_.cancel();
+}
 
 void backend_monitor::stop()
 {
@@ -400,6 +404,7 @@ void backend_monitor::stop()
 task<void> backend_monitor::loop()
 {
     while (!stopped_) {
+        poked_ = false;
         // One resolver for every round: a round finds a name still stuck from the last
         // one being resolved, and waits for that rather than starting it again.
         const auto states = co_await probe_backends_with(source_(), timeout_, resolver_);
@@ -408,6 +413,9 @@ task<void> backend_monitor::loop()
         }
         for (const auto& [to, state] : states) {
             observatory_.observe_backend(to, state);
+        }
+        if (poked_) {
+            continue; // the cancel found no wait: the round may predate the reload
         }
         timer_.expires_after(interval_);
         co_await timer_.async_wait();

@@ -75,7 +75,8 @@ public:
 
     /// Starts probing at once, then every interval.
     void start();
-    /// Probes now (after a reload) instead of at the next tick.
+    /// Probes now (after a reload) instead of at the next tick; during a round, right after
+    /// it, since the round may have asked for the backends before the reload.
     void poke();
     /// Ends the loop.
     void stop();
@@ -91,6 +92,7 @@ private:
     steady_timer timer_;
     std::shared_ptr<name_resolver> resolver_; ///< for backends named by host
     bool stopped_ = false;
+    bool poked_ = false; ///< a poke came while no wait was pending
 };
 
 } // namespace portico::admin

@@ -9,6 +9,11 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <boost/asio/steady_timer.hpp>
+#include <vector>
+#include <atomic>
+
 #include <array>
 #include <fstream>
 #include <iterator>
@@ -382,6 +387,56 @@ TEST(ProbeTest, ListeningRefusingAndUnixBackends)
     EXPECT_EQ(states.at("up"), backend_state::up);
     EXPECT_EQ(states.at("down"), backend_state::down);
     EXPECT_EQ(states.at("unix:/nonexistent/portico-test.sock"), backend_state::down);
+}
+
+TEST(ProbeTest, PokeDuringARoundProbesTheNewBackendsRightAfterIt)
+{
+    namespace net = boost::asio;
+    net::io_context io;
+    // A listener whose accept queue is full drops further SYNs: probing it takes the whole
+    // probe timeout, so the poke below lands while a round is running.
+    net::ip::tcp::acceptor full(io, {net::ip::make_address("127.0.0.1"), 0});
+    full.listen(0);
+    std::vector<net::ip::tcp::socket> queued;
+    for (int i = 0; i < 2; ++i) {
+        queued.emplace_back(io);
+        queued.back().open(net::ip::tcp::v4());
+        queued.back().non_blocking(true);
+        // Asio's own connect would wait for the handshake; these are left pending.
+        const auto to = full.local_endpoint();
+        static_cast<void>(::connect(queued.back().native_handle(), to.data(), to.size()));
+    }
+    net::ip::tcp::acceptor listening(io, {net::ip::make_address("127.0.0.1"), 0});
+    listening.listen();
+
+    config::backend slow;
+    slow.host = "127.0.0.1";
+    slow.port = full.local_endpoint().port();
+    slow.text = "slow";
+    config::backend added = slow;
+    added.port = listening.local_endpoint().port();
+    added.text = "added";
+
+    observatory obs;
+    std::atomic<bool> reloaded{false};
+    backend_monitor monitor(executor(io.get_executor()), obs, [&] {
+        return reloaded ? std::vector<config::backend>{slow, added}
+                        : std::vector<config::backend>{slow};
+    }, std::chrono::seconds(30), std::chrono::milliseconds(500));
+    monitor.start();
+    // A reload 100 ms into the first round, which asked for the backends before it.
+    net::steady_timer reload_at(io, std::chrono::milliseconds(100));
+    reload_at.async_wait([&](boost::system::error_code) {
+        reloaded = true;
+        monitor.poke();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (obs.backend("added") != backend_state::up && std::chrono::steady_clock::now() < deadline) {
+        io.run_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(obs.backend("added"), backend_state::up);
+    monitor.stop();
+    io.run_for(std::chrono::milliseconds(600));
 }
 
 } // namespace
