@@ -7,6 +7,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <fmt/format.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
 
 #include <sys/socket.h>
 
@@ -27,11 +29,20 @@ constexpr std::size_t max_idle_per_backend = 64;
 
 // A pooled connection is worth reusing only if the backend has not closed it meanwhile:
 // a non-blocking peek returns 0 on EOF, data if the backend sent something unasked (also a
-// reason to drop it), and EAGAIN when the connection is quietly open.
-bool is_still_open(upstream_stream& s)
+// reason to drop it), and EAGAIN when the connection is quietly open. Over TLS, bytes that
+// came in the same read as the last response are no longer on the socket but in OpenSSL's
+// input (the engine's BIO, or a record read and not yet returned): an unasked response, a
+// close_notify. Any of them is as much a reason to drop it.
+bool is_still_open(upstream_connection& c)
 {
+    if (c.tls) [[unlikely]] {
+        SSL* ssl = c.tls->native_handle();
+        if (SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0) {
+            return false;
+        }
+    }
     char probe = 0;
-    const auto n = ::recv(s.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    const auto n = ::recv(c.stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
@@ -151,7 +162,7 @@ std::unique_ptr<upstream_connection> upstream_pool::take_idle(const config::back
         // connection it catches bytes the backend sent unasked after a response (a body for a
         // HEAD, more than Content-Length), which the next request would otherwise read as the
         // start of its own response.
-        if (now - c->idle_since < timeouts_.idle && is_still_open(c->stream)) {
+        if (now - c->idle_since < timeouts_.idle && is_still_open(*c)) {
             c->reused = true;
             return c;
         }
@@ -353,7 +364,7 @@ void upstream_pool::sweep()
     bool any_left = false;
     for (auto& [key, list] : idle_) {
         std::erase_if(list, [&](const std::unique_ptr<upstream_connection>& c) {
-            return now - c->idle_since >= timeouts_.idle || !is_still_open(c->stream);
+            return now - c->idle_since >= timeouts_.idle || !is_still_open(*c);
         });
         any_left = any_left || !list.empty();
     }

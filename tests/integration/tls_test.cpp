@@ -838,5 +838,27 @@ TEST(TlsBackendTest, UploadsToHttpsBackendKeepThePooledConnectionUsable)
     }
 }
 
+TEST(TlsBackendTest, BytesAnHttpsBackendSentUnaskedNeverReachTheNextRequest)
+{
+    // The unasked response arrives in the same read as the one asked for, so it is in
+    // OpenSSL's buffers, not on the socket, when the connection is pooled.
+    self_signed_origin backend("localhost", "self signed backend");
+    ASSERT_TRUE(backend.made) << backend.error;
+    tls_proxy p(fmt::format("routes:\n  - host: up.localhost\n    to: https://localhost:{}\n"
+                            "    insecure_skip_verify: true\n",
+                            backend.port()));
+    for (int i = 0; i < 3; ++i) {
+        {
+            client c(p.proxy.port());
+            EXPECT_EQ(c.get("up.localhost", "/then-unasked").body(),
+                      "tls-backend GET /then-unasked");
+        }
+        client next(p.proxy.port());
+        const auto res = next.get("up.localhost", "/innocent");
+        EXPECT_EQ(res.result_int(), 200) << i;
+        EXPECT_EQ(res.body(), "tls-backend GET /innocent") << i;
+    }
+}
+
 } // namespace
 } // namespace portico::test

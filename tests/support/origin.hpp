@@ -185,7 +185,8 @@ bool wait_until(const std::function<bool()>& predicate,
 namespace portico::test {
 
 /// A TLS backend on 127.0.0.1 serving one certificate; answers every request with
-/// "tls-backend GET /path" and keeps the connection alive.
+/// "tls-backend GET /path" and keeps the connection alive. After `/then-unasked` it also
+/// sends a second response nobody asked for ("FORGED"), in the same TCP segment.
 class tls_origin {
 public:
     tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key);

@@ -5,6 +5,9 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 namespace portico::test {
 
 struct tls_origin::impl {
@@ -70,6 +73,19 @@ struct tls_origin::impl {
             res.body() = "tls-backend " + std::string(req.method_string()) + " " +
                          std::string(req.target());
             res.prepare_payload();
+            if (req.target() == "/then-unasked") {
+                // A second response in a record of its own, corked into the same segment so
+                // that the proxy's one read takes both off the socket.
+                const int on = 1;
+                const int off = 0;
+                ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+                beast::http::write(stream, res, ec);
+                net::write(stream, net::buffer(std::string_view(
+                                       "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nFORGED")),
+                           ec);
+                ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+                continue;
+            }
             beast::http::write(stream, res, ec);
         }
     }
