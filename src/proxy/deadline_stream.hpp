@@ -18,9 +18,6 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
-
 #include <chrono>
 #include <cstdint>
 #include <utility>
@@ -112,8 +109,8 @@ public:
     {
         return net::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
             [](auto handler, const state_ref& s, const ConstBuffers& b) {
-                start(s.get());
-                s->socket.async_write_some(b, guarded(std::move(handler), s.get()));
+                start(s.get(), true);
+                s->socket.async_write_some(b, guarded(std::move(handler), s.get(), true));
             },
             token, s_, buffers);
     }
@@ -150,8 +147,9 @@ private:
     {
         return net::async_initiate<Token, void(boost::system::error_code)>(
             [](auto handler, const state_ref& s, net::socket_base::wait_type w) {
-                start(s.get());
-                s->socket.async_wait(w, guarded(std::move(handler), s.get()));
+                const bool write = w == net::socket_base::wait_write;
+                start(s.get(), write);
+                s->socket.async_wait(w, guarded(std::move(handler), s.get(), write));
             },
             token, s_, what);
     }
@@ -167,6 +165,7 @@ private:
         clock::time_point armed = clock::time_point::max(); ///< what the timer waits for
         std::uint64_t generation = 0; ///< tells a wait from one a re-arm replaced
         unsigned pending = 0;         ///< operations in flight
+        unsigned writes = 0;          ///< of those, writes (and waits to write)
         bool expired = false;         ///< the deadline closed the socket
         /// Held by the stream, by each operation from its creation (a deferred one may
         /// start after the stream is gone) and by each timer wait. Not atomic: a stream
@@ -192,7 +191,7 @@ private:
     template <typename Handler>
     class guarded_handler {
     public:
-        guarded_handler(Handler h, state* s) : handler_(std::move(h)), s_(s)
+        guarded_handler(Handler h, state* s, bool write) : handler_(std::move(h)), s_(s), write_(write)
         {
         }
 
@@ -216,6 +215,7 @@ private:
         void operator()(boost::system::error_code ec, Args&&... args)
         {
             --s_->pending;
+            s_->writes -= write_ ? 1 : 0;
             if (ec && s_->expired) {
                 ec = beast::error::timeout;
             }
@@ -226,17 +226,19 @@ private:
     private:
         Handler handler_;
         state_ref s_;
+        bool write_;
     };
 
     template <typename Handler>
-    static guarded_handler<Handler> guarded(Handler h, state* s)
+    static guarded_handler<Handler> guarded(Handler h, state* s, bool write = false)
     {
-        return guarded_handler<Handler>(std::move(h), s);
+        return guarded_handler<Handler>(std::move(h), s, write);
     }
 
-    static void start(state* s)
+    static void start(state* s, bool write = false)
     {
         ++s->pending;
+        s->writes += write ? 1 : 0;
         if (s->at < s->armed) {
             arm(s);
         }
@@ -263,22 +265,22 @@ private:
             // operation arms the timer for the past deadline and fails at once.
             if (s->pending > 0) {
                 s->expired = true;
-                close_cutting(s->socket);
+                close_cutting(s->socket, s->writes > 0);
             }
         });
     }
 
     /**
-     * Closes a socket whose deadline passed. Bytes still queued to send mean a message was
-     * cut (a peer that stopped reading): the close is then a reset, so that the peer does not
-     * take a FIN for the end of a body delimited by the close (decision 0019). With nothing
-     * queued (an idle keep-alive connection, a head that never came) it is the usual FIN.
+     * Closes a socket whose deadline passed. A write still waiting means a message was cut (a
+     * peer that stopped reading): the close is then a reset, so that the peer does not take a
+     * FIN for the end of a body delimited by the close (decision 0019). Otherwise (an idle
+     * keep-alive connection, a head that never came) it is the usual FIN, which lets a
+     * client that paused take the whole response still queued for it.
      */
-    [[gnu::cold]] static void close_cutting(socket_type& socket)
+    [[gnu::cold]] static void close_cutting(socket_type& socket, bool writing)
     {
         boost::system::error_code ignored;
-        int queued = 0;
-        if (::ioctl(socket.native_handle(), SIOCOUTQ, &queued) == 0 && queued > 0) {
+        if (writing) {
             socket.set_option(net::socket_base::linger(true, 0), ignored);
         }
         socket.close(ignored);

@@ -296,6 +296,37 @@ TEST(StreamingTest, BodyCutByTheClientsWriteTimeoutEndsWithAReset)
     EXPECT_EQ(ec, net::error::connection_reset) << ec.message() << " after " << received;
 }
 
+TEST(StreamingTest, WholeResponseStillQueuedForAPausedClientOutlivesTheIdleTimeout)
+{
+    // The response went out whole, into the socket's send queue; the client pauses (in a
+    // debugger, say) past timeouts.idle. The keep-alive wait then ends with a FIN after
+    // those bytes, not with a reset that would discard them.
+    const std::string body(300000, 'r');
+    origin backend([&body](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                                    body.size(), body));
+        }
+    });
+    proxy_harness proxy(route_to(backend.port(), "timeouts:\n  idle: 1s\n"));
+    net::io_context context;
+    tcp::socket socket(context);
+    socket.open(tcp::v4());
+    socket.set_option(net::socket_base::receive_buffer_size(4096));
+    socket.connect({net::ip::make_address("127.0.0.1"), proxy.port()});
+    net::write(socket, net::buffer(std::string_view("GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    std::string received;
+    std::array<char, 4096> chunk{};
+    boost::system::error_code ec;
+    for (int reads = 0; reads < 100000 && !ec; ++reads) {
+        const auto n = socket.read_some(net::buffer(chunk), ec);
+        received.append(chunk.data(), n);
+    }
+    EXPECT_EQ(ec, net::error::eof) << ec.message();
+    EXPECT_TRUE(received.ends_with("\r\n\r\n" + body)) << received.size();
+}
+
 TEST(StreamingTest, ClientLeavingMidLargeBodyLeavesProxyServing)
 {
     // A large Content-Length body is spliced from socket to socket; the client's going away
