@@ -1052,45 +1052,51 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
     }
 }
 
-/// A tunnel's shared fate: set when either direction failed, which ends both.
+/// A tunnel's shared fate: set when a read failed, which ends both directions.
 struct tunnel_fate {
     bool broken = false;
 };
 
 /**
  * Copies bytes one way until EOF, then shuts down the other side's sending direction: a
- * half-close passes on, and the other direction goes on (decision 0018). A reset, a broken
- * pipe or any other error ends the whole tunnel instead: the peer is gone, and the other
- * direction could otherwise wait for good, in a write to a side that no longer reads or a
- * read from one that never speaks again.
+ * half-close passes on, and the other direction goes on (decision 0018).
+ *
+ * A read that fails (a reset) means `from` is gone: all it sent has been passed on, and
+ * nothing can reach it any more, so the whole tunnel ends; `to` is then closed with a FIN
+ * after what is still queued for it. A write that fails means `to` is gone: this direction
+ * ends, and the other one drains what `to` sent before it went (the kernel still gives it
+ * out) until its own read fails. A write that cannot go on for `write_timeout` (a side that
+ * stopped reading) fails too, and that side is reset, so no direction waits for good.
  */
 template <typename From, typename To>
-task<void> pump(From& from, To& to, std::uint64_t& moved, tunnel_fate& fate)
+task<void> pump(From& from, To& to, std::uint64_t& moved, tunnel_fate& fate,
+                std::chrono::steady_clock::duration write_timeout)
 {
-    const auto break_tunnel = [&] {
-        fate.broken = true;
-        tcp_of(from).cancel();
-        tcp_of(to).cancel();
-    };
     auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
-    while (!fate.broken) {
+    for (;;) {
         auto [ec, n] = co_await from.async_read_some(net::buffer(chunk.get(), body_chunk_size));
+        if (fate.broken) {
+            co_return;
+        }
         if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
             break;
         }
-        if (ec || fate.broken) {
-            break_tunnel();
+        if (ec) {
+            fate.broken = true;
+            tcp_of(from).cancel();
+            tcp_of(to).cancel();
             co_return;
         }
+        tcp_of(to).expires_after(write_timeout);
         auto [wec, wn] = co_await net::async_write(to, net::buffer(chunk.get(), n));
+        tcp_of(to).expires_never();
         moved += wn;
-        if (wec) {
-            break_tunnel();
+        if (wec || fate.broken) {
             co_return;
         }
     }
     boost::system::error_code ignored;
-    beast::get_lowest_layer(to).socket().shutdown(net::socket_base::shutdown_send, ignored);
+    tcp_of(to).socket().shutdown(net::socket_base::shutdown_send, ignored);
 }
 
 /// Writes bytes already buffered on one side to the other before a tunnel starts.
@@ -1113,22 +1119,29 @@ struct tunnel_totals {
 
 /**
  * A two-way byte tunnel (upgrades, TLS passthrough) with no idle timeout of its own: bytes
- * already read on either side go first, then both directions run until each has seen EOF.
+ * already read on either side go first, then both directions run until each has seen EOF
+ * (or a side failed, see `pump`). `write_timeout` bounds each write that cannot go on.
  */
 template <typename A, typename B>
 task<tunnel_totals> run_tunnel(A& a, beast::flat_buffer& a_pending, B& b,
-                               beast::flat_buffer& b_pending)
+                               beast::flat_buffer& b_pending,
+                               std::chrono::steady_clock::duration write_timeout)
 {
-    tcp_of(a).expires_never();
-    tcp_of(b).expires_never();
     tunnel_totals totals;
-    totals.a_to_b = a_pending.size();
-    totals.b_to_a = b_pending.size();
+    const auto a_buffered = a_pending.size();
+    const auto b_buffered = b_pending.size();
+    tcp_of(a).expires_after(write_timeout);
+    tcp_of(b).expires_after(write_timeout);
     const auto ec1 = co_await flush_buffered(a_pending, b);
     const auto ec2 = co_await flush_buffered(b_pending, a);
+    totals.a_to_b = a_buffered - a_pending.size();
+    totals.b_to_a = b_buffered - b_pending.size();
+    tcp_of(a).expires_never();
+    tcp_of(b).expires_never();
     if (!ec1 && !ec2) {
         tunnel_fate fate;
-        co_await (pump(a, b, totals.a_to_b, fate) && pump(b, a, totals.b_to_a, fate));
+        co_await (pump(a, b, totals.a_to_b, fate, write_timeout) &&
+                  pump(b, a, totals.b_to_a, fate, write_timeout));
     }
     co_return totals;
 }
@@ -1587,7 +1600,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         if (!wec) {
             c.info.entry->tunnel = true;
             tunnel_count counted(c.w.stats());
-            co_await run_tunnel(c.stream, c.buffer, io, up.buffer);
+            co_await run_tunnel(c.stream, c.buffer, io, up.buffer, cfg.timeouts.idle);
         }
         co_return false;
     }
@@ -2444,7 +2457,7 @@ task<std::pair<opening, tls::hello_result>> read_opening(tcp_stream& tcp,
 
 /// Relays a TLS stream untouched to a passthrough route's backend.
 task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& buffer,
-                        const config::route& route)
+                        const config::route& route, std::chrono::steady_clock::duration write_timeout)
 {
     auto acquired = co_await info.w.pool().connect(route.to);
     if (!acquired.connection) {
@@ -2458,7 +2471,7 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
     info.entry->tunnel = true;
     info.entry->idle = false; // a live tunnel gets the shutdown grace period, as WebSockets do
     tunnel_count counted(info.w.stats());
-    const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer);
+    const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer, write_timeout);
     info.entry->upstream = nullptr;
     PORTICO_LOG(log::level::info, "passthrough_closed", {"conn", info.id}, {"client", info.client},
                 {"route", route.host}, {"backend", up.address}, {"bytes_in", totals.a_to_b},
@@ -2477,7 +2490,7 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
     if (!hello.server_name.empty()) {
         const auto state = w.state(); // the route outlives a reload while the tunnel is open
         if (const auto* route = state->table.match_passthrough(hello.server_name)) {
-            co_await pass_through(info, tcp, buffer, *route);
+            co_await pass_through(info, tcp, buffer, *route, state->cfg.timeouts.idle);
             co_return;
         }
     }

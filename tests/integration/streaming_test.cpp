@@ -65,15 +65,19 @@ bool switch_protocols(origin_connection& c)
     return true;
 }
 
-/// Opens a tunnel through the proxy; the client's socket, past the 101 head.
-tcp::socket open_tunnel(net::io_context& ctx, unsigned short port)
+/// Opens a tunnel through the proxy; the client's socket, past the 101 head. What came
+/// after the head in the same read goes to `early` when given.
+tcp::socket open_tunnel(net::io_context& ctx, unsigned short port, std::string* early = nullptr)
 {
     auto socket = connect_loopback(ctx, port);
     bounded_stream stream(socket);
     net::write(stream, net::buffer(upgrade_request));
     std::string head;
-    net::read_until(stream, net::dynamic_buffer(head), "\r\n\r\n");
+    const auto end = net::read_until(stream, net::dynamic_buffer(head), "\r\n\r\n");
     EXPECT_TRUE(head.starts_with("HTTP/1.1 101 ")) << head;
+    if (early != nullptr) {
+        *early = head.substr(end);
+    }
     return socket;
 }
 
@@ -87,7 +91,9 @@ void reset(tcp::socket& socket)
 TEST(TunnelTest, ClientResetWhileBothSidesPushBackEndsTheTunnel)
 {
     // The backend writes and never reads, like an echo blocked in its own send: once the
-    // client stops reading, both directions of the tunnel wait on a full buffer.
+    // client stops reading, both directions of the tunnel wait on a full buffer. After the
+    // reset, what the client sent before it still waits to reach the backend: the write
+    // gives up after timeouts.idle.
     std::atomic<bool> backend_done{false};
     origin backend([&backend_done](origin_connection& c) {
         if (switch_protocols(c)) {
@@ -99,7 +105,7 @@ TEST(TunnelTest, ClientResetWhileBothSidesPushBackEndsTheTunnel)
         }
         backend_done = true;
     });
-    proxy_harness proxy(route_to(backend.port()));
+    proxy_harness proxy(route_to(backend.port(), "timeouts:\n  idle: 1s\n"));
     net::io_context ctx;
     auto socket = open_tunnel(ctx, proxy.port());
     socket.non_blocking(true);
@@ -123,8 +129,36 @@ TEST(TunnelTest, ClientResetWhileBothSidesPushBackEndsTheTunnel)
     reset(socket);
     // The backend's own sends give up only after 10 s: the tunnel must end well before.
     EXPECT_TRUE(wait_until([&] { return proxy.observatory().active_tunnels() == 0; },
-                           std::chrono::seconds(3)));
-    EXPECT_TRUE(wait_until([&] { return backend_done.load(); }, std::chrono::seconds(3)));
+                           std::chrono::seconds(4)));
+    EXPECT_TRUE(wait_until([&] { return backend_done.load(); }, std::chrono::seconds(4)));
+}
+
+TEST(TunnelTest, BackendThatClosedHasAllItSentDeliveredThoughItResetsTheClientsLastBytes)
+{
+    // The backend sends 4 MB and closes; the client, reading slowly, still writes to it, and
+    // the closed backend answers that with a reset. What it sent before must all arrive.
+    constexpr std::size_t sent = 4 * 1024 * 1024;
+    origin backend([](origin_connection& c) {
+        if (switch_protocols(c)) {
+            net::write(c.stream, net::buffer(std::string(sent, 's')));
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    net::io_context ctx;
+    std::string early;
+    auto socket = open_tunnel(ctx, proxy.port(), &early);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200)); // the backend has closed
+    std::size_t received = early.size();
+    std::array<char, 16 * 1024> chunk{};
+    boost::system::error_code ec;
+    for (int reads = 0; reads < 100000 && !ec; ++reads) {
+        if (reads == 2 || reads == 4) {
+            net::write(socket, net::buffer(std::string_view("late message")), ec);
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        received += socket.read_some(net::buffer(chunk), ec);
+    }
+    EXPECT_EQ(received, sent) << ec.message();
 }
 
 TEST(TunnelTest, ClientResetEndsTheTunnelThoughTheBackendStaysOpen)
