@@ -83,11 +83,12 @@ bool rewrite_in_place(int fd, std::string_view text)
 
 /**
  * Replaces the file's content, keeping its mode. A rename keeps readers from seeing half a
- * file, and a failed write from leaving one. Where the file cannot be replaced (a
- * container's bind-mounted /etc/hosts gives EBUSY), it is rewritten in place, and put back
- * as it was should that fail part-way (a full disk). A symbolic link is followed, as an
- * editor would: /etc/hosts is one on some systems, and replacing the link would cut it off
- * from the file it names.
+ * file, and a failed write from leaving one. Where the file cannot be replaced but can be
+ * written (a container's bind-mounted /etc/hosts gives EBUSY; a hosts file made writable
+ * in a directory that is not gives EACCES), it is rewritten in place, and put back as it
+ * was should that fail part-way (a full disk). A symbolic link is followed, as an editor
+ * would: /etc/hosts is one on some systems, and replacing the link would cut it off from
+ * the file it names.
  */
 std::string write_text(const std::filesystem::path& link, const std::string& original,
                        const std::string& text)
@@ -101,7 +102,10 @@ std::string write_text(const std::filesystem::path& link, const std::string& ori
     const unsigned mode = ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0644;
     int failed_errno = 0;
     auto error = tls::write_file_atomically(path, text, mode, &failed_errno);
-    if (error.empty() || failed_errno != EBUSY) {
+    // What a full disk or a quota gives (ENOSPC, EDQUOT, EFBIG) would fail in place too.
+    const bool not_replaceable = failed_errno == EBUSY || failed_errno == EACCES ||
+                                 failed_errno == EPERM || failed_errno == EXDEV;
+    if (error.empty() || !not_replaceable) {
         return error;
     }
     const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);

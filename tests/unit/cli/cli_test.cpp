@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <regex>
@@ -282,6 +284,43 @@ TEST_F(CliTest, HostsWriteThatFailsLeavesTheFileAsItWas)
         EXPECT_FALSE(entry.path().filename().string().starts_with(".hosts"))
             << "temporary file left: " << entry.path();
     }
+}
+
+TEST_F(CliTest, HostsFileWritableInADirectoryThatIsNotIsRewrittenInPlace)
+{
+    // Some make /etc/hosts writable (chmod, an ACL) to edit it without sudo; no temporary
+    // file can be made beside it. Root ignores the modes, so as root the binary runs as
+    // nobody.
+    if (::geteuid() == 0) {
+        if (!fs::exists("/usr/bin/setpriv")) {
+            GTEST_SKIP() << "running as root without setpriv to drop to nobody";
+        }
+        launcher_ = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+        fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read |
+                                  fs::perms::group_exec | fs::perms::others_read |
+                                  fs::perms::others_exec);
+        if (portico({"--version"}).exit_code != 0) {
+            GTEST_SKIP() << "nobody cannot run " << binary() << " where it was built";
+        }
+    }
+    write_file("portico.yaml", hosts_yaml);
+    const std::string original = "127.0.0.1 localhost\n";
+    const auto file = write_file("etc/hosts", original);
+    fs::permissions(file, fs::perms::all & ~(fs::perms::owner_exec | fs::perms::group_exec |
+                                              fs::perms::others_exec));
+    fs::permissions(file.parent_path(), fs::perms::owner_read | fs::perms::owner_exec |
+                                            fs::perms::group_read | fs::perms::group_exec |
+                                            fs::perms::others_read | fs::perms::others_exec);
+    const portico::test::env_overrides env{{"PORTICO_HOSTS_FILE", file.string()}};
+    auto r = portico({"hosts", "--apply", "-c", (dir_ / "portico.yaml").string()}, env);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(read_file(file), original + "# portico begin (managed by `portico hosts`)\n"
+                                          "127.0.0.1 legacy.test\n127.0.0.1 dash.test\n"
+                                          "# portico end\n");
+    r = portico({"hosts", "--remove", "-c", (dir_ / "portico.yaml").string()}, env);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(read_file(file), original);
+    fs::permissions(file.parent_path(), fs::perms::owner_all);
 }
 
 /// Loopback sockets for `doctor` to find: one listening, one bound but refusing.
