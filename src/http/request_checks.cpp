@@ -96,6 +96,11 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept
     parser.body_limit(boost::none);
     parser.header_limit(std::numeric_limits<std::uint32_t>::max());
     std::array<char, 4096> discard; // chunk data is not looked at
+    bool after_data = false;        // a chunk with data was read: its CRLF comes next
+    auto on_chunk = [&after_data](std::uint64_t size, std::string_view, boost::system::error_code&) {
+        after_data = size > 0;
+    };
+    parser.on_chunk_header(on_chunk);
     boost::system::error_code ec;
     try {
         parser.put(boost::asio::buffer(head.data(), head.size()), ec);
@@ -114,7 +119,28 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept
     } catch (const std::exception&) {
         return false; // a trailer field longer than Beast holds
     }
-    return !ec || ec == beast::http::error::need_more;
+    if (ec != beast::http::error::need_more || body.empty()) {
+        return !ec || ec == beast::http::error::need_more;
+    }
+    // The parser judges a line only once it is whole; the start of one that cannot become
+    // valid is refused now, before the head goes upstream. What it left is the next chunk
+    // line, after the CRLF that ends a chunk's data.
+    if (after_data) {
+        if (body == "\r") {
+            return true;
+        }
+        if (!body.starts_with("\r\n")) {
+            return false; // the data was longer than its size said
+        }
+        body.remove_prefix(2);
+    }
+    std::size_t significant = 0;
+    std::size_t i = 0;
+    for (; i < body.size() && std::isxdigit(static_cast<unsigned char>(body[i])) != 0; ++i) {
+        significant += significant > 0 || body[i] != '0' ? 1 : 0;
+    }
+    constexpr std::size_t max_size_digits = 16; // 64 bits
+    return (i > 0 || body.empty()) && significant <= max_size_digits;
 }
 
 std::string_view describe(head_defect d) noexcept

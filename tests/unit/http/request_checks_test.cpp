@@ -82,6 +82,15 @@ TEST(RequestChecksTest, ChunkedPrefixes)
     EXPECT_TRUE(is_chunked_prefix_valid("5;ext=1\r\nhel"));
     EXPECT_TRUE(is_chunked_prefix_valid("A\r\n"));
     EXPECT_FALSE(is_chunked_prefix_valid("5\r\nhelloXY\r\n")); // data longer than its size
+    // Lines that cannot become valid are refused before they are whole.
+    EXPECT_FALSE(is_chunked_prefix_valid("5\r\nhelloXY"));
+    EXPECT_FALSE(is_chunked_prefix_valid("zz"));
+    EXPECT_FALSE(is_chunked_prefix_valid("G"));
+    EXPECT_FALSE(is_chunked_prefix_valid("5\r\nhello\r\nq"));
+    EXPECT_FALSE(is_chunked_prefix_valid("ffffffffffffffffff"));
+    EXPECT_TRUE(is_chunked_prefix_valid("000000000000000000ff"));
+    EXPECT_TRUE(is_chunked_prefix_valid("5\r\nhello\r"));
+    EXPECT_TRUE(is_chunked_prefix_valid("5\r\nhello\r\n0\r\nX-Trailer: 1"));
     EXPECT_FALSE(is_chunked_prefix_valid("zz\r\nhello\r\n"));
     EXPECT_FALSE(is_chunked_prefix_valid("11111111111111111\r\n"));
     // The largest sizes that 16 digits write are incomplete chunks, not an overflow.
