@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <list>
+#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace portico::tls {
@@ -158,6 +160,10 @@ struct certificate_manager::impl {
     std::list<std::string> recency;
     /// Serialises the pruning of `leaves/`, so two issuers do not both count the same files.
     std::mutex prune_mutex;
+    /// How many names `leaves/` holds, as last counted plus those issued since (unknown until
+    /// the first issuance); guarded by `prune_mutex`. The directory is read only when this
+    /// passes the bound, so a flood of new names does not read it at every issuance.
+    std::optional<std::size_t> leaf_names;
 
     std::atomic<std::uint64_t> issued{0};
 
@@ -310,6 +316,10 @@ struct certificate_manager::impl {
         // The CA is not sent: the client has it as a trust anchor, and RFC 8446 §4.4.2 lets
         // the server omit it (saving half a kilobyte per full handshake).
         key->chain.reset(check(sk_X509_new_null(), "sk_X509_new_null"));
+        // Pruning takes the oldest files first: a leaf read back is one in use.
+        std::error_code touched;
+        std::filesystem::last_write_time(cert_path, std::filesystem::file_time_type::clock::now(),
+                                         touched);
         return key;
     }
 
@@ -351,9 +361,16 @@ struct certificate_manager::impl {
     void prune_leaves()
     {
         const std::lock_guard prune_lock(prune_mutex);
+        const auto limit = std::max<std::size_t>(policy.max_leaves, 1);
+        if (leaf_names && *leaf_names < limit) {
+            ++*leaf_names;
+            return;
+        }
         std::unordered_map<std::string, std::filesystem::file_time_type> written; // by stem
         std::error_code ec;
-        for (const auto& entry : std::filesystem::directory_iterator(leaves_dir, ec)) {
+        for (std::filesystem::directory_iterator it(leaves_dir, ec), end; !ec && it != end;
+             it.increment(ec)) {
+            const auto& entry = *it;
             const auto file = entry.path().filename().string();
             std::string_view stem = file;
             if (stem.ends_with("-key.pem")) {
@@ -368,27 +385,34 @@ struct certificate_manager::impl {
             auto& newest = written[std::string(stem)];
             newest = std::max(newest, time_ec ? std::filesystem::file_time_type::min() : time);
         }
-        const auto limit = std::max<std::size_t>(policy.max_leaves, 1);
         if (ec || written.size() <= limit) {
+            leaf_names = ec ? std::nullopt : std::optional(written.size());
             return;
         }
-        auto excess = written.size() - limit;
+        // A tenth below the bound, so that the next issuances need not read the directory.
+        const auto counted = written.size();
+        const auto excess = counted - (limit - limit / 10);
+        // Names no longer in memory go first, the oldest first; then, if need be, the files
+        // of names still in memory, which go on serving from there (and are issued again
+        // after a restart).
+        std::unordered_set<std::string> in_memory;
         {
             const std::lock_guard lock(cache_mutex);
             for (const auto& [name, slot] : cache) {
-                written.erase(file_stem(name));
+                in_memory.insert(file_stem(name));
             }
         }
-        // The names in memory are at most `limit`, so the others cover the excess.
-        std::vector<std::pair<std::filesystem::file_time_type, std::string>> stale;
+        std::vector<std::tuple<bool, std::filesystem::file_time_type, std::string>> order;
         for (auto& [stem, time] : written) {
-            stale.emplace_back(time, stem);
+            order.emplace_back(in_memory.contains(stem), time, stem);
         }
-        std::sort(stale.begin(), stale.end());
-        for (auto next = stale.begin(); next != stale.end() && excess > 0; ++next, --excess) {
-            std::filesystem::remove(leaves_dir / (next->second + "-key.pem"), ec);
-            std::filesystem::remove(leaves_dir / (next->second + ".pem"), ec);
+        std::sort(order.begin(), order.end());
+        for (std::size_t i = 0; i < excess; ++i) {
+            const auto& stem = std::get<2>(order[i]);
+            std::filesystem::remove(leaves_dir / (stem + "-key.pem"), ec);
+            std::filesystem::remove(leaves_dir / (stem + ".pem"), ec);
         }
+        leaf_names = counted - excess;
     }
 
     /// SNI callback (RFC 6066 §3): refuses names that are not served with a fatal

@@ -285,6 +285,21 @@ TEST_F(CertificateManagerTest, IssuedLeavesAreBoundedInMemoryAndOnDisk)
     EXPECT_EQ(list_dir(leaves()), leaf_files({"n0.localhost", "n4.localhost", "n5.localhost"}));
 }
 
+TEST_F(CertificateManagerTest, PruningLeavesRoomSoTheNextIssuancesNeedNotReadTheDirectory)
+{
+    issuance_policy ten;
+    ten.max_leaves = 10;
+    const auto m = make(settings(), serve_any_localhost(), ten);
+    ASSERT_TRUE(m);
+    std::vector<std::string> names;
+    for (int i = 0; i < 11; ++i) {
+        names.push_back("n" + std::to_string(i) + ".localhost");
+        ASSERT_TRUE(handshake(*m, names.back()).ok) << i;
+    }
+    // The eleventh name passed the bound: the two oldest went, a tenth below it.
+    EXPECT_EQ(list_dir(leaves()), leaf_files({names.begin() + 2, names.end()}));
+}
+
 TEST_F(CertificateManagerTest, LeafInUseOutlivesAFloodOfNewNames)
 {
     issuance_policy three;
