@@ -84,6 +84,46 @@ head_defect check_head_bytes(std::string_view head) noexcept
     return head_defect::none;
 }
 
+std::optional<request_line> read_request_line(std::string_view head) noexcept
+{
+    while (head.starts_with("\r\n")) {
+        head.remove_prefix(2);
+    }
+    const auto end = head.find("\r\n");
+    if (end == std::string_view::npos) {
+        return std::nullopt; // not all there
+    }
+    const auto line = head.substr(0, end);
+    const auto first = line.find(' ');
+    const auto last = line.rfind(' ');
+    if (first == std::string_view::npos || first == 0 || last == first + 1 || last == first) {
+        return std::nullopt;
+    }
+    request_line out;
+    out.method = line.substr(0, first);
+    out.target = line.substr(first + 1, last - first - 1);
+    const auto version = line.substr(last + 1);
+    if (version == "HTTP/1.0") {
+        out.version = 10;
+    } else if (version != "HTTP/1.1") {
+        return std::nullopt;
+    }
+    constexpr std::string_view separators = "\"(),/:;<=>?@[\\]{}";
+    for (const char c : out.method) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u >= 0x7f || separators.find(c) != std::string_view::npos) {
+            return std::nullopt;
+        }
+    }
+    for (const char c : out.target) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u == 0x7f) {
+            return std::nullopt;
+        }
+    }
+    return out;
+}
+
 bool is_chunked_prefix_valid(std::string_view body) noexcept
 {
     // The bytes go through a parser of the kind that reads the body later, behind a head of

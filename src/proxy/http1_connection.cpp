@@ -430,6 +430,7 @@ struct exchange_record {
     std::string target;
     std::string host;
     unsigned version = 11;
+    bool version_read = false; ///< `version` came from the request (the log's PROTO, else "-")
     unsigned status = 0;
     std::uint64_t bytes = 0;
     const config::route* route = nullptr; ///< named only when a log line is written
@@ -439,6 +440,18 @@ struct exchange_record {
     std::string_view error;      ///< the condition, when portico answered with an error page
     std::string_view served_by;  ///< route name when no route applies (the admin host)
 };
+
+/// Names a refused request in its record by its request line, when that is sound, so that
+/// its log line says what was asked (as nginx's does) rather than "- -".
+void note_request_line(exchange_record& rec, std::string_view head)
+{
+    if (const auto line = http::read_request_line(head)) {
+        rec.method = std::string(line->method);
+        rec.target = std::string(line->target);
+        rec.version = line->version;
+        rec.version_read = true;
+    }
+}
 
 /// Counts an open tunnel in the worker's statistics for as long as it lives.
 struct tunnel_count {
@@ -458,7 +471,7 @@ void write_access_log(const client_info& info, const exchange_record& rec)
     a.host = rec.host;
     a.method = rec.method;
     a.target = rec.target;
-    a.proto = proto_name(rec.version);
+    a.proto = rec.version_read ? proto_name(rec.version) : "-";
     a.status = rec.status;
     a.bytes = rec.bytes;
     a.duration_ms =
@@ -2136,9 +2149,11 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     };
     const auto raw = std::string_view(static_cast<const char*>(c.buffer.data().data()),
                                       head_length);
-    // Refused before parsing, a head still says what its client reads.
+    // Refused before parsing, a head still says what its client reads, and its request
+    // line what the log names.
     const auto refuse_unparsed = [&](errc error, std::string detail) {
         out.json = http::prefers_json_in_raw_head(raw);
+        note_request_line(rec, raw);
         return fail(error, std::move(detail), plan);
     };
     if (const auto defect = http::check_head_bytes(raw); defect != http::head_defect::none) {
@@ -2169,6 +2184,7 @@ prepared_request prepare_request(connection<Stream>& c, std::size_t head_length,
     rec.method = std::string(req.method_string());
     rec.target = std::string(req.target());
     rec.version = req.version() == 10 ? 10 : 11;
+    rec.version_read = true;
     // Views into the head: read them before `prepare_forward`, which may rewrite it.
     const auto lines = http::scan_request_lines(req.base());
     rec.host = std::string(lines.host);
@@ -2264,8 +2280,10 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         rec.start = head->began.value_or(rec.start);
         prepared.what = prepared_request::next::answer_error;
         prepared.error = head->error;
-        prepared.json = http::prefers_json_in_raw_head(std::string_view(
-            static_cast<const char*>(c.buffer.data().data()), c.buffer.size()));
+        const std::string_view received(static_cast<const char*>(c.buffer.data().data()),
+                                        c.buffer.size());
+        prepared.json = http::prefers_json_in_raw_head(received);
+        note_request_line(rec, received);
     } else {
         prepared = prepare_request(c, head->length, *state, parser, plan, rec, facts);
     }

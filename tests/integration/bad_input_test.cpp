@@ -154,6 +154,44 @@ TEST(BadInputTimeoutTest, SlowHeadGets408)
     EXPECT_GE(recent.front().duration_ms, 250.0);
 }
 
+TEST(BadInputLogTest, RefusedRequestsAreLoggedByTheirRequestLine)
+{
+    // As nginx logs them: what was asked, though the head around it was refused; and no
+    // protocol the client never sent.
+    origin backend;
+    proxy_harness proxy(fmt::format("limits: {{ header_bytes: 4096 }}\nroutes:\n  - host: "
+                                    "app.localhost\n    to: 127.0.0.1:{}\n",
+                                    backend.port()));
+    const auto logged = [&](std::string_view bytes, unsigned status) {
+        const auto raw = raw_exchange(proxy.port(), bytes);
+        EXPECT_EQ(raw.substr(8, 5), fmt::format(" {} ", status)) << raw; // HTTP/1.x NNN
+        admin::request_sample found;
+        EXPECT_TRUE(wait_until([&] {
+            const auto recent = proxy.observatory().recent();
+            if (recent.empty() || recent.front().status != status) {
+                return false;
+            }
+            found = recent.front();
+            return true;
+        }));
+        return found;
+    };
+    auto r = logged("GET /x?q=1 HTTP/1.0\r\nHost: a b\x01\r\n\r\n", 400);
+    EXPECT_EQ(r.method, "GET");
+    EXPECT_EQ(r.target, "/x?q=1");
+    EXPECT_EQ(r.proto, "HTTP/1.0");
+    r = logged("GET /big HTTP/1.1\r\nHost: app.localhost\r\nX-Pad: " + std::string(8000, 'p') +
+                   "\r\n\r\n",
+               431);
+    EXPECT_EQ(r.method, "GET");
+    EXPECT_EQ(r.target, "/big");
+    EXPECT_EQ(r.proto, "HTTP/1.1");
+    r = logged("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400);
+    EXPECT_EQ(r.method, "");
+    EXPECT_EQ(r.proto, "-");
+    EXPECT_TRUE(backend.seen().empty());
+}
+
 TEST(BadInputTimeoutTest, SilentClientIsClosedAfterHeaderTimeout)
 {
     proxy_harness proxy("timeouts: { header: 200ms }\n");

@@ -4,6 +4,7 @@
 // lenient parser would accept and a backend might read differently (request smuggling).
 
 #include <cstddef>
+#include <optional>
 #include <string_view>
 
 namespace portico::http {
@@ -27,6 +28,20 @@ std::size_t find_head_end(std::string_view data) noexcept;
 
 /// Checks a complete head (as delimited by `find_head_end`) for smuggling-prone bytes.
 head_defect check_head_bytes(std::string_view head) noexcept;
+
+/// A request line's parts; views into the head.
+struct request_line {
+    std::string_view method;
+    std::string_view target;
+    unsigned version = 11; ///< 10 or 11
+};
+
+/**
+ * The request line of a head, when it is sound (`token SP target SP HTTP/1.0|1.1`, after any
+ * empty lines, the target free of controls and spaces): for the log of a request refused
+ * before its head could be parsed whole (a bad field, a head too large).
+ */
+std::optional<request_line> read_request_line(std::string_view head) noexcept;
 
 /**
  * Checks the chunked framing of the body bytes received so far (RFC 9112 §7.1) as the

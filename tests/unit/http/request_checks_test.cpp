@@ -76,6 +76,22 @@ TEST(RequestChecksTest, HeadEndsAtItsEmptyLineWhateverItsLinesEndWith)
     EXPECT_EQ(check_head_bytes(mixed.substr(0, find_head_end(mixed))), head_defect::bare_lf);
 }
 
+TEST(RequestChecksTest, RequestLineIsReadOnlyWhenSound)
+{
+    const auto line = read_request_line("\r\nGET /a?b=c HTTP/1.0\r\nHost: x\r\n");
+    ASSERT_TRUE(line);
+    EXPECT_EQ(line->method, "GET");
+    EXPECT_EQ(line->target, "/a?b=c");
+    EXPECT_EQ(line->version, 10U);
+    EXPECT_EQ(read_request_line("OPTIONS * HTTP/1.1\r\n")->version, 11U);
+    for (const std::string_view bad :
+         {"GET /a HTTP/1.1", "GET /a HTTP/2.0\r\n", "PRI * HTTP/2.0\r\n", "GET  /a HTTP/1.1\r\n",
+          "GET /a\x01 HTTP/1.1\r\n", "G(T /a HTTP/1.1\r\n", "GET HTTP/1.1\r\n", "\r\n",
+          "GET /a b HTTP/1.1\r\n"}) {
+        EXPECT_FALSE(read_request_line(bad)) << testing::PrintToString(std::string(bad));
+    }
+}
+
 TEST(RequestChecksTest, ChunkedPrefixes)
 {
     EXPECT_TRUE(is_chunked_prefix_valid("5\r\nhello\r\n0\r\n\r\n"));
