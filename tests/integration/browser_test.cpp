@@ -15,7 +15,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -271,39 +270,67 @@ TEST(BrowserTest, DashboardShowsRoutesBackendStatesAndRequests)
     EXPECT_GT(std::filesystem::file_size(shot), 20000U) << "an empty page compresses smaller";
 }
 
+/// The dashboard as a running portico renders it.
+std::string rendered_dashboard(const running_portico& portico)
+{
+    client c(portico.port);
+    const auto res = c.get("portico.localhost", "/");
+    EXPECT_EQ(res.result_int(), 200);
+    return res.body();
+}
+
+/**
+ * Serves `first` (a dashboard portico rendered) to the page load, then `later` with status
+ * `later_status` to each of the page's refreshes: what a portico that was reloaded in
+ * between would answer, without waiting for a reload in the browser's virtual time.
+ */
+class dashboard_stand_in {
+public:
+    dashboard_stand_in(std::string first, std::string later, beast::http::status later_status)
+        : first_(std::move(first)), later_(std::move(later)), status_(later_status),
+          server_([this](origin_connection& c) { serve(c); })
+    {
+    }
+
+    int served() const { return served_.load(); }
+    std::string url() const { return fmt::format("http://portico.localhost:{}/", server_.port()); }
+
+private:
+    void serve(origin_connection& c)
+    {
+        while (auto req = c.read_request()) {
+            const bool first = served_.fetch_add(1) == 0;
+            response res{first ? beast::http::status::ok : status_, 11};
+            res.set(beast::http::field::content_type, "text/html; charset=utf-8");
+            res.body() = first ? first_ : later_;
+            res.prepare_payload();
+            c.write(res);
+        }
+    }
+
+    std::string first_;
+    std::string later_;
+    beast::http::status status_;
+    std::atomic<int> served_{0};
+    origin server_; ///< last: its threads use the members above
+};
+
 TEST(BrowserTest, DashboardRefreshShowsTheListenersAfterAReload)
 {
     if (!std::filesystem::exists(chromium_binary)) {
         GTEST_SKIP() << chromium_binary << " is missing; scripts/install-deps.sh installs it";
     }
     running_portico portico("routes: []\n");
-    std::string dashboard;
-    {
-        client c(portico.port);
-        const auto res = c.get("portico.localhost", "/");
-        ASSERT_EQ(res.result_int(), 200);
-        dashboard = res.body();
-    }
-    // The page as portico rendered it, then as it renders after a reload that moved its
-    // listener.
+    const auto dashboard = rendered_dashboard(portico);
+    // Then as it renders after a reload that moved its listener.
     const auto listening = fmt::format("listening on 127.0.0.1:{}", portico.port);
     ASSERT_NE(dashboard.find(listening), std::string::npos) << dashboard;
     auto reloaded = dashboard;
     reloaded.replace(reloaded.find(listening), listening.size(), "listening on 127.0.0.1:7999");
-    auto served = std::make_shared<std::atomic<int>>(0);
-    origin stand_in([&dashboard, &reloaded, served](origin_connection& c) {
-        while (auto req = c.read_request()) {
-            response res{beast::http::status::ok, 11};
-            res.set(beast::http::field::content_type, "text/html; charset=utf-8");
-            res.body() = served->fetch_add(1) == 0 ? dashboard : reloaded;
-            res.prepare_payload();
-            c.write(res);
-        }
-    });
+    dashboard_stand_in stand_in(dashboard, reloaded, beast::http::status::ok);
     browser_user user;
-    const auto page = user.open("portico.localhost",
-                                fmt::format("http://portico.localhost:{}/", stand_in.port()),
-                                {"--virtual-time-budget=3000", "--dump-dom"});
+    const auto page =
+        user.open("portico.localhost", stand_in.url(), {"--virtual-time-budget=3000", "--dump-dom"});
     EXPECT_NE(page.out.find("listening on 127.0.0.1:7999"), std::string::npos)
         << describe_load(page);
     EXPECT_NE(page.out.find("id=\"live\">live<"), std::string::npos) << describe_load(page);
@@ -315,31 +342,14 @@ TEST(BrowserTest, DashboardSaysOfflineWhenItsRefreshIsRefused)
         GTEST_SKIP() << chromium_binary << " is missing; scripts/install-deps.sh installs it";
     }
     running_portico portico("routes: []\n");
-    std::string dashboard;
-    {
-        client c(portico.port);
-        const auto res = c.get("portico.localhost", "/");
-        ASSERT_EQ(res.result_int(), 200);
-        dashboard = res.body();
-    }
-    // The page as portico rendered it, then what a portico that now refuses the page answers
-    // (a reload that moved the admin host, say): its refreshes fail with a status.
-    auto served = std::make_shared<std::atomic<int>>(0);
-    origin stand_in([&dashboard, served](origin_connection& c) {
-        while (auto req = c.read_request()) {
-            const bool first = served->fetch_add(1) == 0;
-            response res{first ? beast::http::status::ok : beast::http::status::forbidden, 11};
-            res.set(beast::http::field::content_type, "text/html; charset=utf-8");
-            res.body() = first ? dashboard : "refused";
-            res.prepare_payload();
-            c.write(res);
-        }
-    });
+    // Then what a portico that now refuses the page answers (a reload that moved the admin
+    // host, say): its refreshes fail with a status.
+    dashboard_stand_in stand_in(rendered_dashboard(portico), "refused",
+                                beast::http::status::forbidden);
     browser_user user;
-    const auto page = user.open("portico.localhost",
-                                fmt::format("http://portico.localhost:{}/", stand_in.port()),
-                                {"--virtual-time-budget=3000", "--dump-dom"});
-    EXPECT_GT(served->load(), 1) << describe_load(page);
+    const auto page =
+        user.open("portico.localhost", stand_in.url(), {"--virtual-time-budget=3000", "--dump-dom"});
+    EXPECT_GT(stand_in.served(), 1) << describe_load(page);
     EXPECT_NE(page.out.find("id=\"live\">offline (HTTP 403)<"), std::string::npos)
         << describe_load(page);
 }

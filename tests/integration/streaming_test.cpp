@@ -296,6 +296,18 @@ TEST(StreamingTest, BodyDelimitedByTheCloseEndsWithAResetWhenTheBackendCutsIt)
     EXPECT_EQ(ec, net::error::connection_reset) << ec.message();
 }
 
+/// A client with a small receive buffer that has sent `request`: whatever it does not read
+/// backs up into the proxy soon.
+tcp::socket slow_reader(net::io_context& context, unsigned short port, std::string_view request)
+{
+    tcp::socket socket(context);
+    socket.open(tcp::v4());
+    socket.set_option(net::socket_base::receive_buffer_size(4096));
+    socket.connect({net::ip::make_address("127.0.0.1"), port});
+    net::write(socket, net::buffer(request));
+    return socket;
+}
+
 TEST(StreamingTest, BodyCutByTheClientsWriteTimeoutEndsWithAReset)
 {
     // The client stops reading a body delimited by the close: when timeouts.idle ends the
@@ -313,11 +325,7 @@ TEST(StreamingTest, BodyCutByTheClientsWriteTimeoutEndsWithAReset)
     });
     proxy_harness proxy(route_to(backend.port(), "timeouts:\n  idle: 1s\n"));
     net::io_context context;
-    tcp::socket socket(context);
-    socket.open(tcp::v4());
-    socket.set_option(net::socket_base::receive_buffer_size(4096));
-    socket.connect({net::ip::make_address("127.0.0.1"), proxy.port()});
-    net::write(socket, net::buffer(std::string_view("GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n")));
+    auto socket = slow_reader(context, proxy.port(), "GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n");
     std::array<char, 4096> chunk{};
     boost::system::error_code ec;
     socket.read_some(net::buffer(chunk), ec);
@@ -344,11 +352,7 @@ TEST(StreamingTest, WholeResponseStillQueuedForAPausedClientOutlivesTheIdleTimeo
     });
     proxy_harness proxy(route_to(backend.port(), "timeouts:\n  idle: 1s\n"));
     net::io_context context;
-    tcp::socket socket(context);
-    socket.open(tcp::v4());
-    socket.set_option(net::socket_base::receive_buffer_size(4096));
-    socket.connect({net::ip::make_address("127.0.0.1"), proxy.port()});
-    net::write(socket, net::buffer(std::string_view("GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")));
+    auto socket = slow_reader(context, proxy.port(), "GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
     std::string received;
     std::array<char, 4096> chunk{};
