@@ -1945,9 +1945,10 @@ task<void> answer_unconnected(connection<Stream>& c, request_plan& plan,
     plan.detail = acquired.detail;
     plan.name_unresolved = acquired.unresolved;
     plan.out_of_descriptors = acquired.out_of_descriptors;
-    // Logged as "-" when no backend was reached (the page names it).
+    // Logged as "-" when no backend was reached (the page names it); one reached (a TLS
+    // handshake that failed) by the address, as a backend that answered is.
     if (acquired.reached) {
-        rec.backend = plan.route->to.text;
+        rec.backend = acquired.tried.empty() ? plan.route->to.text : acquired.tried.back();
     }
     plan.certificate_rejected = acquired.certificate_rejected;
     co_await answer_error(c, plan, acquired.error, json, rec, acquired.tried);

@@ -784,6 +784,21 @@ TEST(BinaryTest, AccessLineOfARefusedConnectionNamesNoBackend)
     EXPECT_TRUE(line->ends_with(" -> -")) << *line;
 }
 
+TEST(BinaryTest, AccessLineOfAFailedHandshakeNamesTheAddressAsASuccessWould)
+{
+    // One backend, one spelling in the log, whether its TLS handshake failed or it answered.
+    origin plain;
+    running_portico portico(fmt::format(
+        "routes:\n  - host: app.localhost\n    to: https://localhost:{}\n"
+        "    insecure_skip_verify: true\n",
+        plain.port()));
+    client c(portico.port);
+    ASSERT_EQ(c.get("app.localhost", "/tls").result_int(), 502);
+    const auto line = portico.process->wait_for_line("\"GET /tls HTTP/1.1\"");
+    ASSERT_TRUE(line) << "no access line";
+    EXPECT_TRUE(line->ends_with(fmt::format(" -> 127.0.0.1:{}", plain.port()))) << *line;
+}
+
 TEST(BinaryTest, JsonLogFormatForReadyAndAccessLines)
 {
     origin backend;
