@@ -1065,47 +1065,65 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
     }
 }
 
-/// A tunnel's shared fate: set when a read failed, which ends both directions.
+/// A tunnel's shared fate: set when it must end in both directions.
 struct tunnel_fate {
     bool broken = false;
 };
+
+/// Ends a tunnel in both directions. The sockets are closed, not only cancelled: an operation
+/// that had completed but not yet run, or one a TLS stream starts inside its own, would miss
+/// a cancel and go on. A plain close still sends what is queued, then a FIN.
+template <typename From, typename To>
+void break_tunnel(From& from, To& to, tunnel_fate& fate)
+{
+    fate.broken = true;
+    tcp_of(from).close();
+    tcp_of(to).close();
+}
 
 /**
  * Copies bytes one way until EOF, then shuts down the other side's sending direction: a
  * half-close passes on, and the other direction goes on (decision 0018).
  *
  * A read that fails (a reset) means `from` is gone: all it sent has been passed on, and
- * nothing can reach it any more, so the whole tunnel ends; `to` is then closed with a FIN
- * after what is still queued for it. A write that fails means `to` is gone: this direction
- * ends, and the other one drains what `to` sent before it went (the kernel still gives it
- * out) until its own read fails. A write that cannot go on for `write_timeout` (a side that
- * stopped reading) fails too, and that side is reset, so no direction waits for good.
+ * nothing can reach it any more, so the whole tunnel ends. A write that fails means `to`
+ * is gone: this direction ends, and the other one drains what `to` sent before it went (the
+ * kernel still gives it out) until its own read fails. A write that makes no progress for
+ * `write_timeout` (a side that stopped reading) fails too, and that side is reset, so no
+ * direction waits for good. The shutdown deadline (`w`) ends the whole tunnel.
  */
 template <typename From, typename To>
-task<void> pump(From& from, To& to, std::uint64_t& moved, tunnel_fate& fate,
+task<void> pump(From& from, To& to, std::uint64_t& moved, tunnel_fate& fate, const worker& w,
                 std::chrono::steady_clock::duration write_timeout)
 {
+    const auto over = [&] { return fate.broken || w.is_past_shutdown_deadline(); };
     auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk_size);
     for (;;) {
         auto [ec, n] = co_await from.async_read_some(net::buffer(chunk.get(), body_chunk_size));
-        if (fate.broken) {
+        if (over()) {
+            break_tunnel(from, to, fate);
             co_return;
         }
         if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
             break;
         }
         if (ec) {
-            fate.broken = true;
-            tcp_of(from).cancel();
-            tcp_of(to).cancel();
+            break_tunnel(from, to, fate);
             co_return;
         }
-        tcp_of(to).expires_after(write_timeout);
-        auto [wec, wn] = co_await net::async_write(to, net::buffer(chunk.get(), n));
-        tcp_of(to).expires_never();
-        moved += wn;
-        if (wec || fate.broken) {
-            co_return;
+        for (std::size_t done = 0; done < n;) {
+            tcp_of(to).expires_after(write_timeout);
+            auto [wec, wn] = co_await to.async_write_some(net::buffer(chunk.get() + done, n - done));
+            tcp_of(to).expires_never();
+            done += wn;
+            moved += wn;
+            if (over() || wec == net::error::operation_aborted) {
+                break_tunnel(from, to, fate);
+                co_return;
+            }
+            if (wec) {
+                co_return;
+            }
         }
     }
     boost::system::error_code ignored;
@@ -1137,7 +1155,7 @@ struct tunnel_totals {
  */
 template <typename A, typename B>
 task<tunnel_totals> run_tunnel(A& a, beast::flat_buffer& a_pending, B& b,
-                               beast::flat_buffer& b_pending,
+                               beast::flat_buffer& b_pending, const worker& w,
                                std::chrono::steady_clock::duration write_timeout)
 {
     tunnel_totals totals;
@@ -1153,8 +1171,8 @@ task<tunnel_totals> run_tunnel(A& a, beast::flat_buffer& a_pending, B& b,
     tcp_of(b).expires_never();
     if (!ec1 && !ec2) {
         tunnel_fate fate;
-        co_await (pump(a, b, totals.a_to_b, fate, write_timeout) &&
-                  pump(b, a, totals.b_to_a, fate, write_timeout));
+        co_await (pump(a, b, totals.a_to_b, fate, w, write_timeout) &&
+                  pump(b, a, totals.b_to_a, fate, w, write_timeout));
     }
     co_return totals;
 }
@@ -1613,7 +1631,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         if (!wec) {
             c.info.entry->tunnel = true;
             tunnel_count counted(c.w.stats());
-            co_await run_tunnel(c.stream, c.buffer, io, up.buffer, cfg.timeouts.idle);
+            co_await run_tunnel(c.stream, c.buffer, io, up.buffer, c.w, cfg.timeouts.idle);
         }
         co_return false;
     }
@@ -2490,7 +2508,8 @@ task<void> pass_through(client_info& info, tcp_stream& tcp, beast::flat_buffer& 
     info.entry->tunnel = true;
     info.entry->idle = false; // a live tunnel gets the shutdown grace period, as WebSockets do
     tunnel_count counted(info.w.stats());
-    const auto totals = co_await run_tunnel(tcp, buffer, up.stream, up.buffer, write_timeout);
+    const auto totals =
+        co_await run_tunnel(tcp, buffer, up.stream, up.buffer, info.w, write_timeout);
     info.entry->upstream = nullptr;
     PORTICO_LOG(log::level::info, "passthrough_closed", {"conn", info.id}, {"client", info.client},
                 {"route", route.host}, {"backend", up.address}, {"bytes_in", totals.a_to_b},

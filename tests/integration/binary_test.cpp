@@ -19,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -141,6 +142,60 @@ TEST(BinaryTest, GibibyteTransfersKeepRssBounded)
 #endif
     portico.process->signal(SIGTERM);
     EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(BinaryTest, BusyTunnelEndsAtTheShutdownDeadline)
+{
+    // The backend floods the tunnel and never reads; the client floods it and reads all.
+    // At the deadline both directions must end, though one of them always has a completed
+    // operation waiting to run, which a cancel does not reach.
+    origin backend([](origin_connection& c) {
+        if (!c.read_request()) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                    "Upgrade: test\r\n\r\n");
+        const std::string chunk(64 * 1024, 'f');
+        boost::system::error_code ec;
+        for (int i = 0; i < 200000 && !ec; ++i) {
+            net::write(c.stream, net::buffer(chunk), ec);
+        }
+    });
+    running_portico portico("timeouts: { shutdown: 1s }\n" + route_to(backend.port()));
+    net::io_context ctx;
+    auto socket = connect_loopback(ctx, portico.port);
+    net::write(socket, net::buffer(std::string_view(
+                           "GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+                           "Upgrade: test\r\n\r\n")));
+    std::atomic<bool> stop{false};
+    std::thread client([&] {
+        const std::string out(64 * 1024, 'c');
+        std::array<char, 64 * 1024> in{};
+        const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (!stop && std::chrono::steady_clock::now() < limit) {
+            pollfd p{socket.native_handle(), POLLIN | POLLOUT, 0};
+            if (::poll(&p, 1, 500) <= 0) {
+                continue;
+            }
+            if ((p.revents & POLLIN) != 0 &&
+                ::recv(socket.native_handle(), in.data(), in.size(), MSG_DONTWAIT) == 0) {
+                return;
+            }
+            if ((p.revents & POLLOUT) != 0) {
+                ::send(socket.native_handle(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+            }
+            if ((p.revents & (POLLERR | POLLHUP)) != 0) {
+                return;
+            }
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    portico.process->signal(SIGTERM);
+    const auto signalled = std::chrono::steady_clock::now();
+    EXPECT_EQ(portico.process->wait(std::chrono::seconds(6)), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - signalled, std::chrono::seconds(3));
+    stop = true;
+    client.join();
 }
 
 TEST(BinaryTest, SecondSignalEndsTheShutdownsGracePeriod)
