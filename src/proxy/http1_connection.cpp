@@ -2326,9 +2326,16 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
     acquire_result acquired;
     acquired.connection = c.w.pool().take_idle(route.to, route.insecure_skip_verify);
     if (!acquired.connection) {
-        acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+        // A client that leaves while the backend is connected to (or its TLS handshake
+        // waits) is let go then, as one that leaves while its response is waited for.
+        c.w.watch_for_abandoned();
+        acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify,
+                                               &c.info.entry->upstream);
     }
-    note_backend_state(c.w, route.to, acquired);
+    // A connect cut short for the client's or the shutdown's sake says nothing of the backend.
+    if (!c.info.entry->client_gone && !c.w.is_past_shutdown_deadline()) {
+        note_backend_state(c.w, route.to, acquired);
+    }
     if (!acquired.connection) {
         co_await answer_unconnected(c, plan, acquired, prepared.json, rec);
         co_return false;
@@ -2360,7 +2367,8 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         if (retry && attempt == 0) {
             // The connection named there goes when the new one (or the failure) is assigned.
             c.info.entry->upstream = nullptr;
-            acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify);
+            acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify,
+                                                   &c.info.entry->upstream);
             if (!acquired.connection) {
                 co_await answer_unconnected(c, plan, acquired, prepared.json, rec);
                 co_return false;

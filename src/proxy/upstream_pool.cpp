@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <tuple>
 #include <cerrno>
 
 namespace portico::proxy {
@@ -45,6 +46,28 @@ bool is_still_open(upstream_connection& c)
     const auto n = ::recv(c.stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
+
+/// Shows a stream being connected through `slot` for as long as it lives.
+class shown_in_flight {
+public:
+    shown_in_flight(upstream_stream** slot, upstream_stream& s) : slot_(slot)
+    {
+        if (slot_ != nullptr) {
+            *slot_ = &s;
+        }
+    }
+    ~shown_in_flight()
+    {
+        if (slot_ != nullptr) {
+            *slot_ = nullptr;
+        }
+    }
+    shown_in_flight(const shown_in_flight&) = delete;
+    shown_in_flight& operator=(const shown_in_flight&) = delete;
+
+private:
+    upstream_stream** slot_;
+};
 
 errc classify_connect_error(const boost::system::error_code& ec)
 {
@@ -170,25 +193,35 @@ std::unique_ptr<upstream_connection> upstream_pool::take_idle(const config::back
     return nullptr;
 }
 
-task<acquire_result> upstream_pool::connect(const config::backend& b, bool skip_verify)
+task<acquire_result> upstream_pool::connect(const config::backend& b, bool skip_verify,
+                                            upstream_stream** in_flight)
 {
-    auto r = co_await connect_socket(b);
+    auto r = co_await connect_socket(b, in_flight);
     if (r.connection && b.scheme == config::backend_scheme::https) {
-        co_await start_tls(r, b, skip_verify);
+        co_await start_tls(r, b, skip_verify, in_flight);
     }
     co_return r;
 }
 
-task<void> upstream_pool::start_tls(acquire_result& r, const config::backend& b, bool skip_verify)
+task<void> upstream_pool::start_tls(acquire_result& r, const config::backend& b, bool skip_verify,
+                                    upstream_stream** in_flight)
 {
     auto& c = *r.connection;
     c.tls = std::make_unique<ssl::stream<upstream_stream&>>(
         c.stream, certificates_->client_context(!skip_verify));
     tls::prepare_client(c.tls->native_handle(), b.host, !skip_verify);
     c.stream.expires_after(timeouts_.connect);
-    auto [ec] = co_await c.tls->async_handshake(ssl::stream_base::client);
+    boost::system::error_code ec;
+    {
+        const shown_in_flight shown(in_flight, c.stream);
+        std::tie(ec) = co_await c.tls->async_handshake(ssl::stream_base::client);
+    }
     c.stream.expires_never();
     if (!ec) {
+        co_return;
+    }
+    if (ec == net::error::operation_aborted) {
+        r.connection.reset(); // cancelled: the caller knows why
         co_return;
     }
     r.error = ec == beast::error::timeout ? errc::upstream_connect_timeout : errc::upstream_tls;
@@ -201,10 +234,11 @@ task<void> upstream_pool::start_tls(acquire_result& r, const config::backend& b,
     r.connection.reset();
 }
 
-task<acquire_result> upstream_pool::connect_socket(const config::backend& b)
+task<acquire_result> upstream_pool::connect_socket(const config::backend& b,
+                                                   upstream_stream** in_flight)
 {
     if (b.scheme != config::backend_scheme::unix_socket) {
-        auto r = co_await connect_tcp(b);
+        auto r = co_await connect_tcp(b, in_flight);
         co_return r;
     }
     acquire_result result;
@@ -215,7 +249,11 @@ task<acquire_result> upstream_pool::connect_socket(const config::backend& b)
         auto c = std::make_unique<upstream_connection>(executor_);
         c->address = result.tried.back();
         c->stream.expires_at(deadline);
+        const shown_in_flight shown(in_flight, c->stream);
         auto [ec] = co_await c->stream.async_connect(ep);
+        if (ec == net::error::operation_aborted) {
+            co_return result; // cancelled: no other address is tried
+        }
         if (ec) {
             result.error = classify_connect_error(ec);
             result.detail = ec.message();
@@ -246,7 +284,8 @@ task<acquire_result> upstream_pool::connect_socket(const config::backend& b)
     }
 }
 
-task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
+task<acquire_result> upstream_pool::connect_tcp(const config::backend& b,
+                                                upstream_stream** in_flight)
 {
     acquire_result result;
     std::vector<tcp::endpoint> candidates;
@@ -299,7 +338,11 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b)
         auto c = std::make_unique<upstream_connection>(executor_);
         c->address = result.tried.back();
         c->stream.expires_after(timeouts_.connect);
+        const shown_in_flight shown(in_flight, c->stream);
         auto [ec] = co_await c->stream.async_connect(upstream_protocol::endpoint(ep));
+        if (ec == net::error::operation_aborted) {
+            co_return result; // cancelled: no other address is tried
+        }
         if (ec) {
             result.error = classify_connect_error(ec);
             result.detail = ec.message();

@@ -77,8 +77,11 @@ public:
                                                    bool skip_verify = false);
 
     /// Connects a new connection to `b` within `timeouts.connect` (TLS handshake included for
-    /// https backends, verified unless `skip_verify`), bypassing the pool.
-    task<acquire_result> connect(const config::backend& b, bool skip_verify = false);
+    /// https backends, verified unless `skip_verify`), bypassing the pool. While it connects,
+    /// `*in_flight` (when given) points at the stream, so that a client that leaves meanwhile
+    /// (or the shutdown deadline) can have it cancelled, which ends the attempt at once.
+    task<acquire_result> connect(const config::backend& b, bool skip_verify = false,
+                                 upstream_stream** in_flight = nullptr);
 
     /// The client TLS contexts for https backends (set before the first https exchange).
     void set_certificates(tls::certificate_manager& c) noexcept { certificates_ = &c; }
@@ -100,9 +103,10 @@ public:
     void cancel_resolves();
 
 private:
-    task<acquire_result> connect_socket(const config::backend& b);
-    task<acquire_result> connect_tcp(const config::backend& b);
-    task<void> start_tls(acquire_result& r, const config::backend& b, bool skip_verify);
+    task<acquire_result> connect_socket(const config::backend& b, upstream_stream** in_flight);
+    task<acquire_result> connect_tcp(const config::backend& b, upstream_stream** in_flight);
+    task<void> start_tls(acquire_result& r, const config::backend& b, bool skip_verify,
+                         upstream_stream** in_flight);
     const std::string& key_of(const config::backend& b, bool skip_verify = false);
     std::vector<std::unique_ptr<upstream_connection>>& idle_list(const config::backend& b,
                                                                  bool skip_verify);

@@ -968,6 +968,37 @@ TEST(StreamingTest, ClientLeavingWhileItsRequestWaitsLetsTheBackendGo)
     EXPECT_EQ(res.body(), "late");
 }
 
+TEST(StreamingTest, ClientLeavingWhileTheBackendsHandshakeWaitsIsLogged499)
+{
+    // The backend takes the TCP connection and never answers the ClientHello: the client
+    // gives up long before timeouts.connect. It is let go as one that leaves while its
+    // response is waited for, and the backend is not marked down for it.
+    std::atomic<bool> released{false};
+    origin backend([&released](origin_connection& c) {
+        std::array<char, 4096> chunk{};
+        boost::system::error_code ec;
+        while (!ec) {
+            c.stream.read_some(net::buffer(chunk), ec); // the ClientHello, then the close
+        }
+        released = ec == net::error::eof || ec == net::error::connection_reset;
+    });
+    proxy_harness proxy(fmt::format("timeouts: {{ connect: 20s }}\nroutes:\n  - host: "
+                                    "app.localhost\n    to: https://127.0.0.1:{}\n",
+                                    backend.port()));
+    {
+        client c(proxy.port());
+        c.write_raw("GET /hangs HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+        ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    } // the client closes its connection here
+    EXPECT_TRUE(wait_until([&released] { return released.load(); }, std::chrono::seconds(4)));
+    EXPECT_TRUE(wait_until([&proxy] {
+        const auto recent = proxy.observatory().recent();
+        return !recent.empty() && recent.front().status == 499;
+    }));
+    EXPECT_NE(proxy.observatory().backend("https://127.0.0.1:" + std::to_string(backend.port())),
+              admin::backend_state::down);
+}
+
 TEST(StreamingTest, SlowBackendGets504WithUpstreamTimeout)
 {
     origin backend(never_answers);
