@@ -1935,8 +1935,10 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 void note_backend_state(worker& w, const config::backend& to, const acquire_result& acquired)
 {
     if (!acquired.connection) {
-        if (w.is_past_shutdown_deadline()) {
-            return; // the deadline cancelled the connect: nothing learnt about the backend
+        if (acquired.cancelled || w.is_past_shutdown_deadline()) {
+            // Cut short for the client's or the shutdown's sake (a name's resolve included):
+            // nothing learnt about the backend.
+            return;
         }
         if (acquired.out_of_descriptors) {
             // Nothing was learnt about the backend; the operator should hear of it.
@@ -2332,10 +2334,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
         acquired = co_await c.w.pool().connect(route.to, route.insecure_skip_verify,
                                                &c.info.entry->upstream);
     }
-    // A connect cut short for the client's or the shutdown's sake says nothing of the backend.
-    if (!c.info.entry->client_gone && !c.w.is_past_shutdown_deadline()) {
-        note_backend_state(c.w, route.to, acquired);
-    }
+    note_backend_state(c.w, route.to, acquired);
     if (!acquired.connection) {
         co_await answer_unconnected(c, plan, acquired, prepared.json, rec);
         co_return false;

@@ -13,8 +13,8 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <tuple>
 #include <cerrno>
+#include <tuple>
 
 namespace portico::proxy {
 namespace {
@@ -221,7 +221,8 @@ task<void> upstream_pool::start_tls(acquire_result& r, const config::backend& b,
         co_return;
     }
     if (ec == net::error::operation_aborted) {
-        r.connection.reset(); // cancelled: the caller knows why
+        r.cancelled = true;
+        r.connection.reset();
         co_return;
     }
     r.error = ec == beast::error::timeout ? errc::upstream_connect_timeout : errc::upstream_tls;
@@ -252,7 +253,8 @@ task<acquire_result> upstream_pool::connect_socket(const config::backend& b,
         const shown_in_flight shown(in_flight, c->stream);
         auto [ec] = co_await c->stream.async_connect(ep);
         if (ec == net::error::operation_aborted) {
-            co_return result; // cancelled: no other address is tried
+            result.cancelled = true; // no other address is tried
+            co_return result;
         }
         if (ec) {
             result.error = classify_connect_error(ec);
@@ -341,7 +343,8 @@ task<acquire_result> upstream_pool::connect_tcp(const config::backend& b,
         const shown_in_flight shown(in_flight, c->stream);
         auto [ec] = co_await c->stream.async_connect(upstream_protocol::endpoint(ep));
         if (ec == net::error::operation_aborted) {
-            co_return result; // cancelled: no other address is tried
+            result.cancelled = true; // no other address is tried
+            co_return result;
         }
         if (ec) {
             result.error = classify_connect_error(ec);

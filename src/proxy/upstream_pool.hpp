@@ -40,6 +40,7 @@ struct upstream_connection {
 
 /// The outcome of `upstream_pool::connect`.
 struct acquire_result {
+    bool cancelled = false; ///< cut short through `in_flight` (see `upstream_pool::connect`)
     std::unique_ptr<upstream_connection> connection; ///< null on failure
     errc error = errc::upstream_refused;             ///< why, when `connection` is null
     std::vector<std::string> tried;                  ///< addresses tried, for the 502 page

@@ -211,6 +211,9 @@ struct certificate_manager::impl {
         return current && *current && (*current)(name) && ca->permits(name);
     }
 
+    /// How many names keep a leaf, in memory and in `leaves/` (at least the one in use).
+    std::size_t leaf_limit() const noexcept { return std::max<std::size_t>(policy.max_leaves, 1); }
+
     bool is_fresh(const certified_key& key) const
     {
         return key.not_after - std::chrono::system_clock::now() > policy.renew_before;
@@ -238,7 +241,7 @@ struct certificate_manager::impl {
                 entry->second->place = recency.begin();
                 // The least recently used names go; a handshake holding one of their slots
                 // finishes with it.
-                while (cache.size() > std::max<std::size_t>(policy.max_leaves, 1)) {
+                while (cache.size() > leaf_limit()) {
                     cache.erase(recency.back());
                     recency.pop_back();
                 }
@@ -361,7 +364,7 @@ struct certificate_manager::impl {
     void prune_leaves()
     {
         const std::lock_guard prune_lock(prune_mutex);
-        const auto limit = std::max<std::size_t>(policy.max_leaves, 1);
+        const auto limit = leaf_limit();
         if (leaf_names && *leaf_names < limit) {
             ++*leaf_names;
             return;

@@ -22,7 +22,9 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <initializer_list>
 #include <thread>
+#include <vector>
 
 namespace portico::test {
 namespace {
@@ -436,6 +438,19 @@ response answer_to_backend_bytes(const std::string& bytes)
     });
 }
 
+/// The responses a client gets for backend answers that each say 200 with the body "hi",
+/// checked for that.
+std::vector<response> relayed_hi(std::initializer_list<std::string_view> answers)
+{
+    std::vector<response> out;
+    for (const auto bytes : answers) {
+        out.push_back(answer_to_backend_bytes(std::string(bytes)));
+        EXPECT_EQ(out.back().result_int(), 200) << bytes;
+        EXPECT_EQ(out.back().body(), "hi") << bytes;
+    }
+    return out;
+}
+
 TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
 {
     // Heads the in-place reader refuses go to Beast's parser, which refuses them too: the
@@ -461,23 +476,16 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
 TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayed)
 {
     // "HTTP/1.1 200" with no space after the code: small servers send it, nginx takes it.
-    for (const std::string bytes : {
-             "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
-             "HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
-         }) {
-        const auto res = answer_to_backend_bytes(bytes);
-        EXPECT_EQ(res.result_int(), 200) << bytes;
-        EXPECT_EQ(res.body(), "hi") << bytes;
-    }
+    relayed_hi({
+        "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
+        "HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    });
 }
 
 TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedAfterAnInterimResponse)
 {
-    const auto res = answer_to_backend_bytes(
-        "HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n\r\n"
-        "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi");
-    EXPECT_EQ(res.result_int(), 200);
-    EXPECT_EQ(res.body(), "hi");
+    relayed_hi({"HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n\r\n"
+                "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi"});
 }
 
 /// What a client sending `request` raw gets through portico from a backend that answers it
@@ -508,15 +516,12 @@ TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedForHeadAndUpgrade)
 TEST(StreamingTest, RepeatedAgreeingContentLengthsReachTheClientAsOne)
 {
     // A proxy must send one (RFC 9110 §8.6): a strict client refuses the repeat.
-    for (const std::string bytes : {
+    for (const auto& res : relayed_hi({
              "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
              "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nhi",
-         }) {
-        const auto res = answer_to_backend_bytes(bytes);
-        EXPECT_EQ(res.result_int(), 200) << bytes;
-        EXPECT_EQ(res.count(beast::http::field::content_length), 1U) << bytes;
-        EXPECT_EQ(res[beast::http::field::content_length], "2") << bytes;
-        EXPECT_EQ(res.body(), "hi") << bytes;
+         })) {
+        EXPECT_EQ(res.count(beast::http::field::content_length), 1U) << res;
+        EXPECT_EQ(res[beast::http::field::content_length], "2") << res;
     }
 }
 
