@@ -517,7 +517,7 @@ bool is_chunked_alone(std::string_view transfer_encoding) noexcept
 
 void append_last_chunk(std::string& out, const fields& f,
                        std::span<const fields::value_type* const> head_lines,
-                       const header_rule_view& rules)
+                       const header_rule_view& rules, std::span<const std::string> connection_named)
 {
     out.append("0\r\n");
     for (const auto& line : f) {
@@ -531,7 +531,8 @@ void append_last_chunk(std::string& out, const fields& f,
             continue;
         }
         const auto named = [&text](std::string_view n) { return beast::iequals(n, text); };
-        if (std::any_of(rules.remove.begin(), rules.remove.end(), named) ||
+        if (std::any_of(connection_named.begin(), connection_named.end(), named) ||
+            std::any_of(rules.remove.begin(), rules.remove.end(), named) ||
             std::any_of(rules.set.begin(), rules.set.end(),
                         [&named](const auto& kv) { return named(kv.first); })) {
             continue;
@@ -541,7 +542,7 @@ void append_last_chunk(std::string& out, const fields& f,
     out.append("\r\n");
 }
 
-void remove_hop_by_hop(fields& f, bool keep_upgrade)
+void remove_hop_by_hop(fields& f, bool keep_upgrade, std::vector<std::string>* connection_named)
 {
     // One pass finds which hop-by-hop fields the head carries (usually one or two): each
     // `erase` by name is a case-insensitive tree lookup, worth sparing for absent fields.
@@ -579,6 +580,9 @@ void remove_hop_by_hop(fields& f, bool keep_upgrade)
         for (const auto& name : named) {
             f.erase(name);
         }
+        if (connection_named != nullptr) {
+            std::move(named.begin(), named.end(), std::back_inserter(*connection_named));
+        }
     }
 
     for (const auto name : hop_by_hop_fields) {
@@ -603,11 +607,12 @@ void apply_header_rules(fields& f, const header_rule_view& rules)
 }
 
 void prepare_upstream_request(request_head& req, const forward_facts& facts,
-                              const header_rule_view& route_rules)
+                              const header_rule_view& route_rules,
+                              std::vector<std::string>* connection_named)
 {
     const unsigned received_version = req.version();
 
-    remove_hop_by_hop(req, facts.upgrade);
+    remove_hop_by_hop(req, facts.upgrade, connection_named);
     remove_forwarding_claims(req);
     // remove_forwarding_claims left none of these, so inserting is setting.
     if (!facts.client_ip.empty()) {
@@ -632,13 +637,14 @@ void prepare_upstream_request(request_head& req, const forward_facts& facts,
 }
 
 void prepare_downstream_response(response_head& res, bool upgrade,
-                                 const header_rule_view& route_rules)
+                                 const header_rule_view& route_rules,
+                                 std::vector<std::string>* connection_named)
 {
     // Only a 101 switches protocols (RFC 9110 §15.2.2); any other answer to an upgrade
     // request is an ordinary response whose Upgrade field is merely advertised.
     const bool switching = upgrade && res.result() == status::switching_protocols;
 
-    remove_hop_by_hop(res, switching);
+    remove_hop_by_hop(res, switching, connection_named);
     if (switching) {
         res.set(field::connection, "upgrade");
     }

@@ -38,6 +38,8 @@ struct request_plan {
     const config::route* route = nullptr;
     std::string upstream_target;     ///< origin-form target for the backend (or the admin page)
     std::string upstream_host;       ///< Host header for the backend
+    /// Fields the client's `Connection` named, hop-by-hop in its trailer section too.
+    std::vector<std::string> connection_named;
 };
 
 /**

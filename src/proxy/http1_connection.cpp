@@ -979,7 +979,8 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
            beast::http::parser<IsRequest, buffer_body>& parser, To& to,
            beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
            step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed,
-           http::header_rule_view trailer_rules = {})
+           http::header_rule_view trailer_rules = {},
+           std::span<const std::string> connection_named = {})
 {
     auto& body = parser.get().body();
     read_failed = false;
@@ -1055,7 +1056,8 @@ relay_body(From& from, beast::flat_buffer& from_buffer,
         }
         if (trailers) {
             std::string last;
-            http::append_last_chunk(last, parser.get().base(), head_lines, trailer_rules);
+            http::append_last_chunk(last, parser.get().base(), head_lines, trailer_rules,
+                                    connection_named);
             auto [tec, tn] = co_await net::async_write(to, net::buffer(last));
             co_return tec;
         }
@@ -1483,11 +1485,12 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // at once: there is no wait for a response to cut short. The body of an upgrade
         // request is sent whole before the tunnel, which carries what follows it.
         bec = co_await relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
-                                  timeouts, sent, read_failed, trailer_rules);
+                                  timeouts, sent, read_failed, trailer_rules,
+                                  plan.connection_named);
     } else {
         auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
                                           cfg.limits.body_bytes, timeouts, sent, read_failed,
-                                          trailer_rules) ||
+                                          trailer_rules, plan.connection_named) ||
                                watch_for_early_response(io, response_buffer, sent, backend_spoke,
                                                         backend_failure));
         // When the watch ended first, the body was cancelled in whatever step it was in, the
@@ -1644,6 +1647,8 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         co_return false;
     }
     const bool framed_body = response->content_length().has_value() || response->is_done();
+    // Fields the backend's Connection named, hop-by-hop in its trailer section too.
+    std::vector<std::string> connection_named;
     bool keep_alive = client_keep_alive && !c.w.is_draining() && request_complete;
     if (framed_body) {
         // The head goes out as it came, framing included, less what the policy drops: it is
@@ -1660,7 +1665,8 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         http::append_downstream_response(empty_head(c.info), res.base(), rec.version, keep_alive,
                                          rules_of(route.response_headers));
     } else {
-        http::prepare_downstream_response(res.base(), false, rules_of(route.response_headers));
+        http::prepare_downstream_response(res.base(), false, rules_of(route.response_headers),
+                                          &connection_named);
         // Chunked or close-delimited upstream: HTTP/1.1 clients get chunked; HTTP/1.0
         // clients get the body delimited by closing the connection.
         if (rec.version >= 11) {
@@ -1718,7 +1724,7 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
                                     response_steps(cfg, rec), rec.bytes, read_failed,
-                                    rules_of(route.response_headers));
+                                    rules_of(route.response_headers), connection_named);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }
@@ -2005,7 +2011,8 @@ std::optional<errc> prepare_forward(connection<Stream>& c, request_parser& parse
     direct = !traits.upgrade && !parser.chunked() && !traits.restate_length &&
              !traits.drop_expect;
     if (!direct) {
-        http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers));
+        http::prepare_upstream_request(req.base(), facts, rules_of(route.request_headers),
+                                       &plan.connection_named);
         if (traits.restate_length && parser.content_length()) {
             req.content_length(*parser.content_length()); // replaces every line with one
         }

@@ -282,8 +282,8 @@ TEST(ForwardingTest, TrailersGoOnLessHopByHopFramingAndRemovedFields)
 {
     // A chunked body's trailer section (after the last chunk) is forwarded both ways, as
     // with `TE: trailers` the client said it takes them; what a recipient merging them into
-    // the head would act on (Host, Content-Length, hop-by-hop fields) and what the route
-    // removes are left out.
+    // the head would act on (Host, Content-Length, hop-by-hop fields, those the head's
+    // Connection names among them) and what the route removes are left out.
     std::mutex m;
     std::vector<std::string> request_trailers;
     origin backend([&](origin_connection& c) {
@@ -291,13 +291,14 @@ TEST(ForwardingTest, TrailersGoOnLessHopByHopFramingAndRemovedFields)
             {
                 const std::scoped_lock lock(m);
                 request_trailers.push_back(fmt::format(
-                    "{} host={} sum={} secret={} dup={} xff={} env={}", req->body(),
+                    "{} host={} sum={} secret={} dup={} xff={} env={} hop={}", req->body(),
                     req->count("Host"), (*req)["X-Req-Sum"], req->count("X-Req-Secret"),
-                    req->count("X-Dup"), req->count("X-Forwarded-For"), req->count("X-Env")));
+                    req->count("X-Dup"), req->count("X-Forwarded-For"), req->count("X-Env"),
+                    req->count("X-Req-Hop")));
             }
             c.write_raw("HTTP/1.1 200 OK\r\nServer-Timing: db;dur=1\r\nTransfer-Encoding: chunked\r\n"
-                        "Trailer: X-Checksum\r\n\r\n"
-                        "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nKeep-Alive: timeout=1\r\n"
+                        "Trailer: X-Checksum\r\nConnection: X-Hop\r\n\r\n"
+                        "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nKeep-Alive: timeout=1\r\nx-hop: 1\r\n"
                         "Server-Timing: total;dur=2\r\nX-Secret: s\r\nVia: 1.1 spoof\r\n\r\n");
         }
     });
@@ -308,7 +309,8 @@ TEST(ForwardingTest, TrailersGoOnLessHopByHopFramingAndRemovedFields)
     client c(proxy.port());
     const std::string upload =
         "POST /up HTTP/1.1\r\nHost: app.localhost\r\nTE: trailers\r\nX-Dup: head\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Req-Sum: 9\r\nHost: evil.example\r\n"
+        "Connection: TE, x-req-hop\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+        "X-Req-Sum: 9\r\nX-Req-Hop: 1\r\nHost: evil.example\r\n"
         "X-Req-Secret: 1\r\nX-Dup: trailer\r\nX-Forwarded-For: 6.6.6.6\r\nX-Env: prod\r\n\r\n";
     // A trailer field named like a head field is a trailer all the same (Beast files it
     // beside the head's); the edge's own fields are not taken from a trailer.
@@ -321,10 +323,10 @@ TEST(ForwardingTest, TrailersGoOnLessHopByHopFramingAndRemovedFields)
     EXPECT_EQ(received, one + one);
     EXPECT_EQ(c.get("app.localhost", "/after").result_int(), 200);
     const std::scoped_lock lock(m);
-    const std::string posted = "abc host=1 sum=9 secret=0 dup=2 xff=1 env=1";
+    const std::string posted = "abc host=1 sum=9 secret=0 dup=2 xff=1 env=1 hop=0";
     EXPECT_EQ(request_trailers,
               (std::vector<std::string>{posted, posted,
-                                        " host=1 sum= secret=0 dup=0 xff=1 env=1"}));
+                                        " host=1 sum= secret=0 dup=0 xff=1 env=1 hop=0"}));
     EXPECT_EQ(backend.connections(), 1);
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace portico::http {
 
@@ -34,9 +35,11 @@ struct header_rule_view {
  * Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`, and
  * `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
  * `Proxy-Authorization`, `TE` (except `TE: trailers`), `Trailer`, `Transfer-Encoding`, and
- * `Upgrade` unless `keep_upgrade`.
+ * `Upgrade` unless `keep_upgrade`. The names `Connection` listed are added to
+ * `connection_named` when given: they are hop-by-hop in a trailer section too.
  */
-void remove_hop_by_hop(fields& f, bool keep_upgrade);
+void remove_hop_by_hop(fields& f, bool keep_upgrade,
+                       std::vector<std::string>* connection_named = nullptr);
 
 /// Applies `remove` then `set` (set replaces every existing field of that name).
 void apply_header_rules(fields& f, const header_rule_view& rules);
@@ -46,18 +49,21 @@ void apply_header_rules(fields& f, const header_rule_view& rules);
  * `X-Forwarded-For/Proto/Host` replaced (portico is the edge), `Via: 1.1 portico`
  * appended, Host and target set, HTTP/1.1, route request rules applied last, and for an
  * upgrade `Connection: upgrade` with the client's `Upgrade`. Framing fields
- * (Content-Length, chunked) are left for the caller to set.
+ * (Content-Length, chunked) are left for the caller to set. `connection_named` as for
+ * `remove_hop_by_hop`.
  */
 void prepare_upstream_request(request_head& req, const forward_facts& facts,
-                              const header_rule_view& route_rules);
+                              const header_rule_view& route_rules,
+                              std::vector<std::string>* connection_named = nullptr);
 
 /**
  * Turns a backend response head into the head sent to the client: hop-by-hop removal
  * (keeping `Upgrade`/`Connection: upgrade` on a 101), `Via: 1.1 portico` appended,
- * route response rules applied last.
+ * route response rules applied last. `connection_named` as for `remove_hop_by_hop`.
  */
 void prepare_downstream_response(response_head& res, bool upgrade,
-                                 const header_rule_view& route_rules);
+                                 const header_rule_view& route_rules,
+                                 std::vector<std::string>* connection_named = nullptr);
 
 /**
  * Appends the head `prepare_upstream_request` would make of `req` (plus, when `drop_expect`,
@@ -91,13 +97,15 @@ bool is_chunked_alone(std::string_view transfer_encoding) noexcept;
  * Appends the last chunk of a body re-framed as chunked, with the trailer section that a
  * parser read after the chunks: Beast adds those fields to the head's, so they are the
  * fields of `f` that `head_lines` (the head's field elements, sorted by address) does not
- * hold. Left out: hop-by-hop fields, `Content-Length` and `Host` (which a recipient merging
- * trailers into the head would act on, RFC 9110 §6.5.1), the fields portico sets as the edge
- * (`X-Forwarded-*`, `Forwarded`, `Via`), and those the route sets or removes.
+ * hold. Left out: hop-by-hop fields (those the head's `Connection` named, `connection_named`,
+ * too), `Content-Length` and `Host` (which a recipient merging trailers into the head would
+ * act on, RFC 9110 §6.5.1), the fields portico sets as the edge (`X-Forwarded-*`,
+ * `Forwarded`, `Via`), and those the route sets or removes.
  */
 void append_last_chunk(std::string& out, const fields& f,
                        std::span<const fields::value_type* const> head_lines,
-                       const header_rule_view& rules);
+                       const header_rule_view& rules,
+                       std::span<const std::string> connection_named = {});
 
 /**
  * What one pass over a request head's field lines tells. Each of these read through the
