@@ -162,6 +162,9 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept
     if (ec != beast::http::error::need_more || body.empty()) {
         return !ec || ec == beast::http::error::need_more;
     }
+    if (has_bare_lf(body)) {
+        return false;
+    }
     // The parser judges a line only once it is whole; the start of one that cannot become
     // valid is refused now, before the head goes upstream. What it left is the next chunk
     // line, after the CRLF that ends a chunk's data.
@@ -181,6 +184,16 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept
     }
     constexpr std::size_t max_size_digits = 16; // 64 bits
     return (i > 0 || body.empty()) && significant <= max_size_digits;
+}
+
+bool has_bare_lf(std::string_view framing) noexcept
+{
+    for (auto lf = framing.find('\n'); lf != std::string_view::npos; lf = framing.find('\n', lf + 1)) {
+        if (lf == 0 || framing[lf - 1] != '\r') {
+            return true;
+        }
+    }
+    return false;
 }
 
 std::string_view describe(head_defect d) noexcept

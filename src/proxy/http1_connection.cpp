@@ -784,6 +784,12 @@ task<boost::system::error_code> read_some_parsed(Stream& from, beast::flat_buffe
             if (buffer.size() >= framing_buffer_limit) {
                 co_return make_error_code(field_too_long);
             }
+            // What a chunked body's parser leaves is a chunk line or the trailer section.
+            if (parser.is_header_done() && parser.chunked() &&
+                http::has_bare_lf(std::string_view(static_cast<const char*>(buffer.data().data()),
+                                                   buffer.size()))) {
+                co_return beast::http::error::bad_chunk;
+            }
         }
         auto [rec, n] = co_await from.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)));
         buffer.commit(n);

@@ -58,6 +58,19 @@ INSTANTIATE_TEST_SUITE_P(
                          "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
                          "\r\nzz\r\nhello\r\n0\r\n\r\n",
                          400, "bad_request"},
+        // Beast waits for CRLF after these lines; they must not hang until the idle timeout.
+        bad_request_case{"LastChunkLineEndingInABareLf",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         "\r\n3\r\nabc\r\n0\n\r\n",
+                         400, "bad_request"},
+        bad_request_case{"EmptyLineAfterTheLastChunkAsABareLf",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         "\r\n3\r\nabc\r\n0\r\n\n",
+                         400, "bad_request"},
+        bad_request_case{"TrailerLineEndingInABareLf",
+                         "POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n"
+                         "\r\n0\r\nX-T: 1\n\r\n",
+                         400, "bad_request"},
         bad_request_case{"ObsFold",
                          "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: one\r\n two\r\n\r\n", 400,
                          "bad_request"},

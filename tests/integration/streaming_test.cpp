@@ -892,6 +892,46 @@ TEST(StreamingTest, ClientGoingQuietMidUploadIsClosedAndLogged408)
     EXPECT_TRUE(wait_until([&] { return truncated.load() == 1; }));
 }
 
+TEST(StreamingTest, ChunkLineEndingInABareLfArrivingLateGets400AtOnce)
+{
+    // Beast waits for a CRLF that a bare LF never gives; the client, done sending, must not
+    // wait for the idle timeout to learn that its body was refused.
+    origin backend([](origin_connection& c) { never_answers(c); });
+    proxy_harness proxy("timeouts: { idle: 5s }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /late HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "3\r\nabc\r\n");
+    EXPECT_TRUE(wait_until([&] { return backend.connections() == 1; }));
+    const auto sent = std::chrono::steady_clock::now();
+    c.write_raw("0\r\n\n");
+    const auto raw = c.read_until_closed();
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, std::chrono::seconds(2));
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 400 ")) << raw;
+    EXPECT_NE(raw.find("X-Portico-Error: bad_request"), std::string::npos) << raw;
+}
+
+TEST(StreamingTest, ResponseChunkLineEndingInABareLfCutsTheClientAtOnce)
+{
+    // A response has no deadline by default: without the check the client would wait for
+    // its end for as long as the backend keeps the connection.
+    origin backend([](origin_connection& c) {
+        if (c.read_request()) {
+            c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n0\r\n\n");
+            never_answers(c);
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    const auto sent = std::chrono::steady_clock::now();
+    c.write_raw("GET /bare HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    const auto raw = c.read_until_closed();
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, std::chrono::seconds(2));
+    EXPECT_TRUE(raw.starts_with("HTTP/1.1 200 ")) << raw;
+    EXPECT_NE(raw.find("hello"), std::string::npos) << raw;
+    EXPECT_FALSE(raw.ends_with("0\r\n\r\n")) << raw; // cut, not ended
+}
+
 TEST(StreamingTest, ClientGoingQuietMidUploadIsLogged408AfterAnEarlyAnswerToo)
 {
     // The backend answers from the head and goes on reading: the client, silent, is closed

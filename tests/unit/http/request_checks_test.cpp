@@ -118,6 +118,20 @@ TEST(RequestChecksTest, ChunkedPrefixes)
     EXPECT_FALSE(is_chunked_prefix_valid("5 \r\nhello\r\n")); // whitespace with no extension
     EXPECT_FALSE(is_chunked_prefix_valid("5\rhello\r\n"));      // CR without LF
     EXPECT_FALSE(is_chunked_prefix_valid("0\r\nBad Name: x\r\n\r\n"));
+    // A bare LF ends no line for the parser, which would wait for more bytes after it.
+    EXPECT_FALSE(is_chunked_prefix_valid("3\r\nabc\r\n0\n"));
+    EXPECT_FALSE(is_chunked_prefix_valid("0\r\n\n"));
+    EXPECT_FALSE(is_chunked_prefix_valid("0\r\nX-T: 1\n"));
+}
+
+TEST(RequestChecksTest, BareLineFeeds)
+{
+    EXPECT_FALSE(has_bare_lf(""));
+    EXPECT_FALSE(has_bare_lf("0\r\nX-T: 1\r\n"));
+    EXPECT_FALSE(has_bare_lf("\r"));
+    EXPECT_TRUE(has_bare_lf("\n"));
+    EXPECT_TRUE(has_bare_lf("0\r\n\n"));
+    EXPECT_TRUE(has_bare_lf("0\r\nX-T: 1\n\r\n"));
 }
 
 TEST(RequestChecksTest, ValidChunkedBodiesAreValidWhereverTheyAreCut)
