@@ -123,6 +123,15 @@ std::string validity_problem(const certified_key& key)
     return {};
 }
 
+/// Whether an SNI that is an address names one of the `localhost` leaf's own (its IP SANs).
+/// RFC 6066 §3 allows no address there, yet some clients send one: those two get that leaf,
+/// any other address is refused rather than given a leaf of its own.
+bool is_default_leaf_address(std::string_view ip_literal)
+{
+    const std::string ip = parse_ip_literal(ip_literal);
+    return !ip.empty() && (ip == parse_ip_literal("127.0.0.1") || ip == parse_ip_literal("::1"));
+}
+
 /// The SNI name of a handshake, normalised; "" when the client sent none.
 std::string sni_of(const SSL* ssl)
 {
@@ -195,10 +204,13 @@ struct certificate_manager::impl {
         if (name == default_name || user_certificate(name)) {
             return true;
         }
+        if (!parse_ip_literal(name).empty()) {
+            return is_default_leaf_address(name);
+        }
         // A name gets a leaf (and a file named after it) only in the form routes match
         // names in, so that "a.localhost.." is not a second name for a.localhost; what plain
         // HTTP serves (an underscore, a long label) is served here too.
-        if (parse_ip_literal(name).empty() && uri::normalize_host(name) != name) {
+        if (uri::normalize_host(name) != name) {
             return false;
         }
         std::shared_ptr<const name_filter> current;
@@ -446,10 +458,10 @@ struct certificate_manager::impl {
     {
         auto* self = static_cast<impl*>(arg);
         std::string name = sni_of(ssl);
-        if (name.empty()) {
-            name = default_name;
-        }
         try {
+            if (name.empty() || (is_default_leaf_address(name) && !self->user_certificate(name))) {
+                name = default_name;
+            }
             auto key = self->user_certificate(name);
             if (!key) {
                 key = self->leaf_for(name);

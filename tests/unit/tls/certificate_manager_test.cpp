@@ -135,6 +135,29 @@ TEST_F(CertificateManagerTest, NoSniGetsLocalhost)
     EXPECT_EQ(out.server_name, "");
 }
 
+TEST_F(CertificateManagerTest, SniNamingAnAddressGetsTheLocalhostLeafOrIsRefused)
+{
+    // RFC 6066 allows no address as a server name, yet some clients send one. The localhost
+    // leaf's own addresses get that leaf; any other would have had a leaf (and two files) of
+    // its own for each of the 16 million addresses of 127.0.0.0/8 that plain HTTP serves.
+    const auto m = make(settings(), [](std::string_view) { return true; });
+    ASSERT_TRUE(m);
+    for (const std::string address : {"127.0.0.1", "::1"}) {
+        const auto out = handshake(*m, address);
+        ASSERT_TRUE(out.ok) << address;
+        EXPECT_EQ(X509_check_host(out.peer.get(), "localhost", 0, 0, nullptr), 1) << address;
+        EXPECT_EQ(X509_check_ip_asc(out.peer.get(), address.c_str(), 0), 1) << address;
+    }
+    EXPECT_EQ(m->certificates_issued(), 1u); // the localhost leaf, once
+    for (const std::string address : {"127.5.5.5", "10.0.0.1", "::2"}) {
+        const auto out = handshake(*m, address);
+        EXPECT_FALSE(out.ok) << address;
+        EXPECT_EQ(out.alert_received, SSL_AD_UNRECOGNIZED_NAME) << address;
+    }
+    EXPECT_EQ(m->certificates_issued(), 1u);
+    EXPECT_EQ(list_dir(leaves()).size(), 2u); // localhost.pem and its key
+}
+
 TEST_F(CertificateManagerTest, CaWithoutLocalhostServesAnAddressLeafThatVerifies)
 {
     // A leaf naming localhost under a CA that does not permit it verifies nowhere; the one
