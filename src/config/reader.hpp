@@ -33,8 +33,9 @@ public:
     /// Line `index` (0-based) without its '\n'.
     std::string_view line(std::size_t index) const;
 
-    /// A position with no line, for problems with the whole file.
-    source_location whole_file() const { return {file_, 0, 0}; }
+    /// Where a problem with the whole file is reported: its start, so that the message has the
+    /// `file:line:col` form of every other (editors and scripts that jump to it need one).
+    source_location whole_file() const { return {file_, 1, 1}; }
     /// The 1-based position of a byte offset; columns count UTF-8 characters, as editors do.
     source_location at_offset(std::size_t offset) const;
     /// The position of a mark (0-based line and byte column).

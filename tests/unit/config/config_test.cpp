@@ -1440,8 +1440,8 @@ TEST(ConfigPathTest, DefaultCaDir)
     EXPECT_EQ(valid("{}\n", fake_env({{"HOME", "/home/dev"}, {"XDG_DATA_HOME", "xdg"}})).tls.ca_dir,
               fs::path("/home/dev/.local/share/portico"));
     EXPECT_EQ(errors("{}\n", fake_env({})),
-              messages{"portico.yaml: 'tls.ca_dir' has no default because neither XDG_DATA_HOME "
-                       "nor HOME is set; set tls.ca_dir"});
+              messages{"portico.yaml:1:1: 'tls.ca_dir' has no default because neither "
+                       "XDG_DATA_HOME nor HOME is set; set tls.ca_dir"});
     EXPECT_EQ(valid("tls:\n  ca_dir: /ca\n", fake_env({})).tls.ca_dir, fs::path("/ca"));
 }
 
@@ -1646,7 +1646,7 @@ TEST(ConfigFileTest, BinaryContentIsNotText)
 
 TEST(ConfigFileTest, EmptyFileIsAnError)
 {
-    const messages empty{"portico.yaml: is empty; a configuration needs at least one key, e.g. "
+    const messages empty{"portico.yaml:1:1: is empty; a configuration needs at least one key, e.g. "
                          "'routes' (remove the file to use the built-in default)"};
     EXPECT_EQ(errors(""), empty);
     EXPECT_EQ(errors("# nothing here\n\n   # still nothing\n"), empty);
