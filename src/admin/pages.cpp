@@ -6,6 +6,7 @@
 #include "portico/core/utf8.hpp"
 #include "portico/http/error_page.hpp"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
@@ -429,8 +430,10 @@ bool parse_origin(std::string_view value, std::string_view& scheme, std::string_
     if (sep == std::string_view::npos) {
         return false;
     }
+    // Schemes compare without case (RFC 3986 §3.1), hosts too (below).
     scheme = value.substr(0, sep);
-    if (scheme != "http" && scheme != "https") {
+    const bool secure = boost::beast::iequals(scheme, "https");
+    if (!secure && !boost::beast::iequals(scheme, "http")) {
         return false;
     }
     auto authority = value.substr(sep + 3);
@@ -460,7 +463,7 @@ bool parse_origin(std::string_view value, std::string_view& scheme, std::string_
         }
     }
     if (port_text.empty()) {
-        port = scheme == "https" ? 443 : 80;
+        port = secure ? 443 : 80;
         return true;
     }
     unsigned p = 0;

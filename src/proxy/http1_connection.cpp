@@ -2081,17 +2081,25 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
         co_await answer_error(c, plan, errc::no_route, json, rec);
         co_return false;
     }
+    // Every Origin line is judged (Referer when there is none): one that passes must not
+    // vouch for another beside it.
     std::string_view claimed;
     std::string_view claimed_header;
-    if (const auto origin = req.find(beast::http::field::origin); origin != req.end()) {
-        claimed = origin->value();
-        claimed_header = "Origin";
-    } else if (const auto referer = req.find(beast::http::field::referer); referer != req.end()) {
-        claimed = referer->value();
-        claimed_header = "Referer";
+    for (const auto name : {beast::http::field::origin, beast::http::field::referer}) {
+        for (auto [line, last] = req.equal_range(name); line != last; ++line) {
+            claimed_header = name == beast::http::field::origin ? "Origin" : "Referer";
+            claimed = line->value();
+            if (!admin::is_allowed_origin(claimed, state.table.admin_host(),
+                                          state.listener_ports)) {
+                break;
+            }
+            claimed_header = {};
+        }
+        if (!claimed_header.empty() || req.count(name) > 0) {
+            break;
+        }
     }
-    if (!claimed_header.empty() &&
-        !admin::is_allowed_origin(claimed, state.table.admin_host(), state.listener_ports)) {
+    if (!claimed_header.empty()) {
         plan.detail = fmt::format("the admin pages answer only pages of portico itself; this "
                                   "request's {} is {}",
                                   claimed_header, claimed);

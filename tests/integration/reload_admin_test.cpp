@@ -349,6 +349,18 @@ TEST(AdminTest, ForeignOriginOrRefererIsRefused)
     EXPECT_EQ(status({{"Origin", "http://evil.example"},
                       {"Referer", "http://portico.localhost:" + port + "/"}}),
               403);
+    // Each Origin is judged: one of portico's does not vouch for a foreign one beside it.
+    EXPECT_EQ(status({{"Origin", "http://portico.localhost:" + port},
+                      {"Origin", "http://evil.example"}}),
+              403);
+    EXPECT_EQ(status({{"Referer", "http://portico.localhost:" + port + "/"},
+                      {"Referer", "http://evil.example/page"}}),
+              403);
+    EXPECT_EQ(status({{"Origin", "http://localhost:" + port},
+                      {"Origin", "http://portico.localhost:" + port}}),
+              200);
+    // Schemes and hosts compare without case.
+    EXPECT_EQ(status({{"Origin", "HTTP://Portico.Localhost:" + port}}), 200);
 }
 
 TEST(AdminTest, LoopbackNamesAndHostlessHttp10GetTheDashboard)

@@ -221,7 +221,7 @@ response client::get(std::string_view host, std::string_view target,
     request req{beast::http::verb::get, target, 11};
     req.set(beast::http::field::host, host);
     for (const auto& [name, value] : fields) {
-        req.set(name, value);
+        req.insert(name, value); // a name given twice is sent twice
     }
     return send(req);
 }

@@ -281,6 +281,9 @@ TEST(OriginTest, OnlyPorticoItselfOnItsOwnPorts)
     const auto ok = [&](std::string_view v) { return is_allowed_origin(v, "portico.localhost", ports); };
     EXPECT_TRUE(ok("http://portico.localhost:7080"));
     EXPECT_TRUE(ok("https://PORTICO.localhost.:7080"));
+    EXPECT_TRUE(ok("HTTP://localhost:7080"));
+    EXPECT_TRUE(ok("Https://portico.localhost")); // 443, as for https
+    EXPECT_FALSE(ok("HTTP://portico.localhost")); // 80, as for http
     EXPECT_TRUE(ok("http://localhost:7080/api/routes?x"));
     EXPECT_TRUE(ok("http://127.0.0.1:7080"));
     EXPECT_TRUE(ok("http://[::1]:7080"));
