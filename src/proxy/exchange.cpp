@@ -1,5 +1,6 @@
 #include "proxy/exchange.hpp"
 
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 
@@ -137,6 +138,11 @@ errc classify_upstream_failure(const boost::system::error_code& ec)
 {
     if (ec == beast::error::timeout) {
         return errc::upstream_timeout;
+    }
+    // An alert from OpenSSL after the handshake: under TLS 1.3 a backend that wants a client
+    // certificate says so only once the client has finished its side of the handshake.
+    if (ec.category() == boost::asio::error::get_ssl_category()) {
+        return errc::upstream_tls;
     }
     return errc::upstream_protocol;
 }

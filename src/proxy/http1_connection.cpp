@@ -1316,6 +1316,8 @@ void explain_upstream_failure(const boost::system::error_code& failure, request_
     } else if (refused_head) {
         plan.detail =
             fmt::format("its response head is not valid HTTP/1.1 ({})", failure.message());
+    } else if (classify_upstream_failure(failure) == errc::upstream_tls) {
+        plan.detail = fmt::format("the backend ended the TLS session ({})", failure.message());
     } else {
         plan.detail =
             fmt::format("the backend closed or broke the connection ({})", failure.message());

@@ -656,10 +656,11 @@ std::string handshake_fragmented(unsigned short port, const std::string& sni, st
 
 /// A TLS backend serving a self-signed certificate of its own for `name`.
 struct self_signed_origin {
-    self_signed_origin(const std::string& name, const std::string& common_name)
+    self_signed_origin(const std::string& name, const std::string& common_name,
+                       tls_origin::options opts = {})
         : made(make_self_signed(dir.path() / "cert.pem", dir.path() / "key.pem", name,
                                 common_name, error)),
-          server(dir.path() / "cert.pem", dir.path() / "key.pem")
+          server(dir.path() / "cert.pem", dir.path() / "key.pem", opts)
     {
     }
     unsigned short port() const noexcept { return server.port(); }
@@ -813,6 +814,27 @@ TEST(TlsBackendTest, PlainBackendBehindHttpsIsNotBlamedOnVerification)
     EXPECT_NE(res.body().find("needs http:// in the route's `to`"), std::string::npos)
         << res.body();
     EXPECT_EQ(res.body().find("set insecure_skip_verify"), std::string::npos) << res.body();
+}
+
+TEST(TlsBackendTest, BackendAskingForAClientCertificateIsATlsFailureNotTheCertificates)
+{
+    // portico sends no client certificate. Under TLS 1.2 the backend refuses the handshake;
+    // under TLS 1.3 it says so with an alert after the handshake, at the first read. Neither
+    // is an invalid response, and with verification off neither is the certificate's fault.
+    for (const bool tls12 : {true, false}) {
+        self_signed_origin backend("localhost", "asks for a client certificate",
+                                   {.require_client_certificate = true, .tls12_only = tls12});
+        ASSERT_TRUE(backend.made) << backend.error;
+        tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: https://localhost:{}\n"
+                                "    insecure_skip_verify: true\n",
+                                backend.port()));
+        client c(p.proxy.port());
+        const auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
+        EXPECT_EQ(res.result_int(), 502) << tls12;
+        EXPECT_EQ(res["X-Portico-Error"], "upstream_tls") << tls12 << res.body();
+        EXPECT_EQ(res.body().find("set insecure_skip_verify"), std::string::npos)
+            << tls12 << res.body();
+    }
 }
 
 TEST(TlsBackendTest, UploadsToHttpsBackendKeepThePooledConnectionUsable)

@@ -189,7 +189,16 @@ namespace portico::test {
 /// sends a second response nobody asked for ("FORGED"), in the same TCP segment.
 class tls_origin {
 public:
-    tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key);
+    struct options {
+        bool require_client_certificate = false; ///< portico sends none: its handshake fails
+        bool tls12_only = false;
+    };
+    tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key,
+               options opts);
+    tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key)
+        : tls_origin(cert, key, options{})
+    {
+    }
     ~tls_origin();
     unsigned short port() const noexcept { return port_; }
 

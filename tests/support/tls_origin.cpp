@@ -11,12 +11,18 @@
 namespace portico::test {
 
 struct tls_origin::impl {
-    impl(const std::filesystem::path& cert, const std::filesystem::path& key)
+    impl(const std::filesystem::path& cert, const std::filesystem::path& key, options opts)
         : context(net::ssl::context::tls_server),
           acceptor(io, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0))
     {
         context.use_certificate_chain_file(cert.string());
         context.use_private_key_file(key.string(), net::ssl::context::pem);
+        if (opts.require_client_certificate) {
+            context.set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+        }
+        if (opts.tls12_only) {
+            context.set_options(net::ssl::context::no_tlsv1_3);
+        }
         thread = std::thread([this] { accept_loop(); });
     }
 
@@ -100,8 +106,10 @@ struct tls_origin::impl {
     std::vector<int> fds;
 };
 
-tls_origin::tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key)
-    : impl_(std::make_unique<impl>(cert, key)), port_(impl_->acceptor.local_endpoint().port())
+tls_origin::tls_origin(const std::filesystem::path& cert, const std::filesystem::path& key,
+                       options opts)
+    : impl_(std::make_unique<impl>(cert, key, opts)),
+      port_(impl_->acceptor.local_endpoint().port())
 {
 }
 

@@ -16,7 +16,8 @@ namespace portico::tls {
  */
 bool prepare_client(ssl_st* native, std::string_view host, bool verify);
 
-/// Why certificate verification failed on a finished handshake ("" when it did not).
+/// Why certificate verification failed on a finished handshake ("" when it did not, or when
+/// the connection does not verify).
 std::string verify_failure(ssl_st* native);
 
 } // namespace portico::tls
