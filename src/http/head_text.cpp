@@ -95,11 +95,33 @@ void append_status_line(std::string& out, unsigned version, unsigned code,
     out += "\r\n";
 }
 
+std::string_view standard_reason(unsigned code) noexcept
+{
+    if (code == 103) {
+        return "Early Hints"; // RFC 8297, newer than Beast's table
+    }
+    const auto known = beast::http::int_to_status(code);
+    if (known == beast::http::status::unknown) {
+        return {};
+    }
+    const auto reason = beast::http::obsolete_reason(known);
+    return {reason.data(), reason.size()};
+}
+
+std::string_view reason_of(const response_head& res) noexcept
+{
+    // Beast's reason() is the received phrase, or the standard one when none came.
+    const auto reason = res.reason();
+    if (res.result() == beast::http::status::unknown &&
+        reason == beast::http::obsolete_reason(beast::http::status::unknown)) {
+        return standard_reason(res.result_int());
+    }
+    return {reason.data(), reason.size()};
+}
+
 void append_head(std::string& out, const response_head& res)
 {
-    const auto reason = res.reason();
-    append_status_line(out, res.version(), res.result_int(),
-                       std::string_view(reason.data(), reason.size()));
+    append_status_line(out, res.version(), res.result_int(), reason_of(res));
     append_fields(out, res);
 }
 

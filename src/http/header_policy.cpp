@@ -493,20 +493,14 @@ void append_response(std::string& out, unsigned status, std::string_view reason,
 void append_downstream_response(std::string& out, const response_head& res, unsigned version,
                                 bool keep_alive, const header_rule_view& route_rules)
 {
-    const auto reason = res.reason();
-    append_response(out, res.result_int(), std::string_view(reason.data(), reason.size()),
-                    res.version(), res, version, keep_alive, route_rules);
+    append_response(out, res.result_int(), reason_of(res), res.version(), res, version,
+                    keep_alive, route_rules);
 }
 
 void append_downstream_response(std::string& out, const simple_response& res, unsigned version,
                                 bool keep_alive, const header_rule_view& route_rules)
 {
-    // As Beast's reason(): an empty phrase is sent as the standard one.
-    auto reason = res.reason;
-    if (reason.empty()) {
-        const auto standard = beast::http::obsolete_reason(static_cast<status>(res.status));
-        reason = std::string_view(standard.data(), standard.size());
-    }
+    const auto reason = res.reason.empty() ? standard_reason(res.status) : res.reason;
     append_response(out, res.status, reason, res.version, res, version, keep_alive, route_rules);
 }
 

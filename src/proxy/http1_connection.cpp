@@ -1577,8 +1577,10 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     const auto& route = *plan.route;
     const bool client_keep_alive = traits.keep_alive;
     const bool upgrade = traits.upgrade;
-    // Read the response head; 1xx interim responses other than 101 are not relayed, and
-    // each one restarts the upstream deadline (a backend may send them as a heartbeat).
+    // Read the response head. Interim responses (1xx but 101) restart the upstream deadline
+    // (a backend may send them as a heartbeat); 103 Early Hints goes on to an HTTP/1.1
+    // client, whose browser can start loading what it names, and the others are dropped:
+    // portico answers Expect itself, and 102 is a heartbeat of this hop.
     std::optional<response_parser> response;
     bool interim_received = false;
     for (;;) {
@@ -1620,6 +1622,18 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         const auto code = response->get().result_int();
         if (code >= 100 && code < 200 && code != 101) {
             interim_received = true;
+            // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+            if (code == 103 && rec.version >= 11) {
+                auto& hints = empty_head(c.info);
+                http::append_downstream_response(hints, response->get().base(), 11, true,
+                                                 rules_of(route.response_headers));
+                tcp_of(c.stream).expires_after(cfg.timeouts.idle);
+                auto [wec, wn] = co_await net::async_write(c.stream, net::buffer(hints));
+                if (wec) {
+                    write_access_log(c.info, rec);
+                    co_return false;
+                }
+            }
             continue;
         }
         break;

@@ -844,7 +844,11 @@ TEST(ForwardingTest, RequestIsNotReplayedOnceAnyResponseCameBack)
         proxy_harness proxy(route_to(backend.server.port()));
         client c(proxy.port());
         EXPECT_EQ(c.get("app.localhost", "/1").result_int(), 200);
-        EXPECT_EQ(c.get("app.localhost", "/2").result_int(), 502) << words;
+        auto second = c.get("app.localhost", "/2");
+        if (second.result_int() == 103) {
+            second = c.read_response(); // the hints were relayed; the page follows
+        }
+        EXPECT_EQ(second.result_int(), 502) << words;
         EXPECT_EQ(backend.requests(), (std::vector<std::string>{"GET /1", "GET /2"})) << words;
     }
 }

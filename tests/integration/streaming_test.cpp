@@ -482,12 +482,6 @@ TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayed)
     });
 }
 
-TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedAfterAnInterimResponse)
-{
-    relayed_hi({"HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n\r\n"
-                "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi"});
-}
-
 /// What a client sending `request` raw gets through portico from a backend that answers it
 /// with `bytes` and closes.
 std::string raw_answer_to_backend_bytes(const std::string& request, const std::string& bytes)
@@ -495,6 +489,29 @@ std::string raw_answer_to_backend_bytes(const std::string& request, const std::s
     return through_backend_answering(bytes, [&request](unsigned short port) {
         return raw_exchange(port, request, std::chrono::seconds(3));
     });
+}
+
+TEST(StreamingTest, EarlyHintsGoOnToAnHttp11ClientBeforeTheResponse)
+{
+    // 103 lets a browser start loading what the page will need while the backend works on
+    // it (Rails' send_early_hints); HTTP/1.0 clients get no 1xx (RFC 9110 §15.2), and other
+    // interim responses are this hop's. The status line needs no reason phrase, before or
+    // after.
+    const std::string backend_bytes = "HTTP/1.1 102 Processing\r\n\r\n"
+                                       "HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n"
+                                       "Connection: close\r\n\r\n"
+                                       "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi";
+    const auto http11 = raw_answer_to_backend_bytes(
+        "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n", backend_bytes);
+    EXPECT_TRUE(http11.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n"
+                                   "Via: 1.1 portico\r\n\r\nHTTP/1.1 200 "))
+        << http11;
+    EXPECT_TRUE(http11.ends_with("\r\n\r\nhi")) << http11;
+    EXPECT_EQ(http11.find(" 102 "), std::string::npos) << http11;
+    const auto http10 =
+        raw_answer_to_backend_bytes("GET / HTTP/1.0\r\nHost: app.localhost\r\n\r\n", backend_bytes);
+    EXPECT_TRUE(http10.starts_with("HTTP/1.0 200 ")) << http10;
+    EXPECT_TRUE(http10.ends_with("\r\n\r\nhi")) << http10;
 }
 
 TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayedForHeadAndUpgrade)

@@ -33,8 +33,18 @@ void append_field(std::string& out, const fields::value_type& line);
 void append_status_line(std::string& out, unsigned version, unsigned code,
                         std::string_view reason);
 
-/// Appends `res` as a status line (with the reason phrase Beast would send) and its fields,
-/// ending with the empty line.
+/**
+ * The reason phrase sent for `code` when none was received: the standard one, "Early Hints"
+ * for 103, and none for a code Beast does not know (whose phrase it would write as
+ * "<unknown-status>"; RFC 9112 §4 allows an empty one).
+ */
+std::string_view standard_reason(unsigned code) noexcept;
+
+/// The reason phrase `res` is sent with: its own, else `standard_reason`.
+std::string_view reason_of(const response_head& res) noexcept;
+
+/// Appends `res` as a status line (with `reason_of(res)`) and its fields, ending with the
+/// empty line.
 void append_head(std::string& out, const response_head& res);
 
 } // namespace portico::http

@@ -74,6 +74,22 @@ TEST(head_text, response_keeps_an_unknown_code_and_its_reason)
     EXPECT_EQ(out, beast_text(res));
 }
 
+TEST(head_text, a_code_without_a_reason_gets_the_standard_one_or_none)
+{
+    // Beast would write "<unknown-status>" for a code it does not know.
+    EXPECT_EQ(standard_reason(200), "OK");
+    EXPECT_EQ(standard_reason(103), "Early Hints");
+    EXPECT_EQ(standard_reason(299), "");
+    response_head res;
+    res.result(299);
+    res.version(11);
+    std::string out;
+    append_head(out, res);
+    EXPECT_EQ(out, "HTTP/1.1 299 \r\n\r\n");
+    res.result(404);
+    EXPECT_EQ(reason_of(res), "Not Found");
+}
+
 TEST(head_text, parsed_field_lines_are_copied_as_stored)
 {
     request_head req;
