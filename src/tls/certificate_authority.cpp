@@ -331,24 +331,6 @@ ca_material create_ca(const std::vector<std::string>& permitted_names)
     return ca;
 }
 
-/// Tightens a private key file to 0600 when it is ours; an error when it is not.
-std::string restrict_key_file(const std::filesystem::path& path)
-{
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-        return fmt::format("cannot stat {}: {}", path.string(),
-                           std::generic_category().message(errno));
-    }
-    if ((st.st_mode & 077) == 0) {
-        return {};
-    }
-    if (st.st_uid != ::geteuid() || ::chmod(path.c_str(), private_key_mode) != 0) {
-        return fmt::format("{} is readable by other users (mode {:o}) and cannot be made 0600",
-                           path.string(), st.st_mode & 07777);
-    }
-    return {};
-}
-
 /// `path` as a file URI, every byte outside RFC 3986's unreserved set and '/' escaped, so
 /// that the URI survives OpenSSL's extension syntax (which splits on ',').
 std::string file_uri(const std::filesystem::path& path)

@@ -316,6 +316,11 @@ struct certificate_manager::impl {
             why = "does not name the host";
             return nullptr;
         }
+        // Before the verification, which an expired leaf fails too.
+        if (!is_fresh(*key) || X509_cmp_current_time(X509_get0_notBefore(key->leaf.get())) >= 0) {
+            why = "due for renewal";
+            return nullptr;
+        }
         if (!verifies_under(ca_cert.get(), key->leaf.get())) {
             why = "does not verify under the CA (its name constraints)";
             return nullptr;
@@ -324,8 +329,9 @@ struct certificate_manager::impl {
             why = "names no revocation list";
             return nullptr;
         }
-        if (!is_fresh(*key) || X509_cmp_current_time(X509_get0_notBefore(key->leaf.get())) >= 0) {
-            why = "due for renewal";
+        // A key others could read is made private again, or replaced.
+        if (auto exposed = restrict_key_file(key_path); !exposed.empty()) {
+            why = std::move(exposed);
             return nullptr;
         }
         // The CA is not sent: the client has it as a trust anchor, and RFC 8446 §4.4.2 lets

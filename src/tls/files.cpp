@@ -128,6 +128,23 @@ std::optional<std::string> read_file(const std::filesystem::path& path, std::str
     return text;
 }
 
+std::string restrict_key_file(const std::filesystem::path& path)
+{
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return fmt::format("cannot stat {}: {}", path.string(),
+                           std::generic_category().message(errno));
+    }
+    if ((st.st_mode & 077) == 0) {
+        return {};
+    }
+    if (st.st_uid != ::geteuid() || ::chmod(path.c_str(), 0600) != 0) {
+        return fmt::format("{} is readable by other users (mode {:o}) and cannot be made 0600",
+                           path.string(), st.st_mode & 07777);
+    }
+    return {};
+}
+
 std::string make_private_directory(const std::filesystem::path& dir)
 {
     std::error_code ec;

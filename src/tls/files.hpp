@@ -15,6 +15,10 @@ constexpr std::size_t max_pem_file_bytes = 1024 * 1024;
 /// Reads a whole file of at most `max_pem_file_bytes`; nullopt with `error` set on failure.
 std::optional<std::string> read_file(const std::filesystem::path& path, std::string& error);
 
+/// Tightens a private key file to 0600 when this user owns it; "" then or when it was
+/// private already, else an error message.
+std::string restrict_key_file(const std::filesystem::path& path);
+
 /**
  * Creates `dir` (and missing parents) with mode 0700 for the last component. An existing
  * directory with group or other permissions is tightened to 0700 when this user owns it,

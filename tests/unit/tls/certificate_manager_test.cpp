@@ -1,3 +1,4 @@
+#include "portico/core/log.hpp"
 #include "portico/tls/certificates.hpp"
 
 #include "tls/openssl.hpp"
@@ -428,6 +429,41 @@ TEST_F(CertificateManagerTest, LeafOnDiskNearExpiryIsReissued)
     EXPECT_EQ(m->certificates_issued(), 1u);
     const x509_ptr on_disk = first_certificate(slurp(leaves() / "app.localhost.pem"));
     EXPECT_EQ(serial_of(on_disk.get()), serial_of(out.peer.get()));
+}
+
+TEST_F(CertificateManagerTest, ExpiredLeafOnDiskIsReissuedAsDueAndExposedKeyIsMadePrivate)
+{
+    const auto serve_both = [] { return serve({"old.localhost", "open.localhost"}); };
+    {
+        const auto m = make(settings(), serve_both(), {std::chrono::hours(0), std::chrono::hours(0)});
+        ASSERT_TRUE(m);
+        handshake(*m, "old.localhost"); // born expired: the client refuses it
+    }
+    {
+        const auto m = make(settings(), serve_both());
+        ASSERT_TRUE(m);
+        ASSERT_TRUE(handshake(*m, "open.localhost").ok);
+    }
+    ASSERT_TRUE(std::filesystem::exists(leaves() / "old.localhost.pem"));
+    const auto open_key = leaves() / "open.localhost-key.pem";
+    std::filesystem::permissions(open_key, std::filesystem::perms::others_read,
+                                 std::filesystem::perm_options::add);
+    log::configure(log::level::info, log::format::text); // the default, said for the reader
+    ::testing::internal::CaptureStderr();
+    const auto m = make(settings(), serve_both());
+    ASSERT_TRUE(m);
+    EXPECT_TRUE(handshake(*m, "old.localhost").ok);
+    EXPECT_TRUE(handshake(*m, "open.localhost").ok);
+    const auto logged = ::testing::internal::GetCapturedStderr();
+    // An expired leaf fails verification too; what is wrong with it is its age.
+    EXPECT_NE(logged.find("host=old.localhost reason=\"due for renewal\""), std::string::npos)
+        << logged;
+    EXPECT_EQ(logged.find("name constraints"), std::string::npos) << logged;
+    // A key others could read is made private again and the leaf kept.
+    EXPECT_EQ(logged.find("host=open.localhost"), std::string::npos) << logged;
+    EXPECT_EQ(std::filesystem::status(open_key).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    EXPECT_EQ(m->certificates_issued(), 1u);
 }
 
 TEST_F(CertificateManagerTest, CachedLeafNearExpiryIsRenewed)
