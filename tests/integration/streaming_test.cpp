@@ -860,6 +860,11 @@ TEST(StreamingTest, InterimResponsesBeforeTheBodyDoNotCutTheUploadShort)
         req.body() = std::string(4 * 1024 * 1024, 'u');
         req.prepare_payload();
         auto res = c.send(req);
+        // A 103 read while the body goes is dropped; one still unread when the body is out
+        // goes on to the client ahead of the answer.
+        if (res.result_int() == 103) {
+            res = c.read_response();
+        }
         EXPECT_EQ(res.result_int(), 200) << interim;
         EXPECT_EQ(res.body(), "received " + std::to_string(4 * 1024 * 1024)) << interim;
     }
