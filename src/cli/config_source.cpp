@@ -88,7 +88,7 @@ void check_beyond_the_file(config::load_result& result, const std::filesystem::p
         return;
     }
     if (auto foreign = tls::foreign_ca_directory(result.value->tls.ca_dir); !foreign.empty()) {
-        result.errors.push_back({config::source_location{file.string()}, std::move(foreign)});
+        result.errors.push_back({result.value->tls.ca_dir_at, std::move(foreign)});
     } else if (auto drift = permitted_names_drift(result.value->tls, file)) {
         result.warnings.push_back(std::move(*drift));
     }

@@ -274,6 +274,7 @@ void loader::read_tls(const entry* e)
         }
     }
     const auto* ca_dir = m ? m->find("ca_dir") : nullptr;
+    cfg_.tls.ca_dir_at = ca_dir ? ca_dir->value_at : ctx_.source().whole_file();
     if (ca_dir) {
         if (auto path = expand(*ca_dir, "'tls.ca_dir'")) {
             cfg_.tls.ca_dir = std::move(*path);
@@ -975,6 +976,9 @@ void loader::warn_outside_permitted(const std::string& host, const source_locati
     }
     const std::string_view base = host.starts_with("*.") ? std::string_view(host).substr(2) : host;
     const auto& permitted = cfg_.tls.ca_permitted_names;
+    if (permitted.empty()) {
+        return; // every name given was refused, and said so
+    }
     const bool permitted_name = std::any_of(permitted.begin(), permitted.end(),
                                             [&](const auto& name) { return is_under(base, name); });
     const auto& certificates = cfg_.tls.certificates;

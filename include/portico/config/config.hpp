@@ -118,6 +118,8 @@ struct tls_settings {
     std::vector<std::string> ca_permitted_names{"localhost", "test"};
     /// Where `ca_permitted_names` is written; only the file when it is left at its default.
     source_location permitted_names_at;
+    /// Where `ca_dir` is written; the start of the file when it is left at its default.
+    source_location ca_dir_at;
     std::vector<user_certificate> certificates;
 };
 

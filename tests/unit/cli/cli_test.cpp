@@ -678,6 +678,7 @@ TEST_F(CliTest, CheckRefusesACaDirThatRunWouldRefuse)
         const auto r = portico({verb, "-c", "ca.yaml"});
         EXPECT_EQ(r.exit_code, 1) << verb << r;
         EXPECT_TRUE(contains(r.err, "holds 'main.py' and no portico CA")) << verb << r;
+        EXPECT_TRUE(contains(r.err, "ca.yaml:2:11: ")) << verb << r; // the ca_dir value
     }
     EXPECT_FALSE(std::filesystem::exists(dir_ / "project" / "ca-key.pem"));
 }

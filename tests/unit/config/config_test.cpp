@@ -1465,6 +1465,11 @@ TEST(ConfigTlsTest, PermittedNames)
                         "DNS suffix: an IP address is not a DNS suffix",
                         "portico.yaml:2:45: 'tls.ca_permitted_names': 'a_b' is not a valid DNS "
                         "suffix: '_' is not allowed; use letters, digits, '-' and '.'"}));
+    // Names refused leave no list to warn about hosts outside of.
+    const auto refused = load("tls:\n  ca_permitted_names: [a_b]\nroutes:\n  - host: app.localhost\n"
+                              "    to: 127.0.0.1:1\n");
+    EXPECT_EQ(refused.errors.size(), 1U);
+    EXPECT_TRUE(refused.warnings.empty()) << texts(refused.warnings).front();
 }
 
 TEST(ConfigTlsTest, HostsOutsidePermittedNamesWarn)
