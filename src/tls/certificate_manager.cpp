@@ -132,6 +132,24 @@ bool is_default_leaf_address(std::string_view ip_literal)
     return !ip.empty() && (ip == parse_ip_literal("127.0.0.1") || ip == parse_ip_literal("::1"));
 }
 
+/// The host name in a ClientHello's server_name extension (RFC 6066 §3), as sent; "" when
+/// there is none or it is malformed (the SNI callback then judges the handshake).
+std::string_view hello_server_name(SSL* ssl)
+{
+    const unsigned char* data = nullptr;
+    std::size_t size = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &data, &size) != 1 || size < 5) {
+        return {};
+    }
+    // A list (length, 2 bytes) of entries: type (1 byte, 0 for host_name), length, name.
+    const std::size_t list = (std::size_t{data[0]} << 8) | data[1];
+    const std::size_t length = (std::size_t{data[3]} << 8) | data[4];
+    if (list + 2 != size || data[2] != TLSEXT_NAMETYPE_host_name || length + 5 > size) {
+        return {};
+    }
+    return {reinterpret_cast<const char*>(data + 5), length};
+}
+
 /// The SNI name of a handshake, normalised; "" when the client sent none.
 std::string sni_of(const SSL* ssl)
 {
@@ -458,6 +476,34 @@ struct certificate_manager::impl {
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
 
+    /**
+     * ClientHello callback, before a session is looked up: a session belongs to the name it
+     * was made for. OpenSSL resumes one only under the session ID context it was made in,
+     * so each name gets a context of its own; otherwise a TLS 1.2 session resumed under
+     * another name would pass the SNI check with its old name (RFC 6066 §3 forbids the
+     * resumption), and a TLS 1.3 one would skip it.
+     */
+    static int on_client_hello(SSL* ssl, int*, void*)
+    {
+        const auto sent = hello_server_name(ssl);
+        if (sent.empty()) {
+            return SSL_CLIENT_HELLO_SUCCESS;
+        }
+        const std::string name = normalize_server_name(sent);
+        std::string keyed(reinterpret_cast<const char*>(session_id_context),
+                          sizeof session_id_context);
+        keyed += name;
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned int size = 0;
+        if (EVP_Digest(keyed.data(), keyed.size(), digest, &size, EVP_sha256(), nullptr) != 1 ||
+            SSL_set_session_id_context(ssl, digest,
+                                       std::min(size, unsigned{SSL_MAX_SID_CTX_LENGTH})) != 1) {
+            ERR_clear_error();
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+
     /// Certificate callback: installs the leaf for the SNI name (or `default_name`) on the
     /// connection. Returning 0 aborts the handshake with an internal_error alert.
     static int on_certificate(SSL* ssl, void* arg)
@@ -516,6 +562,7 @@ struct certificate_manager::impl {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
         check(SSL_CTX_set_session_id_context(ctx, session_id_context, sizeof session_id_context),
               "SSL_CTX_set_session_id_context");
+        SSL_CTX_set_client_hello_cb(ctx, &impl::on_client_hello, nullptr);
         SSL_CTX_set_tlsext_servername_callback(ctx, &impl::on_server_name);
         SSL_CTX_set_tlsext_servername_arg(ctx, this);
         SSL_CTX_set_cert_cb(ctx, &impl::on_certificate, this);

@@ -673,6 +673,29 @@ TEST_F(CertificateManagerTest, SessionsAreResumed)
     }
 }
 
+TEST_F(CertificateManagerTest, SessionIsResumedOnlyUnderItsOwnName)
+{
+    // RFC 6066 §3: a session made for one name is not resumed under another; the handshake
+    // is a full one, with that name's own certificate (and its own SNI check).
+    const auto m = make();
+    ASSERT_TRUE(m);
+    for (const int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+        client_options options;
+        options.max_version = version;
+        const auto first = handshake(*m, "app.localhost", options);
+        ASSERT_TRUE(first.ok);
+        ASSERT_TRUE(first.session);
+        options.resume = first.session.get();
+        const auto other = handshake(*m, "race.localhost", options);
+        ASSERT_TRUE(other.ok) << version;
+        EXPECT_FALSE(other.reused) << version;
+        EXPECT_EQ(X509_check_host(other.peer.get(), "race.localhost", 0, 0, nullptr), 1);
+        const auto unrouted = handshake(*m, "unrouted.localhost", options);
+        EXPECT_FALSE(unrouted.ok) << version;
+        EXPECT_EQ(unrouted.alert_received, SSL_AD_UNRECOGNIZED_NAME) << version;
+    }
+}
+
 TEST_F(CertificateManagerTest, ClientContextTrustsTheLocalCa)
 {
     const auto m = make();
