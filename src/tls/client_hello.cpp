@@ -2,6 +2,7 @@
 
 #include "portico/core/uri.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 
@@ -106,13 +107,15 @@ bool parse_server_name(std::string_view data, std::string& name)
         if (seen_host_name || value->empty() || value->size() > max_host_name) {
             return false;
         }
-        for (const char c : *value) {
-            if (!is_host_name_char(static_cast<unsigned char>(c))) {
-                return false;
-            }
-        }
         seen_host_name = true;
-        name = uri::to_lower(*value);
+        // A name with a space, a control or a non-ASCII byte is no host name, but the hello
+        // is well formed: it routes nowhere, and the handshake refuses the name with an
+        // unrecognized_name alert rather than a bare close.
+        if (std::all_of(value->begin(), value->end(), [](char c) {
+                return is_host_name_char(static_cast<unsigned char>(c));
+            })) {
+            name = uri::to_lower(*value);
+        }
     }
     return true;
 }

@@ -20,7 +20,9 @@ enum class hello_status {
 /// The outcome of `parse_client_hello`.
 struct hello_result {
     hello_status status = hello_status::incomplete;
-    std::string server_name; ///< lower case, as sent (host_name type only)
+    /// Lower case, as sent (host_name type only); empty also for a name with a byte no host
+    /// name has (a space, a control, non-ASCII), which no route can match.
+    std::string server_name;
 };
 
 /**

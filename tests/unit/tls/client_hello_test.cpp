@@ -290,8 +290,18 @@ TEST(ClientHelloTest, BadServerNameExtensionsAreMalformed)
     EXPECT_EQ(parse_client_hello(frame(handmade_hello(&empty_name))).status,
               hello_status::malformed);
 
-    const std::string control = server_name_extension(std::string("a\0b", 3));
-    EXPECT_EQ(parse_client_hello(frame(handmade_hello(&control))).status, hello_status::malformed);
+}
+
+TEST(ClientHelloTest, NameNoHostHasRoutesNowhereButTheHelloIsWellFormed)
+{
+    // The handshake then refuses the name with an alert, instead of a bare close.
+    for (const std::string& name : {std::string("a\0b", 3), std::string("a b.localhost"),
+                                    std::string("b\xc3\xbc" "cher.localhost")}) {
+        const std::string extension = server_name_extension(name);
+        const auto result = parse_client_hello(frame(handmade_hello(&extension)));
+        EXPECT_EQ(result.status, hello_status::complete);
+        EXPECT_EQ(result.server_name, "");
+    }
 }
 
 TEST(ClientHelloTest, TlsRecordStartIsDetected)
