@@ -807,10 +807,20 @@ task<boost::system::error_code> read_some_parsed(Stream& from, beast::flat_buffe
     }
 }
 
+/// Whether `bytes` can be the start of a status line: "HTTP/1." or the first bytes of it.
+bool may_begin_status_line(std::string_view bytes) noexcept
+{
+    constexpr std::string_view start = "HTTP/1.";
+    return bytes.substr(0, start.size()) == start.substr(0, std::min(bytes.size(), start.size()));
+}
+
 /**
  * Reads from a backend until `buffer` holds a complete response head (through the empty
  * line) and returns its length; 0 when none ends within `limit` bytes, which is left for the
  * full parser to report. EOF before a complete head reads as Beast's parser would report it.
+ * Bytes that cannot begin a status line are `bad_version` at once: a route pointed at a
+ * server of another protocol (Redis, SSH) may answer a line and keep the connection, and no
+ * head would ever end.
  */
 template <typename Upstream>
 task<std::tuple<boost::system::error_code, std::size_t>>
@@ -821,6 +831,10 @@ read_response_head(Upstream& io, beast::flat_buffer& buffer, std::size_t limit)
     for (;;) {
         if (const auto length = complete_head_length(buffer, scanned > 3 ? scanned - 3 : 0)) {
             co_return std::tuple{boost::system::error_code{}, length};
+        }
+        if (!may_begin_status_line(
+                std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()))) {
+            co_return std::tuple{make_error_code(beast::http::error::bad_version), std::size_t{0}};
         }
         scanned = buffer.size();
         if (scanned >= limit) {

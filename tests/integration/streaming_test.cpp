@@ -473,6 +473,37 @@ TEST(StreamingTest, MalformedResponseHeadsGet502AndNothingOfThem)
     }
 }
 
+TEST(StreamingTest, BackendSpeakingAnotherProtocolGets502AtOnce)
+{
+    // A route pointed at Redis or SSH: the server answers a line and keeps the connection,
+    // and no response head would ever end.
+    for (const std::string line : {"SSH-2.0-OpenSSH_9.6\r\n", "-ERR unknown command\r\n", "H"}) {
+        origin backend([&line](origin_connection& c) {
+            if (c.read_request()) {
+                c.write_raw(line);
+                if (line == "H") { // the first byte of a status line, the rest later
+                    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                    c.write_raw("TTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+                }
+                never_answers(c);
+            }
+        });
+        proxy_harness proxy(route_to(backend.port()));
+        client c(proxy.port());
+        const auto started = std::chrono::steady_clock::now();
+        const auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
+        EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2)) << line;
+        if (line == "H") {
+            EXPECT_EQ(res.result_int(), 200); // a status line begun is waited for
+            EXPECT_EQ(res.body(), "hi");
+            continue;
+        }
+        EXPECT_EQ(res.result_int(), 502) << line;
+        EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol") << line;
+        EXPECT_NE(res.body().find("not valid HTTP/1.1"), std::string::npos) << res.body();
+    }
+}
+
 TEST(StreamingTest, StatusLineWithoutAReasonPhraseIsRelayed)
 {
     // "HTTP/1.1 200" with no space after the code: small servers send it, nginx takes it.
