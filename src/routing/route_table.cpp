@@ -2,6 +2,7 @@
 
 #include "portico/core/uri.hpp"
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <unordered_map>
@@ -30,6 +31,7 @@ using string_map = std::unordered_map<std::string, Value, string_hash, std::equa
 /// Everything routed for one host pattern (an exact name or a wildcard suffix).
 struct host_entry {
     string_map<const config::route*> paths;     ///< normalised prefix -> route
+    std::size_t longest_path = 0;               ///< the longest prefix in `paths`
     const config::route* passthrough = nullptr; ///< the host's TLS passthrough route, if any
     bool has_terminated = false;                ///< some route here is not passthrough
     bool is_admin = false;                      ///< the admin host: serves every path
@@ -42,7 +44,13 @@ struct host_entry {
         }
         // Probing each segment-boundary prefix costs O(segments) whatever the number of
         // routes. Prefixes are stored without a trailing '/', so "/api/" falls to "/api"
-        // and "/apix" to "/".
+        // and "/apix" to "/". Prefixes longer than any route's are not probed: each probe
+        // hashes its prefix, and a path of thousands of segments would cost their square.
+        if (path.size() > longest_path) {
+            const auto slash = path.rfind('/', longest_path);
+            path = slash == 0 || slash == std::string_view::npos ? std::string_view("/")
+                                                                  : path.substr(0, slash);
+        }
         for (;;) {
             if (const auto it = paths.find(path); it != paths.end()) {
                 return it->second;
@@ -119,6 +127,7 @@ struct route_table::impl {
     std::string admin;
     string_map<host_entry> exact;    ///< exact host -> entry (the admin host included)
     string_map<host_entry> wildcard; ///< "app.localhost" for "*.app.localhost" -> entry
+    std::size_t longest_wildcard = 0; ///< the longest key in `wildcard`
 
     explicit impl(const config::config& cfg) : routes(cfg.routes)
     {
@@ -126,6 +135,9 @@ struct route_table::impl {
             auto& hosts = r.is_wildcard() ? wildcard_hosts : exact_hosts;
             auto& map = r.is_wildcard() ? wildcard : exact;
             const std::string key = r.is_wildcard() ? r.host.substr(2) : r.host;
+            if (r.is_wildcard()) {
+                longest_wildcard = std::max(longest_wildcard, key.size());
+            }
             const auto [it, inserted] = map.try_emplace(key);
             if (inserted) {
                 hosts.push_back(r.host);
@@ -134,6 +146,7 @@ struct route_table::impl {
             // Validation rejects a repeated host and path; should one slip through, the
             // first in file order wins, as it would for a reader of the file.
             entry.paths.try_emplace(r.path, &r);
+            entry.longest_path = std::max(entry.longest_path, r.path.size());
             if (r.tls_passthrough) {
                 if (entry.passthrough == nullptr) {
                     entry.passthrough = &r;
@@ -165,7 +178,11 @@ struct route_table::impl {
         if (is_ip_literal(host)) {
             return std::nullopt;
         }
-        for (auto dot = host.find('.'); dot != std::string_view::npos;
+        // Suffixes longer than every wildcard's are not probed (each probe hashes its
+        // suffix, and a name of thousands of labels would cost their square).
+        const auto first =
+            host.size() > longest_wildcard + 1 ? host.size() - longest_wildcard - 1 : 0;
+        for (auto dot = host.find('.', first); dot != std::string_view::npos;
              dot = host.find('.', dot + 1)) {
             if (const auto it = wildcard.find(host.substr(dot + 1)); it != wildcard.end()) {
                 if (auto decision = visit(it->second)) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -86,6 +88,31 @@ std::string upstream_of(const config::route& r, std::string_view target)
 }
 
 // --- Host precedence -------------------------------------------------------------------
+
+TEST(RouteTableTest, PathsAndNamesOfThousandsOfPartsMatchAndCostWhatTheirLengthDoes)
+{
+    // Each probe hashes its prefix or suffix: probing every one of a request's parts made a
+    // path of many segments (or a Host of many labels) cost their square, seconds of a
+    // worker for one request. Only parts as long as some route's are probed now.
+    const auto t = table_of({route_for("app.localhost"), route_for("app.localhost", "/api"),
+                             route_for("*.wild.localhost")});
+    std::string segments;
+    for (int i = 0; i < 200'000; ++i) {
+        segments += "/a";
+    }
+    std::string labels;
+    for (int i = 0; i < 200'000; ++i) {
+        labels += "a.";
+    }
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_EQ(matched(t, "app.localhost", "/api" + segments), 2U);
+    EXPECT_EQ(matched(t, "app.localhost", "/apix" + segments), 1U);
+    EXPECT_EQ(matched(t, "app.localhost", segments), 1U);
+    EXPECT_EQ(matched(t, labels + "wild.localhost"), 3U);
+    EXPECT_EQ(matched(t, labels + "other.localhost"), 0U);
+    // A generous bound (the square took tens of seconds), not a benchmark.
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+}
 
 TEST(RouteTableTest, ExactHostBeatsWildcard)
 {
