@@ -49,6 +49,22 @@ void stats_totals::merge(const stats_totals& other)
     bytes_out += other.bytes_out;
 }
 
+namespace {
+
+/// `text`, or its first bytes and "..." when it is longer than `recent_text_limit`.
+void assign_bounded(std::string& to, std::string_view text)
+{
+    constexpr std::string_view more = "...";
+    if (text.size() <= worker_stats::recent_text_limit) {
+        to.assign(text);
+        return;
+    }
+    to.assign(text.substr(0, worker_stats::recent_text_limit - more.size()));
+    to += more;
+}
+
+} // namespace
+
 void worker_stats::record(const log::access_record& r, std::string_view portico_error,
                           std::uint64_t bytes_in, bool listed)
 {
@@ -101,9 +117,9 @@ void worker_stats::record(const log::access_record& r, std::string_view portico_
     ring_size_ = std::min(ring_size_ + 1, recent_capacity);
     s.time = r.time;
     s.client.assign(r.client);
-    s.host.assign(r.host);
+    assign_bounded(s.host, r.host);
     s.method.assign(r.method);
-    s.target.assign(r.target);
+    assign_bounded(s.target, r.target);
     s.proto.assign(r.proto);
     s.status = r.status;
     s.bytes = r.bytes;

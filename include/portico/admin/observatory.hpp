@@ -91,6 +91,10 @@ class worker_stats {
 public:
     /// Number of recent requests kept per worker (and shown in total).
     static constexpr std::size_t recent_capacity = 100;
+    /// The most bytes of a request's target or Host a recent request keeps (the access log
+    /// has them whole): heads of up to `limits.header_bytes` would otherwise make the list,
+    /// and each `/api/requests` answer built from it, megabytes.
+    static constexpr std::size_t recent_text_limit = 1024;
 
     /**
      * Records a finished request. `portico_error` names the condition when portico answered

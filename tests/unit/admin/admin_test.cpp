@@ -77,6 +77,26 @@ TEST(ObservatoryTest, RecentRequestsAreTheLastHundredNewestFirst)
     EXPECT_EQ(recent.back().target, "/150");
 }
 
+TEST(ObservatoryTest, RecentRequestsKeepABoundedPartOfLongTargetsAndHosts)
+{
+    // Heads near limits.header_bytes made the list (and each /api/requests answer) megabytes.
+    observatory obs;
+    auto& w = obs.add_worker();
+    const std::string target = "/" + std::string(60'000, 'a');
+    const std::string host = std::string(60'000, 'h') + ".localhost";
+    auto r = sample("app.localhost", 200, 1, target);
+    r.host = host;
+    w.record(r, "", 0);
+    w.record(sample("app.localhost", 200, 1, "/short"), "", 0);
+    const auto recent = obs.recent();
+    ASSERT_EQ(recent.size(), 2U);
+    EXPECT_EQ(recent.front().target, "/short");
+    EXPECT_EQ(recent.back().target.size(), worker_stats::recent_text_limit);
+    EXPECT_TRUE(recent.back().target.starts_with("/aaa"));
+    EXPECT_TRUE(recent.back().target.ends_with("..."));
+    EXPECT_EQ(recent.back().host.size(), worker_stats::recent_text_limit);
+}
+
 TEST(ObservatoryTest, WorkersAreSummedAndMergedByTime)
 {
     observatory obs;
