@@ -186,9 +186,10 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept
     return (i > 0 || body.empty()) && significant <= max_size_digits;
 }
 
-bool has_bare_lf(std::string_view framing) noexcept
+bool has_bare_lf(std::string_view framing, std::size_t from) noexcept
 {
-    for (auto lf = framing.find('\n'); lf != std::string_view::npos; lf = framing.find('\n', lf + 1)) {
+    for (auto lf = framing.find('\n', from); lf != std::string_view::npos;
+         lf = framing.find('\n', lf + 1)) {
         if (lf == 0 || framing[lf - 1] != '\r') {
             return true;
         }

@@ -775,8 +775,10 @@ task<boost::system::error_code> read_some_parsed(Stream& from, beast::flat_buffe
                                                  beast::http::parser<IsRequest, Body>& parser)
 {
     boost::system::error_code ec;
+    std::size_t checked = 0; // bytes left unparsed that were looked at for a bare LF
     for (;;) {
         if (buffer.size() > 0) {
+            const auto before = buffer.size();
             put_buffered(parser, buffer, ec);
             if (ec != beast::http::error::need_more) {
                 co_return ec;
@@ -785,11 +787,16 @@ task<boost::system::error_code> read_some_parsed(Stream& from, beast::flat_buffe
                 co_return make_error_code(field_too_long);
             }
             // What a chunked body's parser leaves is a chunk line or the trailer section.
+            if (buffer.size() != before) {
+                checked = 0; // the parser took bytes: what is left starts anew
+            }
             if (parser.is_header_done() && parser.chunked() &&
                 http::has_bare_lf(std::string_view(static_cast<const char*>(buffer.data().data()),
-                                                   buffer.size()))) {
+                                                   buffer.size()),
+                                  checked)) {
                 co_return beast::http::error::bad_chunk;
             }
+            checked = buffer.size();
         }
         auto [rec, n] = co_await from.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)));
         buffer.commit(n);

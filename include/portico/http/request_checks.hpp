@@ -56,9 +56,10 @@ bool is_chunked_prefix_valid(std::string_view body) noexcept;
  * Whether `framing` (the start of a chunk line or trailer section a parser is waiting to
  * see whole) holds a line feed without the CR before it. Beast looks for CRLF only, so it
  * would wait for more bytes after such a line: a client that sends none would hang until
- * its timeout, a backend forever.
+ * its timeout, a backend forever. Only line feeds at `from` or after are looked at, so that
+ * bytes that arrive a few at a time are each looked at once.
  */
-bool has_bare_lf(std::string_view framing) noexcept;
+bool has_bare_lf(std::string_view framing, std::size_t from = 0) noexcept;
 
 /// A short reason for logs and the 400 page ("obsolete line folding").
 std::string_view describe(head_defect d) noexcept;

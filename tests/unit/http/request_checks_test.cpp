@@ -132,6 +132,11 @@ TEST(RequestChecksTest, BareLineFeeds)
     EXPECT_TRUE(has_bare_lf("\n"));
     EXPECT_TRUE(has_bare_lf("0\r\n\n"));
     EXPECT_TRUE(has_bare_lf("0\r\nX-T: 1\n\r\n"));
+    // From an offset: the bytes before it were looked at already, and the CR before a line
+    // feed may be among them.
+    EXPECT_FALSE(has_bare_lf("a\nb", 2));
+    EXPECT_FALSE(has_bare_lf("a\r\n", 2));
+    EXPECT_TRUE(has_bare_lf("a\r\n\n", 3));
 }
 
 TEST(RequestChecksTest, ValidChunkedBodiesAreValidWhereverTheyAreCut)
