@@ -644,6 +644,12 @@ void prepare_downstream_response(response_head& res, bool upgrade,
     }
     append_via(res, res.version());
     apply_header_rules(res, route_rules);
+    // Beast's serializer writes a head with no reason phrase with the standard one, and
+    // with "<unknown-status>" for a code it does not know; a blank phrase is as valid as
+    // none (RFC 9112 §4) and says nothing false.
+    if (res.result() == status::unknown && reason_of(res).empty()) {
+        res.reason(" ");
+    }
 }
 
 namespace {

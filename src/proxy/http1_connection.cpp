@@ -1645,6 +1645,8 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
             interim_received = true;
             // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
             if (code == 103 && rec.version >= 11) {
+                // A 1xx has no content (RFC 9110 §8.6): a length in it would mislead.
+                response->get().erase(beast::http::field::content_length);
                 auto& hints = empty_head(c.info);
                 http::append_downstream_response(hints, response->get().base(), 11, true,
                                                  rules_of(route.response_headers));
