@@ -219,17 +219,20 @@ struct certificate_manager::impl {
     /// Whether a handshake naming `name` is answered at all.
     bool is_served(const std::string& name)
     {
-        if (name == default_name || user_certificate(name)) {
+        if (name == default_name) {
             return true;
         }
         if (!parse_ip_literal(name).empty()) {
-            return is_default_leaf_address(name);
+            return user_certificate(name) || is_default_leaf_address(name);
         }
-        // A name gets a leaf (and a file named after it) only in the form routes match
-        // names in, so that "a.localhost.." is not a second name for a.localhost; what plain
-        // HTTP serves (an underscore, a long label) is served here too.
+        // A name is served only in the form routes match names in, so that "a.localhost.."
+        // is not a second name for a.localhost and "a b.legacy.test" none for a wildcard
+        // certificate; what plain HTTP serves (an underscore, a long label) is served here.
         if (uri::normalize_host(name) != name) {
             return false;
+        }
+        if (user_certificate(name)) {
+            return true;
         }
         std::shared_ptr<const name_filter> current;
         {

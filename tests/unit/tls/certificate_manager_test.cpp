@@ -542,6 +542,9 @@ TEST_F(CertificateManagerTest, UserWildcardCertificateCoversOneLabel)
     EXPECT_EQ(handshake(*m, "b.a.wild.example", no_verify).alert_received,
               SSL_AD_UNRECOGNIZED_NAME);
     EXPECT_EQ(handshake(*m, "wild.example", no_verify).alert_received, SSL_AD_UNRECOGNIZED_NAME);
+    // A label no host name has is not one the wildcard covers.
+    EXPECT_EQ(handshake(*m, "a b.wild.example", no_verify).alert_received,
+              SSL_AD_UNRECOGNIZED_NAME);
 }
 
 TEST_F(CertificateManagerTest, MismatchedUserKeyIsAnError)
