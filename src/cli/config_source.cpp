@@ -66,7 +66,7 @@ std::optional<config::diagnostic> permitted_names_drift(const config::tls_settin
     }
     auto at = tls.permitted_names_at;
     if (at.file.empty()) {
-        at.file = file.string();
+        at = {file.string(), 1, 1}; // left at its default: the file's start, as for errors
     }
     return config::diagnostic{
         at, fmt::format("tls.ca_permitted_names is [{}], but the CA in {} was created for [{}] "

@@ -715,6 +715,14 @@ TEST_F(CliTest, PermittedNamesThatTheExistingCaLacksAreWarnedAbout)
     const auto same = portico({"check", "-c", "same.yaml"});
     EXPECT_EQ(same.exit_code, 0) << same;
     EXPECT_TRUE(same.err.empty()) << same;
+    // Left at its default, the names are the file's whole; the warning points at its start.
+    write_file("first.yaml", "tls:\n  ca_dir: ca2\n  ca_permitted_names: [dev.internal]\n");
+    ASSERT_EQ(portico({"ca", "path", "-c", "first.yaml"}).exit_code, 0);
+    write_file("default.yaml", "tls:\n  ca_dir: ca2\n");
+    const auto by_default = portico({"check", "-c", "default.yaml"});
+    EXPECT_TRUE(contains(by_default.err, "warning: default.yaml:1:1: tls.ca_permitted_names is "
+                                         "[localhost, test]"))
+        << by_default;
 }
 
 TEST_F(CliTest, RunOnBrokenFileExitsOne)
