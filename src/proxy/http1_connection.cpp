@@ -16,6 +16,7 @@
 #include "portico/tls/certificates.hpp"
 #include "portico/tls/client_hello.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -73,10 +74,6 @@ constexpr std::size_t inline_body_size = 16 * 1024;
 // several megabytes.
 constexpr auto lingering_close_time = std::chrono::seconds(2);
 constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
-// A backend that has answered and then, at this many checks in a row this far apart, took
-// none of the request body queued for it has stopped reading it: the rest is not sent.
-constexpr auto stalled_body_check = std::chrono::seconds(1);
-constexpr int stalled_body_checks = 2;
 
 /// What is known about a client connection, whatever protocol it speaks.
 struct client_info {
@@ -436,7 +433,7 @@ struct exchange_record {
     const config::route* route = nullptr; ///< named only when a log line is written
     std::string backend;
     std::uint64_t bytes_in = 0;  ///< request body bytes received
-    bool body_unread = false;    ///< the backend stopped taking the body before its end
+    bool body_unread = false;    ///< the body was not all sent: the client may still send it
     std::string_view error;      ///< the condition, when portico answered with an error page
     std::string_view served_by;  ///< route name when no route applies (the admin host)
 };
@@ -1369,7 +1366,45 @@ enum class body_outcome {
     complete,  ///< all of it reached the backend
     cut_short, ///< the backend stopped taking it; its response may still come
     answered,  ///< the client got an error page or went away: the exchange is over
+    streaming, ///< the backend answered first: the body goes on beside its response
 };
+
+/**
+ * A request body that goes on being sent while the backend's answer is relayed (decision
+ * 0014): its relay runs as a coroutine of its own, which the exchange waits for (or stops)
+ * before it ends, since it reads the client's connection and writes the backend's.
+ */
+struct body_job {
+    explicit body_job(const io_executor& ex) : finished_timer(ex)
+    {
+        finished_timer.expires_at(steady_timer::time_point::max());
+    }
+
+    steady_timer finished_timer; ///< cancelled when the relay ends, which wakes `wait`
+    net::cancellation_signal stop;
+    bool finished = false;
+    bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
+    boost::system::error_code result;
+    std::uint64_t sent = 0;
+    bool read_failed = false;
+};
+
+/// Waits until the body's relay has ended.
+task<void> wait_for_body(body_job& job)
+{
+    if (!job.finished) {
+        co_await job.finished_timer.async_wait(as_task);
+    }
+}
+
+/// Stops the body's relay, if it still runs, and waits until it has ended.
+task<void> stop_body(body_job& job)
+{
+    if (!job.finished) {
+        job.stop.emit(net::cancellation_type::terminal);
+        co_await wait_for_body(job);
+    }
+}
 
 /**
  * Whether `bytes` begin with the status line of an interim response (100 Continue, 103
@@ -1392,45 +1427,19 @@ std::size_t interim_response_length(std::string_view bytes)
     return end == std::string_view::npos ? 0 : end + 4;
 }
 
-/// Bytes written to `fd` that its peer has not taken yet (0 when the system cannot say).
-int queued_bytes(int fd)
-{
-    int queued = 0;
-    return ::ioctl(fd, SIOCOUTQ, &queued) == 0 ? queued : 0;
-}
-
-/// Whether the backend took nothing from `io`'s socket since the last check, or is gone:
-/// bytes sit in its send queue, no fewer than `queued` (updated), and no write completed
-/// since `sent_before`.
-template <typename Upstream>
-bool backend_took_nothing(Upstream& io, std::uint64_t sent_before, std::uint64_t sent,
-                          int& queued)
-{
-    const int fd = tcp_of(io).socket().native_handle();
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0) {
-        return true;
-    }
-    const int now = queued_bytes(fd);
-    const bool none = now > 0 && now >= queued && sent == sent_before;
-    queued = now;
-    return none;
-}
-
 /**
  * Watches the backend while the request body is on its way. Interim responses are read and
  * dropped (portico answers the client's `Expect` itself). When a final response begins, its
- * bytes stay in `buffer`, `spoke` is set, and the watch goes on until the backend stops
- * taking the body (`stalled_body_checks`), when it ends and so cuts the body short: a
- * backend may answer first and read the body after (a handler that sends its head at once,
- * a streaming upload), or answer and stop reading (a 413, a 401). Sets `failure` when the
- * backend closed or broke the connection instead: Asio's reactor then reads that socket
- * again only on a new event, which a closed connection does not give, so that failure must
- * be answered without another read. Cancelled when the body is all sent first.
+ * bytes stay in `buffer`, `spoke` is set and the watch ends: the answer is relayed while the
+ * body goes on (a handler that answers at once and reads the body after, an echo, progress
+ * events), and a backend that answered and stopped reading (a 413, a 401) has its answer
+ * relayed at once. Sets `failure` when the backend closed or broke the connection instead:
+ * Asio's reactor then reads that socket again only on a new event, which a closed connection
+ * does not give, so that failure must be answered without another read. Cancelled when the
+ * body is all sent first.
  */
 template <typename Upstream>
-task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer,
-                                    const std::uint64_t& sent, bool& spoke,
+task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer, bool& spoke,
                                     boost::system::error_code& failure)
 {
     for (;;) {
@@ -1460,35 +1469,22 @@ task<void> watch_for_early_response(Upstream& io, beast::flat_buffer& buffer,
         }
     }
     spoke = true;
-    steady_timer check(tcp_of(io).get_executor());
-    int queued = queued_bytes(tcp_of(io).socket().native_handle());
-    int checks_taking_nothing = 0;
-    while (checks_taking_nothing < stalled_body_checks) {
-        const auto sent_before = sent;
-        check.expires_after(stalled_body_check);
-        auto [ec] = co_await check.async_wait(as_task);
-        if (ec) {
-            co_return;
-        }
-        checks_taking_nothing =
-            backend_took_nothing(io, sent_before, sent, queued) ? checks_taking_nothing + 1 : 0;
-    }
 }
 
 /**
  * Sends a request's body to the backend (after `100 Continue` when the client waits for
  * it), re-framed by `writer` when chunked. A backend may answer before it has read the whole
- * body: the body goes on while the backend takes it, and is cut short once it stops (a 413,
- * a 401), so that its answer is relayed instead of a deadline's 504 with the client on the
- * other end of a stalled upload (decision 0014). A coroutine of its own so that a bodiless
- * request's exchange frame stays small.
+ * body: then `streaming` is returned with the body still going on in `job`, and the answer
+ * is relayed beside it (decision 0014). A coroutine of its own so that a bodiless request's
+ * exchange frame stays small.
  */
 template <typename Stream, typename Upstream>
 task<body_outcome> send_request_body(connection<Stream>& c, request_parser& parser,
                                      request_plan& plan, exchange_record& rec, bool json,
                                      bool send_continue, bool upgrade, Upstream& io,
                                      beast::flat_buffer& response_buffer,
-                                     beast::http::serializer<true, buffer_body>& writer)
+                                     beast::http::serializer<true, buffer_body>& writer,
+                                     std::unique_ptr<body_job>& job)
 {
     const auto& cfg = c.state->cfg;
     if (send_continue) {
@@ -1517,25 +1513,38 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                                   timeouts, sent, read_failed, trailer_rules,
                                   plan.connection_named);
     } else {
-        auto first = co_await (relay_body(c.stream, c.buffer, parser, io, writer,
-                                          cfg.limits.body_bytes, timeouts, sent, read_failed,
-                                          trailer_rules, plan.connection_named) ||
-                               watch_for_early_response(io, response_buffer, sent, backend_spoke,
+        // The body's relay runs on its own, so that it can go on beside an answer.
+        job = std::make_unique<body_job>(tcp_of(io).get_executor());
+        auto& j = *job;
+        net::co_spawn(
+            tcp_of(io).get_executor(),
+            relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes, timeouts,
+                       j.sent, j.read_failed, trailer_rules, plan.connection_named),
+            net::bind_cancellation_slot(
+                j.stop.slot(), [&j, &io](std::exception_ptr e, boost::system::error_code ec) {
+                    j.result = e ? make_error_code(net::error::fault) : ec;
+                    j.finished = true;
+                    j.finished_timer.cancel();
+                    if (j.streaming && j.result) {
+                        // The answer is under way, and no page can say what went wrong with
+                        // the body (a client gone, a broken or too large body): the exchange
+                        // ends, and the client sees its connection close (SPEC).
+                        boost::system::error_code ignored;
+                        tcp_of(io).socket().shutdown(net::socket_base::shutdown_both, ignored);
+                    }
+                }));
+        auto first = co_await (wait_for_body(j) ||
+                               watch_for_early_response(io, response_buffer, backend_spoke,
                                                         backend_failure));
-        // When the watch ended first, the body was cancelled in whatever step it was in, the
-        // client's read included.
-        bec = first.index() == 0 ? std::get<0>(first)
-                                 : make_error_code(net::error::operation_aborted);
-        if (bec && backend_spoke && !backend_failure) {
-            // The body ends here: a backend still reading it (slowly, or after a pause the
-            // watch took for a stop) sees its end and finishes, instead of waiting for the
-            // rest. Under TLS the write cut off mid-record makes the backend's next read
-            // fail instead, and it cannot answer; a backend that needs the rest of the body
-            // to answer loses its answer either way, and this way it ends at once rather
-            // than at the response's read deadline (`exchange`).
-            boost::system::error_code ignored;
-            tcp_of(io).socket().shutdown(net::socket_base::shutdown_send, ignored);
+        if (first.index() == 1 && backend_spoke && !backend_failure && !j.finished) {
+            j.streaming = true;
+            co_return body_outcome::streaming;
         }
+        // The backend broke the connection: the body is stopped wherever it was.
+        co_await stop_body(j);
+        bec = j.result;
+        sent = j.sent;
+        read_failed = j.read_failed;
     }
     rec.bytes_in = sent;
     if (c.info.entry->client_gone) {
@@ -1803,6 +1812,35 @@ write_request_head(Upstream& io, std::string& scratch, request_parser::value_typ
 }
 
 /**
+ * Relays a backend's answer while the request body goes on in `job` (decision 0014), then
+ * stops the body if the answer ended first and waits for it. Neither connection is kept:
+ * a body that may not have been sent whole leaves no request boundary to go on from.
+ */
+template <typename Stream, typename Upstream>
+task<bool> answer_beside_body(connection<Stream>& c, request_plan& plan, exchange_record& rec,
+                              bool json, const request_traits& traits, upstream_connection& up,
+                              Upstream& io, bool& retry, bool& release, body_job& job)
+{
+    const auto& cfg = c.state->cfg;
+    // The backend connection's one deadline serves the body's writes and the answer's reads
+    // alike: each step of either waits at most `timeouts.idle`, so a backend that answered a
+    // head and then neither reads nor answers on does not hold the exchange for ever.
+    rec.body_unread = true;
+    tcp_of(io).expires_after(response_steps(cfg, rec).read);
+    const auto response_header_limit =
+        static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
+    co_await relay_parsed_response(c, plan, rec, json, traits, up, io,
+                                   /*request_complete=*/false, response_header_limit, retry,
+                                   release);
+    co_await stop_body(job);
+    rec.bytes_in = job.sent;
+    rec.body_unread = job.result.failed();
+    release = false;
+    retry = false; // the body is spent: the request cannot be sent again
+    co_return false;
+}
+
+/**
  * Sends the prepared request to one backend connection and relays the response. Sets
  * `retry` when a pooled connection turned out closed before anything was sent (or, for a
  * replayable request, before anything came back), and
@@ -1865,9 +1903,14 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
 
     bool request_complete = !has_body && !upgrade;
     if (has_body || chunked) {
+        std::unique_ptr<body_job> job;
         const auto sent = co_await send_request_body(c, parser, plan, rec, json,
                                                      expects_continue && has_body, upgrade, io,
-                                                     up.buffer, *request_writer);
+                                                     up.buffer, *request_writer, job);
+        if (sent == body_outcome::streaming) {
+            co_return co_await answer_beside_body(c, plan, rec, json, traits, up, io, retry,
+                                                  release, *job);
+        }
         if (sent == body_outcome::answered) {
             co_return false;
         }
