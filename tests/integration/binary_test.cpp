@@ -64,18 +64,9 @@ void bulk_backend(origin_connection& c)
             return;
         }
         std::uint64_t received = 0;
-        std::vector<char> sink(chunk_size);
-        while (!parser.is_done()) {
-            parser.get().body().data = sink.data();
-            parser.get().body().size = sink.size();
-            beast::http::read_some(c.stream, c.buffer, parser, ec);
-            if (ec == beast::http::error::need_buffer) {
-                ec = {};
-            }
-            if (ec) {
-                return;
-            }
-            received += sink.size() - parser.get().body().size;
+        const auto count = [&received](std::string_view piece) { received += piece.size(); };
+        if (!read_body_in_pieces(c, parser, chunk_size, count)) {
+            return;
         }
         const std::string target(parser.get().target());
         if (target.starts_with("/bytes/")) {

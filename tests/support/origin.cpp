@@ -261,6 +261,27 @@ void never_answers(origin_connection& c)
     c.stream.read_some(net::buffer(sink), ec);
 }
 
+bool read_body_in_pieces(origin_connection& c,
+                         beast::http::request_parser<beast::http::buffer_body>& parser,
+                         std::size_t piece_size, const std::function<void(std::string_view)>& take)
+{
+    std::vector<char> piece(piece_size);
+    boost::system::error_code ec;
+    while (!parser.is_done()) {
+        parser.get().body().data = piece.data();
+        parser.get().body().size = piece.size();
+        beast::http::read_some(c.stream, c.buffer, parser, ec);
+        if (ec == beast::http::error::need_buffer) {
+            ec = {};
+        }
+        if (ec) {
+            return false;
+        }
+        take(std::string_view(piece.data(), piece.size() - parser.get().body().size));
+    }
+    return true;
+}
+
 std::string client::read_until_closed()
 {
     std::string received(static_cast<const char*>(buffer.data().data()), buffer.size());

@@ -13,7 +13,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
 #include <atomic>
@@ -70,6 +72,14 @@ void websocket_echo(origin_connection& c);
 /// A handler that reads a request and never answers it: it waits until the proxy gives up
 /// on the connection (or its own 10 s bound).
 void never_answers(origin_connection& c);
+
+/**
+ * Reads the body of the request whose head `parser` has read, as it streams in, handing
+ * each piece (at most `piece_size` bytes) to `take`. False on a read error.
+ */
+bool read_body_in_pieces(origin_connection& c,
+                         beast::http::request_parser<beast::http::buffer_body>& parser,
+                         std::size_t piece_size, const std::function<void(std::string_view)>& take);
 
 /// A backend listening on loopback (or a unix socket) for the lifetime of the object.
 class origin {
