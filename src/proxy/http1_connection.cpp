@@ -75,6 +75,9 @@ constexpr std::size_t inline_body_size = 16 * 1024;
 constexpr auto lingering_close_time = std::chrono::seconds(2);
 constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
 
+struct body_job;
+task<void> stop_body(body_job& job);
+
 /// What is known about a client connection, whatever protocol it speaks.
 struct client_info {
     worker& w;
@@ -92,6 +95,9 @@ struct client_info {
     /// without close_notify, which for a body delimited by the close is the client's only
     /// sign of the cut.
     bool response_cut = false;
+    /// A request body still being sent beside its answer: an error page stops it first, so
+    /// that the page's lingering close is the only reader of the client's connection.
+    body_job* body_in_flight = nullptr;
 };
 
 // Room for a typical head: a new connection's buffer starts here instead of growing into a
@@ -576,6 +582,9 @@ template <typename Stream>
 task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc error, bool json,
                         exchange_record& rec, std::span<const std::string> tried = {})
 {
+    if (auto* body = std::exchange(c.info.body_in_flight, nullptr)) {
+        co_await stop_body(*body);
+    }
     if (c.w.is_past_shutdown_deadline()) {
         rec.status = 0;
         rec.bytes = 0;
@@ -1385,7 +1394,6 @@ struct body_job {
     bool finished = false;
     bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
     boost::system::error_code result;
-    std::uint64_t sent = 0;
     bool read_failed = false;
 };
 
@@ -1519,7 +1527,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         net::co_spawn(
             tcp_of(io).get_executor(),
             relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes, timeouts,
-                       j.sent, j.read_failed, trailer_rules, plan.connection_named),
+                       rec.bytes_in, j.read_failed, trailer_rules, plan.connection_named),
             net::bind_cancellation_slot(
                 j.stop.slot(), [&j, &io](std::exception_ptr e, boost::system::error_code ec) {
                     j.result = e ? make_error_code(net::error::fault) : ec;
@@ -1543,7 +1551,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // The backend broke the connection: the body is stopped wherever it was.
         co_await stop_body(j);
         bec = j.result;
-        sent = j.sent;
+        sent = rec.bytes_in;
         read_failed = j.read_failed;
     }
     rec.bytes_in = sent;
@@ -1829,11 +1837,12 @@ task<bool> answer_beside_body(connection<Stream>& c, request_plan& plan, exchang
     tcp_of(io).expires_after(response_steps(cfg, rec).read);
     const auto response_header_limit =
         static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
+    c.info.body_in_flight = &job;
     co_await relay_parsed_response(c, plan, rec, json, traits, up, io,
                                    /*request_complete=*/false, response_header_limit, retry,
                                    release);
+    c.info.body_in_flight = nullptr;
     co_await stop_body(job);
-    rec.bytes_in = job.sent;
     rec.body_unread = job.result.failed();
     release = false;
     retry = false; // the body is spent: the request cannot be sent again

@@ -1019,6 +1019,38 @@ TEST(StreamingTest, ResponseChunkLineEndingInABareLfCutsTheClientAtOnce)
     EXPECT_FALSE(raw.ends_with("0\r\n\r\n")) << raw; // cut, not ended
 }
 
+TEST(StreamingTest, EarlyAnswerThatIsNoValidResponseStopsTheBodyAndTheConnectionCloses)
+{
+    // The 502 page's lingering close must be the only reader of the client's connection,
+    // bounded as after any error page: the body is not sent on beside it.
+    std::atomic<std::size_t> taken{0};
+    origin backend([&taken](origin_connection& c) {
+        beast::http::request_parser<beast::http::buffer_body> parser;
+        parser.body_limit(boost::none);
+        boost::system::error_code ec;
+        beast::http::read_header(c.stream, c.buffer, parser, ec);
+        if (!ec) {
+            c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+            read_body_in_pieces(c, parser, 64 * 1024,
+                                [&taken](std::string_view piece) { taken += piece.size(); });
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /bad HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 100000000\r\n\r\n" +
+                std::string(64 * 1024, 'b'));
+    const auto res = c.read_response();
+    EXPECT_EQ(res.result_int(), 502);
+    EXPECT_EQ(res["X-Portico-Error"], "upstream_protocol");
+    auto trickle = send_pieces(c.socket.native_handle(), std::string(1000, 'b'), 200,
+                               std::chrono::milliseconds(20));
+    trickle.join();
+    // At most what came with the head reached the backend; the trickle after the page was
+    // read and dropped by the lingering close, not sent on.
+    EXPECT_TRUE(wait_until([&] { return backend.connections() == 1; }));
+    EXPECT_LE(taken.load(), std::size_t{64 * 1024});
+}
+
 TEST(StreamingTest, ClientGoingQuietMidUploadAfterAnEarlyAnswerGetsItAndIsClosed)
 {
     // The backend answers from the head and goes on reading: the answer is relayed at once,
