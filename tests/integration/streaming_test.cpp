@@ -828,6 +828,9 @@ TEST(StreamingTest, BackendEchoingALargeUploadAsItReadsItIsRelayedWhole)
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body().size(), std::size_t{pieces} * 64 * 1024);
     EXPECT_EQ(res.body().find_first_not_of('e'), std::string::npos);
+    // The body sent beside the answer counts in the statistics as any other.
+    EXPECT_TRUE(wait_until([&] { return proxy.observatory().totals().bytes_in > 0; }));
+    EXPECT_EQ(proxy.observatory().totals().bytes_in, std::uint64_t{pieces} * 64 * 1024);
 }
 
 TEST(StreamingTest, ResponseOfABackendWhoseBodyWasCutEndsAtTheIdleTimeout)
