@@ -797,24 +797,7 @@ TEST(StreamingTest, BackendEchoingALargeUploadAsItReadsItIsRelayedWhole)
     // Node's req.pipe(res): the answer streams back while the body still comes. Relayed
     // only after the body, the echo fills the sockets on the way, the backend blocks in its
     // write and stops reading, and neither side moves again (decision 0014).
-    origin backend([](origin_connection& c) {
-        beast::http::request_parser<beast::http::buffer_body> parser;
-        parser.body_limit(boost::none);
-        boost::system::error_code ec;
-        beast::http::read_header(c.stream, c.buffer, parser, ec);
-        if (ec) {
-            return;
-        }
-        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        const bool whole = read_body_in_pieces(c, parser, 64 * 1024, [&c](std::string_view piece) {
-            if (!piece.empty()) {
-                c.write_raw(fmt::format("{:x}\r\n{}\r\n", piece.size(), piece));
-            }
-        });
-        if (whole) {
-            c.write_raw("0\r\n\r\n");
-        }
-    });
+    origin backend(echo_body);
     proxy_harness proxy(route_to(backend.port()));
     client c(proxy.port());
     constexpr int pieces = 512; // 32 MiB, far more than the sockets on the way hold

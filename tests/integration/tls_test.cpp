@@ -462,6 +462,31 @@ TEST(TlsTest, ReframedChunksGoOutARecordEach)
     EXPECT_GE(records, 2);
 }
 
+TEST(TlsTest, UploadEchoedAsItIsSentComesBackWholeOverTls)
+{
+    // The body's relay reads the client's TLS stream while the answer is written to it.
+    origin backend(echo_body);
+    tls_proxy p(routes_to(backend.port(), {"app.localhost"}));
+    const auto in = p.dir.path() / "in.bin";
+    const auto out = p.dir.path() / "out.bin";
+    {
+        std::ofstream file(in, std::ios::binary);
+        for (int i = 0; i < 20 * 1024; ++i) {
+            file << fmt::format("{:0>1023}\n", i); // 20 MiB, each KiB different
+        }
+    }
+    const auto r = curl_https(p, "app.localhost", "/echo",
+                              {"--data-binary", "@" + in.string(), "-o", out.string()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::ifstream sent(in, std::ios::binary);
+    std::ifstream received(out, std::ios::binary);
+    const std::string a((std::istreambuf_iterator<char>(sent)), std::istreambuf_iterator<char>());
+    const std::string b((std::istreambuf_iterator<char>(received)),
+                        std::istreambuf_iterator<char>());
+    EXPECT_EQ(a.size(), std::size_t{20} * 1024 * 1024);
+    EXPECT_TRUE(a == b) << b.size();
+}
+
 TEST(TlsTest, BodyCutByTheBackendEndsWithoutCloseNotify)
 {
     // An HTTP/1.0 client's body ends with the connection: over TLS, the close_notify would

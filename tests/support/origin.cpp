@@ -6,6 +6,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <fmt/format.h>
 #include <boost/beast/http/write.hpp>
 
 #include <fcntl.h>
@@ -280,6 +281,26 @@ bool read_body_in_pieces(origin_connection& c,
         take(std::string_view(piece.data(), piece.size() - parser.get().body().size));
     }
     return true;
+}
+
+void echo_body(origin_connection& c)
+{
+    beast::http::request_parser<beast::http::buffer_body> parser;
+    parser.body_limit(boost::none);
+    boost::system::error_code ec;
+    beast::http::read_header(c.stream, c.buffer, parser, ec);
+    if (ec) {
+        return;
+    }
+    c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    const bool whole = read_body_in_pieces(c, parser, 64 * 1024, [&c](std::string_view piece) {
+        if (!piece.empty()) {
+            c.write_raw(fmt::format("{:x}\r\n{}\r\n", piece.size(), piece));
+        }
+    });
+    if (whole) {
+        c.write_raw("0\r\n\r\n");
+    }
 }
 
 std::string client::read_until_closed()

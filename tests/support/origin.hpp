@@ -73,6 +73,10 @@ void websocket_echo(origin_connection& c);
 /// on the connection (or its own 10 s bound).
 void never_answers(origin_connection& c);
 
+/// A handler that answers one request with its body, sent back chunk by chunk as it arrives
+/// (an echo, Node's `req.pipe(res)`).
+void echo_body(origin_connection& c);
+
 /**
  * Reads the body of the request whose head `parser` has read, as it streams in, handing
  * each piece (at most `piece_size` bytes) to `take`. False on a read error.
