@@ -57,10 +57,7 @@ void bulk_backend(origin_connection& c)
 {
     for (;;) {
         beast::http::request_parser<beast::http::buffer_body> parser;
-        parser.body_limit(boost::none);
-        boost::system::error_code ec;
-        beast::http::read_header(c.stream, c.buffer, parser, ec);
-        if (ec) {
+        if (!read_streamed_head(c, parser)) {
             return;
         }
         std::uint64_t received = 0;

@@ -1012,10 +1012,7 @@ TEST(StreamingTest, EarlyAnswerThatIsNoValidResponseStopsTheBodyAndTheConnection
     std::atomic<std::size_t> taken{0};
     origin backend([&taken](origin_connection& c) {
         beast::http::request_parser<beast::http::buffer_body> parser;
-        parser.body_limit(boost::none);
-        boost::system::error_code ec;
-        beast::http::read_header(c.stream, c.buffer, parser, ec);
-        if (!ec) {
+        if (read_streamed_head(c, parser)) {
             c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
             read_body_in_pieces(c, parser, 64 * 1024,
                                 [&taken](std::string_view piece) { taken += piece.size(); });
@@ -1081,6 +1078,26 @@ TEST(StreamingTest, BackendNotReadingTheUploadNorAnsweringGets504NamingTheIdleTi
     EXPECT_EQ(res.body().find("timeouts.upstream"), std::string::npos) << res.body();
 }
 
+/**
+ * A client sends GET `target` and leaves once the backend has the connection: the backend
+ * must be let go (`released` set by its handler) within about a second, and the request
+ * logged 499.
+ */
+void leave_while_waiting(proxy_harness& proxy, origin& backend, std::string_view target,
+                         const std::atomic<bool>& released)
+{
+    {
+        client c(proxy.port());
+        c.write_raw(fmt::format("GET {} HTTP/1.1\r\nHost: app.localhost\r\n\r\n", target));
+        ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
+    } // the client closes its connection here
+    EXPECT_TRUE(wait_until([&released] { return released.load(); }, std::chrono::seconds(4)));
+    EXPECT_TRUE(wait_until([&proxy] {
+        const auto recent = proxy.observatory().recent();
+        return !recent.empty() && recent.front().status == 499;
+    }));
+}
+
 TEST(StreamingTest, ClientLeavingWhileItsRequestWaitsLetsTheBackendGo)
 {
     // With timeouts.upstream 0 a backend may take forever; a client that gives up (a tab
@@ -1097,16 +1114,7 @@ TEST(StreamingTest, ClientLeavingWhileItsRequestWaitsLetsTheBackendGo)
         released = ec == net::error::eof || ec == net::error::connection_reset;
     });
     proxy_harness proxy(route_to(backend.port()));
-    {
-        client c(proxy.port());
-        c.write_raw("GET /long-poll HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
-        ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
-    } // the client closes its connection here
-    EXPECT_TRUE(wait_until([&released] { return released.load(); }, std::chrono::seconds(4)));
-    EXPECT_TRUE(wait_until([&proxy] {
-        const auto recent = proxy.observatory().recent();
-        return !recent.empty() && recent.front().status == 499;
-    }));
+    leave_while_waiting(proxy, backend, "/long-poll", released);
     // A client that stays is not affected, however long its backend takes.
     origin slow([](origin_connection& c) {
         if (c.read_request()) {
@@ -1138,16 +1146,7 @@ TEST(StreamingTest, ClientLeavingWhileTheBackendsHandshakeWaitsIsLogged499)
     proxy_harness proxy(fmt::format("timeouts: {{ connect: 20s }}\nroutes:\n  - host: "
                                     "app.localhost\n    to: https://127.0.0.1:{}\n",
                                     backend.port()));
-    {
-        client c(proxy.port());
-        c.write_raw("GET /hangs HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
-        ASSERT_TRUE(wait_until([&backend] { return backend.connections() == 1; }));
-    } // the client closes its connection here
-    EXPECT_TRUE(wait_until([&released] { return released.load(); }, std::chrono::seconds(4)));
-    EXPECT_TRUE(wait_until([&proxy] {
-        const auto recent = proxy.observatory().recent();
-        return !recent.empty() && recent.front().status == 499;
-    }));
+    leave_while_waiting(proxy, backend, "/hangs", released);
     EXPECT_NE(proxy.observatory().backend("https://127.0.0.1:" + std::to_string(backend.port())),
               admin::backend_state::down);
 }

@@ -684,6 +684,15 @@ std::string handshake_fragmented(unsigned short port, const std::string& sni, st
 }
 
 /// A TLS backend serving a self-signed certificate of its own for `name`.
+/// A route from `host` to an https backend at `backend_host`:`port` that is not verified.
+std::string unverified_route(std::string_view host, std::string_view backend_host,
+                             unsigned short port)
+{
+    return fmt::format("routes:\n  - host: {}\n    to: https://{}:{}\n"
+                       "    insecure_skip_verify: true\n",
+                       host, backend_host, port);
+}
+
 struct self_signed_origin {
     self_signed_origin(const std::string& name, const std::string& common_name,
                        tls_origin::options opts = {})
@@ -833,9 +842,7 @@ TEST(TlsBackendTest, HttpsBackendVerifiedOrSkipped)
 TEST(TlsBackendTest, PlainBackendBehindHttpsIsNotBlamedOnVerification)
 {
     origin plain;
-    tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: https://127.0.0.1:{}\n"
-                            "    insecure_skip_verify: true\n",
-                            plain.port()));
+    tls_proxy p(unverified_route("app.localhost", "127.0.0.1", plain.port()));
     client c(p.proxy.port());
     const auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
     EXPECT_EQ(res.result_int(), 502);
@@ -854,9 +861,7 @@ TEST(TlsBackendTest, BackendAskingForAClientCertificateIsATlsFailureNotTheCertif
         self_signed_origin backend("localhost", "asks for a client certificate",
                                    {.require_client_certificate = true, .tls12_only = tls12});
         ASSERT_TRUE(backend.made) << backend.error;
-        tls_proxy p(fmt::format("routes:\n  - host: app.localhost\n    to: https://localhost:{}\n"
-                                "    insecure_skip_verify: true\n",
-                                backend.port()));
+        tls_proxy p(unverified_route("app.localhost", "localhost", backend.port()));
         client c(p.proxy.port());
         const auto res = c.get("app.localhost", "/", {{"Accept", "application/json"}});
         EXPECT_EQ(res.result_int(), 502) << tls12;
@@ -873,9 +878,7 @@ TEST(TlsBackendTest, UploadsToHttpsBackendKeepThePooledConnectionUsable)
     // connection must still carry the response and the requests after it.
     self_signed_origin backend("localhost", "self signed backend");
     ASSERT_TRUE(backend.made) << backend.error;
-    tls_proxy p(fmt::format("routes:\n  - host: up.localhost\n    to: https://localhost:{}\n"
-                            "    insecure_skip_verify: true\n",
-                            backend.port()));
+    tls_proxy p(unverified_route("up.localhost", "localhost", backend.port()));
     client c(p.proxy.port());
     for (int i = 0; i < 3; ++i) {
         request req{beast::http::verb::post, "/upload" + std::to_string(i), 11};
@@ -895,9 +898,7 @@ TEST(TlsBackendTest, BytesAnHttpsBackendSentUnaskedNeverReachTheNextRequest)
     // OpenSSL's buffers, not on the socket, when the connection is pooled.
     self_signed_origin backend("localhost", "self signed backend");
     ASSERT_TRUE(backend.made) << backend.error;
-    tls_proxy p(fmt::format("routes:\n  - host: up.localhost\n    to: https://localhost:{}\n"
-                            "    insecure_skip_verify: true\n",
-                            backend.port()));
+    tls_proxy p(unverified_route("up.localhost", "localhost", backend.port()));
     for (int i = 0; i < 3; ++i) {
         {
             client c(p.proxy.port());

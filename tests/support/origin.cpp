@@ -283,13 +283,19 @@ bool read_body_in_pieces(origin_connection& c,
     return true;
 }
 
-void echo_body(origin_connection& c)
+bool read_streamed_head(origin_connection& c,
+                        beast::http::request_parser<beast::http::buffer_body>& parser)
 {
-    beast::http::request_parser<beast::http::buffer_body> parser;
     parser.body_limit(boost::none);
     boost::system::error_code ec;
     beast::http::read_header(c.stream, c.buffer, parser, ec);
-    if (ec) {
+    return !ec;
+}
+
+void echo_body(origin_connection& c)
+{
+    beast::http::request_parser<beast::http::buffer_body> parser;
+    if (!read_streamed_head(c, parser)) {
         return;
     }
     c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");

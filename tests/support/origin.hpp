@@ -77,6 +77,11 @@ void never_answers(origin_connection& c);
 /// (an echo, Node's `req.pipe(res)`).
 void echo_body(origin_connection& c);
 
+/// Reads a request head into `parser`, its body to be read in pieces of any total size
+/// (`read_body_in_pieces`). False on a read error.
+bool read_streamed_head(origin_connection& c,
+                        beast::http::request_parser<beast::http::buffer_body>& parser);
+
 /**
  * Reads the body of the request whose head `parser` has read, as it streams in, handing
  * each piece (at most `piece_size` bytes) to `take`. False on a read error.
