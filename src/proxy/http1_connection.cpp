@@ -1389,7 +1389,7 @@ struct body_job {
         finished_timer.expires_at(steady_timer::time_point::max());
     }
 
-    steady_timer finished_timer; ///< cancelled when the relay ends, which wakes `wait`
+    steady_timer finished_timer; ///< cancelled when the relay ends, which wakes `wait_for_body`
     net::cancellation_signal stop;
     bool finished = false;
     bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
@@ -1530,6 +1530,14 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                        rec.bytes_in, j.read_failed, trailer_rules, plan.connection_named),
             net::bind_cancellation_slot(
                 j.stop.slot(), [&j, &io](std::exception_ptr e, boost::system::error_code ec) {
+                    if (e) {
+                        try {
+                            std::rethrow_exception(e);
+                        } catch (const std::exception& failure) {
+                            PORTICO_LOG(log::level::error, "request_body_failed",
+                                        {"error", failure.what()});
+                        }
+                    }
                     j.result = e ? make_error_code(net::error::fault) : ec;
                     j.finished = true;
                     j.finished_timer.cancel();
@@ -1548,7 +1556,8 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
             j.streaming = true;
             co_return body_outcome::streaming;
         }
-        // The backend broke the connection: the body is stopped wherever it was.
+        // The body ended first, or the backend broke the connection: then the body is stopped
+        // wherever it was.
         co_await stop_body(j);
         bec = j.result;
         sent = rec.bytes_in;
@@ -2174,19 +2183,15 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
     }
     // Every Origin line is judged (Referer when there is none): one that passes must not
     // vouch for another beside it.
+    const auto judged = req.count(beast::http::field::origin) > 0 ? beast::http::field::origin
+                                                                   : beast::http::field::referer;
     std::string_view claimed;
     std::string_view claimed_header;
-    for (const auto name : {beast::http::field::origin, beast::http::field::referer}) {
-        for (auto [line, last] = req.equal_range(name); line != last; ++line) {
-            claimed_header = name == beast::http::field::origin ? "Origin" : "Referer";
+    for (auto [line, last] = req.equal_range(judged); line != last; ++line) {
+        if (!admin::is_allowed_origin(line->value(), state.table.admin_host(),
+                                      state.listener_ports)) {
             claimed = line->value();
-            if (!admin::is_allowed_origin(claimed, state.table.admin_host(),
-                                          state.listener_ports)) {
-                break;
-            }
-            claimed_header = {};
-        }
-        if (!claimed_header.empty() || req.count(name) > 0) {
+            claimed_header = judged == beast::http::field::origin ? "Origin" : "Referer";
             break;
         }
     }
