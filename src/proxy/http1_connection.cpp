@@ -75,7 +75,30 @@ constexpr std::size_t inline_body_size = 16 * 1024;
 constexpr auto lingering_close_time = std::chrono::seconds(2);
 constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
 
-struct body_job;
+/**
+ * A request body that goes on being sent while the backend's answer is relayed (decision
+ * 0014): its relay runs as a coroutine of its own, which the exchange waits for (or stops)
+ * before it ends, since it reads the client's connection and writes the backend's.
+ */
+struct body_job {
+    explicit body_job(const io_executor& ex) : finished_timer(ex)
+    {
+        finished_timer.expires_at(steady_timer::time_point::max());
+    }
+
+    steady_timer finished_timer; ///< cancelled when the relay ends, which wakes `wait_for_body`
+    net::cancellation_signal stop;
+    bool finished = false;
+    bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
+    /// What each read of that answer may wait once the body is all sent (0: no bound).
+    /// Until then the body's steps set the backend connection's deadline: its writes wait
+    /// at most `timeouts.idle`, and while it waits for the client, the client's deadline
+    /// bounds the exchange (a failed body shuts the backend's connection).
+    std::chrono::milliseconds answer_read_bound{0};
+    boost::system::error_code result;
+    bool read_failed = false;
+};
+
 task<void> stop_body(body_job& job);
 
 /// What is known about a client connection, whatever protocol it speaks.
@@ -1304,11 +1327,18 @@ bool finish_response_body(client_info& info, exchange_record& rec,
         }
     }
     // A body the abandon watch cut (the client left) or the shutdown deadline cut is no
-    // failure of the backend's.
-    const bool backend_failed =
-        ec && read_failed && !info.entry->client_gone && !info.w.is_past_shutdown_deadline();
+    // failure of the backend's; nor is one cut because the request body sent beside it
+    // failed on the client's side (gone, broken, over the limit), which shut the backend's
+    // connection (`send_request_body`).
+    const body_job* body = info.body_in_flight;
+    const bool client_body_failed =
+        body != nullptr && body->finished && body->result && body->read_failed;
+    const bool backend_failed = ec && read_failed && !info.entry->client_gone &&
+                                !info.w.is_past_shutdown_deadline() && !client_body_failed;
     if (backend_failed) {
         rec.error = "upstream_aborted";
+    } else if (ec && client_body_failed && !is_quiet_close(body->result)) {
+        rec.error = body->result == errc::body_too_large ? "body_too_large" : "bad_request";
     }
     write_access_log(info, rec);
     if (!ec) {
@@ -1376,25 +1406,6 @@ enum class body_outcome {
     cut_short, ///< the backend stopped taking it; its response may still come
     answered,  ///< the client got an error page or went away: the exchange is over
     streaming, ///< the backend answered first: the body goes on beside its response
-};
-
-/**
- * A request body that goes on being sent while the backend's answer is relayed (decision
- * 0014): its relay runs as a coroutine of its own, which the exchange waits for (or stops)
- * before it ends, since it reads the client's connection and writes the backend's.
- */
-struct body_job {
-    explicit body_job(const io_executor& ex) : finished_timer(ex)
-    {
-        finished_timer.expires_at(steady_timer::time_point::max());
-    }
-
-    steady_timer finished_timer; ///< cancelled when the relay ends, which wakes `wait_for_body`
-    net::cancellation_signal stop;
-    bool finished = false;
-    bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
-    boost::system::error_code result;
-    bool read_failed = false;
 };
 
 /// Waits until the body's relay has ended.
@@ -1547,6 +1558,15 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                         // ends, and the client sees its connection close (SPEC).
                         boost::system::error_code ignored;
                         tcp_of(io).socket().shutdown(net::socket_base::shutdown_both, ignored);
+                    } else if (j.streaming) {
+                        // The backend has the whole request: its answer now takes as long as
+                        // any other may (a long pause after an early head is work, not a
+                        // backend waiting for bytes that do not come).
+                        if (j.answer_read_bound.count() > 0) {
+                            tcp_of(io).expires_after(j.answer_read_bound);
+                        } else {
+                            tcp_of(io).expires_never();
+                        }
                     }
                 }));
         auto first = co_await (wait_for_body(j) ||
@@ -1618,7 +1638,8 @@ template <typename Stream, typename Upstream>
 task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exchange_record& rec,
                                  bool json, const request_traits& traits,
                                  upstream_connection& up, Upstream& io, bool request_complete,
-                                 std::size_t response_header_limit, bool& retry, bool& release)
+                                 std::size_t response_header_limit, bool& retry, bool& release,
+                                 body_job* beside = nullptr)
 {
     const auto& cfg = c.state->cfg;
     const auto& route = *plan.route;
@@ -1630,8 +1651,10 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     // portico answers Expect itself, and 102 is a heartbeat of this hop.
     std::optional<response_parser> response;
     bool interim_received = false;
+    // While a body goes on beside the answer, its relay sets the backend's deadline.
+    const auto body_in_flight = [beside] { return beside != nullptr && !beside->finished; };
     for (;;) {
-        if (interim_received) {
+        if (interim_received && !body_in_flight()) {
             if (cfg.timeouts.upstream.count() > 0) {
                 tcp_of(io).expires_after(cfg.timeouts.upstream);
             }
@@ -1791,7 +1814,11 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         release = is_reusable();
         co_return keep_alive;
     }
-    tcp_of(io).expires_never();
+    if (body_in_flight()) {
+        beside->answer_read_bound = std::chrono::milliseconds(0);
+    } else {
+        tcp_of(io).expires_never();
+    }
     bool read_failed = false;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
                                     response_steps(cfg, rec), rec.bytes, read_failed,
@@ -1839,17 +1866,14 @@ task<bool> answer_beside_body(connection<Stream>& c, request_plan& plan, exchang
                               Upstream& io, bool& retry, bool& release, body_job& job)
 {
     const auto& cfg = c.state->cfg;
-    // The backend connection's one deadline serves the body's writes and the answer's reads
-    // alike: each step of either waits at most `timeouts.idle`, so a backend that answered a
-    // head and then neither reads nor answers on does not hold the exchange for ever.
-    rec.body_unread = true;
-    tcp_of(io).expires_after(response_steps(cfg, rec).read);
+    // The answer's head waits as long as any (`timeouts.upstream`) once the body is sent.
+    job.answer_read_bound = cfg.timeouts.upstream;
     const auto response_header_limit =
         static_cast<std::size_t>(std::max<std::uint64_t>(cfg.limits.header_bytes, 64 * 1024));
     c.info.body_in_flight = &job;
     co_await relay_parsed_response(c, plan, rec, json, traits, up, io,
                                    /*request_complete=*/false, response_header_limit, retry,
-                                   release);
+                                   release, &job);
     c.info.body_in_flight = nullptr;
     co_await stop_body(job);
     rec.body_unread = job.result.failed();

@@ -816,6 +816,70 @@ TEST(StreamingTest, BackendEchoingALargeUploadAsItReadsItIsRelayedWhole)
     EXPECT_EQ(proxy.observatory().totals().bytes_in, std::uint64_t{pieces} * 64 * 1024);
 }
 
+TEST(StreamingTest, EarlyHeadThenALongPauseAfterTheWholeUploadIsRelayedWhole)
+{
+    // Express's res.flushHeaders() on arrival, then the work on the uploaded file: the
+    // head comes before the body is all sent, and the rest of the answer long after it
+    // (longer than timeouts.idle). Once the body is all sent the answer waits as any
+    // other response does (timeouts.upstream, 0 here: as long as it takes).
+    constexpr std::size_t body_size = 4 * 1024 * 1024;
+    origin backend([](origin_connection& c) {
+        beast::http::request_parser<beast::http::buffer_body> parser;
+        if (!read_streamed_head(c, parser)) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        std::size_t taken = 0;
+        if (!read_body_in_pieces(c, parser, 64 * 1024,
+                                 [&taken](std::string_view piece) { taken += piece.size(); })) {
+            return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        const auto text = "processed " + std::to_string(taken);
+        c.write_raw(fmt::format("{:x}\r\n{}\r\n0\r\n\r\n", text.size(), text));
+    });
+    proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    bound_socket_waits(c.socket.native_handle(), std::chrono::seconds(10));
+    c.write_raw(fmt::format("PUT /process HTTP/1.1\r\nHost: app.localhost\r\n"
+                            "Content-Length: {}\r\n\r\n",
+                            body_size));
+    auto uploader =
+        send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'u'), body_size / 65536);
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    uploader.join();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "processed " + std::to_string(body_size));
+}
+
+TEST(StreamingTest, ClientGoingQuietMidUploadWhileTheAnswerWaitsForTheBodyIsClosed)
+{
+    // The backend sent its head at once and answers the rest only after the whole body,
+    // which the client stops sending: neither side moves, and the deadline of the client's
+    // upload ends the exchange (the backend's connection is shut, the client's closed).
+    std::atomic<bool> backend_let_go{false};
+    origin backend([&backend_let_go](origin_connection& c) {
+        beast::http::request_parser<beast::http::buffer_body> parser;
+        if (!read_streamed_head(c, parser)) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        read_body_in_pieces(c, parser, 64 * 1024, [](std::string_view) {});
+        backend_let_go = true;
+    });
+    proxy_harness proxy("timeouts: { idle: 400ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /quiet HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000000\r\n\r\n" +
+                std::string(100000, 'q'));
+    const auto started = std::chrono::steady_clock::now();
+    const auto received = c.read_until_closed();
+    EXPECT_TRUE(received.starts_with("HTTP/1.1 200 OK\r\n")) << received;
+    EXPECT_EQ(received.find("0\r\n\r\n"), std::string::npos) << received;
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4));
+    EXPECT_TRUE(wait_until([&] { return backend_let_go.load(); }));
+}
+
 TEST(StreamingTest, ResponseOfABackendWhoseBodyWasCutEndsAtTheIdleTimeout)
 {
     // A backend that answered, stopped reading, and then neither sends the rest of its
@@ -1032,6 +1096,31 @@ TEST(StreamingTest, EarlyAnswerThatIsNoValidResponseStopsTheBodyAndTheConnection
     // read and dropped by the lingering close, not sent on.
     EXPECT_TRUE(wait_until([&] { return backend.connections() == 1; }));
     EXPECT_LE(taken.load(), std::size_t{64 * 1024});
+}
+
+TEST(StreamingTest, UploadOverTheLimitCuttingAnEchoIsNotCountedAgainstTheBackend)
+{
+    // The echo is under way when the body passes limits.body_bytes: the backend's
+    // connection is shut, which cuts its answer, and the request is the client's failure
+    // (body_too_large), not an upstream_aborted of the backend's.
+    origin backend(echo_body);
+    proxy_harness proxy("limits: { body_bytes: 100000 }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("POST /big HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    auto uploader =
+        send_pieces(c.socket.native_handle(), "4000\r\n" + std::string(0x4000, 'l') + "\r\n", 16,
+                    std::chrono::milliseconds(20));
+    const auto received = c.read_until_closed();
+    uploader.join();
+    EXPECT_TRUE(received.starts_with("HTTP/1.1 200 OK\r\n")) << received.substr(0, 200);
+    EXPECT_EQ(received.find("\r\n0\r\n\r\n"), std::string::npos);
+    ASSERT_TRUE(wait_until([&proxy] {
+        const auto totals = proxy.observatory().totals();
+        const auto route = totals.routes.find("app.localhost");
+        return route != totals.routes.end() && route->second.errors == 1;
+    }));
+    const auto totals = proxy.observatory().totals();
+    EXPECT_TRUE(totals.routes.at("app.localhost").upstream_errors.empty());
 }
 
 TEST(StreamingTest, ClientGoingQuietMidUploadAfterAnEarlyAnswerGetsItAndIsClosed)
