@@ -32,7 +32,7 @@ void report(log::level lv, std::string_view event, const config::diagnostic& d)
         return;
     }
     // `file:line:col: message` as compilers print it, so editors and terminals link to it.
-    fmt::print(stderr, "{}{}\n", lv == log::level::warn ? "warning: " : "", d.to_string());
+    log::write_line(fmt::format("{}{}", lv == log::level::warn ? "warning: " : "", d.to_string()));
 }
 
 void report_failure(const std::string& name, std::size_t errors)
@@ -41,7 +41,8 @@ void report_failure(const std::string& name, std::size_t errors)
         log::write(log::level::error, "config_invalid", {{"file", name}, {"errors", errors}});
         return;
     }
-    fmt::print(stderr, "portico: {} {} in {}\n", errors, errors == 1 ? "error" : "errors", name);
+    log::write_line(
+        fmt::format("portico: {} {} in {}", errors, errors == 1 ? "error" : "errors", name));
 }
 
 /**

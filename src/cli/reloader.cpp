@@ -87,7 +87,7 @@ struct reloader::impl {
         if (log::current_format() == log::format::json) {
             log::write(log::level::error, "reload_failed", {{"file", name}, {"message", what}});
         } else if (log::enabled(log::level::error)) {
-            fmt::print(stderr, "portico: reload of {} failed: {}\n", name, what);
+            log::write_line(fmt::format("portico: reload of {} failed: {}", name, what));
         }
     }
 

@@ -42,6 +42,8 @@ int run_command(const run_options& options)
 {
     // Logging first, so that configuration errors already follow --log-format.
     log::configure(options.log_level, options.log_format);
+    // Serving never waits for stderr; the writer outlives every thread that logs below.
+    const log::background_writer log_writer;
     raise_descriptor_limit();
 
     const auto loaded = load_config(options.config_file, /*for_serving=*/true);
@@ -56,7 +58,7 @@ int run_command(const run_options& options)
         if (log::current_format() == log::format::json) {
             log::write(log::level::error, "bind_failed", {{"message", bound.message}});
         } else {
-            fmt::print(stderr, "portico: {}\n", bound.message);
+            log::write_line("portico: " + bound.message);
         }
         return exit_start;
     }

@@ -6,8 +6,16 @@
 #include <boost/json/string.hpp>
 #include <fmt/format.h>
 
-#include <cstdio>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
 #include <ctime>
+#include <mutex>
+#include <thread>
+#include <utility>
 
 namespace portico::log {
 
@@ -94,15 +102,167 @@ void append_json_fields(std::string& out, std::initializer_list<field> fields)
     }
 }
 
+/// Writes all of `bytes` to stderr, waiting as long as it takes; false if stderr is gone.
+bool write_stderr(std::string_view bytes)
+{
+    while (!bytes.empty()) {
+        const auto n = ::write(STDERR_FILENO, bytes.data(), bytes.size());
+        if (n >= 0) {
+            bytes.remove_prefix(static_cast<std::size_t>(n));
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            pollfd writable{.fd = STDERR_FILENO, .events = POLLOUT, .revents = 0};
+            ::poll(&writable, 1, -1);
+        } else if (errno != EINTR) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string event_line(level lv, std::string_view event, std::initializer_list<field> fields);
+
+/**
+ * The thread that writes stderr while `portico run` serves (`background_writer`). Workers
+ * queue their lines and go on: a pipe nobody reads (a paused `| less`) or a terminal
+ * stopped with Ctrl-S blocks only this thread, never a request. The queue is bounded; lines
+ * that do not fit are counted and the count written once stderr moves again.
+ */
+class stderr_queue {
+public:
+    /// Queues `line` (ending in a newline); false when no writer thread runs.
+    bool push(std::string_view line)
+    {
+        if (!running_.load(std::memory_order_acquire)) {
+            return false;
+        }
+        std::unique_lock lock(mutex_);
+        if (!running_.load(std::memory_order_relaxed)) {
+            return false;
+        }
+        if (pending_.size() + line.size() > capacity) {
+            ++dropped_;
+            return true;
+        }
+        pending_ += line;
+        if (idle_) {
+            idle_ = false;
+            lock.unlock();
+            wake_.notify_one();
+        }
+        return true;
+    }
+
+    void start()
+    {
+        const std::lock_guard lock(mutex_);
+        stopping_ = false;
+        finished_ = false;
+        idle_ = false;
+        thread_ = std::thread([this] { write_loop(); });
+        running_.store(true, std::memory_order_release);
+    }
+
+    /// Writes what is queued, waiting at most `limit` for stderr to take it, and ends the
+    /// thread; lines from then on are written directly. A stderr that takes nothing (the
+    /// reader is gone or stopped) does not keep the process from exiting: the thread,
+    /// blocked in its write, is left to end with the process.
+    void stop(std::chrono::milliseconds limit)
+    {
+        std::unique_lock lock(mutex_);
+        if (!running_.load(std::memory_order_relaxed)) {
+            return;
+        }
+        stopping_ = true;
+        wake_.notify_one();
+        const bool drained =
+            drained_.wait_for(lock, limit, [this] { return finished_; });
+        running_.store(false, std::memory_order_release);
+        lock.unlock();
+        if (drained) {
+            thread_.join();
+        } else {
+            thread_.detach();
+        }
+    }
+
+private:
+    /// Queued bytes beyond which lines are dropped: several seconds of access log at any
+    /// rate a development machine sees, and a bound on what a stalled reader costs.
+    static constexpr std::size_t capacity = 1024 * 1024;
+
+    void write_loop()
+    {
+        std::string batch;
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            idle_ = pending_.empty() && dropped_ == 0;
+            wake_.wait(lock, [this] { return !idle_ || stopping_; });
+            if (pending_.empty() && dropped_ == 0) {
+                break; // stopping, and nothing left
+            }
+            batch.swap(pending_);
+            const auto dropped = std::exchange(dropped_, 0);
+            lock.unlock();
+            if (dropped > 0) {
+                batch += event_line(level::warn, "log_lines_dropped",
+                                    {{"count", dropped},
+                                     {"reason", "stderr was not read for a while"}});
+                batch += '\n';
+            }
+            const bool written = write_stderr(batch);
+            batch.clear();
+            if (batch.capacity() > 64 * 1024) {
+                batch.shrink_to_fit(); // a burst's buffer is not kept for good
+            }
+            lock.lock();
+            if (!written) {
+                pending_.clear(); // stderr is closed: nothing queued can be written
+            }
+        }
+        finished_ = true;
+        lock.unlock();
+        drained_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::condition_variable drained_;
+    std::string pending_;
+    std::uint64_t dropped_ = 0;
+    bool idle_ = false;     ///< the thread waits for lines: the next one wakes it
+    bool stopping_ = false;
+    bool finished_ = false;
+    std::atomic<bool> running_{false};
+    std::thread thread_;
+};
+
+/// Never destroyed: a detached writer blocked on stderr may outlive `main`.
+stderr_queue& queue()
+{
+    static auto* const q = new stderr_queue;
+    return *q;
+}
+
 void emit_line(std::string& line)
 {
     line += '\n';
-    // One fwrite per line: stderr is unbuffered, and a single write keeps lines from
-    // different worker threads whole.
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    if (!queue().push(line)) {
+        // One write per line: a single write keeps lines from different threads whole.
+        write_stderr(line);
+    }
 }
 
 } // namespace
+
+background_writer::background_writer() { queue().start(); }
+
+background_writer::~background_writer() { queue().stop(std::chrono::seconds(2)); }
+
+void write_line(std::string_view text)
+{
+    std::string line(text);
+    emit_line(line);
+}
 
 std::optional<level> parse_level(std::string_view text) noexcept
 {
@@ -158,6 +318,14 @@ void write(level lv, std::string_view event, std::initializer_list<field> fields
     if (!enabled(lv)) {
         return;
     }
+    auto line = event_line(lv, event, fields);
+    emit_line(line);
+}
+
+namespace {
+
+std::string event_line(level lv, std::string_view event, std::initializer_list<field> fields)
+{
     std::string line;
     line.reserve(128);
     const auto now = format_time(std::chrono::system_clock::now());
@@ -179,8 +347,10 @@ void write(level lv, std::string_view event, std::initializer_list<field> fields
             append_text_value(line, f.value);
         }
     }
-    emit_line(line);
+    return line;
 }
+
+} // namespace
 
 void notice(std::string_view event, std::string_view message, std::initializer_list<field> fields)
 {

@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -790,6 +791,64 @@ TEST(BinaryTest, SigtermRightAfterARequestExitsAtOnce)
     portico.process->signal(SIGTERM);
     EXPECT_EQ(portico.process->wait(), 0);
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(600));
+}
+
+/**
+ * Sends `count` requests whose access lines are about 1 KiB each, while nobody reads
+ * portico's stderr; false when one of them does not get its 200.
+ */
+bool log_many_requests(running_portico& portico, int count)
+{
+    const std::string target = "/" + std::string(1000, 'l');
+    client c(portico.port);
+    for (int i = 0; i < count; ++i) {
+        if (c.get("app.localhost", target).result_int() != 200) {
+            return false;
+        }
+    }
+    return true;
+}
+
+TEST(BinaryTest, StderrNobodyReadsDoesNotStopServingAndDroppedLinesAreCounted)
+{
+    // `portico run | less`, paused: the pipe fills after 64 KiB of access log. Serving goes
+    // on; the lines that do not fit the queue are dropped, and their number is written once
+    // stderr is read again.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    EXPECT_NO_THROW(EXPECT_TRUE(log_many_requests(portico, 1500)));
+    const auto dropped = portico.process->wait_for_line("log_lines_dropped");
+    ASSERT_TRUE(dropped);
+    EXPECT_NE(dropped->find("count="), std::string::npos) << *dropped;
+    // What was queued came out whole, before the count.
+    const auto& lines = portico.process->lines();
+    const auto access_lines = std::count_if(lines.begin(), lines.end(), [](const auto& line) {
+        return line.find("\"GET /llll") != std::string::npos;
+    });
+    EXPECT_GT(access_lines, 500);
+    portico.process->signal(SIGTERM);
+    EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(BinaryTest, SigtermExitsWhileStderrIsNotRead)
+{
+    // The last lines wait for stderr at most two seconds: a reader that is gone for good
+    // does not keep portico from stopping.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    EXPECT_NO_THROW(EXPECT_TRUE(log_many_requests(portico, 300)));
+    const auto start = std::chrono::steady_clock::now();
+    portico.process->signal(SIGTERM);
+    // Watched without reaping it, and with stderr unread, as `wait` would read it.
+    siginfo_t ended{};
+    while (ended.si_pid == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        ::waitid(P_PID, static_cast<id_t>(portico.process->pid()), &ended,
+                 WEXITED | WNOHANG | WNOWAIT);
+    }
+    EXPECT_EQ(ended.si_pid, portico.process->pid());
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
+    EXPECT_EQ(portico.process->wait(), 0);
 }
 
 TEST(BinaryTest, SigintStopsGracefullyWithExitZero)

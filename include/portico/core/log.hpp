@@ -75,6 +75,27 @@ void notice(std::string_view event, std::string_view message, std::initializer_l
 void announce(std::string_view event, std::string_view message,
               std::initializer_list<field> fields);
 
+/**
+ * Writes `text` as a line of its own on stderr, as the events are (a message formatted for
+ * a person: a configuration diagnostic, a failed reload).
+ */
+void write_line(std::string_view text);
+
+/**
+ * While it lives, lines are written to stderr by a thread of their own, so that a stderr
+ * nobody reads does not stop the threads that log; a bounded number of bytes wait, and
+ * lines beyond them are dropped and counted (event `log_lines_dropped`). Its destruction
+ * writes what waits, for at most two seconds. One at a time, made before the threads that
+ * log start and destroyed after they end.
+ */
+class background_writer {
+public:
+    background_writer();
+    ~background_writer();
+    background_writer(const background_writer&) = delete;
+    background_writer& operator=(const background_writer&) = delete;
+};
+
 /// One proxied request, as the access log and the admin's recent-requests list see it.
 struct access_record {
     std::chrono::system_clock::time_point time;
