@@ -108,8 +108,9 @@ TEST(RouteTableTest, PathsAndNamesOfThousandsOfPartsMatchAndCostWhatTheirLengthD
     EXPECT_EQ(matched(t, "app.localhost", "/api" + segments), 2U);
     EXPECT_EQ(matched(t, "app.localhost", "/apix" + segments), 1U);
     EXPECT_EQ(matched(t, "app.localhost", segments), 1U);
-    EXPECT_EQ(matched(t, labels + "wild.localhost"), 3U);
-    EXPECT_EQ(matched(t, labels + "other.localhost"), 0U);
+    // A Host that long is no name (HostLongerThanANameCanBeIsInvalid), whatever it ends in.
+    EXPECT_EQ(kind_of(t, labels + "wild.localhost"), match_kind::invalid_host);
+    EXPECT_EQ(kind_of(t, labels + "other.localhost"), match_kind::invalid_host);
     // A generous bound (the square took tens of seconds), not a benchmark.
     EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
 }
@@ -191,6 +192,18 @@ TEST(RouteTableTest, InvalidHostMatchesNothing)
           "app.localhost@evil.example"}) {
         EXPECT_EQ(kind_of(t, host), match_kind::invalid_host) << host;
     }
+}
+
+TEST(RouteTableTest, HostLongerThanANameCanBeIsInvalid)
+{
+    // No route can name more than 253 characters (the configuration refuses it), and a
+    // wildcard must not make such a Host a name to forward.
+    const auto t = table_of({route_for("*.localhost")});
+    const auto label = std::string(63, 'a') + ".";
+    const auto longest = label + label + label + std::string(51, 'b') + ".localhost"; // 253
+    EXPECT_EQ(kind_of(t, longest), match_kind::route);
+    EXPECT_EQ(kind_of(t, longest + ".:7080"), match_kind::route);
+    EXPECT_EQ(kind_of(t, "c" + longest), match_kind::invalid_host);
 }
 
 // --- Path precedence -------------------------------------------------------------------
