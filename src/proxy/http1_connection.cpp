@@ -76,6 +76,22 @@ constexpr auto lingering_close_time = std::chrono::seconds(2);
 constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
 
 /**
+ * How long a body relay waits for each step. A read waits at most `read` for its first byte
+ * (0: under whatever deadline the source already has; a response body from a backend is not
+ * bounded, dev servers stream and stall), a write at most `write` to complete, so a body of
+ * any size takes as long as it needs while its bytes keep moving. While a bounded read is
+ * awaited the destination has no deadline: nothing is being written to it, and a wait for
+ * its answer (`watch_for_early_response`) must outlast a slow client. Not so when the
+ * other direction of the same connections runs at once (`leave_destination`: a request body
+ * beside its answer, decision 0014), whose own steps then keep that deadline.
+ */
+struct step_timeouts {
+    std::chrono::milliseconds read{0};
+    std::chrono::milliseconds write{0};
+    bool leave_destination = false;
+};
+
+/**
  * A request body that goes on being sent while the backend's answer is relayed (decision
  * 0014): its relay runs as a coroutine of its own, which the exchange waits for (or stops)
  * before it ends, since it reads the client's connection and writes the backend's.
@@ -90,10 +106,19 @@ struct body_job {
     net::cancellation_signal stop;
     bool finished = false;
     bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
-    /// What each read of that answer may wait once the body is all sent (0: no bound).
-    /// Until then the body's steps set the backend connection's deadline: its writes wait
-    /// at most `timeouts.idle`, and while it waits for the client, the client's deadline
-    /// bounds the exchange (a failed body shuts the backend's connection).
+    /// The body's steps: each read of the client and each write to the backend waits at
+    /// most `timeouts.idle`. Held here, not by the relay, which reads them as they change.
+    step_timeouts body_steps;
+    /**
+     * The answer's steps while the body goes: each read of the backend pushes its deadline
+     * on by `timeouts.idle`, so a body write the backend does not take while its answer
+     * flows (an echo to a slow reader, a stream that ignores the upload) is not cut, and
+     * one it takes nothing of while sending nothing is. The client's deadline is left to
+     * the body's reads and the answer's writes: a failed body shuts the backend's
+     * connection, which ends the answer. Once the body is all sent the reads are unbounded.
+     */
+    step_timeouts answer_steps;
+    /// What the answer's next read may wait once the body is all sent (0: no bound).
     std::chrono::milliseconds answer_read_bound{0};
     boost::system::error_code result;
     bool read_failed = false;
@@ -637,26 +662,15 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
     co_await send_error_page(c, details, json, rec);
 }
 
-/**
- * How long a body relay waits for each step. A read waits at most `read` for its first byte
- * (0: under whatever deadline the source already has; a response body from a backend is not
- * bounded, dev servers stream and stall), a write at most `write` to complete, so a body of
- * any size takes as long as it needs while its bytes keep moving. While a bounded read is
- * awaited the destination has no deadline: nothing is being written to it, and a wait for
- * its answer (`watch_for_early_response`) must outlast a slow client.
- */
-struct step_timeouts {
-    std::chrono::milliseconds read{0};
-    std::chrono::milliseconds write{0};
-};
-
 /// Starts a step's read from `from` under `timeouts` (see `step_timeouts`).
 template <typename From, typename To>
 void before_read_step(From& from, To& to, const step_timeouts& timeouts)
 {
     if (timeouts.read.count() > 0) {
         tcp_of(from).expires_after(timeouts.read);
-        tcp_of(to).expires_never();
+        if (!timeouts.leave_destination) {
+            tcp_of(to).expires_never();
+        }
     }
 }
 
@@ -679,7 +693,8 @@ step_timeouts response_steps(const config::config& cfg, const exchange_record& r
 template <typename From, typename To>
 task<boost::system::error_code>
 relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
-            char* chunk, std::size_t chunk_size, step_timeouts timeouts, std::uint64_t& relayed,
+            char* chunk, std::size_t chunk_size, const step_timeouts& timeouts,
+            std::uint64_t& relayed,
             bool& read_failed)
 {
     while (length > 0) {
@@ -916,9 +931,10 @@ struct pipe_pair {
  */
 task<boost::system::error_code>
 splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream& to,
-             std::uint64_t length, std::chrono::milliseconds write_timeout,
-             std::uint64_t& relayed, bool& read_failed, bool& unsupported)
+             std::uint64_t length, const step_timeouts& timeouts, std::uint64_t& relayed,
+             bool& read_failed, bool& unsupported)
 {
+    const auto write_timeout = timeouts.write;
     pipe_pair pipe;
     if (pipe.read_end < 0) {
         unsupported = true;
@@ -981,6 +997,9 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
                 co_return wec;
             }
         } else {
+            if (timeouts.read.count() > 0) {
+                from.expires_after(timeouts.read); // the client has nothing pending here
+            }
             auto [rec] = co_await from.async_wait_readable();
             if (rec) {
                 read_failed = true;
@@ -999,14 +1018,14 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
 template <typename From, typename To>
 task<boost::system::error_code>
 relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
-             step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed)
+             const step_timeouts& timeouts, std::uint64_t& relayed, bool& read_failed)
 {
     read_failed = false;
     if constexpr (std::is_same_v<From, upstream_stream> && std::is_same_v<To, tcp_stream>) {
         // A pipe costs four system calls to make and close: worth it for a large body.
         if (length > body_chunk_size) {
             bool unsupported = false;
-            auto ec = co_await splice_exact(from, from_buffer, to, length, timeouts.write, relayed,
+            auto ec = co_await splice_exact(from, from_buffer, to, length, timeouts, relayed,
                                             read_failed, unsupported);
             if (!unsupported) {
                 co_return ec;
@@ -1034,7 +1053,7 @@ task<boost::system::error_code>
 relay_body(From& from, beast::flat_buffer& from_buffer,
            beast::http::parser<IsRequest, buffer_body>& parser, To& to,
            beast::http::serializer<IsRequest, buffer_body>& serializer, std::uint64_t limit,
-           step_timeouts timeouts, std::uint64_t& relayed, bool& read_failed,
+           const step_timeouts& timeouts, std::uint64_t& relayed, bool& read_failed,
            http::header_rule_view trailer_rules = {},
            std::span<const std::string> connection_named = {})
 {
@@ -1535,10 +1554,14 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         // The body's relay runs on its own, so that it can go on beside an answer.
         job = std::make_unique<body_job>(tcp_of(io).get_executor());
         auto& j = *job;
+        j.body_steps = timeouts;
+        j.answer_steps = {.read = cfg.timeouts.idle, .write = cfg.timeouts.idle,
+                          .leave_destination = true};
         net::co_spawn(
             tcp_of(io).get_executor(),
-            relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes, timeouts,
-                       rec.bytes_in, j.read_failed, trailer_rules, plan.connection_named),
+            relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
+                       j.body_steps, rec.bytes_in, j.read_failed, trailer_rules,
+                       plan.connection_named),
             net::bind_cancellation_slot(
                 j.stop.slot(), [&j, &io](std::exception_ptr e, boost::system::error_code ec) {
                     if (e) {
@@ -1562,6 +1585,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                         // The backend has the whole request: its answer now takes as long as
                         // any other may (a long pause after an early head is work, not a
                         // backend waiting for bytes that do not come).
+                        j.answer_steps.read = std::chrono::milliseconds(0);
                         if (j.answer_read_bound.count() > 0) {
                             tcp_of(io).expires_after(j.answer_read_bound);
                         } else {
@@ -1574,6 +1598,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                                                         backend_failure));
         if (first.index() == 1 && backend_spoke && !backend_failure && !j.finished) {
             j.streaming = true;
+            j.body_steps.leave_destination = true; // the answer's reads keep the backend's
             co_return body_outcome::streaming;
         }
         // The body ended first, or the backend broke the connection: then the body is stopped
@@ -1820,8 +1845,11 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
         tcp_of(io).expires_never();
     }
     bool read_failed = false;
-    auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0,
-                                    response_steps(cfg, rec), rec.bytes, read_failed,
+    // Beside a body the steps change as it goes (they are read at each step, not copied).
+    step_timeouts own_steps = response_steps(cfg, rec);
+    const step_timeouts& steps = beside != nullptr ? beside->answer_steps : own_steps;
+    auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0, steps,
+                                    rec.bytes, read_failed,
                                     rules_of(route.response_headers), connection_named);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;

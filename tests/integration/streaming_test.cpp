@@ -853,6 +853,40 @@ TEST(StreamingTest, EarlyHeadThenALongPauseAfterTheWholeUploadIsRelayedWhole)
     EXPECT_EQ(res.body(), "processed " + std::to_string(body_size));
 }
 
+TEST(StreamingTest, AnswerStreamingWhileTheBackendTakesNoneOfTheUploadIsNotCut)
+{
+    // Progress events from a handler that has not begun to read the upload (or an echo the
+    // client reads slowly, which blocks the backend and with it its reading): the body's
+    // write waits longer than timeouts.idle, but the answer's bytes keep coming, so the
+    // exchange is alive and goes on.
+    std::atomic<bool> finished{false};
+    origin backend([&finished](origin_connection& c) {
+        beast::http::request_parser<beast::http::buffer_body> parser;
+        if (!read_streamed_head(c, parser)) {
+            return;
+        }
+        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for (int i = 0; i < 10; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            c.write_raw(fmt::format("6\r\ntick{}\n\r\n", i));
+        }
+        c.write_raw("0\r\n\r\n");
+        wait_until([&finished] { return finished.load(); }); // the body stays unread
+    });
+    proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("PUT /progress HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 67108864\r\n\r\n");
+    auto uploader = send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'p'), 1024);
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    finished = true;
+    uploader.join();
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "tick0\ntick1\ntick2\ntick3\ntick4\ntick5\ntick6\ntick7\ntick8\ntick9\n");
+    EXPECT_TRUE(wait_until([&] { return !statuses_of(proxy, "/progress").empty(); }));
+    EXPECT_TRUE(proxy.observatory().totals().routes.at("app.localhost").upstream_errors.empty());
+}
+
 TEST(StreamingTest, ClientGoingQuietMidUploadWhileTheAnswerWaitsForTheBodyIsClosed)
 {
     // The backend sent its head at once and answers the rest only after the whole body,
