@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 
 #include <string>
@@ -41,6 +42,9 @@ void raise_descriptor_limit()
 int run_command(const run_options& options)
 {
     // Logging first, so that configuration errors already follow --log-format.
+    // A log reader that goes away (`portico run | head`) costs the log, not the server:
+    // its writes fail with EPIPE instead of killing the process.
+    std::signal(SIGPIPE, SIG_IGN);
     log::configure(options.log_level, options.log_format);
     // Serving never waits for stderr; the writer outlives every thread that logs below.
     const log::background_writer log_writer;

@@ -6,6 +6,7 @@
 #include <boost/json/string.hpp>
 #include <fmt/format.h>
 
+#include <limits.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -119,6 +120,27 @@ bool write_stderr(std::string_view bytes)
     return true;
 }
 
+/**
+ * Writes whole lines (`lines` ends in a newline) in writes of at most PIPE_BUF bytes where
+ * the lines allow: a pipe keeps such a write whole, so lines stay whole when other
+ * processes write the same pipe (`(portico run & npm run dev) 2>&1 | tee log`).
+ */
+bool write_lines(std::string_view lines)
+{
+    while (!lines.empty()) {
+        auto end = lines.substr(0, PIPE_BUF).rfind('\n');
+        if (end == std::string_view::npos) {
+            end = lines.find('\n'); // a line longer than PIPE_BUF goes out alone
+        }
+        const auto piece = lines.substr(0, end == std::string_view::npos ? lines.size() : end + 1);
+        if (!write_stderr(piece)) {
+            return false;
+        }
+        lines.remove_prefix(piece.size());
+    }
+    return true;
+}
+
 std::string event_line(level lv, std::string_view event, std::initializer_list<field> fields);
 
 /**
@@ -203,13 +225,13 @@ private:
             batch.swap(pending_);
             const auto dropped = std::exchange(dropped_, 0);
             lock.unlock();
-            if (dropped > 0) {
+            if (dropped > 0 && enabled(level::warn)) {
                 batch += event_line(level::warn, "log_lines_dropped",
                                     {{"count", dropped},
                                      {"reason", "stderr was not read for a while"}});
                 batch += '\n';
             }
-            const bool written = write_stderr(batch);
+            const bool written = write_lines(batch);
             batch.clear();
             if (batch.capacity() > 64 * 1024) {
                 batch.shrink_to_fit(); // a burst's buffer is not kept for good

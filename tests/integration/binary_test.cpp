@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -828,6 +829,53 @@ TEST(BinaryTest, StderrNobodyReadsDoesNotStopServingAndDroppedLinesAreCounted)
     EXPECT_GT(access_lines, 500);
     portico.process->signal(SIGTERM);
     EXPECT_EQ(portico.process->wait(), 0);
+}
+
+TEST(BinaryTest, LogLinesStayWholeInAPipeOtherProcessesWriteToo)
+{
+    // `(portico run & npm run dev) 2>&1 | tee log`: a pipe keeps each write of at most
+    // PIPE_BUF bytes whole, so every line must go out in such writes, however many lines
+    // waited while the pipe was full.
+    origin backend;
+    running_portico portico(route_to(backend.port()));
+    const int other =
+        ::open(fmt::format("/proc/{}/fd/2", portico.process->pid()).c_str(), O_WRONLY);
+    ASSERT_GE(other, 0) << std::strerror(errno);
+    const std::string other_line = "OTHER-PROCESS " + std::string(85, 'y') + "\n";
+    std::atomic<bool> stop{false};
+    std::atomic<bool> other_done{false};
+    std::thread other_writer([&] {
+        while (!stop && ::write(other, other_line.data(), other_line.size()) > 0) {
+        }
+        other_done = true;
+    });
+    const auto target = "/" + std::string(300, 'w');
+    {
+        client c(portico.port);
+        for (int i = 0; i < 600; ++i) {
+            ASSERT_EQ(c.get("app.localhost", target).result_int(), 200);
+        }
+        ASSERT_EQ(c.get("app.localhost", "/last").result_int(), 200);
+    }
+    const auto last = portico.process->wait_for_line("\"GET /last HTTP/1.1\"");
+    stop = true;
+    // Reading on lets the other writer's last write, blocked on the full pipe, return.
+    for (int i = 0; i < 200 && !other_done; ++i) {
+        portico.process->wait_for_line("no such line", std::chrono::milliseconds(20));
+    }
+    other_writer.join();
+    ::close(other);
+    ASSERT_TRUE(last);
+    std::size_t access_lines = 0;
+    for (const auto& line : portico.process->lines()) {
+        if (line.starts_with("OTHER-PROCESS")) {
+            EXPECT_EQ(line + "\n", other_line);
+        } else {
+            EXPECT_EQ(line.find("OTHER-PROCESS"), std::string::npos) << line;
+            access_lines += line.find(target) != std::string::npos ? 1 : 0;
+        }
+    }
+    EXPECT_EQ(access_lines, 600U);
 }
 
 TEST(BinaryTest, SigtermExitsWhileStderrIsNotRead)
