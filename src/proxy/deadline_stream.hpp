@@ -52,6 +52,8 @@ public:
     }
 
     executor_type get_executor() noexcept { return s_->socket.get_executor(); }
+    /// Whether a write (or a wait to write) is in flight.
+    bool writing() const noexcept { return s_->writes > 0; }
     socket_type& socket() noexcept { return s_->socket; }
     deadline_stream& lowest_layer() noexcept { return *this; }
 

@@ -81,14 +81,20 @@ constexpr std::size_t lingering_close_bytes = 64 * 1024 * 1024;
  * bounded, dev servers stream and stall), a write at most `write` to complete, so a body of
  * any size takes as long as it needs while its bytes keep moving. While a bounded read is
  * awaited the destination has no deadline: nothing is being written to it, and a wait for
- * its answer (`watch_for_early_response`) must outlast a slow client. Not so when the
- * other direction of the same connections runs at once (`leave_destination`: a request body
- * beside its answer, decision 0014), whose own steps then keep that deadline.
+ * its answer (`watch_for_early_response`) must outlast a slow client.
+ *
+ * The answer to a request body still being sent (`beside_body`, decision 0014) shares both
+ * connections with the body's relay, whose steps keep their deadlines: the answer's reads
+ * leave the client's alone, and push the backend's on only while a write of the body waits
+ * there (a body the backend does not take while its answer flows is not cut). Its reads
+ * need no bound of their own: a body write waiting has its deadline, and while the body
+ * waits for the client, the client's deadline ends the exchange (a failed body shuts the
+ * backend's connection), which then is the client's failure, not the backend's.
  */
 struct step_timeouts {
     std::chrono::milliseconds read{0};
     std::chrono::milliseconds write{0};
-    bool leave_destination = false;
+    bool beside_body = false;
 };
 
 /**
@@ -107,16 +113,10 @@ struct body_job {
     bool finished = false;
     bool streaming = false; ///< the answer is being relayed: a failed body ends the exchange
     /// The body's steps: each read of the client and each write to the backend waits at
-    /// most `timeouts.idle`. Held here, not by the relay, which reads them as they change.
+    /// most `timeouts.idle`. Held here: the relay refers to them for as long as it runs.
     step_timeouts body_steps;
-    /**
-     * The answer's steps while the body goes: each read of the backend pushes its deadline
-     * on by `timeouts.idle`, so a body write the backend does not take while its answer
-     * flows (an echo to a slow reader, a stream that ignores the upload) is not cut, and
-     * one it takes nothing of while sending nothing is. The client's deadline is left to
-     * the body's reads and the answer's writes: a failed body shuts the backend's
-     * connection, which ends the answer. Once the body is all sent the reads are unbounded.
-     */
+    /// The answer's steps while the body goes (`step_timeouts::beside_body`); read by the
+    /// relay at each step, so that they can end with the body: its reads are then unbounded.
     step_timeouts answer_steps;
     /// What the answer's next read may wait once the body is all sent (0: no bound).
     std::chrono::milliseconds answer_read_bound{0};
@@ -666,11 +666,14 @@ task<void> answer_error(connection<Stream>& c, const request_plan& plan, errc er
 template <typename From, typename To>
 void before_read_step(From& from, To& to, const step_timeouts& timeouts)
 {
-    if (timeouts.read.count() > 0) {
+    if (timeouts.read.count() == 0) {
+        return;
+    }
+    if (!timeouts.beside_body) {
         tcp_of(from).expires_after(timeouts.read);
-        if (!timeouts.leave_destination) {
-            tcp_of(to).expires_never();
-        }
+        tcp_of(to).expires_never();
+    } else if (tcp_of(from).writing()) {
+        tcp_of(from).expires_after(timeouts.read);
     }
 }
 
@@ -953,10 +956,17 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
     }
     from.make_descriptor_non_blocking();
     to.make_descriptor_non_blocking();
-    const int in = from.socket().native_handle();
-    const int out = to.socket().native_handle();
     std::size_t in_pipe = 0;
     while (length > 0 || in_pipe > 0) {
+        // Either socket may have been closed by its deadline during the last wait (beside a
+        // request body, that body's steps set them): the descriptor's number may already
+        // belong to another connection, so it is looked up again, never kept.
+        const int in = from.socket().native_handle();
+        const int out = to.socket().native_handle();
+        if (in < 0 || out < 0) {
+            read_failed = in < 0;
+            co_return beast::error::timeout;
+        }
         bool moved = false;
         if (length > 0 && in_pipe < body_chunk_size) {
             const auto n = ::splice(in, nullptr, pipe.write_end, nullptr,
@@ -967,6 +977,11 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
                 in_pipe += static_cast<std::size_t>(n);
                 length -= static_cast<std::uint64_t>(n);
                 moved = true;
+                if (timeouts.beside_body && timeouts.read.count() > 0 && from.writing()) {
+                    // The answer moves: a body write the backend does not take meanwhile
+                    // waits on (`step_timeouts`).
+                    from.expires_after(timeouts.read);
+                }
             } else if (n == 0) {
                 read_failed = true;
                 co_return beast::http::error::partial_message;
@@ -997,7 +1012,7 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
                 co_return wec;
             }
         } else {
-            if (timeouts.read.count() > 0) {
+            if (timeouts.read.count() > 0 && !timeouts.beside_body) {
                 from.expires_after(timeouts.read); // the client has nothing pending here
             }
             auto [rec] = co_await from.async_wait_readable();
@@ -1556,7 +1571,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         auto& j = *job;
         j.body_steps = timeouts;
         j.answer_steps = {.read = cfg.timeouts.idle, .write = cfg.timeouts.idle,
-                          .leave_destination = true};
+                          .beside_body = true};
         net::co_spawn(
             tcp_of(io).get_executor(),
             relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
@@ -1598,7 +1613,6 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                                                         backend_failure));
         if (first.index() == 1 && backend_spoke && !backend_failure && !j.finished) {
             j.streaming = true;
-            j.body_steps.leave_destination = true; // the answer's reads keep the backend's
             co_return body_outcome::streaming;
         }
         // The body ended first, or the backend broke the connection: then the body is stopped
