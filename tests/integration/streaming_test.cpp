@@ -653,6 +653,27 @@ std::thread send_pieces(int fd, std::string piece, int count,
     });
 }
 
+/**
+ * Sends `PUT target` with a body of `pieces` times 64 KiB of `fill`, streamed from a thread
+ * of its own while the response is read; `after_response` runs before that thread is
+ * joined (to let a backend that keeps the body unread go). An empty response when the
+ * read failed.
+ */
+response put_in_pieces(client& c, std::string_view target, int pieces, char fill,
+                       const std::function<void()>& after_response = {})
+{
+    c.write_raw(fmt::format("PUT {} HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: {}\r\n\r\n",
+                            target, std::size_t{64 * 1024} * static_cast<std::size_t>(pieces)));
+    auto uploader = send_pieces(c.socket.native_handle(), std::string(64 * 1024, fill), pieces);
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    if (after_response) {
+        after_response();
+    }
+    uploader.join();
+    return res;
+}
+
 /// The last chunk of a chunked response carrying `line`.
 std::string last_chunk(const std::string& line)
 {
@@ -780,14 +801,7 @@ TEST(StreamingTest, BackendPausingAfterItsHeadThenReadingGetsTheWholeBody)
     // client's one read waits for the pause and the whole transfer, which a slowed
     // (sanitized, loaded, traced) run can take past the default 5 s bound.
     bound_socket_waits(c.socket.native_handle(), std::chrono::seconds(30));
-    c.write_raw(fmt::format("PUT /paused HTTP/1.1\r\nHost: app.localhost\r\n"
-                            "Content-Length: {}\r\n\r\n",
-                            body_size));
-    auto uploader =
-        send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'p'), body_size / 65536);
-    response res;
-    EXPECT_NO_THROW(res = c.read_response());
-    uploader.join();
+    const auto res = put_in_pieces(c, "/paused", body_size / 65536, 'p');
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "received " + std::to_string(body_size));
 }
@@ -801,13 +815,7 @@ TEST(StreamingTest, BackendEchoingALargeUploadAsItReadsItIsRelayedWhole)
     proxy_harness proxy(route_to(backend.port()));
     client c(proxy.port());
     constexpr int pieces = 512; // 32 MiB, far more than the sockets on the way hold
-    c.write_raw(fmt::format("PUT /echo HTTP/1.1\r\nHost: app.localhost\r\n"
-                            "Content-Length: {}\r\n\r\n",
-                            pieces * 64 * 1024));
-    auto uploader = send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'e'), pieces);
-    response res;
-    EXPECT_NO_THROW(res = c.read_response());
-    uploader.join();
+    const auto res = put_in_pieces(c, "/echo", pieces, 'e');
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body().size(), std::size_t{pieces} * 64 * 1024);
     EXPECT_EQ(res.body().find_first_not_of('e'), std::string::npos);
@@ -841,14 +849,7 @@ TEST(StreamingTest, EarlyHeadThenALongPauseAfterTheWholeUploadIsRelayedWhole)
     proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     bound_socket_waits(c.socket.native_handle(), std::chrono::seconds(10));
-    c.write_raw(fmt::format("PUT /process HTTP/1.1\r\nHost: app.localhost\r\n"
-                            "Content-Length: {}\r\n\r\n",
-                            body_size));
-    auto uploader =
-        send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'u'), body_size / 65536);
-    response res;
-    EXPECT_NO_THROW(res = c.read_response());
-    uploader.join();
+    const auto res = put_in_pieces(c, "/process", body_size / 65536, 'u');
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "processed " + std::to_string(body_size));
 }
@@ -875,12 +876,7 @@ TEST(StreamingTest, AnswerStreamingWhileTheBackendTakesNoneOfTheUploadIsNotCut)
     });
     proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
     client c(proxy.port());
-    c.write_raw("PUT /progress HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 67108864\r\n\r\n");
-    auto uploader = send_pieces(c.socket.native_handle(), std::string(64 * 1024, 'p'), 1024);
-    response res;
-    EXPECT_NO_THROW(res = c.read_response());
-    finished = true;
-    uploader.join();
+    const auto res = put_in_pieces(c, "/progress", 1024, 'p', [&finished] { finished = true; });
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "tick0\ntick1\ntick2\ntick3\ntick4\ntick5\ntick6\ntick7\ntick8\ntick9\n");
     EXPECT_TRUE(wait_until([&] { return !statuses_of(proxy, "/progress").empty(); }));
