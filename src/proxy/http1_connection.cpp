@@ -997,6 +997,11 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
                 in_pipe -= static_cast<std::size_t>(n);
                 relayed += static_cast<std::uint64_t>(n);
                 moved = true;
+                if (timeouts.beside_body) {
+                    // The client takes the answer: a read of its body that waits meanwhile
+                    // waits on, as beside a copied answer (`step_timeouts`).
+                    to.expires_after(write_timeout);
+                }
             } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 co_return boost::system::error_code(errno, boost::system::system_category());
             }

@@ -883,6 +883,39 @@ TEST(StreamingTest, AnswerStreamingWhileTheBackendTakesNoneOfTheUploadIsNotCut)
     EXPECT_TRUE(proxy.observatory().totals().routes.at("app.localhost").upstream_errors.empty());
 }
 
+TEST(StreamingTest, ClientSilentOnItsUploadButReadingAFramedAnswerIsNotCut)
+{
+    // The client has stopped sending its upload but reads the answer, which trickles on
+    // for longer than timeouts.idle: the answer's writes keep the client's connection, also
+    // when the answer goes from socket to socket through a pipe (a Content-Length over
+    // 64 KiB).
+    static constexpr std::size_t answer_size = 200 * 1024;
+    std::atomic<bool> finished{false};
+    origin backend([&finished](origin_connection& c) {
+        beast::http::request_parser<beast::http::buffer_body> parser;
+        if (!read_streamed_head(c, parser)) {
+            return;
+        }
+        c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer_size));
+        c.write_raw(std::string(100 * 1024, 'a'));
+        for (int i = 0; i < 30; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            c.write_raw(std::string(1024, 'b'));
+        }
+        c.write_raw(std::string(answer_size - 130 * 1024, 'c'));
+        wait_until([&finished] { return finished.load(); }); // the body stays unread
+    });
+    proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
+    client c(proxy.port());
+    c.write_raw("PUT /silent HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5000000\r\n\r\n" +
+                std::string(200000, 's'));
+    response res;
+    EXPECT_NO_THROW(res = c.read_response());
+    finished = true;
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body().size(), answer_size);
+}
+
 TEST(StreamingTest, ClientGoingQuietMidUploadWhileTheAnswerWaitsForTheBodyIsClosed)
 {
     // The backend sent its head at once and answers the rest only after the whole body,
