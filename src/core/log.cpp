@@ -162,10 +162,10 @@ public:
             return false;
         }
         if (pending_.size() + line.size() > capacity) {
-            ++dropped_;
-            return true;
+            ++dropped_; // an idle writer is woken to say so (a single line over capacity)
+        } else {
+            pending_ += line;
         }
-        pending_ += line;
         if (idle_) {
             idle_ = false;
             lock.unlock();

@@ -831,6 +831,20 @@ TEST(BinaryTest, StderrNobodyReadsDoesNotStopServingAndDroppedLinesAreCounted)
     EXPECT_EQ(portico.process->wait(), 0);
 }
 
+TEST(BinaryTest, AccessLineLargerThanTheLogQueueIsCountedAtOnce)
+{
+    // limits.header_bytes allows targets of megabytes: such a line cannot be queued, and its
+    // drop is said when it happens, not at the next line logged.
+    // The test backend refuses a head this large (502): the access line is written anyway.
+    origin backend;
+    running_portico portico("limits: { header_bytes: 4MiB }\n" + route_to(backend.port()));
+    client c(portico.port);
+    EXPECT_NO_THROW(c.get("app.localhost", "/" + std::string(1200 * 1024, 'h')));
+    const auto dropped = portico.process->wait_for_line("log_lines_dropped", std::chrono::seconds(3));
+    ASSERT_TRUE(dropped);
+    EXPECT_NE(dropped->find("count=1"), std::string::npos) << *dropped;
+}
+
 TEST(BinaryTest, LogLinesStayWholeInAPipeOtherProcessesWriteToo)
 {
     // `(portico run & npm run dev) 2>&1 | tee log`: a pipe keeps each write of at most
