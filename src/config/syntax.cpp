@@ -22,7 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::size_t max_label = 63;
-constexpr std::size_t max_name = 253;
 constexpr std::uint32_t max_port = 65535;
 
 std::string to_message()
@@ -218,8 +217,8 @@ std::string host_name_problem(std::string_view name, bool allow_wildcard)
     if (name.empty()) {
         return "it is empty";
     }
-    if (name.size() > max_name) {
-        return fmt::format("it is longer than {} characters", max_name);
+    if (name.size() > uri::max_name_length) {
+        return fmt::format("it is longer than {} characters", uri::max_name_length);
     }
     std::size_t index = 0;
     std::string_view last;

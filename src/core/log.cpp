@@ -196,8 +196,7 @@ public:
         }
         stopping_ = true;
         wake_.notify_one();
-        const bool drained =
-            drained_.wait_for(lock, limit, [this] { return finished_; });
+        const bool drained = drained_.wait_for(lock, limit, [this] { return finished_; });
         running_.store(false, std::memory_order_release);
         lock.unlock();
         if (drained) {
@@ -226,9 +225,9 @@ private:
             const auto dropped = std::exchange(dropped_, 0);
             lock.unlock();
             if (dropped > 0 && enabled(level::warn)) {
-                batch += event_line(level::warn, "log_lines_dropped",
-                                    {{"count", dropped},
-                                     {"reason", "stderr was not read for a while"}});
+                batch +=
+                    event_line(level::warn, "log_lines_dropped",
+                               {{"count", dropped}, {"reason", "stderr was not read for a while"}});
                 batch += '\n';
             }
             const bool written = write_lines(batch);
@@ -251,7 +250,7 @@ private:
     std::condition_variable drained_;
     std::string pending_;
     std::uint64_t dropped_ = 0;
-    bool idle_ = false;     ///< the thread waits for lines: the next one wakes it
+    bool idle_ = false; ///< the thread waits for lines: the next one wakes it
     bool stopping_ = false;
     bool finished_ = false;
     std::atomic<bool> running_{false};
@@ -276,9 +275,15 @@ void emit_line(std::string& line)
 
 } // namespace
 
-background_writer::background_writer() { queue().start(); }
+background_writer::background_writer()
+{
+    queue().start();
+}
 
-background_writer::~background_writer() { queue().stop(std::chrono::seconds(2)); }
+background_writer::~background_writer()
+{
+    queue().stop(std::chrono::seconds(2));
+}
 
 void write_line(std::string_view text)
 {

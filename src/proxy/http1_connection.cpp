@@ -694,11 +694,10 @@ step_timeouts response_steps(const config::config& cfg, const exchange_record& r
  * each read written out before the next (bounded memory, streaming preserved).
  */
 template <typename From, typename To>
-task<boost::system::error_code>
-relay_exact(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
-            char* chunk, std::size_t chunk_size, const step_timeouts& timeouts,
-            std::uint64_t& relayed,
-            bool& read_failed)
+task<boost::system::error_code> relay_exact(From& from, beast::flat_buffer& from_buffer, To& to,
+                                            std::uint64_t length, char* chunk,
+                                            std::size_t chunk_size, const step_timeouts& timeouts,
+                                            std::uint64_t& relayed, bool& read_failed)
 {
     while (length > 0) {
         std::size_t n = 0;
@@ -932,10 +931,10 @@ struct pipe_pair {
  * buffer here. Memory stays bounded by the pipe (64 KiB). Sets `unsupported`, having moved
  * nothing, when no pipe could be made.
  */
-task<boost::system::error_code>
-splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream& to,
-             std::uint64_t length, const step_timeouts& timeouts, std::uint64_t& relayed,
-             bool& read_failed, bool& unsupported)
+task<boost::system::error_code> splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer,
+                                             tcp_stream& to, std::uint64_t length,
+                                             const step_timeouts& timeouts, std::uint64_t& relayed,
+                                             bool& read_failed, bool& unsupported)
 {
     const auto write_timeout = timeouts.write;
     pipe_pair pipe;
@@ -1036,9 +1035,9 @@ splice_exact(upstream_stream& from, beast::flat_buffer& from_buffer, tcp_stream&
  * or re-framing.
  */
 template <typename From, typename To>
-task<boost::system::error_code>
-relay_length(From& from, beast::flat_buffer& from_buffer, To& to, std::uint64_t length,
-             const step_timeouts& timeouts, std::uint64_t& relayed, bool& read_failed)
+task<boost::system::error_code> relay_length(From& from, beast::flat_buffer& from_buffer, To& to,
+                                             std::uint64_t length, const step_timeouts& timeouts,
+                                             std::uint64_t& relayed, bool& read_failed)
 {
     read_failed = false;
     if constexpr (std::is_same_v<From, upstream_stream> && std::is_same_v<To, tcp_stream>) {
@@ -1575,13 +1574,12 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
         job = std::make_unique<body_job>(tcp_of(io).get_executor());
         auto& j = *job;
         j.body_steps = timeouts;
-        j.answer_steps = {.read = cfg.timeouts.idle, .write = cfg.timeouts.idle,
-                          .beside_body = true};
+        j.answer_steps = {
+            .read = cfg.timeouts.idle, .write = cfg.timeouts.idle, .beside_body = true};
         net::co_spawn(
             tcp_of(io).get_executor(),
-            relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes,
-                       j.body_steps, rec.bytes_in, j.read_failed, trailer_rules,
-                       plan.connection_named),
+            relay_body(c.stream, c.buffer, parser, io, writer, cfg.limits.body_bytes, j.body_steps,
+                       rec.bytes_in, j.read_failed, trailer_rules, plan.connection_named),
             net::bind_cancellation_slot(
                 j.stop.slot(), [&j, &io](std::exception_ptr e, boost::system::error_code ec) {
                     if (e) {
@@ -1613,9 +1611,9 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                         }
                     }
                 }));
-        auto first = co_await (wait_for_body(j) ||
-                               watch_for_early_response(io, response_buffer, backend_spoke,
-                                                        backend_failure));
+        auto first =
+            co_await (wait_for_body(j) || watch_for_early_response(io, response_buffer,
+                                                                   backend_spoke, backend_failure));
         if (first.index() == 1 && backend_spoke && !backend_failure && !j.finished) {
             j.streaming = true;
             co_return body_outcome::streaming;
@@ -1680,8 +1678,8 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
  */
 template <typename Stream, typename Upstream>
 task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exchange_record& rec,
-                                 bool json, const request_traits& traits,
-                                 upstream_connection& up, Upstream& io, bool request_complete,
+                                 bool json, const request_traits& traits, upstream_connection& up,
+                                 Upstream& io, bool request_complete,
                                  std::size_t response_header_limit, bool& retry, bool& release,
                                  body_job* beside = nullptr)
 {
@@ -1868,8 +1866,8 @@ task<bool> relay_parsed_response(connection<Stream>& c, request_plan& plan, exch
     step_timeouts own_steps = response_steps(cfg, rec);
     const step_timeouts& steps = beside != nullptr ? beside->answer_steps : own_steps;
     auto rbec = co_await relay_body(io, up.buffer, *response, c.stream, response_writer, 0, steps,
-                                    rec.bytes, read_failed,
-                                    rules_of(route.response_headers), connection_named);
+                                    rec.bytes, read_failed, rules_of(route.response_headers),
+                                    connection_named);
     if (!finish_response_body(c.info, rec, route, rbec, read_failed)) {
         co_return false;
     }
@@ -1993,9 +1991,9 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
     bool request_complete = !has_body && !upgrade;
     if (has_body || chunked) {
         std::unique_ptr<body_job> job;
-        const auto sent = co_await send_request_body(c, parser, plan, rec, json,
-                                                     expects_continue && has_body, upgrade, io,
-                                                     up.buffer, *request_writer, job);
+        const auto sent =
+            co_await send_request_body(c, parser, plan, rec, json, expects_continue && has_body,
+                                       upgrade, io, up.buffer, *request_writer, job);
         if (sent == body_outcome::streaming) {
             co_return co_await answer_beside_body(c, plan, rec, json, traits, up, io, retry,
                                                   release, *job);
@@ -2255,7 +2253,7 @@ task<bool> serve_admin(connection<Stream>& c, request_parser& parser, request_pl
     // Every Origin line is judged (Referer when there is none): one that passes must not
     // vouch for another beside it.
     const auto judged = req.count(beast::http::field::origin) > 0 ? beast::http::field::origin
-                                                                   : beast::http::field::referer;
+                                                                  : beast::http::field::referer;
     std::string_view claimed;
     std::string_view claimed_header;
     for (auto [line, last] = req.equal_range(judged); line != last; ++line) {

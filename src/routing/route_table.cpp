@@ -196,15 +196,12 @@ struct route_table::impl {
 
 namespace {
 
-/// The longest name DNS (and a route's `host`) can hold, trailing dot aside (RFC 1035 §3.1).
-constexpr std::size_t longest_name = 253;
-
 // A request Host is a name or an address, never a pattern; a '*' there is not a wildcard.
 // Nor is it longer than any name: a wildcard route would claim it otherwise.
 std::optional<std::string> request_host(std::string_view host)
 {
     auto name = uri::normalize_host(host);
-    if (name && (name->find('*') != std::string::npos || name->size() > longest_name)) {
+    if (name && (name->find('*') != std::string::npos || name->size() > uri::max_name_length)) {
         return std::nullopt;
     }
     return name;

@@ -840,7 +840,8 @@ TEST(BinaryTest, AccessLineLargerThanTheLogQueueIsCountedAtOnce)
     running_portico portico("limits: { header_bytes: 4MiB }\n" + route_to(backend.port()));
     client c(portico.port);
     EXPECT_NO_THROW(c.get("app.localhost", "/" + std::string(1200 * 1024, 'h')));
-    const auto dropped = portico.process->wait_for_line("log_lines_dropped", std::chrono::seconds(3));
+    const auto dropped =
+        portico.process->wait_for_line("log_lines_dropped", std::chrono::seconds(3));
     ASSERT_TRUE(dropped);
     EXPECT_NE(dropped->find("count=1"), std::string::npos) << *dropped;
 }
@@ -903,7 +904,8 @@ TEST(BinaryTest, SigtermExitsWhileStderrIsNotRead)
     portico.process->signal(SIGTERM);
     // Watched without reaping it, and with stderr unread, as `wait` would read it.
     siginfo_t ended{};
-    while (ended.si_pid == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    while (ended.si_pid == 0 &&
+           std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         ::waitid(P_PID, static_cast<id_t>(portico.process->pid()), &ended,
                  WEXITED | WNOHANG | WNOWAIT);

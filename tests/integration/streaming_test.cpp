@@ -543,9 +543,9 @@ TEST(StreamingTest, EarlyHintsGoOnToAnHttp11ClientBeforeTheResponse)
     // interim responses are this hop's. The status line needs no reason phrase, before or
     // after.
     const std::string backend_bytes = "HTTP/1.1 102 Processing\r\n\r\n"
-                                       "HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n"
-                                       "Connection: close\r\nContent-Length: 5\r\n\r\n"
-                                       "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi";
+                                      "HTTP/1.1 103\r\nLink: </app.css>; rel=preload\r\n"
+                                      "Connection: close\r\nContent-Length: 5\r\n\r\n"
+                                      "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi";
     const auto http11 = raw_answer_to_backend_bytes(
         "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n", backend_bytes);
     EXPECT_TRUE(http11.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n"
@@ -673,6 +673,26 @@ response put_in_pieces(client& c, std::string_view target, int pieces, char fill
     uploader.join();
     return res;
 }
+
+using streamed_request = beast::http::request_parser<beast::http::buffer_body>;
+
+/**
+ * A backend that sends `head` as soon as a request's head has come, then runs `then`, which
+ * may read the body through the parser (`read_body_in_pieces`) or leave it unread.
+ */
+origin_handler answers_at_once(std::string head,
+                               std::function<void(origin_connection&, streamed_request&)> then)
+{
+    return [head = std::move(head), then = std::move(then)](origin_connection& c) {
+        streamed_request parser;
+        if (read_streamed_head(c, parser)) {
+            c.write_raw(head);
+            then(c, parser);
+        }
+    };
+}
+
+const std::string chunked_ok = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 /// The last chunk of a chunked response carrying `line`.
 std::string last_chunk(const std::string& line)
@@ -831,12 +851,7 @@ TEST(StreamingTest, EarlyHeadThenALongPauseAfterTheWholeUploadIsRelayedWhole)
     // (longer than timeouts.idle). Once the body is all sent the answer waits as any
     // other response does (timeouts.upstream, 0 here: as long as it takes).
     constexpr std::size_t body_size = 4 * 1024 * 1024;
-    origin backend([](origin_connection& c) {
-        beast::http::request_parser<beast::http::buffer_body> parser;
-        if (!read_streamed_head(c, parser)) {
-            return;
-        }
-        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    origin backend(answers_at_once(chunked_ok, [](origin_connection& c, streamed_request& parser) {
         std::size_t taken = 0;
         if (!read_body_in_pieces(c, parser, 64 * 1024,
                                  [&taken](std::string_view piece) { taken += piece.size(); })) {
@@ -845,7 +860,7 @@ TEST(StreamingTest, EarlyHeadThenALongPauseAfterTheWholeUploadIsRelayedWhole)
         std::this_thread::sleep_for(std::chrono::milliseconds(1500));
         const auto text = "processed " + std::to_string(taken);
         c.write_raw(fmt::format("{:x}\r\n{}\r\n0\r\n\r\n", text.size(), text));
-    });
+    }));
     proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     bound_socket_waits(c.socket.native_handle(), std::chrono::seconds(10));
@@ -861,19 +876,15 @@ TEST(StreamingTest, AnswerStreamingWhileTheBackendTakesNoneOfTheUploadIsNotCut)
     // write waits longer than timeouts.idle, but the answer's bytes keep coming, so the
     // exchange is alive and goes on.
     std::atomic<bool> finished{false};
-    origin backend([&finished](origin_connection& c) {
-        beast::http::request_parser<beast::http::buffer_body> parser;
-        if (!read_streamed_head(c, parser)) {
-            return;
-        }
-        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        for (int i = 0; i < 10; ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(200));
-            c.write_raw(fmt::format("6\r\ntick{}\n\r\n", i));
-        }
-        c.write_raw("0\r\n\r\n");
-        wait_until([&finished] { return finished.load(); }); // the body stays unread
-    });
+    origin backend(
+        answers_at_once(chunked_ok, [&finished](origin_connection& c, streamed_request&) {
+            for (int i = 0; i < 10; ++i) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                c.write_raw(fmt::format("6\r\ntick{}\n\r\n", i));
+            }
+            c.write_raw("0\r\n\r\n");
+            wait_until([&finished] { return finished.load(); }); // the body stays unread
+        }));
     proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     const auto res = put_in_pieces(c, "/progress", 1024, 'p', [&finished] { finished = true; });
@@ -891,12 +902,8 @@ TEST(StreamingTest, ClientSilentOnItsUploadButReadingAFramedAnswerIsNotCut)
     // 64 KiB).
     static constexpr std::size_t answer_size = 200 * 1024;
     std::atomic<bool> finished{false};
-    origin backend([&finished](origin_connection& c) {
-        beast::http::request_parser<beast::http::buffer_body> parser;
-        if (!read_streamed_head(c, parser)) {
-            return;
-        }
-        c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer_size));
+    const auto head = fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer_size);
+    origin backend(answers_at_once(head, [&finished](origin_connection& c, streamed_request&) {
         c.write_raw(std::string(100 * 1024, 'a'));
         for (int i = 0; i < 30; ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -904,7 +911,7 @@ TEST(StreamingTest, ClientSilentOnItsUploadButReadingAFramedAnswerIsNotCut)
         }
         c.write_raw(std::string(answer_size - 130 * 1024, 'c'));
         wait_until([&finished] { return finished.load(); }); // the body stays unread
-    });
+    }));
     proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     c.write_raw("PUT /silent HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5000000\r\n\r\n" +
@@ -924,27 +931,25 @@ TEST(StreamingTest, ClientGoingQuietMidUploadWhileTheAnswerWaitsForTheBodyIsClos
     // The backend, waiting for the body, is not blamed: its connection had no deadline
     // running of its own that could pass first (a race once, hence three rounds).
     std::atomic<int> let_go{0};
-    origin backend([&let_go](origin_connection& c) {
-        beast::http::request_parser<beast::http::buffer_body> parser;
-        if (!read_streamed_head(c, parser)) {
-            return;
-        }
-        c.write_raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        read_body_in_pieces(c, parser, 64 * 1024, [](std::string_view) {});
-        ++let_go;
-    });
+    origin backend(
+        answers_at_once(chunked_ok, [&let_go](origin_connection& c, streamed_request& parser) {
+            read_body_in_pieces(c, parser, 64 * 1024, [](std::string_view) {});
+            ++let_go;
+        }));
     proxy_harness proxy("timeouts: { idle: 400ms }\n" + route_to(backend.port()));
     for (int round = 1; round <= 3; ++round) {
         client c(proxy.port());
-        c.write_raw("POST /quiet HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000000\r\n\r\n" +
-                    std::string(100000, 'q'));
+        c.write_raw(
+            "POST /quiet HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000000\r\n\r\n" +
+            std::string(100000, 'q'));
         const auto started = std::chrono::steady_clock::now();
         const auto received = c.read_until_closed();
         EXPECT_TRUE(received.starts_with("HTTP/1.1 200 OK\r\n")) << received;
         EXPECT_EQ(received.find("0\r\n\r\n"), std::string::npos) << received;
         EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4));
         EXPECT_TRUE(wait_until([&] { return let_go.load() == round; }));
-        ASSERT_TRUE(wait_until([&] { return statuses_of(proxy, "/quiet").size() == std::size_t(round); }));
+        ASSERT_TRUE(
+            wait_until([&] { return statuses_of(proxy, "/quiet").size() == std::size_t(round); }));
         EXPECT_TRUE(proxy.observatory().totals().routes.at("app.localhost").upstream_errors.empty())
             << "round " << round;
     }
@@ -959,15 +964,11 @@ TEST(StreamingTest, LargeFramedAnswerWhileTheBackendTakesNoneOfTheUploadIsNotCut
     // 4 MiB), so that the pace is the client's.
     static constexpr std::size_t answer_size = 16 * 1024 * 1024;
     std::atomic<bool> finished{false};
-    origin backend([&finished](origin_connection& c) {
-        beast::http::request_parser<beast::http::buffer_body> parser;
-        if (!read_streamed_head(c, parser)) {
-            return;
-        }
-        c.write_raw(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer_size));
+    const auto head = fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer_size);
+    origin backend(answers_at_once(head, [&finished](origin_connection& c, streamed_request&) {
         c.write_raw(std::string(answer_size, 'a'));
         wait_until([&finished] { return finished.load(); }); // the body stays unread
-    });
+    }));
     proxy_harness proxy("timeouts: { idle: 500ms }\n" + route_to(backend.port()));
     client c(proxy.port());
     const int small_buffer = 64 * 1024;

@@ -3,6 +3,7 @@
 // Path and host canonical forms shared by configuration (configured prefixes and hosts) and
 // routing (request targets), so that both sides compare like with like.
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,10 @@ std::optional<std::string> normalize_path(std::string_view path);
  * is "/"), so that "/api" and "/api/" name the same prefix.
  */
 std::optional<std::string> normalize_prefix(std::string_view path);
+
+/// The longest host name there can be, trailing dot aside (RFC 1035 §3.1): routes may not
+/// name a longer one, and a request's Host or SNI longer than this is no name at all.
+inline constexpr std::size_t max_name_length = 253;
 
 /// Lower-cases ASCII letters.
 std::string to_lower(std::string_view text);
