@@ -47,6 +47,17 @@ else()
     target_link_libraries(portico_yaml INTERFACE yaml-cpp PkgConfig::LIBYAML)
 endif()
 
+# liburing (gathered sends to backends, decision 0020): the archive when PORTICO_STATIC_LINK is
+# on, so that the binary maps no other shared library.
+add_library(portico_uring INTERFACE)
+if(PORTICO_STATIC_LINK)
+    find_library(PORTICO_LIBURING_ARCHIVE liburing.a REQUIRED)
+    target_link_libraries(portico_uring INTERFACE ${PORTICO_LIBURING_ARCHIVE})
+    target_include_directories(portico_uring INTERFACE ${LIBURING_INCLUDE_DIRS})
+else()
+    target_link_libraries(portico_uring INTERFACE PkgConfig::LIBURING)
+endif()
+
 # portico_compact_binary(TARGET): the C++ runtime linked in, unused sections dropped, relative
 # relocations packed (DT_RELR, so start-up does not write half a megabyte of relocations),
 # symbols bound at start (full RELRO), and, with lld 16, functions laid out in
@@ -85,7 +96,7 @@ function(portico_compact_binary target)
     endif()
     # dpkg gives an upgraded library archive the package's date, which can be older than the
     # binary; its file list, rewritten at every install, tells the build to relink instead.
-    foreach(package libssl-dev libyaml-cpp-dev libyaml-dev)
+    foreach(package libssl-dev libyaml-cpp-dev libyaml-dev liburing-dev)
         file(GLOB package_list /var/lib/dpkg/info/${package}.list
              /var/lib/dpkg/info/${package}:*.list)
         set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${package_list})

@@ -7,6 +7,7 @@ packages=(
     build-essential cmake ninja-build ccache pkg-config
     lld-16         # links portico with its code in cmake/link-order.txt's order (decision 0011)
     libboost1.81-dev libssl-dev libyaml-cpp-dev libyaml-dev libcli11-dev libfmt-dev
+    liburing-dev   # sends gathered per turn of a worker's loop (decision 0020)
     googletest libgtest-dev libbenchmark-dev
     curl python3 ca-certificates
     libnss3-tools  # certutil: NSS databases for `portico ca install` and its tests

@@ -86,8 +86,13 @@ public:
     void cancel()
     {
         boost::system::error_code ignored;
+        ++s_->cancels;
         s_->socket.cancel(ignored);
     }
+
+    /// How many times `cancel` was called: work queued outside the socket (a gathered send)
+    /// compares it to tell that it was cancelled meanwhile.
+    unsigned cancellations() const noexcept { return s_->cancels; }
 
     void close()
     {
@@ -169,6 +174,7 @@ private:
         unsigned pending = 0;         ///< operations in flight
         unsigned writes = 0;          ///< of those, writes (and waits to write)
         bool expired = false;         ///< the deadline closed the socket
+        unsigned cancels = 0;         ///< calls of `cancel`
         /// Held by the stream, by each operation from its creation (a deferred one may
         /// start after the stream is gone) and by each timer wait. Not atomic: a stream
         /// and its operations live on one worker's thread, and the atomic increments and

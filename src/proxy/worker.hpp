@@ -1,6 +1,7 @@
 #pragma once
 
 #include "proxy/mailbox.hpp"
+#include "proxy/send_batch.hpp"
 #include "proxy/streams.hpp"
 #include "proxy/upstream_pool.hpp"
 
@@ -102,6 +103,9 @@ public:
 
     /// The pool of backend connections.
     upstream_pool& pool() noexcept { return pool_; }
+
+    /// Where request heads for backends are gathered and sent together once per turn.
+    send_batch& sends() noexcept { return sends_; }
 
     /**
      * Adds an acceptor bound by the server (on a context of its own) for the listener named
@@ -205,6 +209,7 @@ private:
     // dropped (decision 0013).
     net::io_context context_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
     mailbox inbox_{context_};
+    send_batch sends_{context_};
     std::shared_ptr<const serving_state> state_;
     admin::worker_stats& stats_;
     admin::observatory& observatory_;

@@ -1,0 +1,196 @@
+#include "proxy/send_batch.hpp"
+
+#include "proxy/streams.hpp"
+
+#include <liburing.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace portico::proxy {
+
+struct send_batch::ring {
+    io_uring uring{};
+    // What the submitted `sendmsg`s point at, until their completions are reaped.
+    std::array<msghdr, ring_entries> messages{};
+    std::array<std::array<iovec, 2>, ring_entries> parts{};
+};
+
+send_batch::send_batch(net::io_context& context, bool use_ring)
+    : context_(context), use_ring_(use_ring)
+{
+}
+
+send_batch::~send_batch()
+{
+    close_ring();
+}
+
+void send_batch::enqueue(const queued& q)
+{
+    waiting_.push_back(q);
+    if (!flush_posted_) {
+        flush_posted_ = true;
+        // The post goes behind the completions already queued, which are this turn's work:
+        // the sends they ask for join this one.
+        net::post(context_, [this] { flush(); });
+    }
+}
+
+void send_batch::open_ring()
+{
+    ring_tried_ = true;
+    if (!use_ring_) {
+        return;
+    }
+    auto r = std::make_unique<ring>();
+    // Small: a submission is made and reaped at once, so the ring never holds more than one
+    // turn's sends, and its pages count in the worker's memory.
+    io_uring_params params{};
+    // Only this thread submits, and nothing here waits for a completion that needs the
+    // kernel to interrupt it.
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
+    if (io_uring_queue_init_params(ring_entries, &r->uring, &params) < 0) {
+        // Kernels before 6.0 do not know those flags.
+        params = io_uring_params{};
+        if (io_uring_queue_init_params(ring_entries, &r->uring, &params) < 0) {
+            return; // no io_uring here (ENOSYS, EPERM under seccomp, io_uring_disabled)
+        }
+    }
+    ring_ = std::move(r);
+}
+
+void send_batch::close_ring() noexcept
+{
+    if (ring_) {
+        io_uring_queue_exit(&ring_->uring);
+        ring_.reset();
+    }
+}
+
+void send_batch::flush()
+{
+    flush_posted_ = false;
+    if (!ring_tried_) {
+        open_ring();
+    }
+    descriptors_.clear();
+    for (auto& q : waiting_) {
+        const int fd = q.descriptor(q.stream);
+        const bool cancelled = q.cancellations(q.stream) != q.cancellations_then;
+        if (fd < 0 || cancelled) {
+            *q.ec = net::error::operation_aborted;
+        }
+        descriptors_.push_back(fd < 0 || cancelled ? -1 : fd);
+    }
+    for (std::size_t first = 0; first < waiting_.size(); first += ring_entries) {
+        const auto count = std::min<std::size_t>(ring_entries, waiting_.size() - first);
+        if (ring_) {
+            submit(first, count);
+        }
+        // What the ring did not send (none, unless there is no ring or it was given up).
+        for (std::size_t i = first; i < first + count; ++i) {
+            if (descriptors_[i] >= 0 && net::buffer_size(*waiting_[i].buffers) > 0) {
+                send_available(descriptors_[i], *waiting_[i].buffers, *waiting_[i].ec);
+                ++system_calls_;
+                ++sends_;
+            }
+        }
+    }
+    waiting_.clear();
+}
+
+void send_batch::submit(std::size_t first, std::size_t count)
+{
+    auto& r = *ring_;
+    // Which queued send each prepared entry is.
+    std::array<std::size_t, ring_entries> queued_index;
+    unsigned prepared = 0;
+    for (std::size_t i = first; i < first + count; ++i) {
+        if (descriptors_[i] < 0) {
+            continue;
+        }
+        auto& parts = r.parts[prepared];
+        std::size_t used = 0;
+        for (const auto& b : *waiting_[i].buffers) {
+            if (b.size() > 0) {
+                parts[used++] = iovec{const_cast<void*>(b.data()), b.size()};
+            }
+        }
+        if (used == 0) {
+            descriptors_[i] = -1; // nothing to send
+            continue;
+        }
+        auto& message = r.messages[prepared];
+        message = msghdr{};
+        message.msg_iov = parts.data();
+        message.msg_iovlen = used;
+        io_uring_sqe* sqe = io_uring_get_sqe(&r.uring);
+        // MSG_DONTWAIT: a full socket completes with EAGAIN at once instead of the ring
+        // waiting for room (the caller then awaits a write of what is left).
+        io_uring_prep_sendmsg(sqe, descriptors_[i], &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, prepared);
+        queued_index[prepared++] = i;
+    }
+    if (prepared == 0) {
+        return;
+    }
+    int submitted = 0;
+    do {
+        submitted = io_uring_submit(&r.uring);
+    } while (submitted == -EINTR);
+    ++system_calls_;
+    if (submitted <= 0) {
+        // Nothing went. What was prepared would go with a later submission, after its
+        // buffers are gone: the ring goes now, and these sends one by one.
+        close_ring();
+        return;
+    }
+    // A send that may not wait completes during the submission: its completion is there.
+    unsigned reaped = 0;
+    while (reaped < static_cast<unsigned>(submitted)) {
+        io_uring_cqe* cqe = nullptr;
+        int waited = 0;
+        do {
+            waited = io_uring_wait_cqe(&r.uring, &cqe);
+        } while (waited == -EINTR);
+        if (waited < 0) {
+            break;
+        }
+        const auto entry = static_cast<std::size_t>(io_uring_cqe_get_data64(cqe));
+        const int result = cqe->res;
+        io_uring_cqe_seen(&r.uring, cqe);
+        ++reaped;
+        ++sends_;
+        auto& q = waiting_[queued_index[entry]];
+        descriptors_[queued_index[entry]] = -1; // done
+        if (result >= 0) {
+            auto taken = static_cast<std::size_t>(result);
+            for (auto& b : *q.buffers) {
+                const auto n = std::min(taken, b.size());
+                b += n;
+                taken -= n;
+            }
+        } else if (result != -EAGAIN && result != -EWOULDBLOCK && result != -EINTR) {
+            q.ec->assign(-result, boost::system::system_category());
+        }
+        // A send that took nothing (EAGAIN, EINTR) leaves its buffers for the caller's write.
+    }
+    if (static_cast<unsigned>(submitted) == prepared && reaped == prepared) {
+        return;
+    }
+    // The kernel took only part of the batch, or a completion could not be waited for: the
+    // ring is given up. A send submitted and not reaped may have gone, so it is not made
+    // again: its exchange fails as on a broken socket. The ones never submitted (kept from
+    // a later submission by closing the ring) go one by one.
+    for (unsigned k = 0; k < static_cast<unsigned>(submitted); ++k) {
+        const auto i = queued_index[k];
+        if (descriptors_[i] >= 0) {
+            waiting_[i].ec->assign(EIO, boost::system::system_category());
+            descriptors_[i] = -1;
+        }
+    }
+    close_ring();
+}
+
+} // namespace portico::proxy
