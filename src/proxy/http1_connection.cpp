@@ -1962,7 +1962,11 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
         ec = co_await write_request_head(io, c.info.head, req,
                                          chunked ? request_writer.get() : nullptr, out);
     }
-    if (ec && up.reused) {
+    // Not for a send that was cancelled (a shutdown's deadline, a client that left: no new
+    // connection is wanted) or whose fate is unknown (`send_batch` gave up its ring: the
+    // head may have gone).
+    if (ec && up.reused && ec != net::error::operation_aborted &&
+        ec != boost::system::errc::io_error) {
         // The backend closed this pooled connection meanwhile; at most part of the head
         // reached it, nothing it could act on, so the caller retries on a fresh connection.
         retry = true;

@@ -181,8 +181,8 @@ void send_batch::submit(std::size_t first, std::size_t count)
     }
     // The kernel took only part of the batch, or a completion could not be waited for: the
     // ring is given up. A send submitted and not reaped may have gone, so it is not made
-    // again: its exchange fails as on a broken socket. The ones never submitted (kept from
-    // a later submission by closing the ring) go one by one.
+    // again: it fails with EIO, which the exchange does not retry. The ones never submitted
+    // (kept from a later submission by closing the ring) go one by one.
     for (unsigned k = 0; k < static_cast<unsigned>(submitted); ++k) {
         const auto i = queued_index[k];
         if (descriptors_[i] >= 0) {

@@ -48,8 +48,8 @@ public:
      * completes, `buffers` holds what the socket did not take at once (to be written with an
      * awaited write) and `ec` the error of a failed socket, as after `send_available`; a
      * stream cancelled (`deadline_stream::cancel`) or closed before the send is made gets
-     * `operation_aborted` and sends nothing. `buffers`, `ec` and `stream` must outlive the
-     * operation.
+     * `operation_aborted` and sends nothing; one whose fate the ring could not report (it may
+     * have gone) gets `io_error`. `buffers`, `ec` and `stream` must outlive the operation.
      */
     template <typename Protocol>
     auto send(deadline_stream<Protocol>& stream, std::array<net::const_buffer, 2>& buffers,
