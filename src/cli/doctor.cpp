@@ -7,6 +7,7 @@
 #include "portico/cli/app.hpp"
 #include "portico/core/net.hpp"
 #include "portico/tls/certificates.hpp"
+#include "proxy/send_batch.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -312,6 +313,20 @@ void check_backends(const config::config& cfg, report& say)
     }
 }
 
+void check_send_path(report& say)
+{
+    std::string why;
+    if (proxy::send_batch::ring_available(why)) {
+        say(verdict::ok, "io_uring: each turn's requests to backends go in one system call");
+        return;
+    }
+    say(verdict::warn,
+        fmt::format("io_uring refused ({}): requests to backends go one system call each, "
+                    "slower when a backend shares portico's CPU (a container's seccomp "
+                    "profile, or kernel.io_uring_disabled)",
+                    why));
+}
+
 } // namespace
 
 int doctor_command(const std::optional<std::filesystem::path>& cli_file)
@@ -330,6 +345,7 @@ int doctor_command(const std::optional<std::filesystem::path>& cli_file)
     check_ca(cfg, say);
     check_names(cfg, say);
     check_backends(cfg, say);
+    check_send_path(say);
     return say.failed ? exit_config : exit_ok;
 }
 

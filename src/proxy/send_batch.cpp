@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <system_error>
 
 namespace portico::proxy {
 
@@ -58,6 +59,18 @@ void send_batch::open_ring()
         }
     }
     ring_ = std::move(r);
+}
+
+bool send_batch::ring_available(std::string& why)
+{
+    io_uring probe{};
+    const int result = io_uring_queue_init(1, &probe, 0);
+    if (result < 0) {
+        why = std::system_category().message(-result);
+        return false;
+    }
+    io_uring_queue_exit(&probe);
+    return true;
 }
 
 void send_batch::close_ring() noexcept

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace portico::proxy {
@@ -61,6 +62,12 @@ public:
         // it: a worker's context runs what its own thread posts in order.
         return net::post(context_.get_executor(), net::deferred);
     }
+
+    /**
+     * Whether this process may make an io_uring, so that gathered sends go in one system
+     * call; when not, `why` says what the kernel answered (for `portico doctor`).
+     */
+    static bool ring_available(std::string& why);
 
     /// System calls made for gathered sends so far (io_uring submissions, or sendmsg calls).
     std::uint64_t system_calls() const noexcept { return system_calls_; }

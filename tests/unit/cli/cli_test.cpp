@@ -5,6 +5,8 @@
 #include "support/name_server.hpp"
 #include "support/process.hpp"
 
+#include "proxy/send_batch.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -357,6 +359,12 @@ TEST_F(DoctorTest, DoctorPassesAHealthySetupAndReportsBackends)
         << r;
     EXPECT_TRUE(contains(r.out, "no local CA yet")) << r;
     EXPECT_FALSE(fs::exists(dir_ / "ca")) << "doctor must not create the CA";
+    // Which way requests to backends are sent, as this process finds it too.
+    std::string why;
+    const bool ring = portico::proxy::send_batch::ring_available(why);
+    EXPECT_TRUE(contains(r.out, ring ? std::string("ok    io_uring: ")
+                                     : "warn  io_uring refused (" + why + ")"))
+        << r;
 }
 
 TEST_F(DoctorTest, DoctorSaysWhatRunWouldWarnAbout)
