@@ -439,6 +439,13 @@ template <typename Stream>
 constexpr bool is_plain_stream =
     std::is_same_v<Stream, tcp_stream> || std::is_same_v<Stream, upstream_stream>;
 
+/// True when a send that did not wait left nothing to await: all of `buffers` went, or
+/// the socket failed.
+bool settled(const std::array<net::const_buffer, 2>& buffers, const boost::system::error_code& ec)
+{
+    return ec || net::buffer_size(buffers) == 0;
+}
+
 /// Writes the head serialised in `scratch`, and `body` after it, in one write.
 template <typename Stream>
 auto write_prepared(Stream& s, std::string& scratch, net::const_buffer body = {})
@@ -1955,7 +1962,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             // Sent with the other requests of this turn of the worker's loop, in one system
             // call, so that a backend on this CPU wakes once for all of them (decision 0020).
             co_await c.w.sends().send(io, out, ec);
-            head_sent = ec || net::buffer_size(out) == 0;
+            head_sent = settled(out, ec);
         }
     }
     if (!head_sent) {
@@ -2070,10 +2077,10 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
             if constexpr (is_plain_stream<Stream>) {
                 if (whole && keep_alive) {
                     co_await c.w.sends().send(c.stream, out, ec);
-                    sent = ec || net::buffer_size(out) == 0;
+                    sent = settled(out, ec);
                 } else if (whole) {
                     send_available(c.stream, out, ec);
-                    sent = ec || net::buffer_size(out) == 0;
+                    sent = settled(out, ec);
                 }
             }
             if (!sent) {

@@ -3,6 +3,7 @@
 #include "proxy/streams.hpp"
 
 #include <liburing.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -18,7 +19,7 @@ struct send_batch::ring {
 };
 
 send_batch::send_batch(net::io_context& context, bool use_ring)
-    : context_(context), use_ring_(use_ring)
+    : context_(context), ring_tried_(!use_ring)
 {
 }
 
@@ -41,9 +42,6 @@ void send_batch::enqueue(const queued& q)
 void send_batch::open_ring()
 {
     ring_tried_ = true;
-    if (!use_ring_) {
-        return;
-    }
     auto r = std::make_unique<ring>();
     // Small: a submission is made and reaped at once, so the ring never holds more than one
     // turn's sends, and its pages count in the worker's memory.
@@ -124,12 +122,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
             continue;
         }
         auto& parts = r.parts[prepared];
-        std::size_t used = 0;
-        for (const auto& b : *waiting_[i].buffers) {
-            if (b.size() > 0) {
-                parts[used++] = iovec{const_cast<void*>(b.data()), b.size()};
-            }
-        }
+        const std::size_t used = gather_parts(*waiting_[i].buffers, parts);
         if (used == 0) {
             descriptors_[i] = -1; // nothing to send
             continue;
@@ -178,12 +171,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
         auto& q = waiting_[queued_index[entry]];
         descriptors_[queued_index[entry]] = -1; // done
         if (result >= 0) {
-            auto taken = static_cast<std::size_t>(result);
-            for (auto& b : *q.buffers) {
-                const auto n = std::min(taken, b.size());
-                b += n;
-                taken -= n;
-            }
+            consume_sent(*q.buffers, static_cast<std::size_t>(result));
         } else if (result != -EAGAIN && result != -EWOULDBLOCK && result != -EINTR) {
             q.ec->assign(-result, boost::system::system_category());
         }

@@ -10,9 +10,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/system/error_code.hpp>
 
-#include <sys/socket.h>
-#include <sys/uio.h>
-
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -110,8 +107,7 @@ private:
     static constexpr unsigned ring_entries = 64;
 
     net::io_context& context_;
-    bool use_ring_;
-    bool ring_tried_ = false;
+    bool ring_tried_; ///< a ring was made or refused, or is not to be used
     bool flush_posted_ = false;
     std::vector<queued> waiting_;
     /// Descriptors looked up at the flush, for the queued sends; -1 for one not to make.

@@ -1,7 +1,6 @@
 #include "proxy/streams.hpp"
 
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 #include <algorithm>
 #include <array>
@@ -9,16 +8,30 @@
 
 namespace portico::proxy {
 
-void send_available(int socket, std::span<net::const_buffer> buffers,
-                    boost::system::error_code& ec)
+std::size_t gather_parts(std::span<const net::const_buffer> buffers, std::span<iovec> parts)
 {
-    std::array<iovec, 8> parts{};
     std::size_t count = 0;
     for (const auto& b : buffers) {
         if (b.size() > 0 && count < parts.size()) {
             parts[count++] = iovec{const_cast<void*>(b.data()), b.size()};
         }
     }
+    return count;
+}
+
+void consume_sent(std::span<net::const_buffer> buffers, std::size_t sent)
+{
+    for (auto& b : buffers) {
+        const auto n = std::min(sent, b.size());
+        b += n;
+        sent -= n;
+    }
+}
+
+void send_available(int socket, std::span<net::const_buffer> buffers, boost::system::error_code& ec)
+{
+    std::array<iovec, 8> parts{};
+    const std::size_t count = gather_parts(buffers, parts);
     if (count == 0) {
         return;
     }
@@ -35,12 +48,7 @@ void send_available(int socket, std::span<net::const_buffer> buffers,
         }
         return;
     }
-    auto taken = static_cast<std::size_t>(sent);
-    for (auto& b : buffers) {
-        const auto n = std::min(taken, b.size());
-        b += n;
-        taken -= n;
-    }
+    consume_sent(buffers, static_cast<std::size_t>(sent));
 }
 
 } // namespace portico::proxy

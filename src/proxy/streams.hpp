@@ -10,6 +10,8 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
+#include <sys/uio.h>
+
 #include <span>
 #include <string>
 
@@ -23,6 +25,12 @@ using upstream_protocol = net::generic::stream_protocol;
 
 /// A backend connection, with a deadline.
 using upstream_stream = deadline_stream<upstream_protocol>;
+
+/// Points `parts` at the non-empty buffers of `buffers`, as many as fit; returns how many.
+std::size_t gather_parts(std::span<const net::const_buffer> buffers, std::span<iovec> parts);
+
+/// Advances `buffers` past the first `sent` bytes, which a send took.
+void consume_sent(std::span<net::const_buffer> buffers, std::size_t sent);
 
 /**
  * Sends what the socket takes at once of `buffers` (of the first eight non-empty ones),

@@ -104,7 +104,8 @@ public:
     /// The pool of backend connections.
     upstream_pool& pool() noexcept { return pool_; }
 
-    /// Where request heads for backends are gathered and sent together once per turn.
+    /// Where request heads for backends and keep-alive responses are gathered and sent
+    /// together once per turn of the loop (decision 0020).
     send_batch& sends() noexcept { return sends_; }
 
     /**
