@@ -180,32 +180,56 @@ struct connection {
  * request can be parked with no frame at all (see `park`).
  */
 struct client_connection {
+    /// A connection just accepted from `remote` on `local`.
     client_connection(worker& w, tcp_socket socket, const tcp::endpoint& remote,
                       const tcp::endpoint& local, std::uint64_t id)
-        : tcp(std::move(socket)),
-          registration(tcp),
-          info{w,
-               id,
-               endpoint_text(remote),
-               address_text(remote.address()),
-               std::to_string(local.port()),
-               false,
-               false,
-               true,
-               local.address().is_loopback(),
-               &registration,
-               {}}
+        : client_connection(w, std::move(socket), remote, local.port(),
+                            local.address().is_loopback(), id)
     {
         w.register_connection(registration);
     }
+
+    /// A connection back from the parking lot, which counted it open meanwhile.
+    client_connection(worker& w, tcp_socket socket, const parked_connection& p)
+        : client_connection(w, std::move(socket), p.remote, p.local_port, p.loopback_listener, p.id)
+    {
+        info.tls_required = p.tls_required;
+        info.listener_serves_tls = p.listener_serves_tls;
+        w.register_connection(registration, true);
+    }
+
     client_connection(const client_connection&) = delete;
     client_connection& operator=(const client_connection&) = delete;
-    ~client_connection() { info.w.unregister_connection(registration); }
+    ~client_connection() { info.w.unregister_connection(registration, parked); }
 
     tcp_stream tcp;
     connection_entry registration;
     client_info info;
     beast::flat_buffer buffer; ///< bytes read from the client, not yet consumed
+    tcp::endpoint peer;        ///< the client's address, kept for parking
+    std::uint16_t local_port;
+    bool parked = false; ///< its descriptor went to the parking lot, which counts it open
+
+private:
+    client_connection(worker& w, tcp_socket socket, const tcp::endpoint& remote, std::uint16_t port,
+                      bool loopback_listener, std::uint64_t id)
+        : tcp(std::move(socket)), registration(tcp),
+          info{
+              w,
+              id,
+              endpoint_text(remote),
+              address_text(remote.address()),
+              std::to_string(port),
+              false,
+              false,
+              true,
+              loopback_listener,
+              &registration,
+              {},
+          },
+          peer(remote), local_port(port)
+    {
+    }
 };
 
 /// The TCP stream under a (possibly TLS) stream, which carries the deadlines.
@@ -2756,34 +2780,38 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
     co_await tls_stream.async_shutdown(!w.is_draining());
 }
 
-task<void> serve_parked(std::unique_ptr<client_connection> owned);
-
 /**
- * Waits, with no coroutine frame, for a plain connection's next request; `timeouts.idle`
- * bounds the wait. A connection that closes, times out or is shut down meanwhile is
- * destroyed with the handler.
+ * Hands a plain connection that has served its first request to the worker's parking lot,
+ * where it waits for a second as a descriptor and 64 bytes (decision 0021). It is closed
+ * instead while shutting down, or if the lot cannot take it (no descriptor left for the
+ * lot's epoll set): the client then opens a new connection for its next request.
  */
 void park(std::unique_ptr<client_connection> owned)
 {
-    auto& tcp = owned->tcp;
-    tcp.expires_after(owned->info.w.state()->cfg.timeouts.idle);
-    tcp.async_wait_readable([owned = std::move(owned)](boost::system::error_code ec) mutable {
-        if (ec) {
-            return;
-        }
-        auto& w = owned->info.w;
-        const auto id = owned->info.id;
-        net::co_spawn(w.context(), serve_parked(std::move(owned)), connection_done{id});
-    });
-}
-
-/// Serves a parked connection whose second request has begun to arrive; from then on the
-/// connection waits in its coroutine (see `serve_requests`).
-task<void> serve_parked(std::unique_ptr<client_connection> owned)
-{
     auto& conn = *owned;
-    co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, conn.info.w},
-                            1);
+    auto& w = conn.info.w;
+    if (w.is_draining()) {
+        return;
+    }
+    parked_connection p;
+    p.remote = conn.peer;
+    p.id = conn.info.id;
+    p.local_port = conn.local_port;
+    p.loopback_listener = conn.info.loopback_listener;
+    p.tls_required = conn.info.tls_required;
+    p.listener_serves_tls = conn.info.listener_serves_tls;
+    boost::system::error_code ec;
+    p.fd = conn.tcp.socket().release(ec);
+    if (ec) {
+        return;
+    }
+    w.parking().park(p, ec);
+    if (ec) {
+        ::close(p.fd);
+        PORTICO_LOG(log::level::warn, "park_failed", {"conn", p.id}, {"error", ec.message()});
+        return;
+    }
+    conn.parked = true;
 }
 
 } // namespace
@@ -2830,6 +2858,14 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
         co_return;
     }
     co_await serve_tls(conn.info, conn.tcp, conn.buffer, std::move(opened.second));
+}
+
+task<void> serve_unparked(worker& w, tcp_socket socket, parked_connection parked)
+{
+    auto owned = std::make_unique<client_connection>(w, std::move(socket), parked);
+    auto& conn = *owned;
+    // From its second request on, a connection waits in its coroutine (see `serve_requests`).
+    co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, w}, 1);
 }
 
 } // namespace portico::proxy

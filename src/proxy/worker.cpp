@@ -73,8 +73,11 @@ bool is_connection_error(int error)
 worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
                admin::worker_stats& stats, admin::observatory& observatory)
     : index_(index), state_(std::move(state)), stats_(stats), observatory_(observatory),
-      shutdown_timer_(context_.get_executor()),
-      abandon_timer_(context_.get_executor()),
+      shutdown_timer_(context_.get_executor()), abandon_timer_(context_.get_executor()),
+      parking_(
+          context_, state_->cfg.timeouts.idle,
+          [this](const parked_connection& c) { resume_parked(c); },
+          [this] { stats_.connection_closed(); }),
       pool_(executor(context_.get_executor()), inbox_, state_->cfg.timeouts)
 {
 }
@@ -82,6 +85,7 @@ worker::worker(unsigned index, std::shared_ptr<const serving_state> state,
 void worker::set_state(std::shared_ptr<const serving_state> next)
 {
     pool_.set_timeouts(next->cfg.timeouts);
+    parking_.set_idle(next->cfg.timeouts.idle);
     state_ = std::move(next);
 }
 
@@ -200,6 +204,22 @@ void worker::serve_accepted(const listening& l, int fd, const tcp::endpoint& rem
                   connection_done{id});
 }
 
+void worker::resume_parked(const parked_connection& c)
+{
+    boost::system::error_code ec;
+    tcp_socket socket(get_executor());
+    socket.assign(c.remote.protocol(), c.fd, ec);
+    if (ec) {
+        ::close(c.fd);
+        stats_.connection_closed();
+        PORTICO_LOG(log::level::warn, "resume_failed", {"conn", c.id}, {"error", ec.message()});
+        return;
+    }
+    // Made by accept4, and still the only descriptor of its socket.
+    accepted_socket_access::mark_fresh_non_blocking(socket);
+    net::co_spawn(context_, serve_unparked(*this, std::move(socket), c), connection_done{c.id});
+}
+
 task<void> worker::accept_loop(std::list<listening>::iterator it)
 {
     auto& l = *it;
@@ -277,16 +297,20 @@ void connection_done::operator()(std::exception_ptr e) const
     }
 }
 
-void worker::register_connection(connection_entry& entry) noexcept
+void worker::register_connection(connection_entry& entry, bool resumed) noexcept
 {
     connections_.push_back(entry);
-    stats_.connection_opened();
+    if (!resumed) {
+        stats_.connection_opened();
+    }
 }
 
-void worker::unregister_connection(connection_entry& entry) noexcept
+void worker::unregister_connection(connection_entry& entry, bool parked) noexcept
 {
     connections_.erase(connections_.iterator_to(entry));
-    stats_.connection_closed();
+    if (!parked) {
+        stats_.connection_closed();
+    }
     if (draining_ && connections_.empty()) {
         shutdown_timer_.cancel();
         abandon_timer_.cancel();
@@ -341,6 +365,7 @@ void worker::begin_shutdown()
         l.pause.cancel();
     }
     pool_.clear();
+    parking_.close_all();
     for (auto& c : connections_) {
         if (c.idle) {
             c.stream->cancel();

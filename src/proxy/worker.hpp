@@ -1,6 +1,7 @@
 #pragma once
 
 #include "proxy/mailbox.hpp"
+#include "proxy/parking_lot.hpp"
 #include "proxy/send_batch.hpp"
 #include "proxy/streams.hpp"
 #include "proxy/upstream_pool.hpp"
@@ -104,6 +105,9 @@ public:
     /// The pool of backend connections.
     upstream_pool& pool() noexcept { return pool_; }
 
+    /// Where plain connections wait for their second request (decision 0021).
+    parking_lot& parking() noexcept { return parking_; }
+
     /// Where request heads for backends and keep-alive responses are gathered and sent
     /// together once per turn of the loop (decision 0020).
     send_batch& sends() noexcept { return sends_; }
@@ -150,8 +154,9 @@ public:
     std::size_t closed_at_shutdown() const noexcept { return closed_at_shutdown_; }
     bool shutdown_was_forced() const noexcept { return shutdown_forced_; }
 
-    /// Registers a connection until `unregister_connection`.
-    void register_connection(connection_entry& entry) noexcept;
+    /// Registers a connection until `unregister_connection`; `resumed` for one that comes
+    /// back from the parking lot, which counted it open meanwhile.
+    void register_connection(connection_entry& entry, bool resumed = false) noexcept;
 
     /**
      * Makes sure that, while any exchange has a backend connection, the clients are looked
@@ -166,8 +171,9 @@ public:
             arm_abandon_watch();
         }
     }
-    /// Unregisters a connection; ends the shutdown wait when it was the last one.
-    void unregister_connection(connection_entry& entry) noexcept;
+    /// Unregisters a connection; ends the shutdown wait when it was the last one. `parked`
+    /// for one the parking lot took, which still counts as open.
+    void unregister_connection(connection_entry& entry, bool parked = false) noexcept;
 
     /// A buffer for the route name of the request being logged (reused, never shrunk).
     std::string& route_name_scratch() noexcept { return route_name_scratch_; }
@@ -193,6 +199,8 @@ private:
     task<void> accept_loop(std::list<listening>::iterator l);
     /// Serves a connection `accept4` took from `l`.
     void serve_accepted(const listening& l, int fd, const tcp::endpoint& remote);
+    /// Serves a parked connection whose next request has begun to arrive.
+    void resume_parked(const parked_connection& c);
     /// At most this many queued connections are taken from a listener a reload removes.
     static constexpr std::size_t max_drained_on_removal = 4096;
     task<void> shutdown_deadline();
@@ -228,6 +236,7 @@ private:
     steady_timer shutdown_timer_;
     steady_timer abandon_timer_;
     bool abandon_watch_armed_ = false;
+    parking_lot parking_;
     // Last, so it goes first: a resolve still awaited (only if the loop ended with one
     // pending) unwinds into a worker still whole.
     upstream_pool pool_;
@@ -242,5 +251,9 @@ struct connection_done {
 /// Serves one accepted client connection, from `remote` to `local`, until it closes.
 task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
                             tcp::endpoint local, std::uint64_t id, config::tls_mode mode);
+
+/// Serves a plain connection the parking lot gave back (its second request has begun to
+/// arrive) until it closes.
+task<void> serve_unparked(worker& w, tcp_socket socket, parked_connection parked);
 
 } // namespace portico::proxy

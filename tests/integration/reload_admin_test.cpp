@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <regex>
 
 namespace portico::test {
@@ -320,6 +321,30 @@ TEST(AdminTest, MetricsCountRequestsByRouteAndCode)
     // A reload driven by the control thread records its outcome; in-process, record it here.
     proxy.observatory().record_reload(true, {});
     EXPECT_EQ(metric(metrics_text(proxy.port()), "portico_config_reloads_total{result=\"success\"}"), 1);
+}
+
+TEST(AdminTest, ParkedConnectionsCountAsOpenUntilTheyClose)
+{
+    // A connection idle after its first request waits in the worker's parking lot with no
+    // socket object of its own (decision 0021); it is still an open connection, counted once
+    // when it comes back for more and no longer once its client has closed it.
+    origin backend;
+    proxy_harness proxy("workers: 1\n" + routes({route("app.localhost", backend.port())}));
+    client metrics(proxy.port());
+    const auto active = [&] {
+        const auto res = metrics.get("portico.localhost", "/metrics");
+        return metric(res.body(), "portico_connections_active");
+    };
+    EXPECT_EQ(active(), 1); // this one, while it asks
+    client parked(proxy.port());
+    EXPECT_EQ(parked.get("app.localhost", "/").result_int(), 200);
+    std::optional<client> leaving(std::in_place, proxy.port());
+    EXPECT_EQ(leaving->get("app.localhost", "/").result_int(), 200);
+    EXPECT_EQ(active(), 3);
+    EXPECT_EQ(parked.get("app.localhost", "/again").result_int(), 200);
+    EXPECT_EQ(active(), 3);
+    leaving.reset();
+    EXPECT_TRUE(wait_until([&] { return active() == 2; })) << active();
 }
 
 TEST(AdminTest, ForeignOriginOrRefererIsRefused)
