@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cerrno>
+#include <new>
 
 namespace portico::proxy {
 namespace {
@@ -62,13 +63,20 @@ void parking_lot::park(const parked_connection& c, boost::system::error_code& ec
     if (index != none) {
         free_ = slots_[index].newer;
     } else {
-        index = static_cast<std::uint32_t>(slots_.size());
-        slots_.emplace_back();
+        try {
+            slots_.emplace_back();
+        } catch (const std::bad_alloc&) {
+            ec = make_error_code(boost::system::errc::not_enough_memory);
+            return;
+        }
+        index = static_cast<std::uint32_t>(slots_.size() - 1);
     }
     epoll_event interest{};
     // Level-triggered: a descriptor leaves the set as soon as it reports, so it reports once.
     interest.events = EPOLLIN | EPOLLRDHUP;
-    interest.data.u32 = index;
+    // The descriptor rides along with the slot, so that an event that names a slot no
+    // longer its own can still take its descriptor out of the set.
+    interest.data.u64 = (std::uint64_t{static_cast<std::uint32_t>(c.fd)} << 32) | index;
     if (::epoll_ctl(epoll_.native_handle(), EPOLL_CTL_ADD, c.fd, &interest) != 0) {
         ec.assign(errno, boost::system::system_category());
         slots_[index].newer = free_;
@@ -158,8 +166,13 @@ void parking_lot::take_ready()
             return;
         }
         for (int i = 0; i < n; ++i) {
-            const auto index = events[i].data.u32;
-            if (index >= slots_.size() || slots_[index].conn.fd < 0) {
+            const auto index = static_cast<std::uint32_t>(events[i].data.u64);
+            const auto fd = static_cast<int>(events[i].data.u64 >> 32);
+            if (index >= slots_.size() || slots_[index].conn.fd != fd) {
+                // Not reachable as the lot is written (each descriptor leaves the set before
+                // its slot is freed), but a registration left behind would otherwise be
+                // reported at every wait, and this loop would not end.
+                ::epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
                 continue;
             }
             const auto conn = slots_[index].conn;
