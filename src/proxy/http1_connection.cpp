@@ -33,10 +33,12 @@
 #include <linux/sockios.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -54,11 +56,6 @@ using clock = std::chrono::steady_clock;
 
 // Bytes asked of the socket per read while a head is incomplete.
 constexpr std::size_t head_read_size = 16 * 1024;
-// The first read of a connection: enough for a typical request head, or for a ClientHello
-// with a post-quantum key share (about 2 KB), in one read. Larger ones go on in
-// `head_read_size` steps. Kept small because every connection being opened holds it, and a
-// burst of new connections would otherwise leave the heap grown by 16 KiB each.
-constexpr std::size_t opening_read_size = 4 * 1024;
 // Buffer held while a keep-alive connection waits for its next request: enough for a typical
 // browser request head in one read, small enough that idle connections cost little. A
 // larger head grows the buffer as it arrives.
@@ -2689,6 +2686,33 @@ opening classify_opening(const beast::flat_buffer& buffer, tls::hello_result& he
     return classify_opening(buffer, parser, hello);
 }
 
+enum class first_bytes { taken, none_yet, closed };
+
+/**
+ * Reads what a new connection's client has sent so far into `scratch` and keeps only those
+ * bytes in `buffer`. A connection being opened then holds its request head, not a read
+ * buffer sized for the largest head, while its request waits for a backend connection: a
+ * burst of new connections would otherwise grow the heap by a buffer each, and the pages
+ * stay resident after it between the objects that outlive it.
+ */
+first_bytes take_first_bytes(int socket, beast::flat_buffer& buffer, std::span<char> scratch)
+{
+    for (;;) {
+        const auto n = ::recv(socket, scratch.data(), scratch.size(), 0);
+        if (n > 0) {
+            const auto count = static_cast<std::size_t>(n);
+            std::memcpy(buffer.prepare(count).data(), scratch.data(), count);
+            buffer.commit(count);
+            return first_bytes::taken;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? first_bytes::none_yet
+                                                                  : first_bytes::closed;
+    }
+}
+
 /**
  * Reads on from what `buffer` holds until a TLS ClientHello is complete, so that passthrough
  * can route by SNI (or until the bytes turn out to be something else: plain HTTP). The
@@ -2706,8 +2730,7 @@ task<std::pair<opening, tls::hello_result>> read_opening(tcp_stream& tcp,
                 co_return std::pair{kind, hello};
             }
         }
-        const auto step = buffer.size() == 0 ? opening_read_size : head_read_size;
-        auto [ec, n] = co_await tcp.async_read_some(buffer.prepare(step));
+        auto [ec, n] = co_await tcp.async_read_some(buffer.prepare(head_read_size));
         if (ec) {
             co_return std::pair{opening::closed, hello};
         }
@@ -2826,11 +2849,20 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     // The first read is awaited here, bounded by the header timeout: a plain request (as
     // good as every connection) then needs no frame for the loop that reads a ClientHello.
     conn.tcp.expires_after(w.state()->cfg.timeouts.header);
-    auto [ec, n] = co_await conn.tcp.async_read_some(conn.buffer.prepare(opening_read_size));
-    if (ec) {
-        co_return;
+    for (;;) {
+        const auto took =
+            take_first_bytes(conn.tcp.socket().native_handle(), conn.buffer, w.read_scratch());
+        if (took == first_bytes::taken) {
+            break;
+        }
+        if (took == first_bytes::closed) {
+            co_return;
+        }
+        auto [ec] = co_await conn.tcp.async_wait_readable();
+        if (ec) {
+            co_return;
+        }
     }
-    conn.buffer.commit(n);
     std::pair<opening, tls::hello_result> opened;
     opened.first = classify_opening(conn.buffer, opened.second);
     if (opened.first == opening::incomplete) {

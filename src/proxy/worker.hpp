@@ -18,6 +18,7 @@
 #include <exception>
 #include <list>
 #include <memory>
+#include <span>
 #include <vector>
 
 namespace portico::proxy {
@@ -182,6 +183,10 @@ public:
     /// so only between two suspensions of one exchange.
     http::simple_response& response_head_scratch() noexcept { return response_head_scratch_; }
 
+    /// Where a new connection's first bytes are read before only they are kept (see
+    /// `serve_connection`); valid until the worker's next read into it.
+    std::span<char> read_scratch() noexcept { return {read_scratch_.get(), read_scratch_size}; }
+
     /// The worker's number, for logs.
     unsigned index() const noexcept { return index_; }
 
@@ -226,6 +231,10 @@ private:
     std::list<listening> acceptors_;
     bool started_ = false;
     std::string route_name_scratch_;
+    /// As much as a request head is read in at once while it is incomplete.
+    static constexpr std::size_t read_scratch_size = 16 * 1024;
+    std::unique_ptr<char[]> read_scratch_ =
+        std::make_unique_for_overwrite<char[]>(read_scratch_size);
     http::simple_response response_head_scratch_;
     boost::intrusive::list<connection_entry> connections_;
     std::uint64_t next_connection_id_ = 1;

@@ -187,6 +187,20 @@ TEST(ForwardingTest, LastResponseReachesAClientThatReadsLateWhole)
     EXPECT_TRUE(c.is_closed_by_peer());
 }
 
+TEST(ForwardingTest, FirstBytesThatComeLateAndInPiecesAreServed)
+{
+    // A new connection's first bytes are read straight from the socket when they are there;
+    // a client that connects and sends later, a piece at a time, is waited for.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    client c(proxy.port());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c.write_raw("GET /la");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c.write_raw("te HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+    EXPECT_EQ(c.read_response().body(), "GET /late host=app.localhost body=0");
+}
+
 TEST(ForwardingTest, ConnectionWaitingAfterItsFirstRequestServesWhatComesNext)
 {
     // After its first request a connection waits with no coroutine and no buffer; what
