@@ -613,6 +613,11 @@ const std::string& certificate_authority::certificate_pem() const noexcept
     return impl_->cert_pem;
 }
 
+X509* certificate_authority::certificate() const noexcept
+{
+    return impl_->cert.get();
+}
+
 const std::filesystem::path& certificate_authority::crl_path() const noexcept
 {
     return impl_->crl_path;

@@ -14,9 +14,11 @@
 
 #include <algorithm>
 #include <list>
+#include <mutex>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 #include <utility>
 
 namespace portico::tls {
@@ -157,7 +159,54 @@ std::string sni_of(const SSL* ssl)
     return sni == nullptr ? std::string() : normalize_server_name(sni);
 }
 
+/// Contexts `prepare_openssl` made ahead, for the first certificate manager to take.
+struct prepared_contexts {
+    std::mutex mutex;
+    std::vector<ssl::context> server;
+    std::vector<ssl::context> client;
+};
+
+prepared_contexts& prepared()
+{
+    // Never destroyed: contexts nobody took are not freed after OpenSSL's own cleanup.
+    static auto* const contexts = new prepared_contexts;
+    return *contexts;
+}
+
+/// A context for `method`: one made ahead when there is one left, else a new one.
+ssl::context prepared_context(ssl::context::method method)
+{
+    auto& p = prepared();
+    {
+        const std::lock_guard lock(p.mutex);
+        auto& list = method == ssl::context::tls_server ? p.server : p.client;
+        if (!list.empty()) {
+            auto context = std::move(list.back());
+            list.pop_back();
+            return context;
+        }
+    }
+    return ssl::context(method);
+}
+
 } // namespace
+
+void prepare_openssl()
+{
+    OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, nullptr);
+    // The first context fetches every cipher, digest and group from the providers; these
+    // three are the ones the first certificate manager would make.
+    ssl::context server(ssl::context::tls_server);
+    ssl::context client_verified(ssl::context::tls_client);
+    ssl::context client_unverified(ssl::context::tls_client);
+    // The CA's keys are EC P-256.
+    EVP_PKEY_CTX_free(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+    auto& p = prepared();
+    const std::lock_guard lock(p.mutex);
+    p.server.push_back(std::move(server));
+    p.client.push_back(std::move(client_verified));
+    p.client.push_back(std::move(client_unverified));
+}
 
 struct certificate_manager::impl {
     /// One cached leaf. Its own mutex serialises the handshakes that race for a new name, so
@@ -194,9 +243,9 @@ struct certificate_manager::impl {
 
     std::atomic<std::uint64_t> issued{0};
 
-    ssl::context server{ssl::context::tls_server};
-    ssl::context client_verified{ssl::context::tls_client};
-    ssl::context client_unverified{ssl::context::tls_client};
+    ssl::context server = prepared_context(ssl::context::tls_server);
+    ssl::context client_verified = prepared_context(ssl::context::tls_client);
+    ssl::context client_unverified = prepared_context(ssl::context::tls_client);
     std::once_flag system_store_loaded; ///< see `load_system_store`
 
     /// The user certificate for `name`: an exact host, or `*.suffix` one label above it
@@ -638,11 +687,8 @@ certificate_manager::create(const config::tls_settings& settings, name_filter se
         if (!p->ca) {
             return nullptr;
         }
-        auto ca_certs = parse_certificates(p->ca->certificate_pem());
-        if (ca_certs.empty()) {
-            throw openssl_error("cannot parse the CA certificate");
-        }
-        p->ca_cert = std::move(ca_certs.front());
+        X509_up_ref(p->ca->certificate());
+        p->ca_cert.reset(p->ca->certificate());
         p->policy = policy;
         p->leaves_dir = p->ca->certificate_path().parent_path() / "leaves";
         if (error = make_private_directory(p->leaves_dir); !error.empty()) {

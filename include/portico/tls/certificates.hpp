@@ -56,6 +56,8 @@ public:
     const std::filesystem::path& certificate_path() const noexcept;
     /// The CA certificate in PEM.
     const std::string& certificate_pem() const noexcept;
+    /// The CA certificate, parsed (valid as long as this CA).
+    X509* certificate() const noexcept;
     /// Absolute path of `ca.crl`, the CA's (empty) revocation list, kept current by `open`.
     const std::filesystem::path& crl_path() const noexcept;
     /// The `file://` URI of `ca.crl`, named by every issued leaf as its CRL distribution point.
@@ -170,6 +172,15 @@ std::string damaged_ca(const std::filesystem::path& ca_dir);
 /// a trailing dot; "" when it sent none (the certificate for `localhost` was served then).
 /// Pass `stream.native_handle()` of an `ssl::stream` after its handshake.
 std::string requested_server_name(SSL* connection);
+
+/**
+ * Initialises OpenSSL and fetches, from its providers, what a TLS server context and the
+ * CA's keys use. The first of each costs a few million instructions (the configuration
+ * file, error strings, every cipher and algorithm looked up by name) and later ones reuse
+ * them; called on a thread of its own while the configuration is read, it takes that work
+ * off the path to `portico ready`. Thread-safe.
+ */
+void prepare_openssl();
 
 /// Writes `data` to `path` atomically (temporary file in the same directory + rename) with
 /// the given mode; no temporary file is left behind on failure. Returns an error message,
