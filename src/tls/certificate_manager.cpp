@@ -191,21 +191,27 @@ ssl::context prepared_context(ssl::context::method method)
 
 } // namespace
 
-void prepare_openssl()
+void prepare_openssl() noexcept
 {
-    OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, nullptr);
-    // The first context fetches every cipher, digest and group from the providers; these
-    // three are the ones the first certificate manager would make.
-    ssl::context server(ssl::context::tls_server);
-    ssl::context client_verified(ssl::context::tls_client);
-    ssl::context client_unverified(ssl::context::tls_client);
-    // The CA's keys are EC P-256.
-    EVP_PKEY_CTX_free(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-    auto& p = prepared();
-    const std::lock_guard lock(p.mutex);
-    p.server.push_back(std::move(server));
-    p.client.push_back(std::move(client_verified));
-    p.client.push_back(std::move(client_unverified));
+    try {
+        OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, nullptr);
+        // The first context fetches every cipher, digest and group from the providers;
+        // these three are the ones the first certificate manager would make.
+        ssl::context server(ssl::context::tls_server);
+        ssl::context client_verified(ssl::context::tls_client);
+        ssl::context client_unverified(ssl::context::tls_client);
+        // The CA's keys are EC P-256.
+        EVP_PKEY_CTX_free(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+        auto& p = prepared();
+        const std::lock_guard lock(p.mutex);
+        p.server.push_back(std::move(server));
+        p.client.push_back(std::move(client_verified));
+        p.client.push_back(std::move(client_unverified));
+    } catch (const std::exception&) {
+        // OpenSSL that cannot make a context (a broken openssl.cnf, no ciphers) fails again
+        // when the certificate manager makes its own, which says why and stops the start.
+    }
+    ERR_clear_error();
 }
 
 struct certificate_manager::impl {

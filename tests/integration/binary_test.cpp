@@ -134,6 +134,30 @@ TEST(BinaryTest, GibibyteTransfersKeepRssBounded)
     EXPECT_EQ(portico.process->wait(), 0);
 }
 
+TEST(BinaryTest, OpenSslThatCannotMakeAContextStopsTheStartWithAnError)
+{
+    // An openssl.cnf that leaves no cipher (here: a provider section naming nothing) makes
+    // every TLS context fail. The start says so and exits 3, whichever thread meets it first
+    // (OpenSSL is first used on a thread of its own while the configuration is read).
+    temp_dir dir;
+    const auto cnf = dir.path() / "openssl.cnf";
+    const auto yaml = dir.path() / "portico.yaml";
+    {
+        std::ofstream(cnf) << "openssl_conf = openssl_init\n[openssl_init]\nproviders = prov\n"
+                              "[prov]\nnothing = nothing_sect\n[nothing_sect]\nactivate = 1\n";
+        std::ofstream(yaml) << fmt::format("listen:\n  - 127.0.0.1:0\ntls:\n  ca_dir: {}\n"
+                                           "routes:\n  - host: app.localhost\n"
+                                           "    to: 127.0.0.1:9\n",
+                                           (dir.path() / "ca").string());
+    }
+    const auto r =
+        run_process({PORTICO_BINARY, "run", "-c", yaml.string()}, dir.path(),
+                    child_environment({{"OPENSSL_CONF", cnf.string()}}), std::chrono::seconds(15));
+    EXPECT_EQ(r.signal, 0) << r;
+    EXPECT_EQ(r.exit_code, 3) << r;
+    EXPECT_NE(r.err.find("TLS setup failed"), std::string::npos) << r;
+}
+
 TEST(BinaryTest, BusyTunnelEndsAtTheShutdownDeadline)
 {
     // The backend floods the tunnel and never reads; the client floods it and reads all.

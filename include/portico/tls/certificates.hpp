@@ -178,9 +178,10 @@ std::string requested_server_name(SSL* connection);
  * CA's keys use. The first of each costs a few million instructions (the configuration
  * file, error strings, every cipher and algorithm looked up by name) and later ones reuse
  * them; called on a thread of its own while the configuration is read, it takes that work
- * off the path to `portico ready`. Thread-safe.
+ * off the path to `portico ready`. Thread-safe. What fails here is left for the certificate
+ * manager to meet and report.
  */
-void prepare_openssl();
+void prepare_openssl() noexcept;
 
 /// Writes `data` to `path` atomically (temporary file in the same directory + rename) with
 /// the given mode; no temporary file is left behind on failure. Returns an error message,
