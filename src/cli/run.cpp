@@ -52,9 +52,9 @@ int run_command(const run_options& options)
     const log::background_writer log_writer;
     raise_descriptor_limit();
 
-    // OpenSSL's first use costs about a tenth of the start (its configuration file, error
-    // strings, the algorithms a context fetches): done on a thread of its own while the
-    // configuration is read, the CA opened and the sockets bound need less of it.
+    // OpenSSL's first use (its configuration file, error strings, the algorithms a context
+    // fetches) is about a sixth of the work before the ready line; a thread of its own does
+    // it while the configuration is read.
     std::jthread openssl_preparation(tls::prepare_openssl);
     const auto loaded = load_config(options.config_file, /*for_serving=*/true);
     if (!loaded) {

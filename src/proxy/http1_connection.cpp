@@ -2846,8 +2846,9 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     auto& conn = *owned;
     PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", conn.info.client});
 
-    // The first read is awaited here, bounded by the header timeout: a plain request (as
-    // good as every connection) then needs no frame for the loop that reads a ClientHello.
+    // The first bytes are taken here, bounded by the header timeout: a plain request (as
+    // good as every connection) then needs no frame for the loop that reads a ClientHello,
+    // and, being there already as a rule, no suspension either.
     conn.tcp.expires_after(w.state()->cfg.timeouts.header);
     for (;;) {
         const auto took =
