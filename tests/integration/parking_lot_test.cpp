@@ -2,6 +2,7 @@
 // back, which it closes and when, and that it keeps working after a shutdown emptied it.
 
 #include "proxy/parking_lot.hpp"
+#include "support/origin.hpp"
 
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
@@ -33,7 +34,7 @@ struct lot_fixture {
     std::vector<parked_connection> resumed;
     int closed = 0;
     parking_lot lot;
-    tcp::acceptor acceptor{context, {net::ip::address_v4::loopback(), 0}};
+    tcp::acceptor acceptor = loopback_acceptor(context);
     std::vector<tcp::socket> clients;
     std::uint64_t next_id = 1;
 

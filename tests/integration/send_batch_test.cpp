@@ -5,6 +5,7 @@
 
 #include "proxy/send_batch.hpp"
 #include "proxy/streams.hpp"
+#include "support/origin.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -36,13 +37,7 @@ struct connections {
 
     explicit connections(int count, int receive_buffer = 0)
     {
-        tcp::acceptor acceptor(context);
-        acceptor.open(tcp::v4());
-        if (receive_buffer > 0) {
-            acceptor.set_option(net::socket_base::receive_buffer_size(receive_buffer));
-        }
-        acceptor.bind({net::ip::address_v4::loopback(), 0});
-        acceptor.listen();
+        auto acceptor = loopback_acceptor(context, receive_buffer);
         for (int i = 0; i < count; ++i) {
             senders.push_back(std::make_unique<tcp_stream>(executor(context.get_executor())));
             senders.back()->socket().connect(acceptor.local_endpoint());
@@ -111,6 +106,19 @@ void spawn_senders(connections& conns, send_batch& batch, std::vector<send_resul
     }
 }
 
+/// Checks that every send of `results` completed, without error, leaving nothing for a
+/// write, and that its receiver got its head and body whole.
+void expect_each_sent_whole(connections& conns, const std::vector<send_result>& results)
+{
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        const auto& r = results[i];
+        ASSERT_TRUE(r.completed) << i;
+        EXPECT_FALSE(r.ec) << i << ": " << r.ec.message();
+        EXPECT_EQ(r.left(), 0U) << i;
+        EXPECT_EQ(conns.drain(i, r.head.size() + r.body.size()), r.head + r.body) << i;
+    }
+}
+
 class SendBatchTest : public ::testing::TestWithParam<bool> {
 protected:
     bool use_ring() const { return GetParam(); }
@@ -128,13 +136,7 @@ TEST_P(SendBatchTest, ATurnsSendsAllArriveInOneSystemCall)
     }
     spawn_senders(conns, batch, results);
     conns.run();
-    for (int i = 0; i < count; ++i) {
-        const auto& r = results[i];
-        ASSERT_TRUE(r.completed) << i;
-        EXPECT_FALSE(r.ec) << i << ": " << r.ec.message();
-        EXPECT_EQ(r.left(), 0U) << i;
-        EXPECT_EQ(conns.drain(i, r.head.size() + r.body.size()), r.head + r.body) << i;
-    }
+    expect_each_sent_whole(conns, results);
     EXPECT_EQ(batch.sends(), static_cast<std::uint64_t>(count));
     if (use_ring() && batch.uses_ring()) {
         EXPECT_EQ(batch.system_calls(), 1U); // 40 sends fit one submission of 64
@@ -154,11 +156,7 @@ TEST_P(SendBatchTest, MoreSendsThanTheRingHoldsTakeSeveralSubmissions)
     }
     spawn_senders(conns, batch, results);
     conns.run();
-    for (int i = 0; i < count; ++i) {
-        ASSERT_TRUE(results[i].completed) << i;
-        EXPECT_FALSE(results[i].ec) << i;
-        EXPECT_EQ(conns.drain(i, results[i].head.size()), results[i].head) << i;
-    }
+    expect_each_sent_whole(conns, results);
     if (use_ring() && batch.uses_ring()) {
         EXPECT_EQ(batch.system_calls(), 3U); // 64 + 64 + 22
     }
@@ -273,10 +271,7 @@ TEST_P(SendBatchTest, SendsOfLaterTurnsGoInLaterSubmissions)
         spawn_senders(conns, batch, results);
         conns.context.restart();
         conns.run();
-        for (std::size_t i = 0; i < results.size(); ++i) {
-            ASSERT_TRUE(results[i].completed);
-            EXPECT_EQ(conns.drain(i, results[i].head.size()), results[i].head);
-        }
+        expect_each_sent_whole(conns, results);
     }
     EXPECT_EQ(batch.sends(), 6U);
     if (use_ring() && batch.uses_ring()) {

@@ -1,6 +1,7 @@
 // `send_available` on real loopback sockets: what a socket takes at once, what it leaves.
 
 #include "proxy/streams.hpp"
+#include "support/origin.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
@@ -34,13 +35,7 @@ struct connected_pair {
     {
         constexpr int small = 4096;
         const int receive_buffer = small_buffers ? small : 0;
-        tcp::acceptor acceptor(context);
-        acceptor.open(tcp::v4());
-        if (receive_buffer > 0) {
-            acceptor.set_option(net::socket_base::receive_buffer_size(receive_buffer));
-        }
-        acceptor.bind({net::ip::address_v4::loopback(), 0});
-        acceptor.listen();
+        auto acceptor = loopback_acceptor(context, receive_buffer);
         sender.socket().connect(acceptor.local_endpoint());
         acceptor.accept(receiver);
         if (small_buffers) {

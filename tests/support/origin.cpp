@@ -342,6 +342,18 @@ refused_port::refused_port()
     throw std::runtime_error("no loopback port free on both 127.0.0.1 and ::1");
 }
 
+tcp::acceptor loopback_acceptor(net::io_context& context, int receive_buffer)
+{
+    tcp::acceptor acceptor(context);
+    acceptor.open(tcp::v4());
+    if (receive_buffer > 0) {
+        acceptor.set_option(net::socket_base::receive_buffer_size(receive_buffer));
+    }
+    acceptor.bind({net::ip::address_v4::loopback(), 0});
+    acceptor.listen();
+    return acceptor;
+}
+
 temp_dir::temp_dir()
 {
     std::random_device rd;

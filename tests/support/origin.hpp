@@ -184,6 +184,13 @@ private:
     unsigned short port_ = 0;
 };
 
+/**
+ * A listening acceptor on 127.0.0.1 with an ephemeral port. `receive_buffer` > 0 sets its
+ * SO_RCVBUF before it listens, which the connections it accepts take (a small one lets a
+ * test fill a socket).
+ */
+tcp::acceptor loopback_acceptor(net::io_context& context, int receive_buffer = 0);
+
 /// A unique empty directory under the system temp dir, removed by the destructor.
 class temp_dir {
 public:
