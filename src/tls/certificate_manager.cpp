@@ -177,7 +177,7 @@ prepared_contexts& prepared()
 ssl::context prepared_context(ssl::context::method method)
 {
     auto& p = prepared();
-    {
+    if (method == ssl::context::tls_server || method == ssl::context::tls_client) {
         const std::lock_guard lock(p.mutex);
         auto& list = method == ssl::context::tls_server ? p.server : p.client;
         if (!list.empty()) {
