@@ -225,6 +225,31 @@ TEST(ParkingLotTest, ManyConnectionsReadyTogetherAreAllHandedBack)
     ASSERT_TRUE(f.run_until([&] { return f.resumed.size() == count + 1; }));
 }
 
+TEST(ParkingLotTest, DescriptorTheEpollSetRefusesIsLeftToTheCallerAndTheLotGoesOn)
+{
+    lot_fixture f;
+    // epoll refuses what cannot be polled (EPERM), as it refuses any descriptor once the
+    // kernel's limit of watched descriptors is reached (ENOSPC): the caller keeps it.
+    const int unpollable = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(unpollable, 0);
+    parked_connection refused;
+    refused.fd = unpollable;
+    refused.id = 99;
+    boost::system::error_code ec;
+    f.lot.park(refused, ec);
+    EXPECT_EQ(ec, boost::system::errc::operation_not_permitted) << ec.message();
+    EXPECT_EQ(f.lot.size(), 0U);
+    EXPECT_TRUE(is_open_descriptor(unpollable));
+    ::close(unpollable);
+    // The slot it was given is free again, and the next connection is watched as usual.
+    f.park_new();
+    EXPECT_EQ(f.lot.size(), 1U);
+    f.send(0, "GET");
+    ASSERT_TRUE(f.run_until([&] { return f.resumed.size() == 1; }));
+    EXPECT_EQ(f.resumed.front().id, 1U);
+    EXPECT_EQ(f.closed, 0);
+}
+
 TEST(ParkingLotTest, SlotFreedInTheMiddleIsReusedWithoutDisturbingTheOthers)
 {
     lot_fixture f(400ms);
