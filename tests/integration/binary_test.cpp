@@ -158,6 +158,29 @@ TEST(BinaryTest, OpenSslThatCannotMakeAContextStopsTheStartWithAnError)
     EXPECT_NE(r.err.find("TLS setup failed"), std::string::npos) << r;
 }
 
+TEST(BinaryTest, ContextsMadeAheadAnswerClientsAndReachHttpsBackends)
+{
+    // `portico run` makes its TLS contexts on a thread of its own while the configuration is
+    // read, and the certificate manager takes them: the server's must answer a browser, the
+    // client's must reach an https backend.
+    temp_dir certs;
+    std::string error;
+    ASSERT_TRUE(make_self_signed(certs.path() / "cert.pem", certs.path() / "key.pem", "localhost",
+                                 "backend", error))
+        << error;
+    tls_origin backend(certs.path() / "cert.pem", certs.path() / "key.pem");
+    running_portico portico(fmt::format("routes:\n  - host: app.localhost\n"
+                                        "    to: https://localhost:{}\n"
+                                        "    insecure_skip_verify: true\n",
+                                        backend.port()));
+    const auto r =
+        run_process({"curl", "-sS", "--cacert", (portico.ca_dir() / "ca.pem").string(), "--resolve",
+                     fmt::format("app.localhost:{}:127.0.0.1", portico.port),
+                     fmt::format("https://app.localhost:{}/both-sides", portico.port)});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_EQ(r.out, "tls-backend GET /both-sides") << r;
+}
+
 TEST(BinaryTest, BusyTunnelEndsAtTheShutdownDeadline)
 {
     // The backend floods the tunnel and never reads; the client floods it and reads all.
