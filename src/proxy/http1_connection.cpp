@@ -2100,8 +2100,16 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                     co_await c.w.sends().send(c.stream, out, ec);
                     sent = settled(out, ec);
                 } else if (whole) {
-                    send_available(c.stream, out, ec);
+                    // Held back (MSG_MORE) and pushed by the shutdown, so that the response
+                    // and the FIN go in one segment: on loopback each segment costs both
+                    // ends their share of the CPU. The shutdown, not the close, pushes it: a
+                    // close with unread bytes from the client resets the connection and
+                    // drops what was never sent.
+                    send_available(c.stream, out, ec, MSG_MORE);
                     sent = settled(out, ec);
+                    if (sent && !ec) {
+                        ::shutdown(tcp_of(c.stream).socket().native_handle(), SHUT_WR);
+                    }
                 }
             }
             if (!sent) {

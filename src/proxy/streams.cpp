@@ -28,7 +28,8 @@ void consume_sent(std::span<net::const_buffer> buffers, std::size_t sent)
     }
 }
 
-void send_available(int socket, std::span<net::const_buffer> buffers, boost::system::error_code& ec)
+void send_available(int socket, std::span<net::const_buffer> buffers, boost::system::error_code& ec,
+                    int flags)
 {
     std::array<iovec, 8> parts{};
     const std::size_t count = gather_parts(buffers, parts);
@@ -40,7 +41,7 @@ void send_available(int socket, std::span<net::const_buffer> buffers, boost::sys
     message.msg_iovlen = count;
     ssize_t sent = -1;
     do {
-        sent = ::sendmsg(socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+        sent = ::sendmsg(socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL | flags);
     } while (sent < 0 && errno == EINTR);
     if (sent < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {

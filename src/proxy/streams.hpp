@@ -37,14 +37,14 @@ void consume_sent(std::span<net::const_buffer> buffers, std::size_t sent);
  * without waiting, and leaves in `buffers` what it did not take. `ec` is set only for a
  * failed socket; a full send buffer leaves everything in place.
  */
-void send_available(int socket, std::span<net::const_buffer> buffers,
-                    boost::system::error_code& ec);
+void send_available(int socket, std::span<net::const_buffer> buffers, boost::system::error_code& ec,
+                    int flags = 0);
 
 template <typename Protocol>
 void send_available(deadline_stream<Protocol>& s, std::span<net::const_buffer> buffers,
-                    boost::system::error_code& ec)
+                    boost::system::error_code& ec, int flags = 0)
 {
-    send_available(s.socket().native_handle(), buffers, ec);
+    send_available(s.socket().native_handle(), buffers, ec, flags);
 }
 
 /// `127.0.0.1:7080` or `[::1]:7080`, as logs, error pages and ready lines show addresses.

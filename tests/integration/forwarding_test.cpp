@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -199,6 +200,33 @@ TEST(ForwardingTest, FirstBytesThatComeLateAndInPiecesAreServed)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     c.write_raw("te HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
     EXPECT_EQ(c.read_response().body(), "GET /late host=app.localhost body=0");
+}
+
+TEST(ForwardingTest, LastResponseOnAConnectionEndsInTheSegmentThatCarriesTheFin)
+{
+    // Each segment on loopback costs both ends CPU: the response a connection closes after
+    // goes out with the FIN in one segment. The client then receives, besides segments with
+    // data, only the SYN-ACK and the ACK of its request (sent at once: a connection's first
+    // data is acknowledged in quick-ACK mode); a FIN of its own would be a third.
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    for (int i = 0; i < 3; ++i) {
+        client c(proxy.port());
+        c.write_raw("GET /fin HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n");
+        const auto answer = c.read_until_closed();
+        EXPECT_TRUE(answer.ends_with("GET /fin host=app.localhost body=0")) << answer;
+        // The kernel's TCP_INFO goes on past the fields glibc's struct declares (Linux 4.6+).
+        struct {
+            tcp_info known;
+            std::uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+            std::uint32_t segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in;
+        } info{};
+        socklen_t length = sizeof(info);
+        ASSERT_EQ(::getsockopt(c.socket.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &length), 0);
+        ASSERT_EQ(length, sizeof(info)) << "a kernel without segment counts";
+        EXPECT_LE(info.segs_in - info.data_segs_in, 2U)
+            << info.segs_in << " segments in, " << info.data_segs_in << " with data";
+    }
 }
 
 TEST(ForwardingTest, ConnectionWaitingAfterItsFirstRequestServesWhatComesNext)
