@@ -2101,10 +2101,10 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                     sent = settled(out, ec);
                 } else if (whole) {
                     // Held back (MSG_MORE) and pushed by the shutdown, so that the response
-                    // and the FIN go in one segment: on loopback each segment costs both
-                    // ends their share of the CPU. The shutdown, not the close, pushes it: a
-                    // close with unread bytes from the client resets the connection and
-                    // drops what was never sent.
+                    // and the FIN go in one segment (decision 0022): on loopback each segment
+                    // costs both ends their share of the CPU. The shutdown, not the close,
+                    // pushes it: a close with unread bytes from the client resets the
+                    // connection and drops what was never sent.
                     send_available(c.stream, out, ec, MSG_MORE);
                     sent = settled(out, ec);
                     if (sent && !ec) {
