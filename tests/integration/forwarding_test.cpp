@@ -3,6 +3,7 @@
 
 #include "support/origin.hpp"
 #include "support/proxy_harness.hpp"
+#include "support/tcp_counts.hpp"
 
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -21,7 +22,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -215,17 +215,10 @@ TEST(ForwardingTest, LastResponseOnAConnectionEndsInTheSegmentThatCarriesTheFin)
         c.write_raw("GET /fin HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n");
         const auto answer = c.read_until_closed();
         EXPECT_TRUE(answer.ends_with("GET /fin host=app.localhost body=0")) << answer;
-        // The kernel's TCP_INFO goes on past the fields glibc's struct declares (Linux 4.6+).
-        struct {
-            tcp_info known;
-            std::uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
-            std::uint32_t segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in;
-        } info{};
-        socklen_t length = sizeof(info);
-        ASSERT_EQ(::getsockopt(c.socket.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &length), 0);
-        ASSERT_EQ(length, sizeof(info)) << "a kernel without segment counts";
-        EXPECT_LE(info.segs_in - info.data_segs_in, 2U)
-            << info.segs_in << " segments in, " << info.data_segs_in << " with data";
+        const auto counts = segment_counts(c.socket.native_handle());
+        ASSERT_TRUE(counts) << "a kernel without segment counts";
+        EXPECT_LE(counts->received - counts->received_with_data, 2U)
+            << counts->received << " segments in, " << counts->received_with_data << " with data";
     }
 }
 
