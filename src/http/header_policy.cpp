@@ -399,6 +399,52 @@ bool is_forwarding_claim(const fields::value_type& line)
     return line.name() == field::forwarded || is_x_forwarded_name(line.name_string());
 }
 
+/// Whether an Upgrade item names h2c, HTTP/2 cleartext, which portico does not speak.
+bool is_h2c(std::string_view item)
+{
+    // protocol = protocol-name ["/" protocol-version]
+    return beast::iequals(trim_ows(item.substr(0, item.find('/'))), "h2c");
+}
+
+/// Whether an Upgrade value offers a protocol portico tunnels. A client that offers h2c and
+/// something else (`h2c, websocket`) gets the rest; h2c alone is answered as plain HTTP/1.1
+/// instead (RFC 9113 §3.1).
+bool offers_tunnelled_protocol(std::string_view upgrade)
+{
+    bool offered = false;
+    for_each_item(upgrade, [&offered](std::string_view item) {
+        offered = !is_h2c(item);
+        return offered;
+    });
+    return offered;
+}
+
+/**
+ * On an upgrade, the Upgrade lines become one that offers the backend only what portico
+ * tunnels: an h2c offered beside them would let a backend switch to a protocol portico cannot
+ * carry. Nothing is rewritten when no h2c is there.
+ */
+void drop_h2c_offers(fields& f)
+{
+    bool any_h2c = false;
+    std::string offered;
+    for (const auto& line : f) {
+        if (line.name() == field::upgrade) {
+            for_each_item(line.value(), [&](std::string_view item) {
+                if (is_h2c(item)) {
+                    any_h2c = true;
+                } else {
+                    offered.append(offered.empty() ? "" : ", ").append(item);
+                }
+                return false;
+            });
+        }
+    }
+    if (any_h2c) {
+        f.set(field::upgrade, offered);
+    }
+}
+
 } // namespace
 
 void append_upstream_request(std::string& out, const request_head& req,
@@ -625,6 +671,7 @@ void prepare_upstream_request(request_head& req, const forward_facts& facts,
     req.version(11);
     if (facts.upgrade) {
         req.set(field::connection, "upgrade");
+        drop_h2c_offers(req);
     }
 
     apply_header_rules(req, route_rules);
@@ -653,23 +700,6 @@ void prepare_downstream_response(response_head& res, bool upgrade,
 }
 
 namespace {
-
-/// Whether the first item of an Upgrade value names a protocol portico tunnels.
-bool names_tunnelled_protocol(std::string_view upgrade)
-{
-    std::string_view first;
-    for_each_item(upgrade, [&first](std::string_view item) {
-        first = item;
-        return true;
-    });
-    if (first.empty()) {
-        return false;
-    }
-    // protocol = protocol-name ["/" protocol-version]; h2c is HTTP/2 cleartext, which portico
-    // does not speak, so it answers such a request as plain HTTP/1.1 instead (RFC 9113 §3.1).
-    const auto name = trim_ows(first.substr(0, first.find('/')));
-    return !beast::iequals(name, "h2c");
-}
 
 /// Notes whether an Accept value names JSON and HTML (items refused with q=0 do not count).
 void weigh_accept(std::string_view value, bool& json, bool& html)
@@ -709,8 +739,7 @@ request_lines scan_request_lines(const request_head& req)
 {
     request_lines lines;
     bool connection_upgrade = false;
-    bool has_upgrade = false;
-    std::string_view upgrade;
+    bool offers_tunnel = false;
     bool json = false;
     bool html = false;
     unsigned content_lengths = 0;
@@ -742,10 +771,8 @@ request_lines scan_request_lines(const request_head& req)
                 connection_upgrade || beast::http::token_list{line.value()}.exists("upgrade");
             break;
         case field::upgrade:
-            if (!has_upgrade) {
-                has_upgrade = true;
-                upgrade = line.value();
-            }
+            // Lines of one field are one list (RFC 9110 §5.3).
+            offers_tunnel = offers_tunnel || offers_tunnelled_protocol(line.value());
             break;
         case field::accept:
             weigh_accept(line.value(), json, html);
@@ -755,8 +782,7 @@ request_lines scan_request_lines(const request_head& req)
         }
     }
     // A server must ignore Upgrade in an HTTP/1.0 request (RFC 9110 §7.8).
-    lines.tunnel_upgrade = req.version() >= 11 && connection_upgrade && has_upgrade &&
-                           names_tunnelled_protocol(upgrade);
+    lines.tunnel_upgrade = req.version() >= 11 && connection_upgrade && offers_tunnel;
     lines.prefers_json = json && !html;
     return lines;
 }

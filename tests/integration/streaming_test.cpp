@@ -23,6 +23,7 @@
 #include <chrono>
 #include <functional>
 #include <initializer_list>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -208,6 +209,58 @@ TEST(TunnelTest, H2cUpgradeIsDroppedAndForwardedAsHttp11)
     ASSERT_EQ(seen.size(), 1U);
     EXPECT_EQ(seen[0].count(beast::http::field::upgrade), 0U);
     EXPECT_EQ(seen[0].count("HTTP2-Settings"), 0U);
+}
+
+TEST(TunnelTest, UpgradeOfferingH2cAndWebSocketIsTunnelledAsWebSocket)
+{
+    // A client may offer several protocols (RFC 9110 §7.8); portico cannot carry h2c, so the
+    // backend is offered the rest, and the switch to it is tunnelled.
+    std::mutex seen_mutex;
+    std::vector<std::string> upgrades_seen;
+    origin backend([&](origin_connection& c) {
+        auto req = c.read_request();
+        if (!req) {
+            return;
+        }
+        {
+            std::scoped_lock lock(seen_mutex);
+            for (const auto& line : *req) {
+                if (line.name() == beast::http::field::upgrade) {
+                    upgrades_seen.emplace_back(line.value());
+                }
+            }
+        }
+        c.write_raw("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                    "Upgrade: websocket\r\n\r\n");
+        std::array<char, 64> bytes{};
+        boost::system::error_code ec;
+        const auto n = c.stream.read_some(net::buffer(bytes), ec);
+        if (!ec) {
+            net::write(c.stream, net::buffer(bytes.data(), n), ec);
+        }
+    });
+    proxy_harness proxy(route_to(backend.port()));
+    net::io_context ctx;
+    auto socket = connect_loopback(ctx, proxy.port());
+    bounded_stream stream(socket);
+    net::write(stream, net::buffer(std::string_view(
+                           "GET /hmr HTTP/1.1\r\nHost: app.localhost\r\n"
+                           "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, websocket\r\n"
+                           "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")));
+    std::string received;
+    const auto end = net::read_until(stream, net::dynamic_buffer(received), "\r\n\r\n");
+    ASSERT_TRUE(received.starts_with("HTTP/1.1 101 ")) << received;
+    received.erase(0, end);
+    net::write(stream, net::buffer(std::string_view("ping")));
+    boost::system::error_code ec;
+    while (received.size() < 4 && !ec) {
+        std::array<char, 64> bytes{};
+        const auto n = stream.read_some(net::buffer(bytes), ec);
+        received.append(bytes.data(), n);
+    }
+    EXPECT_EQ(received, "ping");
+    std::scoped_lock lock(seen_mutex);
+    EXPECT_EQ(upgrades_seen, std::vector<std::string>{"websocket"});
 }
 
 TEST(StreamingTest, ServerSentEventArrivesWhileResponseStaysOpen)

@@ -123,7 +123,7 @@ struct request_lines {
     bool content_length_repeated = false;
     bool has_expect = false;
     std::string_view expect;     ///< the first Expect line's value
-    /// The request asks for a protocol switch portico tunnels (any but `h2c`).
+    /// The request offers a protocol switch portico tunnels (any protocol but `h2c`).
     bool tunnel_upgrade = false;
     /// `Accept` names `application/json` and not `text/html`.
     bool prefers_json = false;

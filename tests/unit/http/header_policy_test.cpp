@@ -469,18 +469,39 @@ TEST(HeaderPolicyTest, Http10UpgradeIsIgnored)
     EXPECT_FALSE(is_tunnel_upgrade(req));
 }
 
-TEST(HeaderPolicyTest, FirstUpgradeLineDecidesTheTunnel)
+TEST(HeaderPolicyTest, UpgradeLinesAreOneListOfOffers)
 {
     auto req = make_request();
     req.set(field::connection, "upgrade");
     req.insert(field::upgrade, "h2c");
     req.insert(field::upgrade, "websocket");
-    EXPECT_FALSE(is_tunnel_upgrade(req));
+    EXPECT_TRUE(is_tunnel_upgrade(req));
 
     req.erase(field::upgrade);
-    req.insert(field::upgrade, "websocket");
     req.insert(field::upgrade, "h2c");
+    req.insert(field::upgrade, "H2C/1.0 , ");
+    EXPECT_FALSE(is_tunnel_upgrade(req));
+
+    req.set(field::upgrade, "h2c, websocket");
     EXPECT_TRUE(is_tunnel_upgrade(req));
+}
+
+TEST(HeaderPolicyTest, UpstreamUpgradeOffersOnlyWhatIsTunnelled)
+{
+    auto req = make_request();
+    req.set(field::connection, "Upgrade, HTTP2-Settings");
+    req.insert(field::upgrade, "h2c, websocket");
+    req.insert(field::upgrade, "H2C/1.0, foo/2");
+    req.set("HTTP2-Settings", "AAMAAABkAAQAAP__");
+    ASSERT_TRUE(is_tunnel_upgrade(req));
+    auto facts = default_facts();
+    facts.upgrade = true;
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(values(req, "Upgrade"), (std::vector<std::string>{"websocket, foo/2"}));
+    EXPECT_EQ(values(req, "Connection"), std::vector<std::string>{"upgrade"});
+    EXPECT_EQ(req.count("HTTP2-Settings"), 0U);
 }
 
 TEST(HeaderPolicyTest, ScanOfRequestLinesGivesEachFact)
