@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdint>
 #include <iterator>
 #include <limits>
@@ -399,50 +400,78 @@ bool is_forwarding_claim(const fields::value_type& line)
     return line.name() == field::forwarded || is_x_forwarded_name(line.name_string());
 }
 
+bool is_token(std::string_view s) noexcept
+{
+    constexpr std::string_view punctuation = "!#$%&'*+-.^_`|~"; // tchar, RFC 9110 §5.6.2
+    return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return std::isalnum(u) != 0 || punctuation.find(c) != std::string_view::npos;
+    });
+}
+
+/// protocol = protocol-name ["/" protocol-version], both tokens (RFC 9110 §7.8).
+bool is_protocol(std::string_view item) noexcept
+{
+    const auto slash = item.find('/');
+    return is_token(item.substr(0, slash)) &&
+           (slash == std::string_view::npos || is_token(item.substr(slash + 1)));
+}
+
 /// Whether an Upgrade item names h2c, HTTP/2 cleartext, which portico does not speak.
 bool is_h2c(std::string_view item)
 {
-    // protocol = protocol-name ["/" protocol-version]
-    return beast::iequals(trim_ows(item.substr(0, item.find('/'))), "h2c");
+    return beast::iequals(item.substr(0, item.find('/')), "h2c");
 }
 
 /// Whether an Upgrade value offers a protocol portico tunnels. A client that offers h2c and
 /// something else (`h2c, websocket`) gets the rest; h2c alone is answered as plain HTTP/1.1
-/// instead (RFC 9113 §3.1).
+/// instead (RFC 9113 §3.1), and so is a value that names no protocol.
 bool offers_tunnelled_protocol(std::string_view upgrade)
 {
     bool offered = false;
     for_each_item(upgrade, [&offered](std::string_view item) {
-        offered = !is_h2c(item);
+        offered = is_protocol(item) && !is_h2c(item);
         return offered;
     });
     return offered;
 }
 
 /**
- * On an upgrade, the Upgrade lines become one that offers the backend only what portico
- * tunnels: an h2c offered beside them would let a backend switch to a protocol portico cannot
- * carry. Nothing is rewritten when no h2c is there.
+ * On an upgrade, the backend is offered only what portico tunnels: an h2c offered beside
+ * them would let a backend switch to a protocol portico cannot carry. Each Upgrade line is
+ * filtered on its own and its items joined with a bare comma, so that no line grows past
+ * what the parser accepted. Nothing is rewritten when no h2c is there.
  */
 void drop_h2c_offers(fields& f)
 {
     bool any_h2c = false;
-    std::string offered;
+    std::vector<std::string> kept_lines;
     for (const auto& line : f) {
-        if (line.name() == field::upgrade) {
-            for_each_item(line.value(), [&](std::string_view item) {
-                if (is_h2c(item)) {
-                    any_h2c = true;
-                } else {
-                    offered.append(offered.empty() ? "" : ", ").append(item);
-                }
-                return false;
-            });
+        if (line.name() != field::upgrade) {
+            continue;
+        }
+        std::string kept;
+        for_each_item(line.value(), [&](std::string_view item) {
+            if (is_h2c(item)) {
+                any_h2c = true;
+            } else if (is_protocol(item)) {
+                kept.append(kept.empty() ? "" : ",").append(item);
+            }
+            return false;
+        });
+        kept_lines.push_back(std::move(kept));
+    }
+    if (!any_h2c) {
+        return;
+    }
+    f.erase(field::upgrade);
+    for (const auto& kept : kept_lines) {
+        if (!kept.empty()) {
+            f.insert(field::upgrade, kept);
         }
     }
-    if (any_h2c) {
-        f.set(field::upgrade, offered);
-    }
+    // The h2c upgrade's settings (RFC 7540 §3.2.1) mean nothing without it.
+    f.erase("HTTP2-Settings");
 }
 
 } // namespace

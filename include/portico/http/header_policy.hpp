@@ -48,9 +48,9 @@ void apply_header_rules(fields& f, const header_rule_view& rules);
  * Turns a client request head into the head sent to the backend: hop-by-hop removal,
  * `X-Forwarded-For/Proto/Host` replaced (portico is the edge), `Via: 1.1 portico`
  * appended, Host and target set, HTTP/1.1, route request rules applied last, and for an
- * upgrade `Connection: upgrade` with the client's `Upgrade`. Framing fields
- * (Content-Length, chunked) are left for the caller to set. `connection_named` as for
- * `remove_hop_by_hop`.
+ * upgrade `Connection: upgrade` with the protocols of the client's `Upgrade` other than
+ * h2c. Framing fields (Content-Length, chunked) are left for the caller to set.
+ * `connection_named` as for `remove_hop_by_hop`.
  */
 void prepare_upstream_request(request_head& req, const forward_facts& facts,
                               const header_rule_view& route_rules,

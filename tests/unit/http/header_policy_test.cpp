@@ -484,6 +484,14 @@ TEST(HeaderPolicyTest, UpgradeLinesAreOneListOfOffers)
 
     req.set(field::upgrade, "h2c, websocket");
     EXPECT_TRUE(is_tunnel_upgrade(req));
+    req.set(field::upgrade, "websocket/13, h2c");
+    EXPECT_TRUE(is_tunnel_upgrade(req));
+
+    // Items that name no protocol (RFC 9110 §7.8: token ["/" token]) offer nothing.
+    for (const char* value : {"h2c, \"\"", "h2c, ;", "h2c, websocket/", "/13", "a b"}) {
+        req.set(field::upgrade, value);
+        EXPECT_FALSE(is_tunnel_upgrade(req)) << value;
+    }
 }
 
 TEST(HeaderPolicyTest, UpstreamUpgradeOffersOnlyWhatIsTunnelled)
@@ -499,9 +507,60 @@ TEST(HeaderPolicyTest, UpstreamUpgradeOffersOnlyWhatIsTunnelled)
 
     prepare_upstream_request(req, facts, no_rules);
 
-    EXPECT_EQ(values(req, "Upgrade"), (std::vector<std::string>{"websocket, foo/2"}));
+    EXPECT_EQ(values(req, "Upgrade"), (std::vector<std::string>{"websocket", "foo/2"}));
     EXPECT_EQ(values(req, "Connection"), std::vector<std::string>{"upgrade"});
     EXPECT_EQ(req.count("HTTP2-Settings"), 0U);
+}
+
+TEST(HeaderPolicyTest, UpstreamUpgradeWithoutH2cIsForwardedAsItCame)
+{
+    auto req = make_request();
+    req.set(field::connection, "Upgrade");
+    req.set(field::upgrade, "websocket,foo/2");
+    auto facts = default_facts();
+    facts.upgrade = true;
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(values(req, "Upgrade"), std::vector<std::string>{"websocket,foo/2"});
+}
+
+TEST(HeaderPolicyTest, UpstreamUpgradeDropsH2cSettingsTheClientDidNotName)
+{
+    auto req = make_request();
+    req.set(field::connection, "Upgrade");
+    req.set(field::upgrade, "h2c, websocket");
+    req.set("HTTP2-Settings", "AAMAAABkAAQAAP__");
+    auto facts = default_facts();
+    facts.upgrade = true;
+
+    prepare_upstream_request(req, facts, no_rules);
+
+    EXPECT_EQ(values(req, "Upgrade"), std::vector<std::string>{"websocket"});
+    EXPECT_EQ(req.count("HTTP2-Settings"), 0U);
+}
+
+TEST(HeaderPolicyTest, UpstreamUpgradeLineNeverGrowsPastTheLongestAField)
+{
+    // Beast refuses a field value over 65,533 bytes with an exception: a line of bare
+    // commas the parser took must not come out longer.
+    std::string value = "h2c";
+    while (value.size() < 65'000) {
+        value += ",a";
+    }
+    auto req = make_request();
+    req.set(field::connection, "Upgrade");
+    req.set(field::upgrade, value);
+    ASSERT_TRUE(is_tunnel_upgrade(req));
+    auto facts = default_facts();
+    facts.upgrade = true;
+
+    ASSERT_NO_THROW(prepare_upstream_request(req, facts, no_rules));
+
+    const auto forwarded = values(req, "Upgrade");
+    ASSERT_EQ(forwarded.size(), 1U);
+    EXPECT_EQ(forwarded[0].size(), value.size() - 4); // "h2c," gone
+    EXPECT_TRUE(forwarded[0].starts_with("a,a,"));
 }
 
 TEST(HeaderPolicyTest, ScanOfRequestLinesGivesEachFact)
