@@ -925,7 +925,7 @@ bool loader::check_header_name(const std::string& header, const source_location&
                                const std::string& prefix, std::string_view section,
                                std::string_view verb)
 {
-    if (!is_token(header)) {
+    if (!uri::is_token(header)) {
         ctx_.error(at, fmt::format("{}header name '{}' in '{}' is not a valid RFC 9110 token",
                                    prefix, header, section));
         return false;

@@ -454,14 +454,6 @@ checked<std::string> parse_host_header_value(std::string_view text)
     return result::success(std::string(text));
 }
 
-bool is_token(std::string_view name)
-{
-    constexpr std::string_view specials = "!#$%&'*+-.^_`|~";
-    return !name.empty() && std::all_of(name.begin(), name.end(), [&](char c) {
-        return is_alpha(c) || is_digit(c) || specials.find(c) != std::string_view::npos;
-    });
-}
-
 std::string_view managed_header_reason(std::string_view name)
 {
     // RFC 9110 §7.6.1 (Connection and the hop-by-hop fields it implies) and RFC 9112 §6

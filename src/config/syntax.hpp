@@ -88,9 +88,6 @@ checked<backend> parse_backend(std::string_view text);
 /// A literal `host_header` value: `host[:port]` with a host name or IP address.
 checked<std::string> parse_host_header_value(std::string_view text);
 
-/// True when `name` is an RFC 9110 token (§5.6.2), as header field names must be.
-bool is_token(std::string_view name);
-
 /**
  * Why a header may not be set or removed by a route (framing and hop-by-hop headers,
  * which portico itself manages, and Host, which `host_header` controls), or "".

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <array>
 #include <string>
 
@@ -258,6 +259,15 @@ std::optional<std::string> normalize_host(std::string_view host)
         return lower_name(name);
     }
     return to_lower(name);
+}
+
+bool is_token(std::string_view text) noexcept
+{
+    constexpr std::string_view specials = "!#$%&'*+-.^_`|~";
+    return !text.empty() && std::all_of(text.begin(), text.end(), [&](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               specials.find(c) != std::string_view::npos;
+    });
 }
 
 } // namespace portico::uri

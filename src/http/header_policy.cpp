@@ -1,13 +1,13 @@
 #include "portico/http/header_policy.hpp"
 
 #include "portico/http/head_text.hpp"
+#include "portico/core/uri.hpp"
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <cstdint>
 #include <iterator>
 #include <limits>
@@ -400,21 +400,12 @@ bool is_forwarding_claim(const fields::value_type& line)
     return line.name() == field::forwarded || is_x_forwarded_name(line.name_string());
 }
 
-bool is_token(std::string_view s) noexcept
-{
-    constexpr std::string_view punctuation = "!#$%&'*+-.^_`|~"; // tchar, RFC 9110 §5.6.2
-    return !s.empty() && std::all_of(s.begin(), s.end(), [&](char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return std::isalnum(u) != 0 || punctuation.find(c) != std::string_view::npos;
-    });
-}
-
 /// protocol = protocol-name ["/" protocol-version], both tokens (RFC 9110 §7.8).
 bool is_protocol(std::string_view item) noexcept
 {
     const auto slash = item.find('/');
-    return is_token(item.substr(0, slash)) &&
-           (slash == std::string_view::npos || is_token(item.substr(slash + 1)));
+    return uri::is_token(item.substr(0, slash)) &&
+           (slash == std::string_view::npos || uri::is_token(item.substr(slash + 1)));
 }
 
 /// Whether an Upgrade item names h2c, HTTP/2 cleartext, which portico does not speak.

@@ -2108,7 +2108,8 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                     send_available(c.stream, out, ec, MSG_MORE);
                     sent = settled(out, ec);
                     if (sent && !ec) {
-                        ::shutdown(tcp_of(c.stream).socket().native_handle(), SHUT_WR);
+                        boost::system::error_code ignored;
+                        tcp_of(c.stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
                     }
                 }
             }

@@ -1,7 +1,8 @@
 #pragma once
 
 // Path and host canonical forms shared by configuration (configured prefixes and hosts) and
-// routing (request targets), so that both sides compare like with like.
+// routing (request targets), so that both sides compare like with like; and the token syntax
+// that configured header names and the header policy's Upgrade protocols share.
 
 #include <cstddef>
 #include <optional>
@@ -41,5 +42,8 @@ std::string to_lower(std::string_view text);
  * @return nullopt for an empty or syntactically invalid host.
  */
 std::optional<std::string> normalize_host(std::string_view host_with_port);
+
+/// True when `text` is an RFC 9110 token (§5.6.2): a header field name, a protocol name.
+bool is_token(std::string_view text) noexcept;
 
 } // namespace portico::uri

@@ -164,5 +164,15 @@ TEST(UriTest, NormalizeHostRejectsMisplacedWildcard)
     }
 }
 
+TEST(UriTest, TokenIsTcharsOnly)
+{
+    for (const char* token : {"websocket", "X-Env", "h2c", "!#$%&'*+-.^_`|~09azAZ"}) {
+        EXPECT_TRUE(is_token(token)) << token;
+    }
+    for (const char* other : {"", "a b", "a/b", "\"q\"", "a:b", "caf\xc3\xa9", "a\tb"}) {
+        EXPECT_FALSE(is_token(other)) << other;
+    }
+}
+
 } // namespace
 } // namespace portico::uri
