@@ -82,10 +82,8 @@ void send_batch::close_ring() noexcept
 void send_batch::flush()
 {
     flush_posted_ = false;
-    if (!ring_tried_) {
-        open_ring();
-    }
     descriptors_.clear();
+    std::size_t live = 0;
     for (auto& q : waiting_) {
         const int fd = q.descriptor(q.stream);
         const bool cancelled = q.cancellations(q.stream) != q.cancellations_then;
@@ -93,10 +91,18 @@ void send_batch::flush()
             *q.ec = net::error::operation_aborted;
         }
         descriptors_.push_back(fd < 0 || cancelled ? -1 : fd);
+        live += fd < 0 || cancelled ? 0 : 1;
+    }
+    // A turn with one send has nothing to gather: a plain sendmsg is the same one system
+    // call, 0.3-0.5 us cheaper than a submission of one entry and the reaping of its
+    // completion (the common turn when each request comes on a new connection).
+    const bool gathered = live > 1;
+    if (gathered && !ring_tried_) {
+        open_ring();
     }
     for (std::size_t first = 0; first < waiting_.size(); first += ring_entries) {
         const auto count = std::min<std::size_t>(ring_entries, waiting_.size() - first);
-        if (ring_) {
+        if (gathered && ring_) {
             submit(first, count);
         }
         // What the ring did not send (none, unless there is no ring or it was given up).
@@ -146,6 +152,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
         submitted = io_uring_submit(&r.uring);
     } while (submitted == -EINTR);
     ++system_calls_;
+    ++submissions_;
     if (submitted <= 0) {
         // Nothing went. What was prepared would go with a later submission, after its
         // buffers are gone: the ring goes now, and these sends one by one.

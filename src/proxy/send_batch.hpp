@@ -68,9 +68,12 @@ public:
 
     /// System calls made for gathered sends so far (io_uring submissions, or sendmsg calls).
     std::uint64_t system_calls() const noexcept { return system_calls_; }
+    /// io_uring submissions made so far (a turn with a single send makes none).
+    std::uint64_t submissions() const noexcept { return submissions_; }
     /// Sends made so far.
     std::uint64_t sends() const noexcept { return sends_; }
-    /// Whether gathered sends go through an io_uring (known after the first flush).
+    /// Whether gathered sends go through an io_uring (known after the first turn with more
+    /// than one send).
     bool uses_ring() const noexcept { return ring_ != nullptr; }
 
 private:
@@ -116,6 +119,7 @@ private:
     std::unique_ptr<ring> ring_;
     std::uint64_t system_calls_ = 0;
     std::uint64_t sends_ = 0;
+    std::uint64_t submissions_ = 0;
 };
 
 } // namespace portico::proxy

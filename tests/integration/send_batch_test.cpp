@@ -279,14 +279,52 @@ TEST_P(SendBatchTest, SendsOfLaterTurnsGoInLaterSubmissions)
     }
 }
 
+TEST_P(SendBatchTest, ATurnWithOneSendMakesAPlainSendmsg)
+{
+    // Each request on a new connection is usually the only send of its turn: nothing to
+    // gather, so no ring is made for it and no submission is paid for.
+    connections conns(2);
+    send_batch batch(conns.context, use_ring());
+    for (int turn = 0; turn < 3; ++turn) {
+        std::vector<send_result> results(1);
+        results[0].head = "alone " + std::to_string(turn) + "\n";
+        spawn_senders(conns, batch, results);
+        conns.context.restart();
+        conns.run();
+        expect_each_sent_whole(conns, results);
+    }
+    EXPECT_EQ(batch.sends(), 3U);
+    EXPECT_EQ(batch.system_calls(), 3U);
+    EXPECT_EQ(batch.submissions(), 0U);
+    EXPECT_FALSE(batch.uses_ring());
+
+    // The first turn with two sends makes the ring, where the kernel gives one.
+    std::vector<send_result> results(2);
+    results[0].head = "pair 0\n";
+    results[1].head = "pair 1\n";
+    spawn_senders(conns, batch, results);
+    conns.context.restart();
+    conns.run();
+    expect_each_sent_whole(conns, results);
+    EXPECT_EQ(batch.sends(), 5U);
+    if (use_ring() && batch.uses_ring()) {
+        EXPECT_EQ(batch.submissions(), 1U);
+        EXPECT_EQ(batch.system_calls(), 4U);
+    } else {
+        EXPECT_EQ(batch.submissions(), 0U);
+        EXPECT_EQ(batch.system_calls(), 5U);
+    }
+}
+
 TEST(SendBatchRingTest, ThisKernelGivesARing)
 {
     // The tests above run through the ring only where the kernel gives one; say so here
     // rather than let them pass through the fallback unnoticed.
-    connections conns(1);
+    connections conns(2);
     send_batch batch(conns.context);
-    std::vector<send_result> results(1);
+    std::vector<send_result> results(2);
     results[0].head = "x";
+    results[1].head = "y";
     spawn_senders(conns, batch, results);
     conns.run();
     if (!batch.uses_ring()) {
@@ -294,6 +332,7 @@ TEST(SendBatchRingTest, ThisKernelGivesARing)
                         "gathered sends go one sendmsg each";
     }
     EXPECT_EQ(batch.system_calls(), 1U);
+    EXPECT_EQ(batch.submissions(), 1U);
 }
 
 INSTANTIATE_TEST_SUITE_P(RingAndFallback, SendBatchTest, ::testing::Bool(),
