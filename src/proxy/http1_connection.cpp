@@ -178,17 +178,17 @@ struct connection {
  */
 struct client_connection {
     /// A connection just accepted from `remote` on `local`.
-    client_connection(worker& w, tcp_socket socket, const tcp::endpoint& remote,
+    client_connection(worker& w, tcp_stream stream, const tcp::endpoint& remote,
                       const tcp::endpoint& local, std::uint64_t id)
-        : client_connection(w, std::move(socket), remote, local.port(),
+        : client_connection(w, std::move(stream), remote, local.port(),
                             local.address().is_loopback(), id)
     {
         w.register_connection(registration);
     }
 
     /// A connection back from the parking lot, which counted it open meanwhile.
-    client_connection(worker& w, tcp_socket socket, const parked_connection& p)
-        : client_connection(w, std::move(socket), p.remote, p.local_port, p.loopback_listener, p.id)
+    client_connection(worker& w, tcp_stream stream, const parked_connection& p)
+        : client_connection(w, std::move(stream), p.remote, p.local_port, p.loopback_listener, p.id)
     {
         info.tls_required = p.tls_required;
         info.listener_serves_tls = p.listener_serves_tls;
@@ -208,9 +208,9 @@ struct client_connection {
     bool parked = false; ///< its descriptor went to the parking lot, which counts it open
 
 private:
-    client_connection(worker& w, tcp_socket socket, const tcp::endpoint& remote, std::uint16_t port,
+    client_connection(worker& w, tcp_stream stream, const tcp::endpoint& remote, std::uint16_t port,
                       bool loopback_listener, std::uint64_t id)
-        : tcp(std::move(socket)), registration(tcp),
+        : tcp(std::move(stream)), registration(tcp),
           info{
               w,
               id,
@@ -405,7 +405,7 @@ task<void> lingering_close(connection<Stream>& c)
     auto& tcp = tcp_of(c.stream);
     if constexpr (!std::is_same_v<Stream, tcp_stream>) {
         // After a cut body, no close_notify: it would say the body is whole (`serve_tls`).
-        if (tcp.socket().is_open() && !c.info.response_cut) {
+        if (tcp.is_open() && !c.info.response_cut) {
             ::SSL_shutdown(c.stream.native_handle());
             if (::ERR_peek_error() != 0) {
                 ::ERR_clear_error();
@@ -419,7 +419,7 @@ task<void> lingering_close(connection<Stream>& c)
         co_return;
     }
     boost::system::error_code ec;
-    tcp.socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp.shutdown(tcp::socket::shutdown_send, ec);
     tcp.expires_after(lingering_close_time);
     std::size_t discarded = 0;
     std::array<char, 4096> sink{};
@@ -971,8 +971,8 @@ task<boost::system::error_code> splice_exact(upstream_stream& from, beast::flat_
         // Either socket may have been closed by its deadline during the last wait (beside a
         // request body, that body's steps set them): the descriptor's number may already
         // belong to another connection, so it is looked up again, never kept.
-        const int in = from.socket().native_handle();
-        const int out = to.socket().native_handle();
+        const int in = from.descriptor();
+        const int out = to.descriptor();
         if (in < 0 || out < 0) {
             read_failed = in < 0;
             co_return beast::error::timeout;
@@ -1234,7 +1234,7 @@ task<void> pump(From& from, To& to, std::uint64_t& moved, tunnel_fate& fate, con
         }
     }
     boost::system::error_code ignored;
-    tcp_of(to).socket().shutdown(net::socket_base::shutdown_send, ignored);
+    tcp_of(to).shutdown(net::socket_base::shutdown_send, ignored);
 }
 
 /// Writes bytes already buffered on one side to the other before a tunnel starts.
@@ -1609,7 +1609,7 @@ task<body_outcome> send_request_body(connection<Stream>& c, request_parser& pars
                         // the body (a client gone, a broken or too large body): the exchange
                         // ends, and the client sees its connection close (SPEC).
                         boost::system::error_code ignored;
-                        tcp_of(io).socket().shutdown(net::socket_base::shutdown_both, ignored);
+                        tcp_of(io).shutdown(net::socket_base::shutdown_both, ignored);
                     } else if (j.streaming) {
                         // The backend has the whole request: its answer now takes as long as
                         // any other may (a long pause after an early head is work, not a
@@ -2109,7 +2109,7 @@ task<bool> exchange(connection<Stream>& c, request_parser& parser, request_plan&
                     sent = settled(out, ec);
                     if (sent && !ec) {
                         boost::system::error_code ignored;
-                        tcp_of(c.stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        tcp_of(c.stream).shutdown(tcp::socket::shutdown_send, ignored);
                     }
                 }
             }
@@ -2602,7 +2602,7 @@ task<bool> serve_request(connection<Stream>& c, bool first_request)
             c.info.entry->upstream = nullptr;
             c.w.pool().release(route.to, std::move(up), route.insecure_skip_verify);
         }
-        if (rec.body_unread && tcp_of(c.stream).socket().is_open()) {
+        if (rec.body_unread && tcp_of(c.stream).is_open()) {
             // The rest of the body is still coming: closed now, the connection would be
             // reset, and the reset would drop whatever of the response the client has not
             // yet taken. The backend connection is not needed meanwhile.
@@ -2627,7 +2627,7 @@ task<bool> serve_requests(connection<Stream> c, std::uint64_t served)
         const bool again = co_await serve_request(c, served == 0);
         ++served;
         if (!again || c.w.is_draining()) {
-            if (c.buffer.size() > 0 && tcp_of(c.stream).socket().is_open()) {
+            if (c.buffer.size() > 0 && tcp_of(c.stream).is_open()) {
                 // A further request is here already: closed with it unread, the connection
                 // would be reset, and the reset could drop the end of the last response.
                 co_await lingering_close(c);
@@ -2803,7 +2803,7 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
     }
     co_await serve_requests(connection<tls_server_stream<tcp_stream>>{info, tls_stream, buffer, w},
                             0);
-    if (!tcp.socket().is_open() || w.is_past_shutdown_deadline() || info.response_cut) {
+    if (!tcp.is_open() || w.is_past_shutdown_deadline() || info.response_cut) {
         co_return;
     }
     // close_notify, bounded: a client that already left must not hold the coroutine. While
@@ -2833,7 +2833,7 @@ void park(std::unique_ptr<client_connection> owned)
     p.tls_required = conn.info.tls_required;
     p.listener_serves_tls = conn.info.listener_serves_tls;
     boost::system::error_code ec;
-    p.fd = conn.tcp.socket().release(ec);
+    p.fd = conn.tcp.release(ec);
     if (ec) {
         return;
     }
@@ -2848,10 +2848,10 @@ void park(std::unique_ptr<client_connection> owned)
 
 } // namespace
 
-task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
+task<void> serve_connection(worker& w, tcp_stream stream, tcp::endpoint remote,
                             tcp::endpoint local, std::uint64_t id, config::tls_mode mode)
 {
-    auto owned = std::make_unique<client_connection>(w, std::move(socket), remote, local, id);
+    auto owned = std::make_unique<client_connection>(w, std::move(stream), remote, local, id);
     auto& conn = *owned;
     PORTICO_LOG(log::level::debug, "connection_open", {"conn", id}, {"client", conn.info.client});
 
@@ -2861,7 +2861,7 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     conn.tcp.expires_after(w.state()->cfg.timeouts.header);
     for (;;) {
         const auto took =
-            take_first_bytes(conn.tcp.socket().native_handle(), conn.buffer, w.read_scratch());
+            take_first_bytes(conn.tcp.descriptor(), conn.buffer, w.read_scratch());
         if (took == first_bytes::taken) {
             break;
         }
@@ -2902,9 +2902,9 @@ task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
     co_await serve_tls(conn.info, conn.tcp, conn.buffer, std::move(opened.second));
 }
 
-task<void> serve_unparked(worker& w, tcp_socket socket, parked_connection parked)
+task<void> serve_unparked(worker& w, tcp_stream stream, parked_connection parked)
 {
-    auto owned = std::make_unique<client_connection>(w, std::move(socket), parked);
+    auto owned = std::make_unique<client_connection>(w, std::move(stream), parked);
     auto& conn = *owned;
     // From its second request on, a connection waits in its coroutine (see `serve_requests`).
     co_await serve_requests(connection<tcp_stream>{conn.info, conn.tcp, conn.buffer, w}, 1);

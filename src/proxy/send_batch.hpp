@@ -89,8 +89,7 @@ private:
     template <typename Protocol>
     static int descriptor_of(void* stream)
     {
-        auto& socket = static_cast<deadline_stream<Protocol>*>(stream)->socket();
-        return socket.is_open() ? socket.native_handle() : -1;
+        return static_cast<deadline_stream<Protocol>*>(stream)->descriptor();
     }
     template <typename Protocol>
     static unsigned cancellations_of(void* stream)

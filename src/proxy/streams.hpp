@@ -44,7 +44,7 @@ template <typename Protocol>
 void send_available(deadline_stream<Protocol>& s, std::span<net::const_buffer> buffers,
                     boost::system::error_code& ec, int flags = 0)
 {
-    send_available(s.socket().native_handle(), buffers, ec, flags);
+    send_available(s.descriptor(), buffers, ec, flags);
 }
 
 /// `127.0.0.1:7080` or `[::1]:7080`, as logs, error pages and ready lines show addresses.

@@ -60,7 +60,7 @@ public:
         // released buffers let an idle connection hold no record buffers.
         ::SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                  SSL_MODE_RELEASE_BUFFERS);
-        BIO* socket_bio = ::BIO_new_socket(next_.socket().native_handle(), BIO_NOCLOSE);
+        BIO* socket_bio = ::BIO_new_socket(next_.descriptor(), BIO_NOCLOSE);
         BIO* read_bio = socket_bio;
         if (initial.size() > 0) {
             BIO* prefix = ::BIO_new(::BIO_s_mem());
@@ -315,7 +315,7 @@ private:
         {
             boost::system::error_code ec;
             std::size_t n = 0;
-            if (!action_.empty() && s_->next_.socket().is_open()) {
+            if (!action_.empty() && s_->next_.is_open()) {
                 if (attempt_or_wait(ec, n)) {
                     return;
                 }
@@ -335,7 +335,7 @@ private:
         {
             std::size_t n = 0;
             if (!ec) {
-                if (!s_->next_.socket().is_open()) {
+                if (!s_->next_.is_open()) {
                     ec = net::error::bad_descriptor;
                 } else if (attempt_or_wait(ec, n)) {
                     return;

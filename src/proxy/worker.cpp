@@ -19,31 +19,6 @@
 namespace portico::proxy {
 namespace {
 
-// Asio's flags, and what they mean, are those of the Boost this is built with: re-check
-// `accepted_socket_access` when it changes.
-static_assert(BOOST_VERSION == 108100, "re-check accepted_socket_access for this Boost");
-
-/**
- * Reaches the state flags Asio keeps for a socket, to describe one that `accept4` returned:
- * non-blocking already, and the only descriptor of its socket. Asio assumes neither for an
- * adopted descriptor, and would spend an `ioctl(FIONBIO)` before the first operation and an
- * `epoll_ctl(EPOLL_CTL_DEL)` before closing (closing the only descriptor removes it from the
- * epoll set anyway): two of the dozen system calls a connection costs. `portico run` starts
- * no child process, so no copy of the descriptor outlives the close. (Where one could, as
- * in a test process that forks, a copy held between fork and exec keeps the registration
- * until the exec; an event in that window reaches a recycled reactor entry as a spurious
- * wake-up, which every wait here tolerates.)
- */
-struct accepted_socket_access : tcp_socket {
-    static void mark_fresh_non_blocking(tcp_socket& s)
-    {
-        auto& state = (s.*(&accepted_socket_access::impl_)).get_implementation().state_;
-        state = static_cast<net::detail::socket_ops::state_type>(
-            (state | net::detail::socket_ops::internal_non_blocking) &
-            ~net::detail::socket_ops::possible_dup);
-    }
-};
-
 /**
  * Errors accept(2) returns for one pending connection (network errors on it, a firewall's
  * refusal, an interruption) rather than for the listener: the next may be taken at once.
@@ -185,39 +160,29 @@ void worker::start()
 
 void worker::serve_accepted(const listening& l, int fd, const tcp::endpoint& remote)
 {
-    boost::system::error_code ec;
-    tcp_socket socket(get_executor());
-    socket.assign(l.local.protocol(), fd, ec);
-    if (ec) {
-        ::close(fd);
-        PORTICO_LOG(log::level::warn, "accept_failed", {"error", ec.message()});
-        return;
-    }
-    accepted_socket_access::mark_fresh_non_blocking(socket);
     const std::uint64_t id = (std::uint64_t{index_} << 48) | next_connection_id_++;
     tcp::endpoint local = l.local;
     if (l.wildcard) {
-        boost::system::error_code lec;
-        local = socket.local_endpoint(lec);
+        socklen_t length = static_cast<socklen_t>(local.capacity());
+        if (::getsockname(fd, local.data(), &length) == 0) {
+            local.resize(length);
+        } else {
+            local = l.local;
+        }
     }
-    net::co_spawn(context_, serve_connection(*this, std::move(socket), remote, local, id, l.mode),
+    // The descriptor goes to the connection unregistered: the reactor takes it only if the
+    // connection has to wait (see `deadline_stream`).
+    net::co_spawn(context_,
+                  serve_connection(*this, tcp_stream(get_executor(), l.local.protocol(), fd),
+                                   remote, local, id, l.mode),
                   connection_done{id});
 }
 
 void worker::resume_parked(const parked_connection& c)
 {
-    boost::system::error_code ec;
-    tcp_socket socket(get_executor());
-    socket.assign(c.remote.protocol(), c.fd, ec);
-    if (ec) {
-        ::close(c.fd);
-        stats_.connection_closed();
-        PORTICO_LOG(log::level::warn, "resume_failed", {"conn", c.id}, {"error", ec.message()});
-        return;
-    }
-    // Made by accept4, and still the only descriptor of its socket.
-    accepted_socket_access::mark_fresh_non_blocking(socket);
-    net::co_spawn(context_, serve_unparked(*this, std::move(socket), c), connection_done{c.id});
+    net::co_spawn(context_,
+                  serve_unparked(*this, tcp_stream(get_executor(), c.remote.protocol(), c.fd), c),
+                  connection_done{c.id});
 }
 
 task<void> worker::accept_loop(std::list<listening>::iterator it)
@@ -342,7 +307,7 @@ void worker::look_for_abandoned()
         waiting = true;
         // POLLRDHUP: the client's FIN has arrived, even behind bytes not read yet (a TLS
         // client's close_notify).
-        pollfd p{c.stream->socket().native_handle(), POLLRDHUP, 0};
+        pollfd p{c.stream->descriptor(), POLLRDHUP, 0};
         if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
             c.client_gone = true;
             c.upstream->cancel();

@@ -258,11 +258,11 @@ struct connection_done {
 };
 
 /// Serves one accepted client connection, from `remote` to `local`, until it closes.
-task<void> serve_connection(worker& w, tcp_socket socket, tcp::endpoint remote,
+task<void> serve_connection(worker& w, tcp_stream stream, tcp::endpoint remote,
                             tcp::endpoint local, std::uint64_t id, config::tls_mode mode);
 
 /// Serves a plain connection the parking lot gave back (its second request has begun to
 /// arrive) until it closes.
-task<void> serve_unparked(worker& w, tcp_socket socket, parked_connection parked);
+task<void> serve_unparked(worker& w, tcp_stream stream, parked_connection parked);
 
 } // namespace portico::proxy

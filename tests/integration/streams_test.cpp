@@ -7,12 +7,16 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
+#include <fstream>
 #include <string>
 
 namespace portico::test {
@@ -213,6 +217,154 @@ TEST(SendAvailableTest, AResetPeerIsAnError)
     EXPECT_TRUE(ec == boost::system::errc::connection_reset ||
                 ec == boost::system::errc::broken_pipe)
         << ec.message();
+}
+
+/**
+ * Whether `fd` is in one of this process's epoll sets, as the kernel lists them in
+ * /proc/self/fdinfo (a `tfd:` line per registered descriptor).
+ */
+bool in_an_epoll_set(int fd)
+{
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) {
+        ADD_FAILURE() << "no /proc/self/fd";
+        return false;
+    }
+    bool found = false;
+    while (const dirent* entry = ::readdir(dir)) {
+        const std::string name = entry->d_name;
+        std::array<char, 64> target{};
+        const auto n = ::readlink(("/proc/self/fd/" + name).c_str(), target.data(), target.size());
+        if (n <= 0 || std::string(target.data(), static_cast<std::size_t>(n)) !=
+                          "anon_inode:[eventpoll]") {
+            continue;
+        }
+        std::ifstream info("/proc/self/fdinfo/" + name);
+        std::string word;
+        while (info >> word) {
+            if (word == "tfd:" && info >> word && word == std::to_string(fd)) {
+                found = true;
+            }
+        }
+    }
+    ::closedir(dir);
+    return found;
+}
+
+/// A connection accepted as the worker accepts one: with accept4, and handed to a stream
+/// that adopts its descriptor.
+struct adopted_pair {
+    net::io_context context;
+    tcp::socket client{context};
+    int fd = -1;
+    std::unique_ptr<tcp_stream> stream;
+
+    adopted_pair()
+    {
+        auto acceptor = loopback_acceptor(context);
+        client.connect(acceptor.local_endpoint());
+        fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        EXPECT_GE(fd, 0);
+        stream = std::make_unique<tcp_stream>(executor(context.get_executor()), tcp::v4(), fd);
+    }
+};
+
+TEST(AdoptedDescriptorTest, EntersTheReactorOnlyWhenAnOperationWaits)
+{
+    adopted_pair pair;
+    EXPECT_EQ(pair.stream->descriptor(), pair.fd);
+    EXPECT_TRUE(pair.stream->is_open());
+    EXPECT_FALSE(in_an_epoll_set(pair.fd));
+
+    // A request that is there, and a response the socket takes: no epoll_ctl.
+    net::write(pair.client, net::buffer("ping", 4));
+    std::array<char, 16> got{};
+    ::poll(nullptr, 0, 20);
+    EXPECT_EQ(::recv(pair.stream->descriptor(), got.data(), got.size(), 0), 4);
+    std::array<net::const_buffer, 2> buffers{net::buffer("pong", 4), net::const_buffer{}};
+    boost::system::error_code ec;
+    send_available(*pair.stream, buffers, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(left_in(buffers), 0U);
+    EXPECT_FALSE(in_an_epoll_set(pair.fd));
+
+    // A read that finds nothing waits in the reactor, and completes when bytes come.
+    bool done = false;
+    std::size_t read = 0;
+    pair.stream->expires_after(std::chrono::seconds(10));
+    pair.stream->async_read_some(net::buffer(got), [&](boost::system::error_code e, std::size_t n) {
+        done = true;
+        ec = e;
+        read = n;
+    });
+    pair.context.poll();
+    EXPECT_FALSE(done);
+    EXPECT_TRUE(in_an_epoll_set(pair.fd));
+    EXPECT_EQ(pair.stream->descriptor(), pair.fd);
+    net::write(pair.client, net::buffer("again", 5));
+    for (int round = 0; round < 1000 && !done; ++round) {
+        pair.context.run_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_TRUE(done);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(std::string(got.data(), read), "again");
+}
+
+TEST(AdoptedDescriptorTest, ADeadlineStillCutsAWaitThatRegisteredIt)
+{
+    adopted_pair pair;
+    bool done = false;
+    boost::system::error_code ec;
+    std::array<char, 16> got{};
+    pair.stream->expires_after(std::chrono::milliseconds(30));
+    pair.stream->async_read_some(net::buffer(got), [&](boost::system::error_code e, std::size_t) {
+        done = true;
+        ec = e;
+    });
+    for (int round = 0; round < 5000 && !done; ++round) {
+        pair.context.run_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_TRUE(done);
+    EXPECT_EQ(ec, beast::error::timeout) << ec.message();
+    EXPECT_FALSE(pair.stream->is_open());
+}
+
+TEST(AdoptedDescriptorTest, ShutdownReleaseAndCloseWorkOnTheBareDescriptor)
+{
+    {
+        // Shut for sending: the peer reads the end of the stream.
+        adopted_pair pair;
+        boost::system::error_code ec;
+        pair.stream->shutdown(net::socket_base::shutdown_send, ec);
+        EXPECT_FALSE(ec) << ec.message();
+        std::array<char, 4> got{};
+        boost::system::error_code read_ec;
+        pair.client.read_some(net::buffer(got), read_ec);
+        EXPECT_EQ(read_ec, net::error::eof);
+        EXPECT_FALSE(in_an_epoll_set(pair.fd));
+    }
+    {
+        // Released: the descriptor is the caller's, open, in no epoll set.
+        adopted_pair pair;
+        boost::system::error_code ec;
+        const int fd = pair.stream->release(ec);
+        EXPECT_FALSE(ec);
+        EXPECT_EQ(fd, pair.fd);
+        EXPECT_FALSE(pair.stream->is_open());
+        pair.stream.reset();
+        EXPECT_NE(::fcntl(fd, F_GETFD), -1) << "the stream closed a released descriptor";
+        EXPECT_FALSE(in_an_epoll_set(fd));
+        ::close(fd);
+    }
+    {
+        // Destroyed: the descriptor is closed, and the peer sees the end.
+        adopted_pair pair;
+        pair.stream.reset();
+        std::array<char, 4> got{};
+        boost::system::error_code read_ec;
+        pair.client.read_some(net::buffer(got), read_ec);
+        EXPECT_EQ(read_ec, net::error::eof);
+    }
 }
 
 } // namespace
