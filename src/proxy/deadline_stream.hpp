@@ -124,6 +124,9 @@ public:
         }
     }
 
+    /// Makes the close a reset rather than a FIN (decision 0019), registered or not.
+    void reset_on_close() noexcept { reset_at_close(descriptor()); }
+
     /// Gives up the descriptor (out of the reactor, when it was in it) to the caller.
     int release(boost::system::error_code& ec)
     {
@@ -225,7 +228,7 @@ public:
         return net::async_initiate<Token, void(boost::system::error_code)>(
             [](auto handler, const state_ref& s, const endpoint_type& to) {
                 start(s.get());
-                s->socket.async_connect(to, guarded(std::move(handler), s.get()));
+                registered(s.get()).async_connect(to, guarded(std::move(handler), s.get()));
             },
             token, s_, ep);
     }
@@ -350,8 +353,12 @@ private:
         boost::system::error_code ec;
         s->socket.assign(protocol_of(s->family), fd, ec);
         if (ec) {
-            // The reactor could not take it (no memory for the epoll entry): the
-            // operation fails on the closed socket, and the connection ends.
+            // The reactor could not take it (no memory for the epoll entry, or
+            // max_user_watches reached): the operation fails on the closed socket, and the
+            // connection ends; with a reset if a write is cut, as at a deadline.
+            if (s->writes > 0) {
+                reset_at_close(fd);
+            }
             ::close(fd);
             return;
         }
@@ -407,6 +414,16 @@ private:
             socket.set_option(net::socket_base::linger(true, 0), ignored);
         }
         socket.close(ignored);
+    }
+
+    /// SO_LINGER with a zero time on the descriptor; Asio's close of a socket it did not
+    /// set linger on itself does not touch it.
+    static void reset_at_close(int fd) noexcept
+    {
+        if (fd >= 0) {
+            const ::linger reset{1, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+        }
     }
 
     state_ref s_;

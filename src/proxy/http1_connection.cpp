@@ -1371,8 +1371,7 @@ bool finish_response_body(client_info& info, exchange_record& rec,
             // Closed with a reset, not a FIN: for a body delimited by the close (an HTTP/1.0
             // client, a backend's unframed body) a FIN would say it is whole. Over TLS the
             // missing close_notify says it (`serve_tls`).
-            boost::system::error_code ignored;
-            info.entry->stream->socket().set_option(net::socket_base::linger(true, 0), ignored);
+            info.entry->stream->reset_on_close();
         }
     }
     // A body the abandon watch cut (the client left) or the shutdown deadline cut is no

@@ -316,11 +316,13 @@ TEST(AdoptedDescriptorTest, ADeadlineStillCutsAWaitThatRegisteredIt)
     bool done = false;
     boost::system::error_code ec;
     std::array<char, 16> got{};
+    EXPECT_FALSE(in_an_epoll_set(pair.fd));
     pair.stream->expires_after(std::chrono::milliseconds(30));
     pair.stream->async_read_some(net::buffer(got), [&](boost::system::error_code e, std::size_t) {
         done = true;
         ec = e;
     });
+    EXPECT_TRUE(in_an_epoll_set(pair.fd));
     for (int round = 0; round < 5000 && !done; ++round) {
         pair.context.run_for(std::chrono::milliseconds(1));
     }
