@@ -259,19 +259,27 @@ TEST_P(SendBatchTest, AStreamCancelledOrClosedBeforeTheTurnEndsSendsNothing)
     EXPECT_EQ(conns.drain(1, 1, 50), "");
 }
 
+/// One turn of the loop: a send of each of `heads` (on connections 0, 1, ...), run until
+/// done, each checked to have arrived whole.
+void run_turn(connections& conns, send_batch& batch, const std::vector<std::string>& heads)
+{
+    std::vector<send_result> results(heads.size());
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+        results[i].head = heads[i];
+    }
+    spawn_senders(conns, batch, results);
+    conns.context.restart();
+    conns.run();
+    expect_each_sent_whole(conns, results);
+}
+
 TEST_P(SendBatchTest, SendsOfLaterTurnsGoInLaterSubmissions)
 {
     connections conns(2);
     send_batch batch(conns.context, use_ring());
     for (int turn = 0; turn < 3; ++turn) {
-        std::vector<send_result> results(2);
-        for (auto& r : results) {
-            r.head = "turn " + std::to_string(turn) + "\n";
-        }
-        spawn_senders(conns, batch, results);
-        conns.context.restart();
-        conns.run();
-        expect_each_sent_whole(conns, results);
+        const std::string head = "turn " + std::to_string(turn) + "\n";
+        run_turn(conns, batch, {head, head});
     }
     EXPECT_EQ(batch.sends(), 6U);
     if (use_ring() && batch.uses_ring()) {
@@ -286,12 +294,7 @@ TEST_P(SendBatchTest, ATurnWithOneSendMakesAPlainSendmsg)
     connections conns(2);
     send_batch batch(conns.context, use_ring());
     for (int turn = 0; turn < 3; ++turn) {
-        std::vector<send_result> results(1);
-        results[0].head = "alone " + std::to_string(turn) + "\n";
-        spawn_senders(conns, batch, results);
-        conns.context.restart();
-        conns.run();
-        expect_each_sent_whole(conns, results);
+        run_turn(conns, batch, {"alone " + std::to_string(turn) + "\n"});
     }
     EXPECT_EQ(batch.sends(), 3U);
     EXPECT_EQ(batch.system_calls(), 3U);
@@ -299,13 +302,7 @@ TEST_P(SendBatchTest, ATurnWithOneSendMakesAPlainSendmsg)
     EXPECT_FALSE(batch.uses_ring());
 
     // The first turn with two sends makes the ring, where the kernel gives one.
-    std::vector<send_result> results(2);
-    results[0].head = "pair 0\n";
-    results[1].head = "pair 1\n";
-    spawn_senders(conns, batch, results);
-    conns.context.restart();
-    conns.run();
-    expect_each_sent_whole(conns, results);
+    run_turn(conns, batch, {"pair 0\n", "pair 1\n"});
     EXPECT_EQ(batch.sends(), 5U);
     if (use_ring() && batch.uses_ring()) {
         EXPECT_EQ(batch.submissions(), 1U);
