@@ -263,10 +263,8 @@ std::optional<std::string> normalize_host(std::string_view host)
 
 bool is_token(std::string_view text) noexcept
 {
-    constexpr std::string_view specials = "!#$%&'*+-.^_`|~";
-    return !text.empty() && std::all_of(text.begin(), text.end(), [&](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               specials.find(c) != std::string_view::npos;
+    return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+        return token_chars[static_cast<unsigned char>(c)];
     });
 }
 

@@ -1,5 +1,7 @@
 #include "portico/http/response_head.hpp"
 
+#include "portico/core/uri.hpp"
+
 #include <array>
 #include <cstring>
 
@@ -13,21 +15,7 @@ namespace {
 /// The longest field value the full parser (Beast's, 16-bit offsets) can hold.
 constexpr std::size_t max_parsed_field_value = 65'533;
 
-// tchar (RFC 9110 §5.6.2)
-constexpr auto token_chars = [] {
-    std::array<bool, 256> t{};
-    for (unsigned char c = '0'; c <= '9'; ++c) {
-        t[c] = true;
-    }
-    for (unsigned char c = 'a'; c <= 'z'; ++c) {
-        t[c] = true;
-        t[c - 'a' + 'A'] = true;
-    }
-    for (const char c : std::string_view("!#$%&'*+-.^_`|~")) {
-        t[static_cast<unsigned char>(c)] = true;
-    }
-    return t;
-}();
+using uri::token_chars;
 
 /// VCHAR, obs-text, SP and HTAB: what a field value or reason phrase may hold.
 constexpr auto text_chars = [] {

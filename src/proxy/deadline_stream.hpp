@@ -9,6 +9,7 @@
 // set for; a deadline pushed later (each request pushes the idle deadline) costs a clock read,
 // and the timer, when it fires early, re-arms itself for the new deadline.
 
+#include "portico/core/log.hpp"
 #include "portico/core/net.hpp"
 
 #include <boost/asio/associated_allocator.hpp>
@@ -360,6 +361,7 @@ private:
                 reset_at_close(fd);
             }
             ::close(fd);
+            PORTICO_LOG(log::level::warn, "register_failed", {"error", ec.message()});
             return;
         }
         accepted_socket_access<socket_type>::mark_fresh_non_blocking(s->socket);

@@ -2,8 +2,10 @@
 
 // Path and host canonical forms shared by configuration (configured prefixes and hosts) and
 // routing (request targets), so that both sides compare like with like; and the token syntax
-// that configured header names and the header policy's Upgrade protocols share.
+// that configured header names, response heads and the header policy's Upgrade protocols
+// share.
 
+#include <array>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -42,6 +44,22 @@ std::string to_lower(std::string_view text);
  * @return nullopt for an empty or syntactically invalid host.
  */
 std::optional<std::string> normalize_host(std::string_view host_with_port);
+
+/// tchar (RFC 9110 §5.6.2), by byte: the characters of a token.
+inline constexpr std::array<bool, 256> token_chars = [] {
+    std::array<bool, 256> t{};
+    for (unsigned char c = '0'; c <= '9'; ++c) {
+        t[c] = true;
+    }
+    for (unsigned char c = 'a'; c <= 'z'; ++c) {
+        t[c] = true;
+        t[c - 'a' + 'A'] = true;
+    }
+    for (const char c : std::string_view("!#$%&'*+-.^_`|~")) {
+        t[static_cast<unsigned char>(c)] = true;
+    }
+    return t;
+}();
 
 /// True when `text` is an RFC 9110 token (§5.6.2): a header field name, a protocol name.
 bool is_token(std::string_view text) noexcept;

@@ -52,6 +52,14 @@ forward_facts default_facts()
 
 const header_rule_view no_rules{};
 
+/// Turns `req` into the head sent to the backend for a protocol switch (`facts.upgrade`).
+void prepare_upgrade(request_head& req)
+{
+    auto facts = default_facts();
+    facts.upgrade = true;
+    prepare_upstream_request(req, facts, no_rules);
+}
+
 TEST(HeaderPolicyTest, FixedHopByHopFieldsRemoved)
 {
     fields f;
@@ -308,10 +316,8 @@ TEST(HeaderPolicyTest, UpstreamRequestUpgradeKeepsUpgrade)
     req.set(field::connection, "keep-alive, Upgrade");
     req.set(field::upgrade, "websocket");
     req.set(field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ==");
-    auto facts = default_facts();
-    facts.upgrade = true;
 
-    prepare_upstream_request(req, facts, no_rules);
+    prepare_upgrade(req);
 
     EXPECT_EQ(values(req, "Connection"), std::vector<std::string>{"upgrade"});
     EXPECT_EQ(req[field::upgrade], "websocket");
@@ -502,10 +508,8 @@ TEST(HeaderPolicyTest, UpstreamUpgradeOffersOnlyWhatIsTunnelled)
     req.insert(field::upgrade, "H2C/1.0, foo/2");
     req.set("HTTP2-Settings", "AAMAAABkAAQAAP__");
     ASSERT_TRUE(is_tunnel_upgrade(req));
-    auto facts = default_facts();
-    facts.upgrade = true;
 
-    prepare_upstream_request(req, facts, no_rules);
+    prepare_upgrade(req);
 
     EXPECT_EQ(values(req, "Upgrade"), (std::vector<std::string>{"websocket", "foo/2"}));
     EXPECT_EQ(values(req, "Connection"), std::vector<std::string>{"upgrade"});
@@ -517,10 +521,8 @@ TEST(HeaderPolicyTest, UpstreamUpgradeWithoutH2cIsForwardedAsItCame)
     auto req = make_request();
     req.set(field::connection, "Upgrade");
     req.set(field::upgrade, "websocket,foo/2");
-    auto facts = default_facts();
-    facts.upgrade = true;
 
-    prepare_upstream_request(req, facts, no_rules);
+    prepare_upgrade(req);
 
     EXPECT_EQ(values(req, "Upgrade"), std::vector<std::string>{"websocket,foo/2"});
 }
@@ -531,10 +533,8 @@ TEST(HeaderPolicyTest, UpstreamUpgradeDropsH2cSettingsTheClientDidNotName)
     req.set(field::connection, "Upgrade");
     req.set(field::upgrade, "h2c, websocket");
     req.set("HTTP2-Settings", "AAMAAABkAAQAAP__");
-    auto facts = default_facts();
-    facts.upgrade = true;
 
-    prepare_upstream_request(req, facts, no_rules);
+    prepare_upgrade(req);
 
     EXPECT_EQ(values(req, "Upgrade"), std::vector<std::string>{"websocket"});
     EXPECT_EQ(req.count("HTTP2-Settings"), 0U);
@@ -552,10 +552,8 @@ TEST(HeaderPolicyTest, UpstreamUpgradeLineNeverGrowsPastTheLongestAField)
     req.set(field::connection, "Upgrade");
     req.set(field::upgrade, value);
     ASSERT_TRUE(is_tunnel_upgrade(req));
-    auto facts = default_facts();
-    facts.upgrade = true;
 
-    ASSERT_NO_THROW(prepare_upstream_request(req, facts, no_rules));
+    ASSERT_NO_THROW(prepare_upgrade(req));
 
     const auto forwarded = values(req, "Upgrade");
     ASSERT_EQ(forwarded.size(), 1U);
