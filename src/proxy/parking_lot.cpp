@@ -29,6 +29,12 @@ parking_lot::parking_lot(net::io_context& context, clock::duration idle,
     : idle_(idle), resume_(std::move(resume)), closed_(std::move(closed)), epoll_(context),
       timer_(context)
 {
+    // The set is made now, while descriptors are to be had: a lot that made it at its first
+    // connection would, with the process out of descriptors, close every connection it was
+    // given, and each close would let one more accept through to be closed in turn. Failing
+    // here, it is tried again at the first park.
+    boost::system::error_code ignored;
+    open_watch(ignored);
 }
 
 parking_lot::~parking_lot()

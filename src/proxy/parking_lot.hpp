@@ -52,8 +52,9 @@ public:
 
     /**
      * Takes `c` and its descriptor, which must have been given up by Asio (`release`), or
-     * leaves both to the caller and sets `ec` (no descriptor left for the lot's epoll set,
-     * the kernel's limit of watched descriptors).
+     * leaves both to the caller and sets `ec` (the kernel's limit of watched descriptors;
+     * no descriptor for the lot's epoll set, which is made with the lot and, should that
+     * fail or a `close_all` have closed it, at the next park).
      */
     void park(const parked_connection& c, boost::system::error_code& ec);
 

@@ -8,11 +8,13 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <string_view>
 #include <vector>
 
@@ -53,8 +55,8 @@ struct lot_fixture {
         }
     }
 
-    /// Connects a client and parks the proxy's end; returns that end's descriptor.
-    int park_new()
+    /// Connects a client; returns the proxy's end as it would be parked.
+    parked_connection connect_new()
     {
         clients.emplace_back(context);
         clients.back().connect(acceptor.local_endpoint());
@@ -65,6 +67,13 @@ struct lot_fixture {
         p.id = next_id++;
         p.local_port = acceptor.local_endpoint().port();
         p.fd = server.release();
+        return p;
+    }
+
+    /// Connects a client and parks the proxy's end; returns that end's descriptor.
+    int park_new()
+    {
+        const auto p = connect_new();
         boost::system::error_code ec;
         lot.park(p, ec);
         EXPECT_FALSE(ec) << ec.message();
@@ -247,6 +256,55 @@ TEST(ParkingLotTest, DescriptorTheEpollSetRefusesIsLeftToTheCallerAndTheLotGoesO
     f.send(0, "GET");
     ASSERT_TRUE(f.run_until([&] { return f.resumed.size() == 1; }));
     EXPECT_EQ(f.resumed.front().id, 1U);
+    EXPECT_EQ(f.closed, 0);
+}
+
+/// Lowers this process's soft descriptor limit to its lowest free descriptor, so that no new
+/// one can be made, until destroyed.
+class out_of_descriptors {
+public:
+    out_of_descriptors()
+    {
+        EXPECT_EQ(::getrlimit(RLIMIT_NOFILE, &saved_), 0);
+        const int lowest_free = ::fcntl(0, F_DUPFD_CLOEXEC, 0);
+        EXPECT_GE(lowest_free, 0);
+        ::close(lowest_free);
+        rlimit low = saved_;
+        low.rlim_cur = static_cast<rlim_t>(lowest_free);
+        EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0) << std::strerror(errno);
+    }
+    ~out_of_descriptors() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+    out_of_descriptors(const out_of_descriptors&) = delete;
+    out_of_descriptors& operator=(const out_of_descriptors&) = delete;
+
+private:
+    rlimit saved_{};
+};
+
+TEST(ParkingLotTest, ConnectionsAreParkedWhileTheProcessIsOutOfDescriptors)
+{
+    // A worker out of descriptors still parks what it served: closing those connections
+    // instead would free a descriptor for the next accept, whose connection would in turn
+    // be closed, and so on, each client paying a new connection per request.
+    lot_fixture f;
+    const auto first = f.connect_new();
+    const auto second = f.connect_new();
+    {
+        const out_of_descriptors none_left;
+        ASSERT_LT(::dup(first.fd), 0);
+        ASSERT_EQ(errno, EMFILE);
+        for (const auto& p : {first, second}) {
+            boost::system::error_code ec;
+            f.lot.park(p, ec);
+            EXPECT_FALSE(ec) << ec.message();
+        }
+        EXPECT_EQ(f.lot.size(), 2U);
+        f.send(1, "GET");
+        EXPECT_TRUE(f.run_until([&] { return f.resumed.size() == 1; }));
+    }
+    ASSERT_EQ(f.resumed.size(), 1U);
+    EXPECT_EQ(f.resumed.front().id, second.id);
+    EXPECT_TRUE(is_open_descriptor(first.fd));
     EXPECT_EQ(f.closed, 0);
 }
 
