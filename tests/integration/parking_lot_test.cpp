@@ -2,19 +2,18 @@
 // back, which it closes and when, and that it keeps working after a shutdown emptied it.
 
 #include "proxy/parking_lot.hpp"
+#include "support/descriptor_limit.hpp"
 #include "support/origin.hpp"
 
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <string_view>
 #include <vector>
 
@@ -258,28 +257,6 @@ TEST(ParkingLotTest, DescriptorTheEpollSetRefusesIsLeftToTheCallerAndTheLotGoesO
     EXPECT_EQ(f.resumed.front().id, 1U);
     EXPECT_EQ(f.closed, 0);
 }
-
-/// Lowers this process's soft descriptor limit to its lowest free descriptor, so that no new
-/// one can be made, until destroyed.
-class out_of_descriptors {
-public:
-    out_of_descriptors()
-    {
-        EXPECT_EQ(::getrlimit(RLIMIT_NOFILE, &saved_), 0);
-        const int lowest_free = ::fcntl(0, F_DUPFD_CLOEXEC, 0);
-        EXPECT_GE(lowest_free, 0);
-        ::close(lowest_free);
-        rlimit low = saved_;
-        low.rlim_cur = static_cast<rlim_t>(lowest_free);
-        EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0) << std::strerror(errno);
-    }
-    ~out_of_descriptors() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
-    out_of_descriptors(const out_of_descriptors&) = delete;
-    out_of_descriptors& operator=(const out_of_descriptors&) = delete;
-
-private:
-    rlimit saved_{};
-};
 
 TEST(ParkingLotTest, ConnectionsAreParkedWhileTheProcessIsOutOfDescriptors)
 {
