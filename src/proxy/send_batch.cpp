@@ -19,7 +19,7 @@ struct send_batch::ring {
 };
 
 send_batch::send_batch(net::io_context& context, bool use_ring)
-    : context_(context), ring_tried_(!use_ring)
+    : context_(context), ring_refused_(!use_ring)
 {
 }
 
@@ -41,7 +41,13 @@ void send_batch::enqueue(const queued& q)
 
 void send_batch::open_ring()
 {
-    ring_tried_ = true;
+    if (ring_refused_) {
+        return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now < ring_retry_at_) {
+        return;
+    }
     auto r = std::make_unique<ring>();
     // Small: a submission is made and reaped at once, so the ring never holds more than one
     // turn's sends, and its pages count in the worker's memory.
@@ -49,12 +55,21 @@ void send_batch::open_ring()
     // Only this thread submits, and nothing here waits for a completion that needs the
     // kernel to interrupt it.
     params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
-    if (io_uring_queue_init_params(ring_entries, &r->uring, &params) < 0) {
+    int result = io_uring_queue_init_params(ring_entries, &r->uring, &params);
+    if (result == -EINVAL) {
         // Kernels before 6.0 do not know those flags.
         params = io_uring_params{};
-        if (io_uring_queue_init_params(ring_entries, &r->uring, &params) < 0) {
-            return; // no io_uring here (ENOSYS, EPERM under seccomp, io_uring_disabled)
-        }
+        result = io_uring_queue_init_params(ring_entries, &r->uring, &params);
+    }
+    if (result == -EMFILE || result == -ENFILE || result == -ENOMEM) {
+        // Out of descriptors or memory for now: giving up for good would leave the worker
+        // sending one by one long after the clients that took them are gone.
+        ring_retry_at_ = now + std::chrono::seconds(1);
+        return;
+    }
+    if (result < 0) {
+        ring_refused_ = true; // no io_uring here (ENOSYS, EPERM under seccomp, io_uring_disabled)
+        return;
     }
     ring_ = std::move(r);
 }
@@ -69,6 +84,12 @@ bool send_batch::ring_available(std::string& why)
     }
     io_uring_queue_exit(&probe);
     return true;
+}
+
+void send_batch::give_up_ring() noexcept
+{
+    ring_refused_ = true;
+    close_ring();
 }
 
 void send_batch::close_ring() noexcept
@@ -97,7 +118,7 @@ void send_batch::flush()
     // call, 0.3-0.5 us cheaper than a submission of one entry and the reaping of its
     // completion (the common turn when each request comes on a new connection).
     const bool gathered = live > 1;
-    if (gathered && !ring_tried_) {
+    if (gathered && !ring_) {
         open_ring();
     }
     for (std::size_t first = 0; first < waiting_.size(); first += ring_entries) {
@@ -156,7 +177,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
     if (submitted <= 0) {
         // Nothing went. What was prepared would go with a later submission, after its
         // buffers are gone: the ring goes now, and these sends one by one.
-        close_ring();
+        give_up_ring();
         return;
     }
     // A send that may not wait completes during the submission: its completion is there.
@@ -198,7 +219,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
             descriptors_[i] = -1;
         }
     }
-    close_ring();
+    give_up_ring();
 }
 
 } // namespace portico::proxy

@@ -11,6 +11,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,7 +74,8 @@ public:
     /// Sends made so far.
     std::uint64_t sends() const noexcept { return sends_; }
     /// Whether gathered sends go through an io_uring (known after the first turn with more
-    /// than one send).
+    /// than one send; one that could not be made for want of resources is asked for again,
+    /// at most once a second).
     bool uses_ring() const noexcept { return ring_ != nullptr; }
 
 private:
@@ -102,14 +104,20 @@ private:
     /// Sends `waiting_[first, first + count)` with one io_uring submission, and marks each
     /// one it dealt with (`descriptors_` -1); the others are to be sent one by one.
     void submit(std::size_t first, std::size_t count);
+    /// Makes the ring unless it was refused, or failed too recently.
     void open_ring();
     void close_ring() noexcept;
+    /// Closes the ring for good: it failed in a way a retry would meet again.
+    void give_up_ring() noexcept;
 
     /// At most this many sends per submission: a larger turn takes several.
     static constexpr unsigned ring_entries = 64;
 
     net::io_context& context_;
-    bool ring_tried_; ///< a ring was made or refused, or is not to be used
+    bool ring_refused_; ///< the kernel will not make one, or none is to be used
+    /// Before this, no ring is asked for: the last try failed for want of a descriptor or
+    /// memory, which a process gets back once its clients leave.
+    std::chrono::steady_clock::time_point ring_retry_at_{};
     bool flush_posted_ = false;
     std::vector<queued> waiting_;
     /// Descriptors looked up at the flush, for the queued sends; -1 for one not to make.

@@ -5,6 +5,7 @@
 
 #include "proxy/send_batch.hpp"
 #include "proxy/streams.hpp"
+#include "support/descriptor_limit.hpp"
 #include "support/origin.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -20,6 +21,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace portico::test {
@@ -330,6 +332,35 @@ TEST(SendBatchRingTest, ThisKernelGivesARing)
     }
     EXPECT_EQ(batch.system_calls(), 1U);
     EXPECT_EQ(batch.submissions(), 1U);
+}
+
+TEST(SendBatchRingTest, ARingRefusedForWantOfADescriptorIsAskedForAgainLater)
+{
+    std::string why;
+    if (!send_batch::ring_available(why)) {
+        GTEST_SKIP() << "no io_uring here: " << why;
+    }
+    connections conns(2);
+    send_batch batch(conns.context);
+    {
+        // The clients that took every descriptor leave later; the sends meanwhile go one
+        // by one.
+        const out_of_descriptors none_left;
+        run_turn(conns, batch, {"pair 0\n", "pair 1\n"});
+    }
+    EXPECT_FALSE(batch.uses_ring());
+    EXPECT_EQ(batch.system_calls(), 2U);
+    // Not asked for again at every turn while it is still missing...
+    run_turn(conns, batch, {"pair 2\n", "pair 3\n"});
+    EXPECT_FALSE(batch.uses_ring());
+    // ...but once the second has passed.
+    for (int turn = 4; turn < 40 && !batch.uses_ring(); turn += 2) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        run_turn(
+            conns, batch,
+            {"pair " + std::to_string(turn) + "\n", "pair " + std::to_string(turn + 1) + "\n"});
+    }
+    EXPECT_TRUE(batch.uses_ring());
 }
 
 INSTANTIATE_TEST_SUITE_P(RingAndFallback, SendBatchTest, ::testing::Bool(),
