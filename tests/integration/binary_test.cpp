@@ -2,6 +2,7 @@
 // memory measured from /proc while gigabytes stream through.
 
 #include "support/child.hpp"
+#include "support/descriptor_limit.hpp"
 #include "support/name_server.hpp"
 #include "support/origin.hpp"
 #include "support/portico_process.hpp"
@@ -464,11 +465,7 @@ TEST(BinaryTest, PassthroughLogCountsTheBytesThatCameWithTheClientHello)
 
 TEST(BinaryTest, RunningOutOfDescriptorsPausesAcceptingAndRecovers)
 {
-#if defined(PORTICO_SANITIZE)
-    // UBSan's vptr check probes memory through a pipe; with no descriptor left it cannot
-    // make one and reports a valid object as invalid.
-    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
-#endif
+    PORTICO_SKIP_IF_SANITIZED_OUT_OF_DESCRIPTORS();
     origin backend;
     running_portico portico(route_to(backend.port()));
     const int pid = portico.process->pid();
@@ -594,9 +591,7 @@ private:
 
 TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
 {
-#if defined(PORTICO_SANITIZE)
-    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
-#endif
+    PORTICO_SKIP_IF_SANITIZED_OUT_OF_DESCRIPTORS();
     // With the last descriptor taken by the client's connection, no socket can be made for
     // the backend: the page says so, not that the dev server is not running.
     origin backend;
@@ -619,9 +614,7 @@ TEST(BinaryTest, NoDescriptorForABackendSocketIsSaidSo)
 
 TEST(BinaryTest, ProbeWithoutADescriptorLeavesTheBackendsStateAlone)
 {
-#if defined(PORTICO_SANITIZE)
-    GTEST_SKIP() << "the sanitizer runtime needs descriptors of its own";
-#endif
+    PORTICO_SKIP_IF_SANITIZED_OUT_OF_DESCRIPTORS();
     // The backend probe (every 2 s) that cannot make a socket learns nothing about the
     // backend: a running dev server is not reported down for it.
     origin backend;

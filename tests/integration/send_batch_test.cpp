@@ -336,6 +336,7 @@ TEST(SendBatchRingTest, ThisKernelGivesARing)
 
 TEST(SendBatchRingTest, ARingRefusedForWantOfADescriptorIsAskedForAgainLater)
 {
+    PORTICO_SKIP_IF_SANITIZED_OUT_OF_DESCRIPTORS();
     std::string why;
     if (!send_batch::ring_available(why)) {
         GTEST_SKIP() << "no io_uring here: " << why;
