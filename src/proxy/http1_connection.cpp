@@ -2814,8 +2814,9 @@ task<void> serve_tls(client_info& info, tcp_stream& tcp, beast::flat_buffer& buf
 /**
  * Hands a plain connection that has served its first request to the worker's parking lot,
  * where it waits for a second as a descriptor and 64 bytes (decision 0021). It is closed
- * instead while shutting down, or if the lot cannot take it (no descriptor left for the
- * lot's epoll set): the client then opens a new connection for its next request.
+ * instead while shutting down, or if the lot cannot take it (the kernel's limit of watched
+ * descriptors, no memory for a slot): the client then opens a new connection for its next
+ * request.
  */
 void park(std::unique_ptr<client_connection> owned)
 {

@@ -32,7 +32,7 @@ parking_lot::parking_lot(net::io_context& context, clock::duration idle,
     // The set is made now, while descriptors are to be had: a lot that made it at its first
     // connection would, with the process out of descriptors, close every connection it was
     // given, and each close would let one more accept through to be closed in turn. Failing
-    // here, it is tried again at the first park.
+    // here, it is tried again at each park until it is made.
     boost::system::error_code ignored;
     open_watch(ignored);
 }

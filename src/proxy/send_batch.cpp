@@ -64,7 +64,9 @@ void send_batch::open_ring()
     if (result == -EMFILE || result == -ENFILE || result == -ENOMEM) {
         // Out of descriptors or memory for now: giving up for good would leave the worker
         // sending one by one long after the clients that took them are gone.
-        ring_retry_at_ = now + std::chrono::seconds(1);
+        ring_retry_at_ = now + ring_retry_delay_;
+        ring_retry_delay_ = std::min<std::chrono::steady_clock::duration>(ring_retry_delay_ * 2,
+                                                                          std::chrono::minutes(1));
         return;
     }
     if (result < 0) {

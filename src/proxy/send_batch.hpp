@@ -74,8 +74,8 @@ public:
     /// Sends made so far.
     std::uint64_t sends() const noexcept { return sends_; }
     /// Whether gathered sends go through an io_uring (known after the first turn with more
-    /// than one send; one that could not be made for want of resources is asked for again,
-    /// at most once a second).
+    /// than one send; one that could not be made for want of resources is asked for again
+    /// a second later, then less and less often).
     bool uses_ring() const noexcept { return ring_ != nullptr; }
 
 private:
@@ -116,8 +116,11 @@ private:
     net::io_context& context_;
     bool ring_refused_; ///< the kernel will not make one, or none is to be used
     /// Before this, no ring is asked for: the last try failed for want of a descriptor or
-    /// memory, which a process gets back once its clients leave.
+    /// memory. A process gets descriptors back once its clients leave; locked memory
+    /// (RLIMIT_MEMLOCK, which kernels before 5.12 charge rings to) it may never get, so
+    /// each failure in a row doubles the wait, up to a minute.
     std::chrono::steady_clock::time_point ring_retry_at_{};
+    std::chrono::steady_clock::duration ring_retry_delay_ = std::chrono::seconds(1);
     bool flush_posted_ = false;
     std::vector<queued> waiting_;
     /// Descriptors looked up at the flush, for the queued sends; -1 for one not to make.
