@@ -64,9 +64,7 @@ void send_batch::open_ring()
     if (result == -EMFILE || result == -ENFILE || result == -ENOMEM) {
         // Out of descriptors or memory for now: giving up for good would leave the worker
         // sending one by one long after the clients that took them are gone.
-        ring_retry_at_ = now + ring_retry_delay_;
-        ring_retry_delay_ = std::min<std::chrono::steady_clock::duration>(ring_retry_delay_ * 2,
-                                                                          std::chrono::minutes(1));
+        ask_for_ring_later(now);
         return;
     }
     if (result < 0) {
@@ -88,10 +86,17 @@ bool send_batch::ring_available(std::string& why)
     return true;
 }
 
-void send_batch::give_up_ring() noexcept
+void send_batch::ask_for_ring_later(std::chrono::steady_clock::time_point now) noexcept
 {
-    ring_refused_ = true;
+    ring_retry_at_ = now + ring_retry_delay_;
+    ring_retry_delay_ =
+        std::min<std::chrono::steady_clock::duration>(ring_retry_delay_ * 2, std::chrono::minutes(1));
+}
+
+void send_batch::set_ring_aside() noexcept
+{
     close_ring();
+    ask_for_ring_later(std::chrono::steady_clock::now());
 }
 
 void send_batch::close_ring() noexcept
@@ -128,7 +133,7 @@ void send_batch::flush()
         if (gathered && ring_) {
             submit(first, count);
         }
-        // What the ring did not send (none, unless there is no ring or it was given up).
+        // What the ring did not send (none, unless there is no ring or it was set aside).
         for (std::size_t i = first; i < first + count; ++i) {
             if (descriptors_[i] >= 0 && net::buffer_size(*waiting_[i].buffers) > 0) {
                 send_available(descriptors_[i], *waiting_[i].buffers, *waiting_[i].ec);
@@ -177,9 +182,10 @@ void send_batch::submit(std::size_t first, std::size_t count)
     ++system_calls_;
     ++submissions_;
     if (submitted <= 0) {
-        // Nothing went. What was prepared would go with a later submission, after its
-        // buffers are gone: the ring goes now, and these sends one by one.
-        give_up_ring();
+        // Nothing went (the kernel short of memory for the requests, say). What was
+        // prepared would go with a later submission, after its buffers are gone: the ring
+        // goes now, and these sends one by one.
+        set_ring_aside();
         return;
     }
     // A send that may not wait completes during the submission: its completion is there.
@@ -208,10 +214,12 @@ void send_batch::submit(std::size_t first, std::size_t count)
         // A send that took nothing (EAGAIN, EINTR) leaves its buffers for the caller's write.
     }
     if (static_cast<unsigned>(submitted) == prepared && reaped == prepared) {
+        // A ring that works ends a run of failures: the next one waits a second again.
+        ring_retry_delay_ = std::chrono::seconds(1);
         return;
     }
     // The kernel took only part of the batch, or a completion could not be waited for: the
-    // ring is given up. A send submitted and not reaped may have gone, so it is not made
+    // ring is set aside, to be made anew later. A send submitted and not reaped may have gone, so it is not made
     // again: it fails with EIO, which the exchange does not retry. The ones never submitted
     // (kept from a later submission by closing the ring) go one by one.
     for (unsigned k = 0; k < static_cast<unsigned>(submitted); ++k) {
@@ -221,7 +229,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
             descriptors_[i] = -1;
         }
     }
-    give_up_ring();
+    set_ring_aside();
 }
 
 } // namespace portico::proxy

@@ -74,8 +74,8 @@ public:
     /// Sends made so far.
     std::uint64_t sends() const noexcept { return sends_; }
     /// Whether gathered sends go through an io_uring (known after the first turn with more
-    /// than one send; one that could not be made for want of resources is asked for again
-    /// a second later, then less and less often).
+    /// than one send; one that could not be made for want of resources, or whose submission
+    /// failed, is asked for again a second later, then less and less often).
     bool uses_ring() const noexcept { return ring_ != nullptr; }
 
 private:
@@ -107,8 +107,10 @@ private:
     /// Makes the ring unless it was refused, or failed too recently.
     void open_ring();
     void close_ring() noexcept;
-    /// Closes the ring for good: it failed in a way a retry would meet again.
-    void give_up_ring() noexcept;
+    /// Delays the next ask for a ring, twice as long as the last delay in a run of failures.
+    void ask_for_ring_later(std::chrono::steady_clock::time_point now) noexcept;
+    /// Closes a ring whose submission failed; a new one is asked for later, as after a refusal.
+    void set_ring_aside() noexcept;
 
     /// At most this many sends per submission: a larger turn takes several.
     static constexpr unsigned ring_entries = 64;
@@ -116,9 +118,10 @@ private:
     net::io_context& context_;
     bool ring_refused_; ///< the kernel will not make one, or none is to be used
     /// Before this, no ring is asked for: the last try failed for want of a descriptor or
-    /// memory. A process gets descriptors back once its clients leave; locked memory
-    /// (RLIMIT_MEMLOCK, which kernels before 5.12 charge rings to) it may never get, so
-    /// each failure in a row doubles the wait, up to a minute.
+    /// memory, or the last ring's submission failed. A process gets descriptors back once
+    /// its clients leave; locked memory (RLIMIT_MEMLOCK, which kernels before 5.12 charge
+    /// rings to) it may never get, so each failure in a row doubles the wait, up to a
+    /// minute, and a submission that works starts again from a second.
     std::chrono::steady_clock::time_point ring_retry_at_{};
     std::chrono::steady_clock::duration ring_retry_delay_ = std::chrono::seconds(1);
     bool flush_posted_ = false;

@@ -14,11 +14,14 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -404,6 +407,77 @@ TEST(SendBatchRingTest, EachRefusalInARowDoublesTheWaitForTheNextAsk)
         EXPECT_FALSE(batch.uses_ring()); // a wait of one second would have asked here
     }
     EXPECT_TRUE(pairs_until_ring(conns, batch, 2700ms));
+}
+
+/// The descriptors of this process's io_urings.
+std::vector<int> ring_descriptors()
+{
+    std::vector<int> found;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        const auto target = std::filesystem::read_symlink(entry.path(), ec);
+        if (!ec && target.string() == "anon_inode:[io_uring]") {
+            found.push_back(std::stoi(entry.path().filename().string()));
+        }
+    }
+    return found;
+}
+
+/// Makes the next submission of the ring behind `descriptor` fail: the descriptor now names
+/// /dev/null, which `io_uring_enter` refuses (EOPNOTSUPP), as a kernel short of memory for
+/// the requests refuses a submission with EAGAIN.
+void break_ring(int descriptor)
+{
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(null, 0);
+    ASSERT_EQ(::dup2(null, descriptor), descriptor);
+    ::close(null);
+}
+
+TEST(SendBatchRingTest, AFailedSubmissionSetsTheRingAsideUntilLater)
+{
+    std::string why;
+    if (!send_batch::ring_available(why)) {
+        GTEST_SKIP() << "no io_uring here: " << why;
+    }
+    using std::chrono::steady_clock;
+    using namespace std::chrono_literals;
+    connections conns(2);
+    send_batch batch(conns.context);
+    run_turn(conns, batch, {"pair 0\n", "pair 1\n"});
+    ASSERT_TRUE(batch.uses_ring());
+    const auto rings = ring_descriptors();
+    ASSERT_EQ(rings.size(), 1U);
+
+    // The turn whose submission fails still sends its requests, one by one, whole.
+    break_ring(rings.front());
+    const auto failed_at = steady_clock::now();
+    run_turn(conns, batch, {"pair 2\n", "pair 3\n"});
+    EXPECT_FALSE(batch.uses_ring());
+    EXPECT_EQ(batch.submissions(), 2U);
+    EXPECT_EQ(batch.system_calls(), 4U); // two submissions, then two sendmsg
+    EXPECT_TRUE(ring_descriptors().empty());
+
+    // Not made again at once (unless this machine took the whole second to get here)...
+    run_turn(conns, batch, {"pair 4\n", "pair 5\n"});
+    if (steady_clock::now() - failed_at < 900ms) {
+        EXPECT_FALSE(batch.uses_ring());
+    }
+    // ...but a second later, and that one works.
+    ASSERT_TRUE(pairs_until_ring(conns, batch, 1800ms));
+    const auto submissions = batch.submissions();
+    run_turn(conns, batch, {"pair 6\n", "pair 7\n"});
+    EXPECT_TRUE(batch.uses_ring());
+    EXPECT_EQ(batch.submissions(), submissions + 1);
+
+    // A ring that worked ends the run of failures: after the next one, the wait is one
+    // second again, not two.
+    const auto again = ring_descriptors();
+    ASSERT_EQ(again.size(), 1U);
+    break_ring(again.front());
+    run_turn(conns, batch, {"pair 8\n", "pair 9\n"});
+    EXPECT_FALSE(batch.uses_ring());
+    EXPECT_TRUE(pairs_until_ring(conns, batch, 1800ms));
 }
 
 INSTANTIATE_TEST_SUITE_P(RingAndFallback, SendBatchTest, ::testing::Bool(),
