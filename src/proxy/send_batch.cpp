@@ -89,8 +89,14 @@ bool send_batch::ring_available(std::string& why)
 void send_batch::ask_for_ring_later(std::chrono::steady_clock::time_point now) noexcept
 {
     ring_retry_at_ = now + ring_retry_delay_;
-    ring_retry_delay_ =
-        std::min<std::chrono::steady_clock::duration>(ring_retry_delay_ * 2, std::chrono::minutes(1));
+    ring_retry_delay_ = std::min<std::chrono::steady_clock::duration>(ring_retry_delay_ * 2,
+                                                                      std::chrono::minutes(1));
+}
+
+void send_batch::give_up_ring() noexcept
+{
+    ring_refused_ = true;
+    close_ring();
 }
 
 void send_batch::set_ring_aside() noexcept
@@ -133,7 +139,7 @@ void send_batch::flush()
         if (gathered && ring_) {
             submit(first, count);
         }
-        // What the ring did not send (none, unless there is no ring or it was set aside).
+        // What the ring did not send (none, unless there is no ring or it was just closed).
         for (std::size_t i = first; i < first + count; ++i) {
             if (descriptors_[i] >= 0 && net::buffer_size(*waiting_[i].buffers) > 0) {
                 send_available(descriptors_[i], *waiting_[i].buffers, *waiting_[i].ec);
@@ -218,10 +224,12 @@ void send_batch::submit(std::size_t first, std::size_t count)
         ring_retry_delay_ = std::chrono::seconds(1);
         return;
     }
-    // The kernel took only part of the batch, or a completion could not be waited for: the
-    // ring is set aside, to be made anew later. A send submitted and not reaped may have gone, so it is not made
-    // again: it fails with EIO, which the exchange does not retry. The ones never submitted
-    // (kept from a later submission by closing the ring) go one by one.
+    // The kernel took only part of the batch, or a completion could not be waited for. A
+    // send submitted and not reaped may have gone, so it is not made again: it fails with
+    // EIO, which the exchange does not retry. The ones never submitted (kept from a later
+    // submission by closing the ring) go one by one. The ring is given up for good: unlike
+    // a submission that sent nothing, this one cost requests an error, and a new ring could
+    // cost the same again.
     for (unsigned k = 0; k < static_cast<unsigned>(submitted); ++k) {
         const auto i = queued_index[k];
         if (descriptors_[i] >= 0) {
@@ -229,7 +237,7 @@ void send_batch::submit(std::size_t first, std::size_t count)
             descriptors_[i] = -1;
         }
     }
-    set_ring_aside();
+    give_up_ring();
 }
 
 } // namespace portico::proxy

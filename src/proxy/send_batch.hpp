@@ -75,7 +75,7 @@ public:
     std::uint64_t sends() const noexcept { return sends_; }
     /// Whether gathered sends go through an io_uring (known after the first turn with more
     /// than one send; one that could not be made for want of resources, or whose submission
-    /// failed, is asked for again a second later, then less and less often).
+    /// sent nothing, is asked for again a second later, then less and less often).
     bool uses_ring() const noexcept { return ring_ != nullptr; }
 
 private:
@@ -109,8 +109,11 @@ private:
     void close_ring() noexcept;
     /// Delays the next ask for a ring, twice as long as the last delay in a run of failures.
     void ask_for_ring_later(std::chrono::steady_clock::time_point now) noexcept;
-    /// Closes a ring whose submission failed; a new one is asked for later, as after a refusal.
+    /// Closes a ring whose submission sent nothing; a new one is asked for later, as after a
+    /// refusal.
     void set_ring_aside() noexcept;
+    /// Closes the ring for good: a new one could fail the same way, at the cost of requests.
+    void give_up_ring() noexcept;
 
     /// At most this many sends per submission: a larger turn takes several.
     static constexpr unsigned ring_entries = 64;
@@ -118,7 +121,7 @@ private:
     net::io_context& context_;
     bool ring_refused_; ///< the kernel will not make one, or none is to be used
     /// Before this, no ring is asked for: the last try failed for want of a descriptor or
-    /// memory, or the last ring's submission failed. A process gets descriptors back once
+    /// memory, or the last ring's submission sent nothing. A process gets descriptors back once
     /// its clients leave; locked memory (RLIMIT_MEMLOCK, which kernels before 5.12 charge
     /// rings to) it may never get, so each failure in a row doubles the wait, up to a
     /// minute, and a submission that works starts again from a second.
