@@ -119,7 +119,8 @@ private:
     static constexpr unsigned ring_entries = 64;
 
     net::io_context& context_;
-    bool ring_refused_; ///< the kernel will not make one, or none is to be used
+    /// The kernel will not make one, none is to be used, or a submission went only in part.
+    bool ring_refused_;
     /// Before this, no ring is asked for: the last try failed for want of a descriptor or
     /// memory, or the last ring's submission sent nothing. A process gets descriptors back once
     /// its clients leave; locked memory (RLIMIT_MEMLOCK, which kernels before 5.12 charge
