@@ -34,6 +34,8 @@ namespace {
 
 using proxy::send_batch;
 using proxy::tcp_stream;
+using std::chrono::steady_clock;
+using namespace std::chrono_literals;
 
 /// `count` connected pairs on one context: `senders` as a worker holds its sockets,
 /// `receivers` plain sockets the test reads.
@@ -320,21 +322,33 @@ TEST_P(SendBatchTest, ATurnWithOneSendMakesAPlainSendmsg)
     }
 }
 
-TEST(SendBatchRingTest, ThisKernelGivesARing)
+/// Two connections and a batch that may make a ring, for the tests of when it is made;
+/// they are skipped where this process may not make one.
+class SendBatchRingTest : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        // The tests above run through the ring only where the kernel gives one; these say so
+        // rather than let them pass through the fallback unnoticed.
+        std::string why;
+        if (!send_batch::ring_available(why)) {
+            GTEST_SKIP() << "no io_uring here (kernel, seccomp or kernel.io_uring_disabled: " << why
+                         << "): gathered sends go one sendmsg each";
+        }
+    }
+
+    connections conns{2};
+    send_batch batch{conns.context};
+};
+
+TEST_F(SendBatchRingTest, ThisKernelGivesARing)
 {
-    // The tests above run through the ring only where the kernel gives one; say so here
-    // rather than let them pass through the fallback unnoticed.
-    connections conns(2);
-    send_batch batch(conns.context);
     std::vector<send_result> results(2);
     results[0].head = "x";
     results[1].head = "y";
     spawn_senders(conns, batch, results);
     conns.run();
-    if (!batch.uses_ring()) {
-        GTEST_SKIP() << "no io_uring here (kernel, seccomp or kernel.io_uring_disabled): "
-                        "gathered sends go one sendmsg each";
-    }
+    ASSERT_TRUE(batch.uses_ring());
     EXPECT_EQ(batch.system_calls(), 1U);
     EXPECT_EQ(batch.submissions(), 1U);
 }
@@ -352,16 +366,10 @@ bool pairs_until_ring(connections& conns, send_batch& batch, std::chrono::millis
     return batch.uses_ring();
 }
 
-TEST(SendBatchRingTest, ARingRefusedForWantOfADescriptorIsAskedForAgainLater)
+TEST_F(SendBatchRingTest, ARingRefusedForWantOfADescriptorIsAskedForAgainLater)
 {
     PORTICO_SKIP_IF_SANITIZED_OUT_OF_DESCRIPTORS();
-    std::string why;
-    if (!send_batch::ring_available(why)) {
-        GTEST_SKIP() << "no io_uring here: " << why;
-    }
-    connections conns(2);
-    send_batch batch(conns.context);
-    const auto refused_at = std::chrono::steady_clock::now();
+    const auto refused_at = steady_clock::now();
     {
         // The clients that took every descriptor leave later; the sends meanwhile go one
         // by one.
@@ -373,26 +381,18 @@ TEST(SendBatchRingTest, ARingRefusedForWantOfADescriptorIsAskedForAgainLater)
     // Not asked for again at every turn while it is still missing (unless this machine took
     // the whole second to get here)...
     run_turn(conns, batch, {"pair 2\n", "pair 3\n"});
-    if (std::chrono::steady_clock::now() - refused_at < std::chrono::milliseconds(900)) {
+    if (steady_clock::now() - refused_at < 900ms) {
         EXPECT_FALSE(batch.uses_ring());
     }
     // ...but once the second has passed.
-    EXPECT_TRUE(pairs_until_ring(conns, batch, std::chrono::milliseconds(1800)));
+    EXPECT_TRUE(pairs_until_ring(conns, batch, 1800ms));
 }
 
-TEST(SendBatchRingTest, EachRefusalInARowDoublesTheWaitForTheNextAsk)
+TEST_F(SendBatchRingTest, EachRefusalInARowDoublesTheWaitForTheNextAsk)
 {
     // Locked memory, which kernels before 5.12 charge rings to, may never come back: the
     // worker must not pay a failed ask every second for the rest of its life.
     PORTICO_SKIP_IF_SANITIZED_OUT_OF_DESCRIPTORS();
-    std::string why;
-    if (!send_batch::ring_available(why)) {
-        GTEST_SKIP() << "no io_uring here: " << why;
-    }
-    using std::chrono::steady_clock;
-    using namespace std::chrono_literals;
-    connections conns(2);
-    send_batch batch(conns.context);
     auto second_refusal = steady_clock::now();
     {
         const out_of_descriptors none_left;
@@ -455,16 +455,8 @@ bool ring_closed(int descriptor)
     return closed;
 }
 
-TEST(SendBatchRingTest, AFailedSubmissionSetsTheRingAsideUntilLater)
+TEST_F(SendBatchRingTest, AFailedSubmissionSetsTheRingAsideUntilLater)
 {
-    std::string why;
-    if (!send_batch::ring_available(why)) {
-        GTEST_SKIP() << "no io_uring here: " << why;
-    }
-    using std::chrono::steady_clock;
-    using namespace std::chrono_literals;
-    connections conns(2);
-    send_batch batch(conns.context);
     run_turn(conns, batch, {"pair 0\n", "pair 1\n"});
     ASSERT_TRUE(batch.uses_ring());
     const auto rings = ring_descriptors();
