@@ -36,6 +36,17 @@ else
     demo_pid=$!
     echo "run.sh: demo backend for config/demo/ on 127.0.0.1:$demo_port" \
         "(its log: build/demo-backend.log)" >&2
+    # Python takes a moment to listen; portico is ready in milliseconds, and a browser
+    # opened at its ready line would meet the "start your dev server" page meanwhile.
+    for ((tries = 0; tries < 50; tries++)); do
+        if is_listening "$demo_port" || ! kill -0 "$demo_pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    if ! is_listening "$demo_port"; then
+        echo "run.sh: the demo backend is not listening yet (see build/demo-backend.log)" >&2
+    fi
 fi
 
 # portico runs as a child rather than through exec so that the EXIT trap can stop the demo
