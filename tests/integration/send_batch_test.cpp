@@ -26,6 +26,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -357,9 +358,9 @@ TEST_F(SendBatchRingTest, ThisKernelGivesARing)
 /// whether it made it.
 bool pairs_until_ring(connections& conns, send_batch& batch, std::chrono::milliseconds limit)
 {
-    const auto give_up = std::chrono::steady_clock::now() + limit;
-    for (int turn = 0; !batch.uses_ring() && std::chrono::steady_clock::now() < give_up; ++turn) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto give_up = steady_clock::now() + limit;
+    for (int turn = 0; !batch.uses_ring() && steady_clock::now() < give_up; ++turn) {
+        std::this_thread::sleep_for(100ms);
         const auto head = "later pair " + std::to_string(turn) + "\n";
         run_turn(conns, batch, {head, head});
     }
@@ -411,6 +412,9 @@ TEST_F(SendBatchRingTest, EachRefusalInARowDoublesTheWaitForTheNextAsk)
     EXPECT_TRUE(pairs_until_ring(conns, batch, 2700ms));
 }
 
+/// What /proc names an io_uring's descriptor and mappings by.
+constexpr std::string_view io_uring_inode = "anon_inode:[io_uring]";
+
 /// The descriptors of this process's io_urings.
 std::vector<int> ring_descriptors()
 {
@@ -418,7 +422,7 @@ std::vector<int> ring_descriptors()
     for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
         std::error_code ec;
         const auto target = std::filesystem::read_symlink(entry.path(), ec);
-        if (!ec && target.string() == "anon_inode:[io_uring]") {
+        if (!ec && target.string() == io_uring_inode) {
             found.push_back(std::stoi(entry.path().filename().string()));
         }
     }
@@ -448,7 +452,7 @@ bool ring_closed(int descriptor)
     std::ifstream maps("/proc/self/maps");
     std::string line;
     while (std::getline(maps, line)) {
-        if (line.find("anon_inode:[io_uring]") != std::string::npos) {
+        if (line.find(io_uring_inode) != std::string::npos) {
             return false;
         }
     }
