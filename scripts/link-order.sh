@@ -23,7 +23,14 @@ port=$(free_port)
 mkdir "$work/www"
 printf hello >"$work/www/small"
 head -c 1048576 /dev/zero >"$work/www/large"
-python3 -m http.server --bind 127.0.0.1 --directory "$work/www" "$backend_port" >/dev/null 2>&1 &
+# HTTP/1.1, so that portico keeps its backend connections and reuses them as with a real server.
+python3 - "$work/www" "$backend_port" >/dev/null 2>&1 <<'EOF' &
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+handler = functools.partial(Handler, directory=sys.argv[1])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), handler).serve_forever()
+EOF
 pids+=($!)
 cat >"$work/portico.yaml" <<EOF
 listen:
@@ -61,6 +68,30 @@ done
         >/dev/null &&
     "${https[@]}" "https://order.localhost:$port/small" >/dev/null ||
     fail "a request failed"
+# Many keep-alive connections at once, as a browser or a benchmark opens them: they take
+# pooled and new backend connections, wait in the parking lot, and come back for a second
+# request. Without this the code they run lies outside the ordered pages and costs idle
+# memory the first time connections pile up.
+timeout 120 python3 - "$port" <<'EOF' || fail "the keep-alive burst failed"
+import socket, sys
+port, count = int(sys.argv[1]), 100
+request = b"GET /small HTTP/1.1\r\nHost: order.localhost\r\nConnection: keep-alive\r\n\r\n"
+def answer(conn):
+    data = b""
+    while not data.endswith(b"hello"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise SystemExit("connection closed before the answer")
+        data += chunk
+conns = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(count)]
+for rounds in range(2):
+    for conn in conns:
+        conn.sendall(request)
+    for conn in conns:
+        answer(conn)
+for conn in conns:
+    conn.close()
+EOF
 kill -TERM "$portico_pid"
 for ((i = 0; i < 300; i++)); do
     kill -0 "$portico_pid" 2>/dev/null || break

@@ -13,11 +13,18 @@
 
 #include <unistd.h>
 
+#include <cxxabi.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -463,6 +470,84 @@ TEST_F(CliTest, BinaryLoadsOnlyTheCLibraryAndIsHardened)
 #if PORTICO_PACKED_RELOCATIONS
     EXPECT_TRUE(contains(r.out, "(RELR)")) << r.out;
 #endif
+}
+#endif
+
+#ifdef PORTICO_LINK_ORDER_FILE
+// The order lld lays the code out in names functions by their mangled names, which change with
+// a signature. A function the request path runs that the list no longer names lands outside
+// the pages start-up already touched, and costs idle memory the first time connections pile up
+// (about 0.4 MiB when serve_connection's signature changed). Regenerate: scripts/link-order.sh.
+// Whether `symbol` (demangled) is the function `name` itself: after its return type if it is a
+// template, with its own parameters or template arguments next, and not a lambda within it.
+bool names_function(std::string_view symbol, std::string_view name)
+{
+    const auto at = symbol.find(name);
+    if (at == std::string_view::npos || (at > 0 && symbol[at - 1] != ' ')) {
+        return false;
+    }
+    const auto next = at + name.size();
+    return next < symbol.size() && (symbol[next] == '(' || symbol[next] == '<') &&
+           symbol.find("::{lambda") == std::string_view::npos;
+}
+
+TEST_F(CliTest, CodeOrderNamesTheFunctionsEveryPlainConnectionRuns)
+{
+    std::ifstream order_file(PORTICO_LINK_ORDER_FILE);
+    ASSERT_TRUE(order_file) << PORTICO_LINK_ORDER_FILE;
+    std::unordered_set<std::string> ordered;
+    for (std::string line; std::getline(order_file, line);) {
+        ordered.insert(line);
+    }
+    const auto r = portico::test::run_process({"nm", "--defined-only", PORTICO_BINARY});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    const std::vector<std::string_view> request_path = {
+        "portico::proxy::worker::accept_loop",
+        "portico::proxy::worker::serve_accepted",
+        "portico::proxy::serve_connection",
+        "portico::proxy::serve_unparked",
+        "portico::proxy::(anonymous namespace)::serve_requests",
+        "portico::proxy::(anonymous namespace)::serve_request",
+        "portico::proxy::(anonymous namespace)::exchange",
+        "portico::proxy::upstream_pool::connect_tcp",
+        "portico::proxy::upstream_pool::connect_socket",
+        "portico::proxy::parking_lot::park",
+        "portico::proxy::parking_lot::take_ready",
+        "portico::proxy::send_batch::flush",
+    };
+    std::vector<int> found(request_path.size(), 0);
+    for (const auto& row : lines_of(r.out)) {
+        std::istringstream fields(row);
+        std::string address, type, name;
+        if (!(fields >> address >> type >> name) || (type != "t" && type != "T")) {
+            continue;
+        }
+        // Cold clones are meant to lie apart; static initialisers run once at start.
+        if (contains(name, ".cold") || name.starts_with("_GLOBAL__sub_I")) {
+            continue;
+        }
+        int status = 0;
+        std::unique_ptr<char, decltype(&std::free)> demangled(
+            abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status), &std::free);
+        if (status != 0) {
+            continue;
+        }
+        const std::string_view readable = demangled.get();
+        // Instances for TLS backends, which the profile does not use.
+        if (contains(readable, "ssl::stream<")) {
+            continue;
+        }
+        for (std::size_t i = 0; i < request_path.size(); ++i) {
+            if (names_function(readable, request_path[i])) {
+                ++found[i];
+                EXPECT_TRUE(ordered.contains(name))
+                    << readable << " is not in cmake/link-order.txt: run scripts/link-order.sh";
+            }
+        }
+    }
+    for (std::size_t i = 0; i < request_path.size(); ++i) {
+        EXPECT_GT(found[i], 0) << "no function " << request_path[i] << " in the binary";
+    }
 }
 #endif
 
