@@ -265,6 +265,7 @@ void connection_done::operator()(std::exception_ptr e) const
 void worker::register_connection(connection_entry& entry, bool resumed) noexcept
 {
     connections_.push_back(entry);
+    trimmer_.serving(connections_.size());
     if (!resumed) {
         stats_.connection_opened();
     }
@@ -273,6 +274,7 @@ void worker::register_connection(connection_entry& entry, bool resumed) noexcept
 void worker::unregister_connection(connection_entry& entry, bool parked) noexcept
 {
     connections_.erase(connections_.iterator_to(entry));
+    trimmer_.serving(connections_.size());
     if (!parked) {
         stats_.connection_closed();
     }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "proxy/heap_trimmer.hpp"
 #include "proxy/mailbox.hpp"
 #include "proxy/parking_lot.hpp"
 #include "proxy/send_batch.hpp"
@@ -237,6 +238,7 @@ private:
         std::make_unique_for_overwrite<char[]>(read_scratch_size);
     http::simple_response response_head_scratch_;
     boost::intrusive::list<connection_entry> connections_;
+    heap_trimmer trimmer_{context_};
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     bool past_deadline_ = false;

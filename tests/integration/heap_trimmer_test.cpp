@@ -1,0 +1,137 @@
+// When a worker gives its free heap back (decision 0024): after a burst, once it has served
+// nothing for the delay; never under steady load or for a few connections; at most once per
+// delay. And that the default trim does return the free pages a burst leaves inside the heap.
+
+#include "proxy/heap_trimmer.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace portico::test {
+namespace {
+
+using proxy::heap_trimmer;
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+constexpr auto delay = 50ms;
+constexpr std::size_t burst = 4;
+
+struct trimmer_fixture {
+    net::io_context context{1};
+    int trims = 0;
+    clock::time_point trimmed_at{};
+    heap_trimmer trimmer{context,
+                         [this] {
+                             ++trims;
+                             trimmed_at = clock::now();
+                         },
+                         burst, delay};
+
+    /// Runs the context for `d`, or until the trim count reaches `until`.
+    void run_for(clock::duration d, int until = -1)
+    {
+        const auto end = clock::now() + d;
+        while (clock::now() < end && trims != until) {
+            context.run_for(5ms);
+            context.restart();
+        }
+    }
+};
+
+TEST(HeapTrimmerTest, TrimsOnceWhenABurstHasBeenOverForTheDelay)
+{
+    trimmer_fixture f;
+    for (std::size_t n = 1; n <= burst + 2; ++n) {
+        f.trimmer.serving(n);
+    }
+    f.trimmer.serving(0);
+    const auto quiet_since = clock::now();
+    f.run_for(2s, 1);
+    ASSERT_EQ(f.trims, 1);
+    EXPECT_GE(f.trimmed_at - quiet_since, delay - 5ms);
+    f.run_for(4 * delay);
+    EXPECT_EQ(f.trims, 1) << "a trim without a new burst";
+}
+
+TEST(HeapTrimmerTest, FewerConnectionsThanABurstNeverTrim)
+{
+    trimmer_fixture f;
+    for (int round = 0; round < 3; ++round) {
+        f.trimmer.serving(burst - 1);
+        f.trimmer.serving(0);
+        f.run_for(2 * delay);
+    }
+    EXPECT_EQ(f.trims, 0);
+}
+
+TEST(HeapTrimmerTest, ServingAgainBeforeTheDelayPutsTheTrimOffUntilTheNextQuiet)
+{
+    trimmer_fixture f;
+    f.trimmer.serving(burst);
+    f.trimmer.serving(0);
+    f.trimmer.serving(1);
+    f.run_for(3 * delay);
+    EXPECT_EQ(f.trims, 0) << "trimmed while serving";
+    f.trimmer.serving(0);
+    f.run_for(2s, 1);
+    EXPECT_EQ(f.trims, 1) << "the burst was forgotten";
+}
+
+TEST(HeapTrimmerTest, AWorkerThatEmptiesOftenTrimsAtMostOncePerDelay)
+{
+    trimmer_fixture f;
+    const auto start = clock::now();
+    // A connection-per-request load: the worker empties many times within each delay.
+    while (clock::now() - start < 10 * delay) {
+        f.trimmer.serving(burst);
+        f.trimmer.serving(0);
+        f.context.run_for(1ms);
+        f.context.restart();
+    }
+    EXPECT_GE(f.trims, 1);
+    EXPECT_LE(f.trims, 10);
+}
+
+#ifndef PORTICO_SANITIZE
+std::size_t resident_anonymous_kib()
+{
+    std::ifstream status("/proc/self/status");
+    for (std::string key; status >> key;) {
+        std::size_t value = 0;
+        if (key == "RssAnon:" && status >> value) {
+            return value;
+        }
+    }
+    return 0;
+}
+
+// The premise: free memory pinned between blocks that outlive a burst stays resident, and the
+// default trim gives its whole pages back. (Sanitizer builds replace malloc.)
+TEST(HeapTrimmerTest, DefaultTrimReturnsFreePagesPinnedBetweenLiveBlocks)
+{
+    constexpr std::size_t blocks = 256;
+    constexpr std::size_t transient_size = 12 * 1024;
+    std::vector<std::unique_ptr<char[]>> transient;
+    std::vector<std::unique_ptr<char[]>> lasting;
+    for (std::size_t i = 0; i < blocks; ++i) {
+        transient.push_back(std::make_unique<char[]>(transient_size)); // touches its pages
+        lasting.push_back(std::make_unique<char[]>(64));
+    }
+    transient.clear();
+    const auto before = resident_anonymous_kib();
+    heap_trimmer::release_free_heap();
+    const auto after = resident_anonymous_kib();
+    ASSERT_GT(before, 0U);
+    // Each freed block holds two whole pages: 2 MiB in all, of which at least half must go.
+    EXPECT_GE(before - std::min(before, after), blocks * 8 / 2) << before << " -> " << after;
+}
+#endif
+
+} // namespace
+} // namespace portico::test
