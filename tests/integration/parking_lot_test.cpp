@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <map>
 #include <string_view>
 #include <vector>
 
@@ -216,10 +217,14 @@ TEST(ParkingLotTest, ManyConnectionsReadyTogetherAreAllHandedBack)
     // More than one epoll_wait takes: the lot's descriptor is watched edge-triggered, so
     // everything ready must be taken before the next wait, or the rest would wait for a
     // new edge that may never come.
+    // The lot's slots grow meanwhile: each connection is handed back with its own descriptor
+    // and number.
     lot_fixture f;
     constexpr std::size_t count = 300;
+    std::map<int, std::uint64_t> parked; // descriptor -> connection number
     for (std::size_t i = 0; i < count; ++i) {
-        f.park_new();
+        const int fd = f.park_new();
+        parked[fd] = f.next_id - 1;
     }
     for (std::size_t i = 0; i < count; ++i) {
         f.send(i, "x");
@@ -227,6 +232,12 @@ TEST(ParkingLotTest, ManyConnectionsReadyTogetherAreAllHandedBack)
     ASSERT_TRUE(f.run_until([&] { return f.resumed.size() == count; }))
         << f.resumed.size() << " of " << count;
     EXPECT_EQ(f.lot.size(), 0U);
+    for (const auto& c : f.resumed) {
+        const auto it = parked.find(c.fd);
+        ASSERT_NE(it, parked.end()) << "descriptor " << c.fd << " was not parked";
+        EXPECT_EQ(c.id, it->second) << "descriptor " << c.fd;
+        parked.erase(it);
+    }
     // Freed slots are used again, and a connection parked now is still watched.
     f.park_new();
     f.send(count, "x");
