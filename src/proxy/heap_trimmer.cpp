@@ -16,16 +16,39 @@ heap_trimmer::heap_trimmer(net::io_context& context, std::function<void()> trim,
 void heap_trimmer::serving(std::size_t count)
 {
     serving_ = count;
-    busiest_ = std::max(busiest_, count);
-    if (count != 0 || busiest_ < burst_ || armed_) {
+    if (count != 0) {
+        busiest_ = std::max(busiest_, count);
         return;
     }
+    quiet_since_ = clock::now();
+    // A wait already armed is for an earlier quiet moment: when it ends it waits on for this
+    // one's full delay.
+    if (busiest_ >= burst_ && !armed_ && !cancelled_) {
+        wait_until(quiet_since_ + delay_);
+    }
+}
+
+void heap_trimmer::cancel()
+{
+    cancelled_ = true;
+    timer_.cancel();
+}
+
+void heap_trimmer::wait_until(clock::time_point when)
+{
     armed_ = true;
-    timer_.expires_after(delay_);
+    timer_.expires_at(when);
     timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) {
+            return;
+        }
         armed_ = false;
         // Busy again: the next time the worker empties arms the wait anew.
-        if (ec || serving_ != 0) {
+        if (serving_ != 0 || cancelled_) {
+            return;
+        }
+        if (const auto due = quiet_since_ + delay_; clock::now() < due) {
+            wait_until(due);
             return;
         }
         busiest_ = 0;

@@ -326,6 +326,7 @@ void worker::begin_shutdown()
         return;
     }
     draining_ = true;
+    trimmer_.cancel(); // a wait for a trim would hold the loop up to its delay
     for (auto& l : acceptors_) {
         boost::system::error_code ec;
         l.acceptor.close(ec);
