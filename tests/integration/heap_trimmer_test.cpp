@@ -33,6 +33,13 @@ struct trimmer_fixture {
                          },
                          burst, delay};
 
+    /// The worker serves a burst's worth of connections, then none.
+    void burst_then_quiet()
+    {
+        trimmer.serving(burst);
+        trimmer.serving(0);
+    }
+
     /// Runs the context for `d`, or until the trim count reaches `until`.
     void run_for(clock::duration d, int until = -1)
     {
@@ -73,8 +80,7 @@ TEST(HeapTrimmerTest, FewerConnectionsThanABurstNeverTrim)
 TEST(HeapTrimmerTest, ServingAgainBeforeTheDelayPutsTheTrimOffUntilTheNextQuiet)
 {
     trimmer_fixture f;
-    f.trimmer.serving(burst);
-    f.trimmer.serving(0);
+    f.burst_then_quiet();
     f.trimmer.serving(1);
     f.run_for(3 * delay);
     EXPECT_EQ(f.trims, 0) << "trimmed while serving";
@@ -86,8 +92,7 @@ TEST(HeapTrimmerTest, ServingAgainBeforeTheDelayPutsTheTrimOffUntilTheNextQuiet)
 TEST(HeapTrimmerTest, TheDelayCountsFromTheLastTimeTheWorkerEmptied)
 {
     trimmer_fixture f;
-    f.trimmer.serving(burst);
-    f.trimmer.serving(0);
+    f.burst_then_quiet();
     f.run_for(delay * 6 / 10);
     f.trimmer.serving(1);
     f.trimmer.serving(0);
@@ -118,14 +123,12 @@ TEST(HeapTrimmerTest, AWorkerThatEmptiesOftenButNeverForTheDelayDoesNotTrimUntil
 TEST(HeapTrimmerTest, CancelledTrimmerNeitherTrimsNorHoldsItsLoop)
 {
     trimmer_fixture f;
-    f.trimmer.serving(burst);
-    f.trimmer.serving(0);
+    f.burst_then_quiet();
     f.trimmer.cancel();
     const auto start = clock::now();
     f.context.run(); // returns once nothing is left to wait for
     EXPECT_LT(clock::now() - start, delay / 2);
-    f.trimmer.serving(burst);
-    f.trimmer.serving(0);
+    f.burst_then_quiet();
     f.context.restart();
     f.context.run();
     EXPECT_EQ(f.trims, 0);
