@@ -20,10 +20,15 @@ void heap_trimmer::serving(std::size_t count)
         busiest_ = std::max(busiest_, count);
         return;
     }
+    // Without a burst since the last trim no wait is armed, and none is to be: the clock
+    // need not be read on every quiet moment.
+    if (busiest_ < burst_ || cancelled_) {
+        return;
+    }
     quiet_since_ = clock::now();
     // A wait already armed is for an earlier quiet moment: when it ends it waits on for this
     // one's full delay.
-    if (busiest_ >= burst_ && !armed_ && !cancelled_) {
+    if (!armed_) {
         wait_until(quiet_since_ + delay_);
     }
 }

@@ -1,16 +1,38 @@
 // When a worker gives the free heap back (decision 0024): after a burst, once it has served
 // nothing for the whole delay; never under load, for a few connections or once shutting down.
-// And that the default trim does return whole free pages inside the heap.
+// The policy on a real io_context's timers, then a worker's trims after real connections
+// through an in-process portico, and that the default trim does return whole free pages
+// inside the heap.
 
 #include "proxy/heap_trimmer.hpp"
+#include "support/origin.hpp"
+#include "support/proxy_harness.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <dlfcn.h>
+#include <malloc.h>
+
+#include <atomic>
 
 #include <chrono>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
+
+/// Trims the workers of this test process made, counted here and passed on to the C library:
+/// this definition comes before the C library's for the whole test binary.
+std::atomic<int> trims_made{0};
+
+extern "C" int malloc_trim(size_t pad) noexcept
+{
+    trims_made.fetch_add(1);
+    using trim_function = int (*)(size_t);
+    static const auto next = reinterpret_cast<trim_function>(dlsym(RTLD_NEXT, "malloc_trim"));
+    return next != nullptr ? next(pad) : 0;
+}
 
 namespace portico::test {
 namespace {
@@ -134,6 +156,59 @@ TEST(HeapTrimmerTest, CancelledTrimmerNeitherTrimsNorHoldsItsLoop)
     EXPECT_EQ(f.trims, 0);
 }
 
+/// Keep-alive connections through an in-process portico: `count` open at once, each with one
+/// request answered, then left idle (parked). Returns whether all were answered.
+bool burst_of_idle_connections(std::size_t count, proxy_harness& proxy,
+                               std::vector<std::unique_ptr<client>>& clients)
+{
+    for (std::size_t i = 0; i < count; ++i) {
+        clients.push_back(std::make_unique<client>(proxy.port()));
+    }
+    // Every one accepted and waiting for its request: the worker serves them all at once.
+    if (!wait_until([&] {
+            return proxy.observatory().active_connections() == static_cast<std::int64_t>(count);
+        })) {
+        return false;
+    }
+    for (auto& c : clients) {
+        if (c->get("app.localhost", "/").result_int() != 200) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string route_to(unsigned short port)
+{
+    // One worker, so that the connections of a burst all go to the same one.
+    return fmt::format("workers: 1\nroutes:\n  - host: app.localhost\n    to: 127.0.0.1:{}\n",
+                       port);
+}
+
+TEST(HeapTrimmerTest, WorkerTrimsOnceABurstOfRealConnectionsHasGoneIdle)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    const int before = trims_made.load();
+    std::vector<std::unique_ptr<client>> clients;
+    ASSERT_TRUE(burst_of_idle_connections(heap_trimmer::default_burst + 4, proxy, clients));
+    EXPECT_TRUE(wait_until([&] { return trims_made.load() > before; }, 2s))
+        << "no trim after the burst went idle";
+}
+
+TEST(HeapTrimmerTest, WorkerLeavesTheHeapAloneAfterAFewRealConnections)
+{
+    origin backend;
+    proxy_harness proxy(route_to(backend.port()));
+    const int before = trims_made.load();
+    std::vector<std::unique_ptr<client>> clients;
+    ASSERT_TRUE(burst_of_idle_connections(heap_trimmer::default_burst / 4, proxy, clients));
+    EXPECT_FALSE(wait_until([&] { return trims_made.load() > before; },
+                            4 * std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    heap_trimmer::default_delay)))
+        << "trimmed after fewer connections than a burst";
+}
+
 #ifndef PORTICO_SANITIZE
 std::size_t resident_anonymous_kib()
 {
@@ -154,19 +229,29 @@ TEST(HeapTrimmerTest, DefaultTrimReturnsFreePagesPinnedBetweenLiveBlocks)
 {
     constexpr std::size_t blocks = 256;
     constexpr std::size_t transient_size = 12 * 1024;
+    constexpr std::size_t transient_kib = blocks * transient_size / 1024;
+    heap_trimmer::release_free_heap(); // what earlier tests left free is not counted below
     std::vector<std::unique_ptr<char[]>> transient;
     std::vector<std::unique_ptr<char[]>> lasting;
     for (std::size_t i = 0; i < blocks; ++i) {
         transient.push_back(std::make_unique<char[]>(transient_size)); // touches its pages
         lasting.push_back(std::make_unique<char[]>(64));
     }
+    const auto allocated = resident_anonymous_kib();
     transient.clear();
     const auto before = resident_anonymous_kib();
+    ASSERT_GT(before, 0U);
+    if (allocated - std::min(allocated, before) >= transient_kib / 2) {
+        // The small blocks found room in free chunks earlier tests left, so nothing pinned
+        // the large ones and glibc returned them itself. A process of its own (ctest runs
+        // each test so) starts from a heap where this does not happen.
+        GTEST_SKIP() << "no free memory pinned: " << allocated << " -> " << before << " KiB";
+    }
     heap_trimmer::release_free_heap();
     const auto after = resident_anonymous_kib();
-    ASSERT_GT(before, 0U);
     // Each freed block holds two whole pages: 2 MiB in all, of which at least half must go.
-    EXPECT_GE(before - std::min(before, after), blocks * 8 / 2) << before << " -> " << after;
+    EXPECT_GE(before - std::min(before, after), blocks * 8 / 2)
+        << before << " -> " << after;
 }
 #endif
 
