@@ -17,6 +17,7 @@
 #include <thread>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace portico::cli {
@@ -56,7 +57,7 @@ int run_command(const run_options& options)
     // fetches) is about a sixth of the work before the ready line; a thread of its own does
     // it while the configuration is read.
     std::jthread openssl_preparation(tls::prepare_openssl);
-    const auto loaded = load_config(options.config_file, /*for_serving=*/true);
+    auto loaded = load_config(options.config_file, /*for_serving=*/true);
     if (!loaded) {
         return exit_config;
     }
@@ -74,7 +75,7 @@ int run_command(const run_options& options)
         }
         return exit_start;
     }
-    reloader control(server, *loaded);
+    reloader control(server, std::move(*loaded));
     control.start();
     server.run(/*handle_signals=*/true);
     control.stop();
