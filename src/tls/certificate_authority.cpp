@@ -70,7 +70,7 @@ std::string read_existing_ca(const std::filesystem::path& dir, x509_ptr& cert, p
     if (!key_pem) {
         return error;
     }
-    key = parse_private_key(*key_pem);
+    key = parse_private_key(*key_pem, certificate_key_type(certs.front().get()));
     if (!key) {
         return damaged_file(dir, key_path, "not a valid PEM private key");
     }

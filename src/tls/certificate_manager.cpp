@@ -202,6 +202,20 @@ void prepare_openssl() noexcept
         ssl::context client_unverified(ssl::context::tls_client);
         // The CA's keys are EC P-256.
         EVP_PKEY_CTX_free(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+        // Reading the CA's certificate and key goes through OpenSSL's decoders, whose first
+        // use in a process fetches every provider's key formats: a key of the same kind,
+        // written and read back here, does that while the configuration is read.
+        if (const pkey_ptr sample{EVP_EC_gen("P-256")}) {
+            const auto pem = to_pem(sample.get());
+            const pkey_ptr back = parse_private_key(pem, "EC");
+            unsigned char* der = nullptr;
+            const int length = i2d_PUBKEY(sample.get(), &der);
+            if (length > 0) {
+                const unsigned char* in = der;
+                EVP_PKEY_free(d2i_PUBKEY(nullptr, &in, length));
+            }
+            OPENSSL_free(der);
+        }
         auto& p = prepared();
         const std::lock_guard lock(p.mutex);
         p.server.push_back(std::move(server));

@@ -90,7 +90,11 @@ struct certified_key {
 /// Parses every certificate of a PEM text, in order; empty when there is none or one is bad.
 std::vector<x509_ptr> parse_certificates(std::string_view pem);
 /// Parses one PEM private key (any format OpenSSL reads); null when it is not one.
-pkey_ptr parse_private_key(std::string_view pem);
+/// `expected_type` (such as "EC", see `certificate_key_type`) is tried first, which is
+/// faster; a key of another type is still read.
+pkey_ptr parse_private_key(std::string_view pem, const char* expected_type = nullptr);
+/// The type name of a certificate's public key ("EC", "RSA", ...); null when unknown.
+const char* certificate_key_type(X509* certificate);
 /// Encodes a certificate as PEM.
 std::string to_pem(X509* certificate);
 /// Encodes a private key as unencrypted PKCS#8 PEM.
