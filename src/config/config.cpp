@@ -14,6 +14,13 @@
 #include <vector>
 
 namespace portico::config {
+
+const std::string& file_name::no_name() noexcept
+{
+    static const std::string none;
+    return none;
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -84,12 +91,12 @@ std::string diagnostic::to_string() const
         if (where.file.empty()) {
             return fmt::format("{}:{}: {}", where.line, where.column, message);
         }
-        return fmt::format("{}:{}:{}: {}", where.file, where.line, where.column, message);
+        return fmt::format("{}:{}:{}: {}", where.file.str(), where.line, where.column, message);
     }
     if (where.file.empty()) {
         return message;
     }
-    return fmt::format("{}: {}", where.file, message);
+    return fmt::format("{}: {}", where.file.str(), message);
 }
 
 std::string listener::to_string() const

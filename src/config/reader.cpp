@@ -134,7 +134,11 @@ std::string_view kind_of(const node& n)
 
 std::string subject_of(std::string_view prefix, std::string_view name)
 {
-    return fmt::format("{}'{}'", prefix, name);
+    // Made for every key read, whether a message needs it or not: appends, not a format.
+    std::string subject;
+    subject.reserve(prefix.size() + name.size() + 2);
+    subject.append(prefix).append(1, '\'').append(name).append(1, '\'');
+    return subject;
 }
 
 std::optional<std::string> read_scalar(context& ctx, const entry& e, std::string_view subject,
@@ -182,7 +186,7 @@ std::optional<std::chrono::milliseconds> read_duration(context& ctx, const entry
     if (!value) {
         // Well formed but past what milliseconds hold: too long, not malformed.
         const auto digits = text->find_first_not_of("0123456789");
-        if (digits != 0 && digits != std::string::npos && parse_duration("1" + text->substr(digits))) {
+        if (digits != 0 && digits != std::string::npos && parse_duration(fmt::format("1{}", std::string_view(*text).substr(digits)))) {
             return too_long();
         }
         ctx.error(e.value_at, fmt::format("{} must be {}", subject, expected));

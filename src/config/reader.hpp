@@ -25,7 +25,7 @@ public:
     source_text(std::string file, std::string_view text);
 
     /// The file as named to the user.
-    const std::string& file() const noexcept { return file_; }
+    const std::string& file() const noexcept { return file_.str(); }
     /// The text, without a byte order mark.
     std::string_view text() const noexcept { return text_; }
     /// Number of lines (a final line without '\n' counts).
@@ -46,7 +46,7 @@ public:
 private:
     source_location at_line_byte(std::size_t line, std::size_t byte_column) const;
 
-    std::string file_;
+    file_name file_;
     std::string_view text_;
     std::vector<std::size_t> line_starts_;
 };

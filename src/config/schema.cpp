@@ -604,7 +604,9 @@ void loader::read_routes(const entry& e)
 
 void loader::read_route(const entry& item, std::size_t number)
 {
-    const auto prefix = fmt::format("route {}: ", number);
+    // Every message about the route starts so; made for each route, so without a format.
+    std::string prefix = "route ";
+    prefix.append(std::to_string(number)).append(": ");
     const auto m = mapping::read(ctx_, item,
                                  {route_keys, prefix, "", "a mapping with 'host' and 'to'", false});
     if (!m) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,9 +16,39 @@
 
 namespace portico::config {
 
+/**
+ * A configuration file's name as the user gave it (the path given, not canonical), shared by
+ * every position in that file: a file of a thousand routes holds thousands of positions, and
+ * a copy of a shared name allocates nothing.
+ */
+class file_name {
+public:
+    file_name() = default;
+    // Implicit, so that a position reads {"portico.yaml", 3, 5}.
+    file_name(std::string name)
+        : name_(name.empty() ? nullptr : std::make_shared<const std::string>(std::move(name)))
+    {
+    }
+    file_name(const char* name) : file_name(std::string(name)) {}
+
+    const std::string& str() const noexcept { return name_ ? *name_ : no_name(); }
+    operator const std::string&() const noexcept { return str(); }
+    bool empty() const noexcept { return name_ == nullptr; }
+
+    friend bool operator==(const file_name& a, const file_name& b) noexcept
+    {
+        return a.str() == b.str();
+    }
+
+private:
+    static const std::string& no_name() noexcept;
+
+    std::shared_ptr<const std::string> name_;
+};
+
 /// Where a value stands in a configuration file; line and column are 1-based.
 struct source_location {
-    std::string file; ///< the file as named to the user (path given, not canonical)
+    file_name file;
     int line = 0;
     int column = 0;
 };
