@@ -197,7 +197,12 @@ std::optional<text_problem> find_binary_content(std::string_view text)
 {
     std::size_t i = 0;
     while (i < text.size()) {
-        if (text[i] == '\0') {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c != 0 && c < 0x80) {
+            ++i; // ASCII, nearly every byte of a configuration, without a call
+            continue;
+        }
+        if (c == 0) {
             return text_problem{i, "NUL byte"};
         }
         const auto length = utf8::sequence_length(text, i);
