@@ -107,7 +107,7 @@ void check_beyond_the_file(config::load_result& result, const std::filesystem::p
 
 } // namespace
 
-std::string loaded_config::display_name() const
+std::string display_name(const config::location& where)
 {
     if (!where.file) {
         return "built-in default";
@@ -150,10 +150,10 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
     return loaded;
 }
 
-std::optional<config::config> load_again(const loaded_config& previous, std::string& errors)
+std::optional<config::config> load_again(const config::location& where, std::string& errors)
 {
-    auto result = config::load_file(*previous.where.file, config::environment::process());
-    check_beyond_the_file(result, *previous.where.file);
+    auto result = config::load_file(*where.file, config::environment::process());
+    check_beyond_the_file(result, *where.file);
     for (const auto& w : result.warnings) {
         report(log::level::warn, "config_warning", w);
     }
@@ -164,7 +164,7 @@ std::optional<config::config> load_again(const loaded_config& previous, std::str
             errors += e.to_string();
             errors += '\n';
         }
-        report_failure(previous.display_name(), result.errors.size());
+        report_failure(display_name(where), result.errors.size());
         return std::nullopt;
     }
     return std::move(result.value);

@@ -11,13 +11,15 @@
 
 namespace portico::cli {
 
+/// The configuration file as the user should read it, or "built-in default".
+std::string display_name(const config::location& where);
+
 /// A valid configuration and where it came from.
 struct loaded_config {
     config::config value;
     config::location where;
 
-    /// The file as the user should read it, or "built-in default".
-    std::string display_name() const;
+    std::string display_name() const { return cli::display_name(where); }
 };
 
 /**
@@ -35,10 +37,10 @@ std::optional<loaded_config> load_config(const std::optional<std::filesystem::pa
                                          bool for_serving = false);
 
 /**
- * Loads the file `previous` came from again (a reload), reporting warnings and errors as
+ * Loads the file at `where` again (a reload), reporting warnings and errors as
  * `load_config` does. On failure returns nothing and sets `errors` to the diagnostics, one
  * `file:line:col: message` per line.
  */
-std::optional<config::config> load_again(const loaded_config& previous, std::string& errors);
+std::optional<config::config> load_again(const config::location& where, std::string& errors);
 
 } // namespace portico::cli

@@ -16,8 +16,8 @@
 namespace portico::cli {
 
 struct reloader::impl {
-    impl(proxy::server& s, loaded_config initial)
-        : server(s), current(std::move(initial)),
+    impl(proxy::server& s, config::location file, std::vector<std::filesystem::path> referenced)
+        : server(s), where(std::move(file)), referenced_files(std::move(referenced)),
           monitor(executor(context.get_executor()), s.observatory(),
                   [&s] { return s.backends(); })
     {
@@ -27,11 +27,10 @@ struct reloader::impl {
     std::vector<std::filesystem::path> watched_files() const
     {
         std::vector<std::filesystem::path> files;
-        if (current.where.file) {
-            files.push_back(*current.where.file);
+        if (where.file) {
+            files.push_back(*where.file);
         }
-        files.insert(files.end(), current.value.referenced_files.begin(),
-                     current.value.referenced_files.end());
+        files.insert(files.end(), referenced_files.begin(), referenced_files.end());
         return files;
     }
 
@@ -43,15 +42,15 @@ struct reloader::impl {
                         {{"trigger", why}});
             return;
         }
-        if (!current.where.file) {
+        if (!where.file) {
             log::notice("reload_skipped",
                         "reload: portico runs on the built-in default; there is no file to read",
                         {{"trigger", why}});
             return;
         }
-        const auto name = current.display_name();
+        const auto name = display_name(where);
         std::string errors;
-        auto next = load_again(current, errors);
+        auto next = load_again(where, errors);
         if (!next) {
             server.observatory().record_reload(false, errors);
             report_reload_failure(name, "the previous configuration is still served");
@@ -71,8 +70,8 @@ struct reloader::impl {
                             fmt::format("config reloaded: {} ({} route{})", name, routes,
                                         routes == 1 ? "" : "s"),
                             {{"file", name}, {"routes", routes}, {"trigger", why}});
-                current.value = std::move(*next);
-                log_route_table(current, current.value.routes);
+                log_route_table(where, next->routes);
+                referenced_files = std::move(next->referenced_files);
                 monitor.poke();
             }
         }
@@ -103,7 +102,10 @@ struct reloader::impl {
     }
 
     proxy::server& server;
-    loaded_config current;
+    /// The configuration is the server's; a reload needs only where it came from and the
+    /// files it names.
+    config::location where;
+    std::vector<std::filesystem::path> referenced_files;
     net::io_context context{1};
     admin::backend_monitor monitor;
     std::optional<net::signal_set> hangup;
@@ -111,8 +113,9 @@ struct reloader::impl {
     std::thread thread;
 };
 
-reloader::reloader(proxy::server& server, loaded_config initial)
-    : impl_(std::make_unique<impl>(server, std::move(initial)))
+reloader::reloader(proxy::server& server, config::location where,
+                   std::vector<std::filesystem::path> referenced_files)
+    : impl_(std::make_unique<impl>(server, std::move(where), std::move(referenced_files)))
 {
 }
 
@@ -123,7 +126,7 @@ void reloader::start()
     auto& i = *impl_;
     i.hangup.emplace(i.context, SIGHUP);
     i.wait_for_hangup();
-    if (i.current.where.file) {
+    if (i.where.file) {
         try {
             i.watcher = std::make_unique<file_watcher>(executor(i.context.get_executor()),
                                                        [&i] { i.reload("file change"); });

@@ -8,14 +8,21 @@
 
 #include "portico/proxy/server.hpp"
 
+#include <filesystem>
 #include <memory>
+#include <vector>
 
 namespace portico::cli {
 
 class reloader {
 public:
-    /// Prepares reloading `initial`'s file into `server`; nothing runs before `start()`.
-    reloader(proxy::server& server, loaded_config initial);
+    /**
+     * Prepares reloading the file at `where` into `server`, which serves what it held;
+     * `referenced_files` are the files that configuration names (certificates), which
+     * are watched beside it. Nothing runs before `start()`.
+     */
+    reloader(proxy::server& server, config::location where,
+             std::vector<std::filesystem::path> referenced_files);
     ~reloader();
     reloader(const reloader&) = delete;
     reloader& operator=(const reloader&) = delete;

@@ -133,9 +133,9 @@ format_route_table(const std::vector<config::route>& routes,
 }
 
 /// The configuration line and the table: text lines for a person, one object per route in JSON.
-void log_route_table(const loaded_config& loaded, const std::vector<config::route>& routes)
+void log_route_table(const config::location& where, const std::vector<config::route>& routes)
 {
-    const auto name = loaded.display_name();
+    const auto name = display_name(where);
     log::notice("config",
                 fmt::format("config: {} ({} {})", name, routes.size(),
                             routes.size() == 1 ? "route" : "routes"),

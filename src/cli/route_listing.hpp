@@ -26,14 +26,12 @@ std::vector<std::string>
 format_route_table(const std::vector<config::route>& routes,
                    const std::map<std::string, admin::backend_state>* states = nullptr);
 
-struct loaded_config;
-
 /**
  * Logs where the configuration came from and its route table (`run` at start and after a
  * reload): text lines for a person, one object per route in JSON; beyond 100 routes only
  * their number.
  */
-void log_route_table(const loaded_config& loaded, const std::vector<config::route>& routes);
+void log_route_table(const config::location& where, const std::vector<config::route>& routes);
 
 /**
  * `portico check`: validates the configuration and prints `config: FILE (N routes)` and the

@@ -61,9 +61,12 @@ int run_command(const run_options& options)
     if (!loaded) {
         return exit_config;
     }
-    log_route_table(*loaded, loaded->value.routes);
+    log_route_table(loaded->where, loaded->value.routes);
 
-    proxy::server server(loaded->value);
+    // The server takes the configuration over: a copy of a thousand routes would cost the
+    // start a few hundred page faults. The reloader keeps what a reload needs.
+    auto referenced_files = loaded->value.referenced_files;
+    proxy::server server(std::move(loaded->value));
     // The certificate manager made in bind takes the contexts the thread made.
     openssl_preparation.join();
     const auto bound = server.bind();
@@ -75,7 +78,7 @@ int run_command(const run_options& options)
         }
         return exit_start;
     }
-    reloader control(server, std::move(*loaded));
+    reloader control(server, std::move(loaded->where), std::move(referenced_files));
     control.start();
     server.run(/*handle_signals=*/true);
     control.stop();

@@ -389,7 +389,7 @@ std::vector<tcp::endpoint> server::endpoints() const
 std::vector<config::backend> server::backends() const
 {
     std::lock_guard lock(impl_->mutex);
-    return admin::backends_of(impl_->state->cfg.routes);
+    return admin::backends_of(impl_->state->table.routes());
 }
 
 bind_result server::bind()
@@ -572,7 +572,7 @@ reload_result server::reload(config::config next_cfg)
 
     // A ready line for each address that is new, or that now serves other protocols (a
     // `tls` change, kept or taken over): what a script waits for.
-    const auto routes = next->cfg.routes.size();
+    const auto routes = next->table.routes().size();
     for (const auto& l : listeners) {
         for (const auto& ep : l.endpoints) {
             const auto* before = holder_of(impl_->listeners, ep);
@@ -652,7 +652,7 @@ void server::run(bool handle_signals)
     {
         // A reload (from the control thread, which may start before this) replaces both.
         std::lock_guard lock(impl_->mutex);
-        const auto routes = impl_->state->cfg.routes.size();
+        const auto routes = impl_->state->table.routes().size();
         for (const auto& l : impl_->listeners) {
             for (const auto& ep : l.endpoints) {
                 const auto where = endpoint_text(ep);

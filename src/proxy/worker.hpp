@@ -30,8 +30,13 @@ namespace portico::proxy {
  * routes it points into stay valid.
  */
 struct serving_state {
-    explicit serving_state(config::config c) : cfg(std::move(c)), table(cfg) {}
+    explicit serving_state(config::config c)
+        : cfg(std::move(c)), table(std::move(cfg.routes), cfg.admin)
+    {
+    }
 
+    /// The configuration, but for its routes: the table took them over (one copy of a
+    /// thousand routes fewer at each start and reload); they are `table.routes()`.
     config::config cfg;
     routing::route_table table;
     std::vector<std::uint16_t> listener_ports; ///< bound ports, for the admin Origin check

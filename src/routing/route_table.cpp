@@ -129,7 +129,7 @@ struct route_table::impl {
     string_map<host_entry> wildcard; ///< "app.localhost" for "*.app.localhost" -> entry
     std::size_t longest_wildcard = 0; ///< the longest key in `wildcard`
 
-    explicit impl(const config::config& cfg) : routes(cfg.routes)
+    impl(std::vector<config::route> taken, std::string_view admin_name) : routes(std::move(taken))
     {
         for (const auto& r : routes) {
             auto& hosts = r.is_wildcard() ? wildcard_hosts : exact_hosts;
@@ -155,7 +155,7 @@ struct route_table::impl {
                 entry.has_terminated = true;
             }
         }
-        admin = uri::normalize_host(cfg.admin).value_or(uri::to_lower(cfg.admin));
+        admin = uri::normalize_host(admin_name).value_or(uri::to_lower(admin_name));
         exact[admin].is_admin = true;
     }
 
@@ -209,7 +209,15 @@ std::optional<std::string> request_host(std::string_view host)
 
 } // namespace
 
-route_table::route_table(const config::config& cfg) : impl_(std::make_unique<impl>(cfg)) {}
+route_table::route_table(const config::config& cfg)
+    : impl_(std::make_unique<impl>(cfg.routes, cfg.admin))
+{
+}
+
+route_table::route_table(std::vector<config::route> routes, std::string_view admin)
+    : impl_(std::make_unique<impl>(std::move(routes), admin))
+{
+}
 
 route_table::~route_table() = default;
 route_table::route_table(route_table&&) noexcept = default;

@@ -57,6 +57,9 @@ public:
      * own copy of the routes; matches point into it.
      */
     explicit route_table(const config::config& cfg);
+    /// As above from a validated configuration's `routes` and `admin`, taking the routes
+    /// over instead of copying them.
+    route_table(std::vector<config::route> routes, std::string_view admin);
     ~route_table();
     route_table(route_table&&) noexcept;
     route_table& operator=(route_table&&) noexcept;

@@ -89,6 +89,30 @@ std::string upstream_of(const config::route& r, std::string_view target)
 
 // --- Host precedence -------------------------------------------------------------------
 
+TEST(RouteTableTest, TableTakingTheRoutesOverMatchesAsOneCopyingThem)
+{
+    const auto cfg = config_with({route_for("app.localhost"), route_for("app.localhost", "/api"),
+                                  route_for("*.preview.localhost"),
+                                  passthrough_for("db.localhost")},
+                                 "Admin.Localhost.");
+    const route_table copied(cfg);
+    auto routes = cfg.routes;
+    const auto* const first = routes.data();
+    const route_table taken(std::move(routes), cfg.admin);
+    // Taken over, not copied: matches point into the very vector that was handed in.
+    EXPECT_EQ(taken.routes().data(), first);
+    ASSERT_EQ(taken.routes().size(), cfg.routes.size());
+    for (const auto& [host, path] : std::vector<std::pair<std::string, std::string>>{
+             {"app.localhost", "/"}, {"app.localhost", "/api/x"}, {"a.b.preview.localhost", "/"},
+             {"other.localhost", "/"}, {"admin.localhost", "/"}, {"localhost", "/"}}) {
+        EXPECT_EQ(matched(taken, host, path), matched(copied, host, path)) << host << path;
+        EXPECT_EQ(taken.match(host, path).kind, copied.match(host, path).kind) << host << path;
+    }
+    EXPECT_EQ(taken.match("admin.localhost", "/").kind, match_kind::admin);
+    ASSERT_NE(taken.match_passthrough("db.localhost"), nullptr);
+    EXPECT_EQ(taken.match_passthrough("db.localhost")->host, "db.localhost");
+}
+
 TEST(RouteTableTest, PathsAndNamesOfThousandsOfPartsMatchAndCostWhatTheirLengthDoes)
 {
     // Each probe hashes its prefix or suffix: probing every one of a request's parts made a
