@@ -95,27 +95,37 @@ std::vector<x509_ptr> parse_certificates(std::string_view pem)
     return chain;
 }
 
-pkey_ptr parse_private_key(std::string_view pem, const char* expected_type)
+pkey_ptr parse_private_key_of_type(std::string_view pem, const char* type)
 {
     // Reading a key without its type has OpenSSL 3.0 set up a decoder for every key type and
     // format its providers know (about 4 M instructions for a P-256 key); named, only that
-    // type's (about 1 M). A key of another type then takes the general path below.
-    if (expected_type != nullptr) {
-        EVP_PKEY* key = nullptr;
-        const openssl_ptr<OSSL_DECODER_CTX, &OSSL_DECODER_CTX_free> decoder(
-            OSSL_DECODER_CTX_new_for_pkey(&key, "PEM", nullptr, expected_type, EVP_PKEY_KEYPAIR,
-                                          nullptr, nullptr));
-        if (decoder) {
-            OSSL_DECODER_CTX_set_pem_password_cb(
-                decoder.get(), [](char*, int, int, void*) { return 0; }, nullptr);
-            const bio_ptr bio = memory_source(pem);
-            if (OSSL_DECODER_from_bio(decoder.get(), bio.get()) == 1 && key != nullptr) {
-                ERR_clear_error();
-                return pkey_ptr(key);
-            }
-            EVP_PKEY_free(key);
+    // type's (about 1 M). The decoder reads the text's first PEM block only, so a file that
+    // starts with EC PARAMETERS or a certificate is left to the general path.
+    EVP_PKEY* key = nullptr;
+    const openssl_ptr<OSSL_DECODER_CTX, &OSSL_DECODER_CTX_free> decoder(
+        OSSL_DECODER_CTX_new_for_pkey(&key, "PEM", nullptr, type, EVP_PKEY_KEYPAIR, nullptr,
+                                      nullptr));
+    if (decoder) {
+        // An encrypted key is unreadable here, never a prompt on the terminal.
+        OSSL_DECODER_CTX_set_pem_password_cb(
+            decoder.get(), [](char*, int, int, void*) { return 0; }, nullptr);
+        const bio_ptr bio = memory_source(pem);
+        if (OSSL_DECODER_from_bio(decoder.get(), bio.get()) == 1 && key != nullptr) {
+            ERR_clear_error();
+            return pkey_ptr(key);
         }
-        ERR_clear_error();
+        EVP_PKEY_free(key);
+    }
+    ERR_clear_error();
+    return nullptr;
+}
+
+pkey_ptr parse_private_key(std::string_view pem, const char* expected_type)
+{
+    if (expected_type != nullptr) {
+        if (auto key = parse_private_key_of_type(pem, expected_type)) {
+            return key;
+        }
     }
     const bio_ptr bio = memory_source(pem);
     // An empty passphrase callback: an encrypted key is reported as unreadable instead of
@@ -128,7 +138,10 @@ pkey_ptr parse_private_key(std::string_view pem, const char* expected_type)
 
 const char* certificate_key_type(X509* certificate)
 {
+    // A certificate without a readable key queues an error here, which is no caller's.
+    ERR_set_mark();
     const EVP_PKEY* key = X509_get0_pubkey(certificate);
+    ERR_pop_to_mark();
     return key == nullptr ? nullptr : EVP_PKEY_get0_type_name(key);
 }
 

@@ -93,6 +93,9 @@ std::vector<x509_ptr> parse_certificates(std::string_view pem);
 /// `expected_type` (such as "EC", see `certificate_key_type`) is tried first, which is
 /// faster; a key of another type is still read.
 pkey_ptr parse_private_key(std::string_view pem, const char* expected_type = nullptr);
+/// The first PEM block of `pem` read as an unencrypted private key of `type` ("EC"...) only;
+/// null for any other block, type or an encrypted key. `parse_private_key`'s fast path.
+pkey_ptr parse_private_key_of_type(std::string_view pem, const char* type);
 /// The type name of a certificate's public key ("EC", "RSA", ...); null when unknown.
 const char* certificate_key_type(X509* certificate);
 /// Encodes a certificate as PEM.

@@ -1,5 +1,6 @@
 #include "tls/openssl.hpp"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
@@ -40,6 +41,38 @@ TEST(OpenSslKeyTest, KeyOfTheExpectedTypeIsReadInEitherPemForm)
         ASSERT_TRUE(back);
         EXPECT_EQ(EVP_PKEY_eq(back.get(), key.get()), 1);
     }
+}
+
+TEST(OpenSslKeyTest, TypedReadAloneReadsItsTypeAndNothingElse)
+{
+    // The fast path on its own: were it never to succeed, parse_private_key's fallback
+    // would hide it.
+    const pkey_ptr key(EVP_EC_gen("P-256"));
+    ASSERT_TRUE(key);
+    const auto traditional = pem_of([&](BIO* bio) {
+        return PEM_write_bio_PrivateKey_traditional(bio, key.get(), nullptr, nullptr, 0, nullptr,
+                                                    nullptr);
+    });
+    for (const auto& pem : {to_pem(key.get()), traditional}) {
+        const auto back = parse_private_key_of_type(pem, "EC");
+        ASSERT_TRUE(back);
+        EXPECT_EQ(EVP_PKEY_eq(back.get(), key.get()), 1);
+    }
+    EXPECT_FALSE(parse_private_key_of_type(to_pem(key.get()), "RSA"));
+    const pkey_ptr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+    ASSERT_TRUE(ed);
+    EXPECT_FALSE(parse_private_key_of_type(to_pem(ed.get()), "EC"));
+    const auto encrypted = pem_of([&](BIO* bio) {
+        static char passphrase[] = "secret";
+        return PEM_write_bio_PKCS8PrivateKey(bio, key.get(), EVP_aes_256_cbc(), passphrase, 6,
+                                             nullptr, nullptr);
+    });
+    EXPECT_FALSE(parse_private_key_of_type(encrypted, "EC"));
+    // A public key is no private key, whatever its type.
+    const auto public_key = pem_of([&](BIO* bio) { return PEM_write_bio_PUBKEY(bio, key.get()); });
+    EXPECT_FALSE(parse_private_key_of_type(public_key, "EC"));
+    EXPECT_FALSE(parse_private_key(public_key, "EC"));
+    EXPECT_EQ(ERR_peek_error(), 0UL);
 }
 
 TEST(OpenSslKeyTest, KeyOfAnotherTypeThanExpectedIsStillRead)
@@ -87,6 +120,7 @@ TEST(OpenSslKeyTest, CertificateKeyTypeNamesTheCertificatesKey)
     EXPECT_STREQ(certificate_key_type(cert.get()), "EC");
     const x509_ptr empty(X509_new());
     EXPECT_EQ(certificate_key_type(empty.get()), nullptr);
+    EXPECT_EQ(ERR_peek_error(), 0UL); // nothing left on the caller's error queue
 }
 
 } // namespace
