@@ -101,23 +101,6 @@ std::optional<authority_parts> split_authority(std::string_view text)
     return parts;
 }
 
-std::optional<std::string> canonical_ip(int family, std::string_view text)
-{
-    if (text.empty() || text.find('\0') != std::string_view::npos) {
-        return std::nullopt;
-    }
-    const std::string input(text);
-    std::array<unsigned char, 16> binary{};
-    if (::inet_pton(family, input.c_str(), binary.data()) != 1) {
-        return std::nullopt;
-    }
-    std::array<char, INET6_ADDRSTRLEN> out{};
-    if (::inet_ntop(family, binary.data(), out.data(), out.size()) == nullptr) {
-        return std::nullopt;
-    }
-    return std::string(out.data());
-}
-
 // A backend or host-header host: IP literal or host name, canonical; the error is a reason.
 checked<std::string> parse_plain_host(std::string_view host, bool bracketed)
 {
@@ -272,38 +255,11 @@ std::string host_name_problem(std::string_view name, bool allow_wildcard)
     return {};
 }
 
-bool is_dotted_quad(std::string_view text)
-{
-    // inet_pton's IPv4 form: four decimal numbers 0-255, without leading zeros, so the text
-    // is its own canonical form. Read here rather than through inet_pton and inet_ntop,
-    // whose sprintf was the largest cost of reading a route's `to`.
-    int numbers = 0;
-    std::size_t i = 0;
-    for (;;) {
-        const auto start = i;
-        unsigned value = 0;
-        while (i < text.size() && is_digit(text[i]) && i - start < 3) {
-            value = value * 10 + static_cast<unsigned>(text[i] - '0');
-            ++i;
-        }
-        const auto digits = i - start;
-        if (digits == 0 || value > 255 || (digits > 1 && text[start] == '0')) {
-            return false;
-        }
-        ++numbers;
-        if (i == text.size()) {
-            return numbers == 4;
-        }
-        if (text[i] != '.' || numbers == 4) {
-            return false;
-        }
-        ++i;
-    }
-}
-
 std::optional<std::string> canonical_ipv4(std::string_view text)
 {
-    if (!is_dotted_quad(text)) {
+    // Checked by hand rather than through inet_pton and inet_ntop, whose sprintf was the
+    // largest cost of reading a route's `to`.
+    if (!uri::is_dotted_quad(text)) {
         return std::nullopt;
     }
     return std::string(text);
@@ -311,12 +267,21 @@ std::optional<std::string> canonical_ipv4(std::string_view text)
 
 std::optional<std::string> canonical_ipv6(std::string_view text)
 {
-    // Every IPv6 literal has a colon; host names, the common case, skip the copy and the
-    // library call.
-    if (text.find(':') == std::string_view::npos) {
+    // Every IPv6 literal has a colon: host names, the common case, skip the copy and the
+    // library call. A NUL would end the text inet_pton reads early.
+    if (text.find(':') == std::string_view::npos || text.find('\0') != std::string_view::npos) {
         return std::nullopt;
     }
-    return canonical_ip(AF_INET6, text);
+    const std::string input(text);
+    std::array<unsigned char, 16> binary{};
+    if (::inet_pton(AF_INET6, input.c_str(), binary.data()) != 1) {
+        return std::nullopt;
+    }
+    std::array<char, INET6_ADDRSTRLEN> out{};
+    if (::inet_ntop(AF_INET6, binary.data(), out.data(), out.size()) == nullptr) {
+        return std::nullopt;
+    }
+    return std::string(out.data());
 }
 
 bool is_loopback(std::string_view canonical_host)
@@ -324,12 +289,12 @@ bool is_loopback(std::string_view canonical_host)
     if (canonical_host == "localhost" || canonical_host == "::1") {
         return true;
     }
-    return canonical_host.starts_with("127.") && is_dotted_quad(canonical_host);
+    return canonical_host.starts_with("127.") && uri::is_dotted_quad(canonical_host);
 }
 
 bool is_ip_literal(std::string_view canonical_host)
 {
-    return is_dotted_quad(canonical_host) || canonical_ipv6(canonical_host);
+    return uri::is_dotted_quad(canonical_host) || canonical_ipv6(canonical_host);
 }
 
 checked<std::string> parse_host_pattern(std::string_view text, bool allow_wildcard)

@@ -57,10 +57,6 @@ std::optional<text_problem> find_binary_content(std::string_view text);
  */
 std::string host_name_problem(std::string_view name, bool allow_wildcard);
 
-/// Whether `text` is an IPv4 literal as inet_pton reads one (four decimal numbers 0-255,
-/// no leading zeros), which is then its own canonical text.
-bool is_dotted_quad(std::string_view text);
-
 /// The canonical text of an IPv4 literal, or nullopt.
 std::optional<std::string> canonical_ipv4(std::string_view text);
 

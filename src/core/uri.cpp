@@ -268,4 +268,30 @@ bool is_token(std::string_view text) noexcept
     });
 }
 
+bool is_dotted_quad(std::string_view text) noexcept
+{
+    int numbers = 0;
+    std::size_t i = 0;
+    for (;;) {
+        const auto start = i;
+        unsigned value = 0;
+        while (i < text.size() && text[i] >= '0' && text[i] <= '9' && i - start < 3) {
+            value = value * 10 + static_cast<unsigned>(text[i] - '0');
+            ++i;
+        }
+        const auto digits = i - start;
+        if (digits == 0 || value > 255 || (digits > 1 && text[start] == '0')) {
+            return false;
+        }
+        ++numbers;
+        if (i == text.size()) {
+            return numbers == 4;
+        }
+        if (text[i] != '.' || numbers == 4) {
+            return false;
+        }
+        ++i;
+    }
+}
+
 } // namespace portico::uri

@@ -81,41 +81,12 @@ bool is_ip_literal(std::string_view host) noexcept
     return true;
 }
 
-/// A dotted-quad address in 127.0.0.0/8.
-bool is_ipv4_loopback(std::string_view host) noexcept
-{
-    int octets = 0;
-    int value = -1;
-    for (char c : host) {
-        if (c == '.') {
-            if (value < 0) {
-                return false;
-            }
-            if (octets == 0 && value != 127) {
-                return false;
-            }
-            ++octets;
-            value = -1;
-        } else if (c >= '0' && c <= '9') {
-            if (value == 0) {
-                return false; // a leading zero reads as octal to some resolvers
-            }
-            value = (value < 0 ? 0 : value * 10) + (c - '0');
-            if (value > 255) {
-                return false;
-            }
-        } else {
-            return false;
-        }
-    }
-    return octets == 3 && value >= 0;
-}
-
 // SPEC "Isolation": a loopback address or `localhost` is never a rebinding vector, so
 // without a route of its own it shows the admin pages instead of a 404.
 bool is_loopback_name(std::string_view host) noexcept
 {
-    return host == "localhost" || host == "::1" || is_ipv4_loopback(host);
+    return host == "localhost" || host == "::1" ||
+           (host.starts_with("127.") && uri::is_dotted_quad(host));
 }
 
 } // namespace

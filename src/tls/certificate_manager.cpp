@@ -200,11 +200,10 @@ void prepare_openssl() noexcept
         ssl::context server(ssl::context::tls_server);
         ssl::context client_verified(ssl::context::tls_client);
         ssl::context client_unverified(ssl::context::tls_client);
-        // The CA's keys are EC P-256.
-        EVP_PKEY_CTX_free(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-        // Reading the CA's certificate and key goes through OpenSSL's decoders, whose first
-        // use in a process fetches every provider's key formats: a key of the same kind,
-        // written and read back here, does that while the configuration is read.
+        // The CA's keys are EC P-256, and reading its certificate and key goes through
+        // OpenSSL's decoders, whose first use in a process fetches every provider's key
+        // formats: a key of that kind, made, written and read back here, fetches the EC
+        // methods and the decoders while the configuration is read.
         if (const pkey_ptr sample{EVP_EC_gen("P-256")}) {
             const auto pem = to_pem(sample.get());
             const pkey_ptr back = parse_private_key(pem, "EC");

@@ -36,6 +36,13 @@ bio_ptr memory_source(std::string_view text)
         check(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())), "BIO_new_mem_buf"));
 }
 
+/// A passphrase callback that gives none: an encrypted key is reported as unreadable instead
+/// of prompting on the terminal, which would hang a server.
+int no_passphrase(char*, int, int, void*)
+{
+    return 0;
+}
+
 /// Runs `write(bio)` on a fresh memory BIO and returns what it wrote.
 template <typename Write> std::string write_pem(Write write, std::string_view what)
 {
@@ -106,9 +113,7 @@ pkey_ptr parse_private_key_of_type(std::string_view pem, const char* type)
         OSSL_DECODER_CTX_new_for_pkey(&key, "PEM", nullptr, type, EVP_PKEY_KEYPAIR, nullptr,
                                       nullptr));
     if (decoder) {
-        // An encrypted key is unreadable here, never a prompt on the terminal.
-        OSSL_DECODER_CTX_set_pem_password_cb(
-            decoder.get(), [](char*, int, int, void*) { return 0; }, nullptr);
+        OSSL_DECODER_CTX_set_pem_password_cb(decoder.get(), no_passphrase, nullptr);
         const bio_ptr bio = memory_source(pem);
         if (OSSL_DECODER_from_bio(decoder.get(), bio.get()) == 1 && key != nullptr) {
             ERR_clear_error();
@@ -128,10 +133,7 @@ pkey_ptr parse_private_key(std::string_view pem, const char* expected_type)
         }
     }
     const bio_ptr bio = memory_source(pem);
-    // An empty passphrase callback: an encrypted key is reported as unreadable instead of
-    // prompting on the terminal.
-    pkey_ptr key(PEM_read_bio_PrivateKey(
-        bio.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr));
+    pkey_ptr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
     ERR_clear_error();
     return key;
 }

@@ -64,4 +64,8 @@ inline constexpr std::array<bool, 256> token_chars = [] {
 /// True when `text` is an RFC 9110 token (§5.6.2): a header field name, a protocol name.
 bool is_token(std::string_view text) noexcept;
 
+/// True for an IPv4 literal as inet_pton reads one: four decimal numbers 0-255 without
+/// leading zeros (which some resolvers read as octal), so the text is its own canonical form.
+bool is_dotted_quad(std::string_view text) noexcept;
+
 } // namespace portico::uri

@@ -1,4 +1,5 @@
 #include "config/syntax.hpp"
+#include "portico/core/uri.hpp"
 
 #include <gtest/gtest.h>
 
@@ -40,7 +41,7 @@ TEST(ConfigSyntaxTest, Ipv4LiteralsAreReadAsInetPtonReadsThem)
     };
     for (const auto& text : cases) {
         EXPECT_EQ(canonical_ipv4(text), libc_ipv4(text)) << "'" << text << "'";
-        EXPECT_EQ(is_dotted_quad(text), libc_ipv4(text).has_value()) << "'" << text << "'";
+        EXPECT_EQ(uri::is_dotted_quad(text), libc_ipv4(text).has_value()) << "'" << text << "'";
     }
 }
 
